@@ -1,0 +1,60 @@
+//! The three CustomResourceDefinitions as installed: generated from the types, with doc
+//! comments reflowed into paragraphs.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use serde_json::Value;
+
+use crate::{MonitoringProfile, NodeTrace, PodTrace};
+
+/// The CRDs of MonitoringProfile, PodTrace and NodeTrace, in that order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    [MonitoringProfile::crd(), PodTrace::crd(), NodeTrace::crd()].into_iter().map(reflow).collect()
+}
+
+/// Doc comments are wrapped at 100 columns in the source; `kubectl explain` wraps again, which
+/// leaves ragged half-lines. Join the lines of each paragraph so kubectl wraps them once.
+fn reflow(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    match value {
+                        Value::String(s) if key == "description" => {
+                            *s = s
+                                .split("\n\n")
+                                .map(|para| para.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                                .collect::<Vec<_>>()
+                                .join("\n\n");
+                        }
+                        _ => walk(value),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("reflowed descriptions keep the CRD valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_single_paragraph_lines() {
+        let json = serde_json::to_string(&all()).unwrap();
+        assert!(json.contains("Pods that match, are bound to a node and have not finished are traced."));
+    }
+
+    #[test]
+    fn node_trace_schema_has_no_cel_rules_but_the_others_do() {
+        let crds: Vec<String> = all().iter().map(|c| serde_json::to_string(c).unwrap()).collect();
+        assert!(crds[0].contains("x-kubernetes-validations"));
+        assert!(crds[1].contains("x-kubernetes-validations"));
+        assert!(!crds[2].contains("x-kubernetes-validations"));
+    }
+}

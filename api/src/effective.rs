@@ -1,0 +1,184 @@
+//! The effective profile of a pod under a PodTrace: the referenced profile, the inline one, or
+//! the automatic choice by the pod's owner.
+
+use sha2::{Digest, Sha256};
+
+use crate::podtrace::PodTraceSpec;
+use crate::presets::Preset;
+use crate::profile::MonitoringProfileSpec;
+
+/// Owner kinds whose pods are long-running, for which `daemon` is chosen automatically (the
+/// reference's "daemon task"). Everything else (Jobs, CronJobs, bare pods) gets `standard`.
+pub const LONG_RUNNING_OWNER_KINDS: [&str; 4] =
+    ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"];
+
+/// Where an effective profile came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// `spec.profileRef`.
+    Reference,
+    /// `spec.profile`.
+    Inline,
+    /// Neither: a preset chosen by the pod's owner kind.
+    Automatic,
+}
+
+/// The settings a PodTrace applies to one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectiveProfile {
+    /// The profile's name: the MonitoringProfile's, `inline`, or the automatic preset's.
+    pub name: String,
+    /// Where it came from.
+    pub source: ProfileSource,
+    /// The settings.
+    pub spec: MonitoringProfileSpec,
+    /// Hash of the settings (see [`profile_hash`]).
+    pub hash: String,
+}
+
+/// A PodTrace whose profile cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// `spec.profileRef` names a MonitoringProfile that does not exist.
+    #[error("MonitoringProfile {name:?} (spec.profileRef.name) does not exist; create it or refer to one of the presets")]
+    NotFound {
+        /// The missing profile's name.
+        name: String,
+    },
+}
+
+impl ProfileError {
+    /// The condition reason for this error (`ProfileNotFound`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProfileError::NotFound { .. } => "ProfileNotFound",
+        }
+    }
+}
+
+/// The preset chosen when a PodTrace names no profile: `daemon` for pods owned by a
+/// long-running controller, `standard` otherwise.
+pub fn automatic_preset(owner_kind: Option<&str>) -> Preset {
+    match owner_kind {
+        Some(kind) if LONG_RUNNING_OWNER_KINDS.contains(&kind) => Preset::Daemon,
+        _ => Preset::Standard,
+    }
+}
+
+/// Resolves the profile `spec` applies to a pod owned by `owner_kind`.
+///
+/// `lookup` returns the cluster's MonitoringProfile of a name. An automatic choice uses the
+/// cluster's object of the preset's name when there is one (so an edited preset applies) and the
+/// built-in values otherwise; a `profileRef` must exist.
+pub fn resolve(
+    spec: &PodTraceSpec,
+    owner_kind: Option<&str>,
+    lookup: impl Fn(&str) -> Option<MonitoringProfileSpec>,
+) -> Result<EffectiveProfile, ProfileError> {
+    let (name, source, settings) = match (&spec.profile_ref, &spec.profile) {
+        (Some(reference), _) => {
+            let found = lookup(&reference.name)
+                .ok_or_else(|| ProfileError::NotFound { name: reference.name.clone() })?;
+            (reference.name.clone(), ProfileSource::Reference, found)
+        }
+        (None, Some(inline)) => ("inline".to_owned(), ProfileSource::Inline, inline.clone()),
+        (None, None) => {
+            let preset = automatic_preset(owner_kind);
+            let found = lookup(preset.name()).unwrap_or_else(|| preset.spec());
+            (preset.name().to_owned(), ProfileSource::Automatic, found)
+        }
+    };
+    let hash = profile_hash(&settings);
+    Ok(EffectiveProfile { name, source, spec: settings, hash })
+}
+
+/// A short, stable hash of a profile's settings (first 16 hex digits of SHA-256 over its JSON).
+/// Field order is the struct's, so equal settings always hash equal.
+pub fn profile_hash(spec: &MonitoringProfileSpec) -> String {
+    let json = serde_json::to_vec(spec).expect("a profile always serializes");
+    let digest = Sha256::digest(&json);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::podtrace::ProfileRef;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    fn spec(profile_ref: Option<&str>, inline: Option<MonitoringProfileSpec>) -> PodTraceSpec {
+        PodTraceSpec {
+            selector: LabelSelector::default(),
+            containers: vec![],
+            profile_ref: profile_ref.map(|n| ProfileRef { name: n.into() }),
+            profile: inline,
+            paused: false,
+        }
+    }
+
+    fn cluster(name: &str) -> Option<MonitoringProfileSpec> {
+        match name {
+            "fast" => Some(MonitoringProfileSpec { interval: "2s".into(), ..Default::default() }),
+            // An edited preset: the cluster's object wins over the built-in values.
+            "daemon" => Some(MonitoringProfileSpec { interval: "5m".into(), ..Default::default() }),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn profile_ref_resolves_to_the_cluster_object() {
+        let p = resolve(&spec(Some("fast"), None), None, cluster).unwrap();
+        assert_eq!((p.name.as_str(), p.source, p.spec.interval.as_str()), ("fast", ProfileSource::Reference, "2s"));
+    }
+
+    #[test]
+    fn missing_profile_ref_is_profile_not_found() {
+        let err = resolve(&spec(Some("nope"), None), Some("Deployment"), cluster).unwrap_err();
+        assert_eq!(err, ProfileError::NotFound { name: "nope".into() });
+        assert_eq!(err.reason(), "ProfileNotFound");
+        assert!(err.to_string().contains("spec.profileRef.name"));
+    }
+
+    #[test]
+    fn a_preset_name_in_profile_ref_still_needs_the_object() {
+        // The presets are installed as objects; a reference to a deleted one is an error, not a
+        // silent fallback to built-in values.
+        assert!(resolve(&spec(Some("standard"), None), None, cluster).is_err());
+    }
+
+    #[test]
+    fn inline_profile_is_used_as_is() {
+        let inline = MonitoringProfileSpec { interval: "3s".into(), ..Default::default() };
+        let p = resolve(&spec(None, Some(inline.clone())), Some("DaemonSet"), cluster).unwrap();
+        assert_eq!((p.name.as_str(), p.source, p.spec), ("inline", ProfileSource::Inline, inline));
+    }
+
+    #[test]
+    fn automatic_choice_is_daemon_for_long_running_owners_and_standard_otherwise() {
+        for kind in LONG_RUNNING_OWNER_KINDS {
+            assert_eq!(automatic_preset(Some(kind)), Preset::Daemon, "{kind}");
+        }
+        for kind in [Some("Job"), Some("CronJob"), Some("Node"), None] {
+            assert_eq!(automatic_preset(kind), Preset::Standard, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn automatic_choice_prefers_the_edited_cluster_preset_and_falls_back_to_built_in() {
+        let daemon = resolve(&spec(None, None), Some("StatefulSet"), cluster).unwrap();
+        assert_eq!((daemon.name.as_str(), daemon.spec.interval.as_str()), ("daemon", "5m"));
+        let standard = resolve(&spec(None, None), Some("Job"), cluster).unwrap();
+        assert_eq!(standard.spec, Preset::Standard.spec());
+        assert_eq!(standard.source, ProfileSource::Automatic);
+    }
+
+    #[test]
+    fn hash_is_stable_and_changes_with_any_setting() {
+        let a = MonitoringProfileSpec::default();
+        let mut b = a.clone();
+        assert_eq!(profile_hash(&a), profile_hash(&b));
+        assert_eq!(profile_hash(&a).len(), 16);
+        b.history.size += 1;
+        assert_ne!(profile_hash(&a), profile_hash(&b));
+    }
+}

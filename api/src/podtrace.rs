@@ -1,0 +1,133 @@
+//! `PodTrace`: which pods of a namespace podtrace measures, and with which profile.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::nodetrace::{PodAttachReason, ProbeStatus};
+use crate::profile::MonitoringProfileSpec;
+
+/// Spec of a PodTrace: the pods to trace (by label selector, within the PodTrace's namespace) and
+/// the monitoring profile to trace them with.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "podtrace.dev",
+    version = "v1alpha1",
+    kind = "PodTrace",
+    plural = "podtraces",
+    shortname = "pt",
+    category = "podtrace",
+    namespaced,
+    status = "PodTraceStatus",
+    derive = "PartialEq",
+    doc = "PodTrace selects pods of its namespace by label and has the podtrace agents on their nodes \
+           measure them in the kernel (network, file system, CPU, cgroup limits) with the chosen \
+           MonitoringProfile. Its status reports how many pods matched and, per node, which probes \
+           attached and why any did not.",
+    printcolumn(name = "Profile", type_ = "string", json_path = ".status.effectiveProfile"),
+    printcolumn(name = "Matched", type_ = "integer", json_path = ".status.matchedPods"),
+    printcolumn(name = "Ready Nodes", type_ = "string", json_path = ".status.readyNodes"),
+    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(self.spec.profileRef) || !has(self.spec.profile)")
+        .field_path(".spec.profile")
+        .message("set at most one of spec.profileRef and spec.profile (neither picks a preset automatically)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTraceSpec {
+    /// Label selector over the pods of this PodTrace's namespace. Pods that match, are bound to a
+    /// node and have not finished are traced. An empty selector ({}) selects every pod of the
+    /// namespace.
+    #[x_kube(
+        validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])")
+            .message("selector.matchExpressions[].operator must be one of In, NotIn, Exists, DoesNotExist"),
+        validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? has(e.values) && size(e.values) > 0 : !has(e.values) || size(e.values) == 0)")
+            .message("selector.matchExpressions[].values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist"),
+    )]
+    pub selector: LabelSelector,
+
+    /// Only trace these containers of the selected pods (by container name). Empty or absent
+    /// traces every container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
+    pub containers: Vec<String>,
+
+    /// Name of the cluster-scoped MonitoringProfile to use (for example one of the presets
+    /// standard, minimal, intensive, batch, realtime-api, daemon). Mutually exclusive with profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_ref: Option<ProfileRef>,
+
+    /// An inline monitoring profile, for settings used by this PodTrace only. Mutually exclusive
+    /// with profileRef. With neither, podtrace picks a preset per pod: daemon for pods owned by a
+    /// Deployment, ReplicaSet, StatefulSet or DaemonSet, standard for Jobs and bare pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<MonitoringProfileSpec>,
+
+    /// Stop tracing without deleting the PodTrace: the agents detach from its pods and the
+    /// condition Paused becomes True.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// A reference to a MonitoringProfile by name.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ProfileRef {
+    /// Name of the MonitoringProfile.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Observed state of a PodTrace, written by the operator.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTraceStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Number of pods the selector matches (bound to a node, not finished).
+    #[serde(default)]
+    pub matched_pods: i32,
+    /// Nodes whose agent attached to every matched pod, over the nodes with matched pods ("2/3").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_nodes: Option<String>,
+    /// Name of the effective profile: the referenced one, "inline", or the automatic choice
+    /// ("daemon", "standard", or "daemon+standard" when the pods differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_profile: Option<String>,
+    /// Hash of the effective profile's settings; it changes whenever the settings do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_hash: Option<String>,
+    /// Estimated number of series the matched pods produce with the effective profile.
+    #[serde(default)]
+    pub series_estimate: i64,
+    /// Per node: how many of the matched pods the agent has attached to, and why any are not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeSummary>,
+    /// Ready, Degraded and Paused, as standard Kubernetes conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One node's part of a PodTrace, rolled up from that node's NodeTrace status.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSummary {
+    /// Node name.
+    pub node: String,
+    /// Matched pods on this node.
+    pub pods: i32,
+    /// Pods the agent has attached to.
+    pub attached: i32,
+    /// Pods the agent has not attached to yet (for example, cgroup not created yet).
+    pub pending: i32,
+    /// Pods the agent could not attach to.
+    pub failed: i32,
+    /// How each probe attached on this node (method, or the reason it is unavailable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeStatus>,
+    /// The distinct reasons of pending and failed pods on this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<PodAttachReason>,
+}
