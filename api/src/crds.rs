@@ -23,7 +23,9 @@ fn reflow(crd: CustomResourceDefinition) -> CustomResourceDefinition {
                         Value::String(s) if key == "description" => {
                             *s = s
                                 .split("\n\n")
-                                .map(|para| para.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                                .map(|para| {
+                                    para.split('\n').map(str::trim).collect::<Vec<_>>().join(" ")
+                                })
                                 .collect::<Vec<_>>()
                                 .join("\n\n");
                         }
@@ -47,7 +49,9 @@ mod tests {
     #[test]
     fn descriptions_are_single_paragraph_lines() {
         let json = serde_json::to_string(&all()).unwrap();
-        assert!(json.contains("Pods that match, are bound to a node and have not finished are traced."));
+        assert!(
+            json.contains("Pods that match, are bound to a node and have not finished are traced.")
+        );
     }
 
     #[test]

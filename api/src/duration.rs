@@ -59,7 +59,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
 /// Formats a duration the way Go prints it for whole seconds and minutes (`"90s"` → `"1m30s"`).
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let secs = d.as_secs();

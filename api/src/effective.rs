@@ -40,7 +40,9 @@ pub struct EffectiveProfile {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
     /// `spec.profileRef` names a MonitoringProfile that does not exist.
-    #[error("MonitoringProfile {name:?} (spec.profileRef.name) does not exist; create it or refer to one of the presets")]
+    #[error(
+        "MonitoringProfile {name:?} (spec.profileRef.name) does not exist; create it or refer to one of the presets"
+    )]
     NotFound {
         /// The missing profile's name.
         name: String,
@@ -128,7 +130,10 @@ mod tests {
     #[test]
     fn profile_ref_resolves_to_the_cluster_object() {
         let p = resolve(&spec(Some("fast"), None), None, cluster).unwrap();
-        assert_eq!((p.name.as_str(), p.source, p.spec.interval.as_str()), ("fast", ProfileSource::Reference, "2s"));
+        assert_eq!(
+            (p.name.as_str(), p.source, p.spec.interval.as_str()),
+            ("fast", ProfileSource::Reference, "2s")
+        );
     }
 
     #[test]

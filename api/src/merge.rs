@@ -40,7 +40,8 @@ fn merge_into(acc: &mut MonitoringProfileSpec, p: &MonitoringProfileSpec) {
     c.file_descriptors |= o.file_descriptors;
 
     let probes: BTreeSet<_> = acc.probes.active().chain(p.probes.active()).collect();
-    acc.probes = ProbeSettings { enabled: !probes.is_empty(), include: probes.into_iter().collect() };
+    acc.probes =
+        ProbeSettings { enabled: !probes.is_empty(), include: probes.into_iter().collect() };
 
     let (r, o) = (&mut acc.resource_limits, &p.resource_limits);
     r.enabled |= o.enabled;
@@ -104,7 +105,15 @@ mod tests {
         assert_eq!(m.interval, "5s");
         assert_eq!(m.history.size, 500);
         assert!(m.collect.disk_io && m.collect.network_io && m.collect.threads);
-        assert_eq!(m.probes.include, Probe::ALL.to_vec().into_iter().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+        assert_eq!(
+            m.probes.include,
+            Probe::ALL
+                .to_vec()
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
         assert!(m.probes.enabled);
     }
 
@@ -127,9 +136,17 @@ mod tests {
     #[test]
     fn thresholds_take_the_most_sensitive_and_stay_ordered() {
         let mut a = Preset::Standard.spec();
-        (a.resource_limits.warning_percent, a.resource_limits.critical_percent, a.resource_limits.emergency_percent) = (50, 98, 99);
+        (
+            a.resource_limits.warning_percent,
+            a.resource_limits.critical_percent,
+            a.resource_limits.emergency_percent,
+        ) = (50, 98, 99);
         let mut b = Preset::Standard.spec();
-        (b.resource_limits.warning_percent, b.resource_limits.critical_percent, b.resource_limits.emergency_percent) = (70, 75, 100);
+        (
+            b.resource_limits.warning_percent,
+            b.resource_limits.critical_percent,
+            b.resource_limits.emergency_percent,
+        ) = (70, 75, 100);
         let r = merge_profiles([&a, &b]).unwrap().resource_limits;
         assert_eq!((r.warning_percent, r.critical_percent, r.emergency_percent), (50, 75, 99));
     }

@@ -12,6 +12,10 @@ use crate::profile::{MonitoringProfileSpec, Probe};
 
 /// Spec of a NodeTrace, owned by the operator: every traced pod on the node with its containers
 /// and merged settings. Named after the node.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats the keys name/type_/json_path; clippy reads them as duplicates"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "podtrace.dev",

@@ -10,6 +10,10 @@ use crate::profile::MonitoringProfileSpec;
 
 /// Spec of a PodTrace: the pods to trace (by label selector, within the PodTrace's namespace) and
 /// the monitoring profile to trace them with.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats the keys name/type_/json_path; clippy reads them as duplicates"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "podtrace.dev",

@@ -59,12 +59,24 @@ impl Preset {
     /// One line on what the preset is for (used as the object's description annotation).
     pub fn description(self) -> &'static str {
         match self {
-            Preset::Standard => "General-purpose monitoring: all collectors and probes every 10s, last 100 samples (~16 minutes).",
-            Preset::Minimal => "Minimal overhead: CPU and memory every 60s, no history, no eBPF probes, no MQTT export.",
-            Preset::Intensive => "Debugging and profiling: all collectors and probes every second, last 1000 samples (~16 minutes).",
-            Preset::Batch => "Batch and ETL jobs: CPU, memory and disk I/O every 30s, last 200 samples (~100 minutes).",
-            Preset::RealtimeApi => "HTTP/API servers: CPU, memory, network, threads and file descriptors every 5s, last 500 samples (~41 minutes).",
-            Preset::Daemon => "Long-running daemons: all collectors every 120s, last 500 samples (~16 hours).",
+            Preset::Standard => {
+                "General-purpose monitoring: all collectors and probes every 10s, last 100 samples (~16 minutes)."
+            }
+            Preset::Minimal => {
+                "Minimal overhead: CPU and memory every 60s, no history, no eBPF probes, no MQTT export."
+            }
+            Preset::Intensive => {
+                "Debugging and profiling: all collectors and probes every second, last 1000 samples (~16 minutes)."
+            }
+            Preset::Batch => {
+                "Batch and ETL jobs: CPU, memory and disk I/O every 30s, last 200 samples (~100 minutes)."
+            }
+            Preset::RealtimeApi => {
+                "HTTP/API servers: CPU, memory, network, threads and file descriptors every 5s, last 500 samples (~41 minutes)."
+            }
+            Preset::Daemon => {
+                "Long-running daemons: all collectors every 120s, last 500 samples (~16 hours)."
+            }
         }
     }
 
@@ -81,9 +93,15 @@ impl Preset {
         };
         let (interval, collect, probes, mqtt, history): (&str, _, Vec<Probe>, bool, i32) =
             match self {
-                Preset::Standard => ("10s", CollectSettings::all(true), Probe::ALL.to_vec(), true, 100),
-                Preset::Minimal => ("1m", c(true, true, false, false, false, false), vec![], false, 0),
-                Preset::Intensive => ("1s", CollectSettings::all(true), Probe::ALL.to_vec(), true, 1000),
+                Preset::Standard => {
+                    ("10s", CollectSettings::all(true), Probe::ALL.to_vec(), true, 100)
+                }
+                Preset::Minimal => {
+                    ("1m", c(true, true, false, false, false, false), vec![], false, 0)
+                }
+                Preset::Intensive => {
+                    ("1s", CollectSettings::all(true), Probe::ALL.to_vec(), true, 1000)
+                }
                 Preset::Batch => (
                     "30s",
                     c(true, true, true, false, false, false),

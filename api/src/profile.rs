@@ -17,6 +17,10 @@ use crate::duration;
 
 /// Spec of a MonitoringProfile: what podtrace collects for the pods that use it, how often,
 /// how much history it keeps, and where it exports the samples.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats the keys name/type_/json_path; clippy reads them as duplicates"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "podtrace.dev",
@@ -298,14 +302,7 @@ impl Default for CollectSettings {
 impl CollectSettings {
     /// Every collector on (`true`) or off (`false`).
     pub fn all(on: bool) -> Self {
-        Self {
-            cpu: on,
-            memory: on,
-            disk_io: on,
-            network_io: on,
-            threads: on,
-            file_descriptors: on,
-        }
+        Self { cpu: on, memory: on, disk_io: on, network_io: on, threads: on, file_descriptors: on }
     }
 }
 

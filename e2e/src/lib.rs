@@ -128,7 +128,8 @@ impl ControlPlane {
     /// runtime it was made in, and every `#[tokio::test]` has its own.
     pub async fn client(&self) -> Result<Client> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(Client::try_from(config)?)
     }
 
@@ -168,7 +169,11 @@ impl TestNamespace {
 
 /// Whether every field of `expected` is present in `actual` with the same value (objects are
 /// compared key by key, arrays and scalars exactly). Returns the first differing path.
-pub fn json_subset(expected: &serde_json::Value, actual: &serde_json::Value, path: &str) -> Result<()> {
+pub fn json_subset(
+    expected: &serde_json::Value,
+    actual: &serde_json::Value,
+    path: &str,
+) -> Result<()> {
     use serde_json::Value;
     match (expected, actual) {
         (Value::Object(e), Value::Object(a)) => {

@@ -1,7 +1,9 @@
 //! `tracing` setup with `--log-format plain|json` and `--log-level` (an `EnvFilter` directive).
 
 use clap::{Args, ValueEnum};
-use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt,
+};
 
 /// How log lines are written to stderr.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -9,7 +9,10 @@ fn explain(field: &str) -> String {
 #[test]
 fn kubectl_explain_shows_the_field_docs() {
     let selector = explain("podtrace.spec.selector");
-    assert!(selector.contains("Label selector over the pods of this PodTrace's namespace"), "{selector}");
+    assert!(
+        selector.contains("Label selector over the pods of this PodTrace's namespace"),
+        "{selector}"
+    );
     let interval = explain("monitoringprofile.spec.interval");
     assert!(interval.contains("between 1s and 1h"), "{interval}");
     let status = explain("nodetrace.status.probes.method");
@@ -32,11 +35,23 @@ fn printer_columns_show_interval_history_and_probes() {
     cp.kubectl_ok(&["delete", "monitoringprofile", "columns"]).unwrap();
 
     let crd = cp
-        .kubectl_ok(&["get", "crd", "podtraces.podtrace.dev", "-o", "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}"])
+        .kubectl_ok(&[
+            "get",
+            "crd",
+            "podtraces.podtrace.dev",
+            "-o",
+            "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
+        ])
         .unwrap();
     assert_eq!(crd, "Profile Matched Ready Nodes Paused Age");
     let nt = cp
-        .kubectl_ok(&["get", "crd", "nodetraces.podtrace.dev", "-o", "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}"])
+        .kubectl_ok(&[
+            "get",
+            "crd",
+            "nodetraces.podtrace.dev",
+            "-o",
+            "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
+        ])
         .unwrap();
     assert_eq!(nt, "Pods Attached Series Heartbeat Age");
 }
@@ -60,7 +75,10 @@ fn crds_have_status_subresources_and_the_right_scopes() {
         // Conditions are a list-map keyed by type, so server-side apply merges them by type.
         let path = "jsonpath={.spec.versions[0].schema.openAPIV3Schema.properties.status.properties.conditions}";
         let conditions = cp.kubectl_ok(&["get", "crd", crd, "-o", path]).unwrap();
-        assert!(conditions.contains(r#""x-kubernetes-list-map-keys":["type"]"#), "{crd}: {conditions}");
+        assert!(
+            conditions.contains(r#""x-kubernetes-list-map-keys":["type"]"#),
+            "{crd}: {conditions}"
+        );
         assert!(conditions.contains(r#""x-kubernetes-list-type":"map""#), "{crd}: {conditions}");
     }
 }

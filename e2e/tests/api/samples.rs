@@ -13,7 +13,10 @@ async fn every_sample_is_accepted_and_reads_back_unchanged() {
     let samples = yaml_documents(&repo_root().join("manifests/samples"), "").unwrap();
     let kinds: Vec<&str> = samples.iter().map(|(_, doc)| doc["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "MonitoringProfile").count(), 6, "six presets");
-    assert!(kinds.iter().filter(|k| **k == "PodTrace").count() >= 3, "profileRef, inline, automatic");
+    assert!(
+        kinds.iter().filter(|k| **k == "PodTrace").count() >= 3,
+        "profileRef, inline, automatic"
+    );
 
     let apply = PatchParams::apply("podtrace-e2e-samples").validation_strict();
     for (file, doc) in samples {

@@ -4,18 +4,39 @@
 use podtrace_e2e::with_crds;
 
 const PROFILE: &str = "apiVersion: podtrace.dev/v1alpha1\nkind: MonitoringProfile\nmetadata: {name: invalid-profile}\nspec: ";
-const TRACE: &str = "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {name: invalid-trace}\nspec: ";
+const TRACE: &str =
+    "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {name: invalid-trace}\nspec: ";
 
 /// (case, kind prefix, spec, substrings the error must contain: the field path first).
 const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("zero interval", PROFILE, "{interval: 0s}", &["spec.interval", "between 1s and 1h"]),
     ("negative interval", PROFILE, "{interval: -5s}", &["spec.interval", "between 1s and 1h"]),
     ("interval above 1h", PROFILE, "{interval: 61m}", &["spec.interval", "between 1s and 1h"]),
-    ("interval without unit", PROFILE, "{interval: \"10\"}", &["spec.interval", "between 1s and 1h"]),
+    (
+        "interval without unit",
+        PROFILE,
+        "{interval: \"10\"}",
+        &["spec.interval", "between 1s and 1h"],
+    ),
     ("interval of wrong type", PROFILE, "{interval: 10}", &["spec.interval", "expected string"]),
-    ("history above 10000", PROFILE, "{history: {size: 10001}}", &["spec.history.size", "between 0 and 10000"]),
-    ("negative history", PROFILE, "{history: {size: -1}}", &["spec.history.size", "between 0 and 10000"]),
-    ("history of wrong type", PROFILE, "{history: {size: many}}", &["spec.history.size", "expected numeric"]),
+    (
+        "history above 10000",
+        PROFILE,
+        "{history: {size: 10001}}",
+        &["spec.history.size", "between 0 and 10000"],
+    ),
+    (
+        "negative history",
+        PROFILE,
+        "{history: {size: -1}}",
+        &["spec.history.size", "between 0 and 10000"],
+    ),
+    (
+        "history of wrong type",
+        PROFILE,
+        "{history: {size: many}}",
+        &["spec.history.size", "expected numeric"],
+    ),
     (
         "warning above critical",
         PROFILE,
@@ -34,29 +55,54 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "{resourceLimits: {emergencyPercent: 101}}",
         &["spec.resourceLimits.emergencyPercent", "between 1 and 100"],
     ),
-    ("series budget too small", PROFILE, "{maxSeriesPerPod: 5}", &["spec.maxSeriesPerPod", "between 10 and 100000"]),
-    ("series budget too large", PROFILE, "{maxSeriesPerPod: 1000000}", &["spec.maxSeriesPerPod", "between 10 and 100000"]),
+    (
+        "series budget too small",
+        PROFILE,
+        "{maxSeriesPerPod: 5}",
+        &["spec.maxSeriesPerPod", "between 10 and 100000"],
+    ),
+    (
+        "series budget too large",
+        PROFILE,
+        "{maxSeriesPerPod: 1000000}",
+        &["spec.maxSeriesPerPod", "between 10 and 100000"],
+    ),
     (
         "probes enabled but none listed",
         PROFILE,
         "{probes: {enabled: true, include: []}}",
         &["spec.probes.include", "at least one probe"],
     ),
-    ("unknown probe", PROFILE, "{probes: {include: [tcpRtt, magic]}}", &["spec.probes.include[1]", "Unsupported value: \"magic\""]),
+    (
+        "unknown probe",
+        PROFILE,
+        "{probes: {include: [tcpRtt, magic]}}",
+        &["spec.probes.include[1]", "Unsupported value: \"magic\""],
+    ),
     (
         "invalid pod label key",
         PROFILE,
         "{labels: {podLabels: [app, \"bad key!\"]}}",
         &["spec.labels.podLabels", "valid label keys"],
     ),
-    ("unknown field", PROFILE, "{colect: {cpu: true}}", &["spec.colect", "field not declared in schema"]),
+    (
+        "unknown field",
+        PROFILE,
+        "{colect: {cpu: true}}",
+        &["spec.colect", "field not declared in schema"],
+    ),
     (
         "both profileRef and profile",
         TRACE,
         "{selector: {}, profileRef: {name: standard}, profile: {interval: 5s}}",
         &["spec.profile", "at most one of spec.profileRef and spec.profile"],
     ),
-    ("missing selector", TRACE, "{profileRef: {name: standard}}", &["spec.selector", "Required value"]),
+    (
+        "missing selector",
+        TRACE,
+        "{profileRef: {name: standard}}",
+        &["spec.selector", "Required value"],
+    ),
     (
         "selector with unknown operator",
         TRACE,
@@ -75,15 +121,30 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "{selector: {matchExpressions: [{key: app, operator: Exists, values: [x]}]}}",
         &["spec.selector", "empty for Exists and DoesNotExist"],
     ),
-    ("selector matchLabels as a list", TRACE, "{selector: {matchLabels: [app]}}", &["spec.selector.matchLabels", "expected map"]),
-    ("empty profileRef name", TRACE, "{selector: {}, profileRef: {name: \"\"}}", &["spec.profileRef.name", "at least 1 chars long"]),
+    (
+        "selector matchLabels as a list",
+        TRACE,
+        "{selector: {matchLabels: [app]}}",
+        &["spec.selector.matchLabels", "expected map"],
+    ),
+    (
+        "empty profileRef name",
+        TRACE,
+        "{selector: {}, profileRef: {name: \"\"}}",
+        &["spec.profileRef.name", "at least 1 chars long"],
+    ),
     (
         "invalid inline profile",
         TRACE,
         "{selector: {}, profile: {interval: 0s, history: {size: 20000}}}",
         &["spec.profile.interval", "spec.profile.history.size"],
     ),
-    ("paused of wrong type", TRACE, "{selector: {}, paused: sometimes}", &["spec.paused", "expected boolean"]),
+    (
+        "paused of wrong type",
+        TRACE,
+        "{selector: {}, paused: sometimes}",
+        &["spec.paused", "expected boolean"],
+    ),
 ];
 
 #[tokio::test]
@@ -95,7 +156,8 @@ async fn invalid_objects_are_rejected_with_a_message_naming_the_field() {
     let mut failures = Vec::new();
     for (case, kind, spec, expected) in CASES {
         let manifest = format!("{kind}{spec}\n");
-        let out = cp.kubectl(&["apply", "--server-side", "-n", &ns.name, "-f", "-"], Some(&manifest));
+        let out =
+            cp.kubectl(&["apply", "--server-side", "-n", &ns.name, "-f", "-"], Some(&manifest));
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
             failures.push(format!("{case}: accepted, expected a rejection"));
@@ -108,8 +170,16 @@ async fn invalid_objects_are_rejected_with_a_message_naming_the_field() {
         }
     }
     // Nothing was stored by the rejected applies.
-    let left = cp.kubectl_ok(&["get", "podtraces,monitoringprofiles", "-n", &ns.name, "-o", "name"]).unwrap();
+    let left = cp
+        .kubectl_ok(&["get", "podtraces,monitoringprofiles", "-n", &ns.name, "-o", "name"])
+        .unwrap();
     assert!(!left.contains("invalid-"), "rejected objects were stored: {left}");
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
     ns.delete().await.unwrap();
 }

@@ -1,0 +1,55 @@
+# The front door. `make demo` runs podtrace on this machine; `make test` runs every check CI runs.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+DEMO_DIR ?= $(HOME)/.cache/podtrace/demo
+
+.PHONY: help setup build generate check-generated lint unit e2e test demo demo-down
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: ## Install packages and build the Kubernetes test binaries (cached)
+	bash scripts/setup.sh
+
+build: ## Build every crate
+	$(CARGO) build --workspace --all-targets
+
+generate: ## Regenerate crds/ and the preset samples from the Rust types
+	$(CARGO) run -q -p podtrace-api --bin crdgen
+
+check-generated: generate ## Fail when generated files differ from the types
+	@if ! git diff --quiet -- crds manifests || [ -n "$$(git ls-files --others --exclude-standard crds manifests)" ]; then \
+	  git status --short -- crds manifests; \
+	  echo "error: generated files are out of date: run \`make generate\` and commit"; exit 1; \
+	fi
+
+lint: ## rustfmt and clippy with -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: ## Unit tests (no cluster, no root)
+	$(CARGO) test --workspace --exclude podtrace-e2e
+
+e2e: ## End-to-end tests against a real kube-apiserver + etcd
+	$(CARGO) test -p podtrace-e2e
+	bash e2e/scripts/assert-clean.sh
+
+test: setup lint check-generated unit e2e ## Everything CI runs
+
+demo: setup generate ## Start a local control plane with the CRDs and samples installed
+	bash e2e/scripts/control-plane.sh down $(DEMO_DIR)
+	bash e2e/scripts/control-plane.sh up $(DEMO_DIR)
+	@K="$$(bash e2e/scripts/control-plane.sh bin)/kubectl --kubeconfig $(DEMO_DIR)/kubeconfig"; \
+	$$K apply --server-side -f crds/ >/dev/null; \
+	$$K wait --for=condition=Established crd --all --timeout=60s >/dev/null; \
+	$$K create namespace demo >/dev/null; \
+	$$K apply --server-side -n demo -f manifests/samples/; \
+	echo; $$K get monitoringprofiles; echo; $$K get podtraces -n demo; echo; \
+	echo "The API server runs in the background. Use it with:"; \
+	echo "  export KUBECONFIG=$(DEMO_DIR)/kubeconfig PATH=$$(bash e2e/scripts/control-plane.sh bin):\$$PATH"; \
+	echo "  kubectl explain podtrace.spec"; \
+	echo "Stop it with: make demo-down"
+
+demo-down: ## Stop the demo control plane
+	bash e2e/scripts/control-plane.sh down $(DEMO_DIR)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing podtrace needs on a Debian/Ubuntu machine, and builds the
+# Kubernetes binaries the tests run against (cached under ~/.cache/podtrace, so a second run is
+# quick). Safe to run again.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+
+# Debian packages: clang/llvm/libbpf for the eBPF programs, openssl for test certificates,
+# bpftool to inspect loaded programs, python3 for small test helpers.
+PACKAGES=(clang llvm libbpf-dev openssl bpftool python3 ca-certificates)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: Rust is required (https://rustup.rs), then run this again" >&2; exit 1; }
+command -v go >/dev/null || { echo "setup: Go ≥ 1.26 is required to build kube-apiserver and etcd" >&2; exit 1; }
+
+bash "$HERE/../e2e/scripts/build-k8s.sh"
