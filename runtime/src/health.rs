@@ -9,6 +9,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 /// The default gRPC health port (the reference's 50100).
 pub const DEFAULT_PORT: u16 = 50100;
 
+/// A service that is SERVING for as long as the process answers, for liveness probes: the
+/// overall service "" turns NOT_SERVING when the process is not ready, which must not make the
+/// kubelet restart it.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// Sets the serving status of health services.
 #[derive(Clone)]
 pub struct Health {
@@ -24,7 +29,7 @@ impl Health {
 }
 
 /// Starts the gRPC health server on `addr` with every service in `services` (and "") not
-/// serving, until `shutdown` resolves.
+/// serving and [`LIVENESS_SERVICE`] serving, until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     services: &[&str],
@@ -34,6 +39,7 @@ pub async fn serve(
     let (reporter, service) = tonic_health::server::health_reporter();
     let health = Health { reporter };
     health.set("", false).await;
+    health.set(LIVENESS_SERVICE, true).await;
     for s in services {
         health.set(s, false).await;
     }
