@@ -1,0 +1,13 @@
+//! podtrace node agent: finds the cgroups of the traced pods (or, standalone, of local cgroups
+//! and processes), collects cgroup limits and usage, per-process stats from `/proc` and node
+//! kernel stats, and serves them on `/metrics`, to the push exporters and on the admin channel.
+//!
+//! ```text
+//!  NodeTrace (cluster) ─┐                       ┌─► metrics::Store ─► /metrics, top
+//!  config file (local) ─┴► targets ─► cgroup ─► collectors ─┤
+//!                                                          └─► exporters (push)
+//! ```
+
+pub mod error;
+
+pub use error::{Error, Result};
