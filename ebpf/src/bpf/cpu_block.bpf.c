@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Off-CPU (blocked) time (podtrace_cpu_block_seconds_*): from the moment a thread of a tracked
+ * cgroup switches out in a sleeping state until it is woken up.
+ *
+ * sched_switch runs in the context of the thread going off CPU, so the current cgroup is its
+ * own: the tracked check and the start happen there. sched_wakeup only looks the thread up.
+ * Preemption (still runnable) is not blocking and is skipped; run-queue wait after the wakeup
+ * is not counted (that is scheduling latency, not blocking).
+ */
+#include "podtrace_common.h"
+
+#define TASK_DEAD 0x80
+
+struct pt_block_start {
+	__u64 ts;
+	__u64 cgroup_id;
+	char comm[PT_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* thread id */
+	__type(value, struct pt_block_start);
+} block_start SEC(".maps");
+
+static __always_inline void pt_switch_out(__u32 tid, long state)
+{
+	if (state == 0 || (state & TASK_DEAD))
+		return; /* preempted while runnable, or exiting: not a block */
+	__u64 cg = bpf_get_current_cgroup_id();
+	if (!pt_tracked(cg, PT_PROBE_CPU_BLOCK))
+		return;
+	struct pt_block_start s = { .ts = bpf_ktime_get_ns(), .cgroup_id = cg };
+	bpf_get_current_comm(s.comm, sizeof(s.comm));
+	if (bpf_map_update_elem(&block_start, &tid, &s, BPF_ANY))
+		pt_count_error(PT_ERR_INFLIGHT_FULL);
+}
+
+static __always_inline void pt_wakeup(__u32 tid)
+{
+	struct pt_block_start *s = bpf_map_lookup_elem(&block_start, &tid);
+	if (!s)
+		return;
+	struct pt_target *t = pt_tracked(s->cgroup_id, PT_PROBE_CPU_BLOCK);
+	if (t)
+		pt_hist_add(t, s->cgroup_id, s->comm, PT_PROBE_CPU_BLOCK, PT_OP_NONE,
+			    bpf_ktime_get_ns() - s->ts);
+	bpf_map_delete_elem(&block_start, &tid);
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(pt_switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	if (!preempt)
+		pt_switch_out(prev->pid, prev_state);
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(pt_wakeup_btf, struct task_struct *p)
+{
+	pt_wakeup(p->pid);
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_switch")
+int pt_switch_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	if (!ctx->args[0]) {
+		struct task_struct *prev = (struct task_struct *)ctx->args[1];
+		pt_switch_out(BPF_CORE_READ(prev, pid), (long)(unsigned int)ctx->args[3]);
+	}
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_wakeup")
+int pt_wakeup_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *p = (struct task_struct *)ctx->args[0];
+	pt_wakeup(BPF_CORE_READ(p, pid));
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_switch")
+int pt_switch_tp(struct trace_event_raw_sched_switch *ctx)
+{
+	/* The classic tracepoint reports a task_state_index() bit, with 0x100 (TASK_REPORT_MAX)
+	 * for preemption and 0x10/0x20 (EXIT_DEAD/EXIT_ZOMBIE) for an exiting task. */
+	long state = ctx->prev_state;
+	if (state & (0x100 | 0x10 | 0x20))
+		return 0;
+	pt_switch_out(ctx->prev_pid, state);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_wakeup")
+int pt_wakeup_tp(struct trace_event_raw_sched_wakeup_template *ctx)
+{
+	pt_wakeup(ctx->pid);
+	return 0;
+}

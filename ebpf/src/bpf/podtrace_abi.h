@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * The map keys, values and constants shared by the kernel programs and the Rust loader.
+ *
+ * This header is plain C with fixed-width types only: build.rs also compiles it for the host to
+ * print sizes and offsets, and the Rust mirrors in src/abi.rs are tested against those numbers.
+ * Change a struct here and the layout test tells you which Rust field to change.
+ */
+#ifndef __PODTRACE_ABI_H__
+#define __PODTRACE_ABI_H__
+
+#include <linux/types.h>
+
+/* Probe families, in the order of podtrace_api::profile::Probe::ALL. A target's `probes`
+ * field is a bit mask of (1 << PT_PROBE_*). */
+#define PT_PROBE_TCP_RTT 0
+#define PT_PROBE_TCP_CONNECT 1
+#define PT_PROBE_DNS 2
+#define PT_PROBE_FS_LATENCY 3
+#define PT_PROBE_FS_BYTES 4
+#define PT_PROBE_CPU_BLOCK 5
+#define PT_PROBE_NETWORK_BYTES 6
+
+/* The `op` of a key: the reference's `type`, `direction` or `operation` label. */
+#define PT_OP_NONE 0
+#define PT_OP_READ 1
+#define PT_OP_WRITE 2
+#define PT_OP_FSYNC 3
+#define PT_OP_SEND 4
+#define PT_OP_RECV 5
+
+/* Histogram buckets: bucket k (0..19) counts values <= 100us * 2^k (0.0001 s .. 52.4288 s,
+ * the reference's exponential buckets); bucket 20 counts the rest (+Inf). Not cumulative. */
+#define PT_BUCKET_BASE_NS 100000ULL
+#define PT_FINITE_BUCKETS 20
+#define PT_BUCKETS (PT_FINITE_BUCKETS + 1)
+
+#define PT_COMM_LEN 16
+
+/* Indexes of the per-CPU `errors` array: every dropped sample is counted under its reason. */
+#define PT_ERR_HIST_FULL 0     /* `hists` had no room for a new key */
+#define PT_ERR_COUNTER_FULL 1  /* `counters` had no room for a new key */
+#define PT_ERR_COMM_FULL 2     /* `comms` had no room; the sample went to "other" */
+#define PT_ERR_INFLIGHT_FULL 3 /* a start-time map had no room; the sample was lost */
+#define PT_ERR_COUNT 4
+
+/* Value of `tracked` (key: cgroup v2 id). Written by user space; `comms` is incremented by the
+ * kernel each time a new process name of this cgroup gets its own series. */
+struct pt_target {
+	__u32 index;  /* the agent's target index, opaque to the kernel */
+	__u32 probes; /* bit mask of PT_PROBE_* enabled for this cgroup */
+	__u32 comms;  /* process names handed out so far */
+	__u32 _pad;
+};
+
+/* Key of `hists` and `counters`. comm is all zero for "other". */
+struct pt_key {
+	__u64 cgroup_id;
+	char comm[PT_COMM_LEN];
+	__u8 probe; /* PT_PROBE_* */
+	__u8 op;    /* PT_OP_* */
+	__u16 _pad1;
+	__u32 _pad2;
+};
+
+/* Value of `hists`: a latency histogram in nanoseconds. */
+struct pt_hist {
+	__u64 buckets[PT_BUCKETS];
+	__u64 count;
+	__u64 sum_ns;
+	__u64 latest_ns;
+};
+
+/* Value of `counters`. */
+struct pt_counter {
+	__u64 bytes;
+	__u64 events;
+};
+
+/* Key of `comms`: the process names of a cgroup that have their own series. */
+struct pt_comm_key {
+	__u64 cgroup_id;
+	char comm[PT_COMM_LEN];
+};
+
+#endif /* __PODTRACE_ABI_H__ */

@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * Maps and helpers every probe family shares: the tracked-cgroup filter, the in-kernel
+ * histograms and counters, the per-cgroup process-name budget and the drop counters.
+ *
+ * Each family's object gets its own copy of these maps (aya loads objects independently and
+ * cannot share a map between them without pinning); the loader writes `tracked` of every
+ * loaded family on track/untrack.
+ *
+ *   event -> tracked[cgroup id]? --no--> return (one hash lookup: the cost of untracked work)
+ *                 | yes
+ *                 v
+ *   hists/counters[{cgroup, comm, probe, op}] += sample
+ *                 | new key? -> comms[{cgroup, comm}] or budget left? else comm = "other"
+ */
+#ifndef __PODTRACE_COMMON_H__
+#define __PODTRACE_COMMON_H__
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "podtrace_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Process names per cgroup that get their own series; the loader overrides it. */
+const volatile __u32 pt_max_comms = 16;
+
+/* Sizes are defaults; the loader sets them from ProbeConfig before loading. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct pt_target);
+} tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct pt_key);
+	__type(value, struct pt_hist);
+} hists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct pt_key);
+	__type(value, struct pt_counter);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct pt_comm_key);
+	__type(value, __u8);
+} comms SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PT_ERR_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} errors SEC(".maps");
+
+static __always_inline void pt_count_error(__u32 reason)
+{
+	__u64 *v = bpf_map_lookup_elem(&errors, &reason);
+	if (v)
+		*v += 1; /* per-CPU: no atomic needed */
+}
+
+/* The tracked target of a cgroup if `probe` is enabled for it, else NULL. */
+static __always_inline struct pt_target *pt_tracked(__u64 cgroup_id, __u32 probe)
+{
+	struct pt_target *t = bpf_map_lookup_elem(&tracked, &cgroup_id);
+	if (!t || !(t->probes & (1U << probe)))
+		return NULL;
+	return t;
+}
+
+/* Bucket of a latency: smallest k with ns <= 100us * 2^k, or PT_FINITE_BUCKETS (+Inf). */
+static __always_inline __u32 pt_bucket(__u64 ns)
+{
+	if (ns <= PT_BUCKET_BASE_NS)
+		return 0;
+	__u64 q = (ns - 1) / PT_BUCKET_BASE_NS; /* >= 1 */
+	__u32 log = 0, shift;
+	shift = (q > 0xFFFFFFFFULL) << 5; q >>= shift; log |= shift;
+	shift = (q > 0xFFFF) << 4; q >>= shift; log |= shift;
+	shift = (q > 0xFF) << 3; q >>= shift; log |= shift;
+	shift = (q > 0xF) << 2; q >>= shift; log |= shift;
+	shift = (q > 0x3) << 1; q >>= shift; log |= shift;
+	log |= (q >> 1);
+	__u32 k = log + 1;
+	return k > PT_FINITE_BUCKETS ? PT_FINITE_BUCKETS : k;
+}
+
+/* Fills key->comm for a key that has no series yet: the name keeps its own series while the
+ * cgroup's budget (pt_max_comms) lasts, then it is folded into "other" (all zero). */
+static __always_inline void pt_resolve_comm(struct pt_key *key, struct pt_target *t)
+{
+	struct pt_comm_key ck = { .cgroup_id = key->cgroup_id };
+	__builtin_memcpy(ck.comm, key->comm, PT_COMM_LEN);
+	if (bpf_map_lookup_elem(&comms, &ck))
+		return;
+	if (t->comms < pt_max_comms && __sync_fetch_and_add(&t->comms, 1) < pt_max_comms) {
+		__u8 one = 1;
+		if (bpf_map_update_elem(&comms, &ck, &one, BPF_NOEXIST) == 0)
+			return;
+		pt_count_error(PT_ERR_COMM_FULL);
+	}
+	__builtin_memset(key->comm, 0, PT_COMM_LEN);
+}
+
+static __always_inline void pt_hist_add(struct pt_target *t, __u64 cgroup_id, const char *comm,
+					__u8 probe, __u8 op, __u64 ns)
+{
+	struct pt_key key = { .cgroup_id = cgroup_id, .probe = probe, .op = op };
+	__builtin_memcpy(key.comm, comm, PT_COMM_LEN);
+	struct pt_hist *h = bpf_map_lookup_elem(&hists, &key);
+	if (!h) {
+		pt_resolve_comm(&key, t);
+		h = bpf_map_lookup_elem(&hists, &key);
+		if (!h) {
+			struct pt_hist zero = {};
+			long err = bpf_map_update_elem(&hists, &key, &zero, BPF_NOEXIST);
+			if (err && err != -17 /* EEXIST: another CPU won the race */) {
+				pt_count_error(PT_ERR_HIST_FULL);
+				return;
+			}
+			h = bpf_map_lookup_elem(&hists, &key);
+			if (!h)
+				return;
+		}
+	}
+	__u32 b = pt_bucket(ns);
+	if (b < PT_BUCKETS)
+		__sync_fetch_and_add(&h->buckets[b], 1);
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+	h->latest_ns = ns;
+}
+
+static __always_inline void pt_counter_add(struct pt_target *t, __u64 cgroup_id, const char *comm,
+					   __u8 probe, __u8 op, __u64 bytes)
+{
+	struct pt_key key = { .cgroup_id = cgroup_id, .probe = probe, .op = op };
+	__builtin_memcpy(key.comm, comm, PT_COMM_LEN);
+	struct pt_counter *c = bpf_map_lookup_elem(&counters, &key);
+	if (!c) {
+		pt_resolve_comm(&key, t);
+		c = bpf_map_lookup_elem(&counters, &key);
+		if (!c) {
+			struct pt_counter zero = {};
+			long err = bpf_map_update_elem(&counters, &key, &zero, BPF_NOEXIST);
+			if (err && err != -17) {
+				pt_count_error(PT_ERR_COUNTER_FULL);
+				return;
+			}
+			c = bpf_map_lookup_elem(&counters, &key);
+			if (!c)
+				return;
+		}
+	}
+	__sync_fetch_and_add(&c->bytes, bytes);
+	__sync_fetch_and_add(&c->events, 1);
+}
+
+/* The cgroup v2 id of a socket's owner (the cgroup it was created in), read with CO-RE. */
+static __always_inline __u64 pt_sock_cgroup_id(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+#endif /* __PODTRACE_COMMON_H__ */

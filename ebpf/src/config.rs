@@ -1,0 +1,81 @@
+//! Load-time settings of the probes.
+
+use podtrace_api::nodetrace::AttachMethod;
+use podtrace_api::profile::Probe;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Capacities of the kernel maps (entries). Every family gets its own maps of these sizes.
+/// When one is full, new keys are dropped and counted (see `Snapshot::drops`), never silently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Tracked cgroups (pods × containers on the node).
+    pub tracked: u32,
+    /// Histogram series: cgroups × process names × types.
+    pub histograms: u32,
+    /// Counter series.
+    pub counters: u32,
+    /// (cgroup, process name) pairs that keep their own name.
+    pub process_names: u32,
+    /// Operations in flight (connects, file syscalls, blocked threads, DNS queries).
+    pub inflight: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            tracked: 4096,
+            histograms: 16384,
+            counters: 16384,
+            process_names: 16384,
+            inflight: 16384,
+        }
+    }
+}
+
+/// Settings for [`crate::Probes::load`].
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// Probes attached at load (the union over the node's profiles); others can be enabled
+    /// later with [`crate::Probes::set_enabled`].
+    pub probes: BTreeSet<Probe>,
+    /// Map capacities.
+    pub map_sizes: MapSizes,
+    /// Process names per cgroup (and per probe family) that keep their own `process_name`;
+    /// later names are counted as "other".
+    pub max_process_names: u32,
+    /// The cgroup v2 directory the `cgroup_skb` programs attach to (once, with the id filter).
+    pub cgroup_skb_root: PathBuf,
+    /// UDP port of DNS servers (53).
+    pub dns_port: u16,
+    /// Keep `kernel.bpf_stats_enabled` on while loaded, for per-program run counts and times.
+    pub bpf_stats: bool,
+    /// Attach methods never tried (for kernels where one misbehaves, and for tests of the
+    /// ladder); reported as "skipped" in the probe's reason.
+    pub skip_methods: BTreeSet<AttachMethod>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            probes: Probe::ALL.into_iter().collect(),
+            map_sizes: MapSizes::default(),
+            max_process_names: 16,
+            cgroup_skb_root: default_cgroup2_root(),
+            dns_port: 53,
+            bpf_stats: true,
+            skip_methods: BTreeSet::new(),
+        }
+    }
+}
+
+/// The cgroup v2 mount: `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a
+/// hybrid one.
+pub fn default_cgroup2_root() -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup");
+    if unified.join("cgroup.controllers").exists() {
+        unified.to_path_buf()
+    } else {
+        unified.join("unified")
+    }
+}

@@ -1,0 +1,405 @@
+//! The probe families and their attach ladders: for each family, the rungs to try, best
+//! first, each naming the programs of the embedded object it needs and where they attach.
+//!
+//! ```text
+//! family       probes                 rungs (best first)
+//! tcp_rtt      tcpRtt                 fentry tcp_sendmsg/tcp_recvmsg > tp_btf > raw_tp > tracepoint
+//! tcp_connect  tcpConnect             tp_btf > raw_tp > tracepoint   (inet_sock_set_state)
+//! dns          dns                    cgroup_skb (ingress + egress at the cgroup v2 root)
+//! fs           fsLatency, fsBytes     tracepoint syscalls/* > tp_btf > raw_tp (sys_enter/exit)
+//! cpu_block    cpuBlock               tp_btf > raw_tp > tracepoint   (sched_switch + wakeup)
+//! network      networkBytes           cgroup_skb (ingress + egress at the cgroup v2 root)
+//! ```
+//!
+//! A rung is taken only if *all* its programs load and attach; otherwise what it loaded is
+//! unloaded and the next rung is tried. The reason of each failed rung is kept for the
+//! `Unavailable` status. kprobes are not offered: every family has a tracepoint.
+
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, Program, ProgramError,
+    RawTracePoint, TracePoint,
+};
+use aya::{Btf, Ebpf};
+use podtrace_api::nodetrace::AttachMethod;
+use podtrace_api::profile::Probe;
+use std::fs::File;
+use std::path::Path;
+
+/// Where one program attaches.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Hook {
+    /// fentry on a kernel function.
+    Fentry(&'static str),
+    /// BTF tracepoint.
+    TpBtf(&'static str),
+    /// Raw tracepoint.
+    Raw(&'static str),
+    /// Classic tracepoint (category, name); needs tracefs.
+    Tracepoint(&'static str, &'static str),
+    /// cgroup_skb at the configured cgroup v2 root.
+    CgroupSkb(CgroupSkbAttachType),
+}
+
+/// One rung: an attach method and its programs.
+#[derive(Debug)]
+pub(crate) struct Rung {
+    pub method: AttachMethod,
+    pub programs: &'static [(&'static str, Hook)],
+}
+
+/// One probe family: an embedded object, the probes it serves and its ladder.
+#[derive(Debug)]
+pub(crate) struct Family {
+    pub name: &'static str,
+    pub object: &'static [u8],
+    pub probes: &'static [Probe],
+    pub rungs: &'static [Rung],
+}
+
+macro_rules! object {
+    ($name:literal) => {
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $name, ".bpf.o"))
+    };
+}
+
+use AttachMethod as M;
+use Hook::*;
+
+macro_rules! fs_tracepoints {
+    ($($sc:literal),*) => {
+        &[$(
+            (concat!("pt_fs_enter_", $sc), Tracepoint("syscalls", concat!("sys_enter_", $sc))),
+            (concat!("pt_fs_exit_", $sc), Tracepoint("syscalls", concat!("sys_exit_", $sc))),
+        )*]
+    };
+}
+
+/// Every family, in a stable order.
+pub(crate) static FAMILIES: &[Family] = &[
+    Family {
+        name: "tcp_rtt",
+        object: object!("tcp_rtt"),
+        probes: &[Probe::TcpRtt],
+        rungs: &[
+            Rung {
+                method: M::Fentry,
+                programs: &[
+                    ("pt_rtt_send_fentry", Fentry("tcp_sendmsg")),
+                    ("pt_rtt_recv_fentry", Fentry("tcp_recvmsg")),
+                ],
+            },
+            Rung {
+                method: M::TpBtf,
+                programs: &[
+                    ("pt_rtt_send_btf", TpBtf("sock_send_length")),
+                    ("pt_rtt_recv_btf", TpBtf("sock_recv_length")),
+                ],
+            },
+            Rung {
+                method: M::RawTracepoint,
+                programs: &[
+                    ("pt_rtt_send_raw", Raw("sock_send_length")),
+                    ("pt_rtt_recv_raw", Raw("sock_recv_length")),
+                ],
+            },
+            Rung {
+                method: M::Tracepoint,
+                programs: &[
+                    ("pt_rtt_send_tp", Tracepoint("sock", "sock_send_length")),
+                    ("pt_rtt_recv_tp", Tracepoint("sock", "sock_recv_length")),
+                ],
+            },
+        ],
+    },
+    Family {
+        name: "tcp_connect",
+        object: object!("tcp_connect"),
+        probes: &[Probe::TcpConnect],
+        rungs: &[
+            Rung {
+                method: M::TpBtf,
+                programs: &[("pt_connect_btf", TpBtf("inet_sock_set_state"))],
+            },
+            Rung {
+                method: M::RawTracepoint,
+                programs: &[("pt_connect_raw", Raw("inet_sock_set_state"))],
+            },
+            Rung {
+                method: M::Tracepoint,
+                programs: &[("pt_connect_tp", Tracepoint("sock", "inet_sock_set_state"))],
+            },
+        ],
+    },
+    Family {
+        name: "dns",
+        object: object!("dns"),
+        probes: &[Probe::Dns],
+        rungs: &[Rung {
+            method: M::CgroupSkb,
+            programs: &[
+                ("pt_dns_egress", CgroupSkb(CgroupSkbAttachType::Egress)),
+                ("pt_dns_ingress", CgroupSkb(CgroupSkbAttachType::Ingress)),
+            ],
+        }],
+    },
+    Family {
+        name: "fs",
+        object: object!("fs"),
+        probes: &[Probe::FsLatency, Probe::FsBytes],
+        rungs: &[
+            Rung {
+                method: M::Tracepoint,
+                programs: fs_tracepoints!(
+                    "read",
+                    "write",
+                    "pread64",
+                    "pwrite64",
+                    "readv",
+                    "writev",
+                    "fsync",
+                    "fdatasync"
+                ),
+            },
+            Rung {
+                method: M::TpBtf,
+                programs: &[
+                    ("pt_fs_enter_btf", TpBtf("sys_enter")),
+                    ("pt_fs_exit_btf", TpBtf("sys_exit")),
+                ],
+            },
+            Rung {
+                method: M::RawTracepoint,
+                programs: &[
+                    ("pt_fs_enter_raw", Raw("sys_enter")),
+                    ("pt_fs_exit_raw", Raw("sys_exit")),
+                ],
+            },
+        ],
+    },
+    Family {
+        name: "cpu_block",
+        object: object!("cpu_block"),
+        probes: &[Probe::CpuBlock],
+        rungs: &[
+            Rung {
+                method: M::TpBtf,
+                programs: &[
+                    ("pt_switch_btf", TpBtf("sched_switch")),
+                    ("pt_wakeup_btf", TpBtf("sched_wakeup")),
+                ],
+            },
+            Rung {
+                method: M::RawTracepoint,
+                programs: &[
+                    ("pt_switch_raw", Raw("sched_switch")),
+                    ("pt_wakeup_raw", Raw("sched_wakeup")),
+                ],
+            },
+            Rung {
+                method: M::Tracepoint,
+                programs: &[
+                    ("pt_switch_tp", Tracepoint("sched", "sched_switch")),
+                    ("pt_wakeup_tp", Tracepoint("sched", "sched_wakeup")),
+                ],
+            },
+        ],
+    },
+    Family {
+        name: "network",
+        object: object!("network"),
+        probes: &[Probe::NetworkBytes],
+        rungs: &[Rung {
+            method: M::CgroupSkb,
+            programs: &[
+                ("pt_net_egress", CgroupSkb(CgroupSkbAttachType::Egress)),
+                ("pt_net_ingress", CgroupSkb(CgroupSkbAttachType::Ingress)),
+            ],
+        }],
+    },
+];
+
+/// The family that serves a probe.
+pub(crate) fn family_of(probe: Probe) -> &'static Family {
+    FAMILIES.iter().find(|f| f.probes.contains(&probe)).expect("every Probe has a family")
+}
+
+/// What the kernel needs to attach: BTF for fentry/tp_btf, the cgroup for cgroup_skb.
+pub(crate) struct AttachEnv<'a> {
+    pub btf: Option<&'a Btf>,
+    pub cgroup_root: &'a Path,
+}
+
+/// Loads and attaches every program of `rung`; on the first failure unloads what it loaded
+/// and returns the reason (errno name and message).
+pub(crate) fn try_rung(ebpf: &mut Ebpf, rung: &Rung, env: &AttachEnv<'_>) -> Result<(), String> {
+    for (i, (name, hook)) in rung.programs.iter().enumerate() {
+        if let Err(e) = load_and_attach(ebpf, name, *hook, env) {
+            for (done, _) in &rung.programs[..=i] {
+                unload(ebpf, done);
+            }
+            return Err(format!("{name}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+fn load_and_attach(
+    ebpf: &mut Ebpf,
+    name: &str,
+    hook: Hook,
+    env: &AttachEnv<'_>,
+) -> Result<(), String> {
+    let program =
+        ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let need_btf = || env.btf.ok_or_else(|| "no kernel BTF (/sys/kernel/btf/vmlinux)".to_string());
+    match hook {
+        Fentry(func) => {
+            let p: &mut FEntry = program.try_into().map_err(describe)?;
+            p.load(func, need_btf()?).map_err(describe)?;
+            p.attach().map_err(describe)?;
+        }
+        TpBtf(tp) => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(describe)?;
+            p.load(tp, need_btf()?).map_err(describe)?;
+            p.attach().map_err(describe)?;
+        }
+        Raw(tp) => {
+            let p: &mut RawTracePoint = program.try_into().map_err(describe)?;
+            p.load().map_err(describe)?;
+            p.attach(tp).map_err(describe)?;
+        }
+        Tracepoint(category, tp) => {
+            let p: &mut TracePoint = program.try_into().map_err(describe)?;
+            p.load().map_err(describe)?;
+            p.attach(category, tp).map_err(describe)?;
+        }
+        CgroupSkb(direction) => {
+            let p: &mut CgroupSkb = program.try_into().map_err(describe)?;
+            p.load().map_err(describe)?;
+            let cgroup = File::open(env.cgroup_root)
+                .map_err(|e| format!("{}: {}", env.cgroup_root.display(), errno_text(&e)))?;
+            // aya uses bpf_link_create on kernels >= 5.7, and the kernel rejects any flag on a
+            // cgroup link (EINVAL): links always coexist with other programs as if
+            // BPF_F_ALLOW_MULTI were set (kernel/bpf/cgroup.c, cgroup_bpf_link_attach).
+            p.attach(cgroup, direction, CgroupAttachMode::Single).map_err(describe)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unloads a program (detaching its links); a program that was never loaded is left alone.
+pub(crate) fn unload(ebpf: &mut Ebpf, name: &str) {
+    let Some(program) = ebpf.program_mut(name) else { return };
+    let result = match program {
+        Program::FEntry(p) => p.unload(),
+        Program::BtfTracePoint(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        Program::CgroupSkb(p) => p.unload(),
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::debug!(program = name, error = %e, "unload");
+    }
+}
+
+/// The kernel's reason in a short form: "EPERM (Operation not permitted)", plus the last line
+/// of the verifier log when there is one.
+fn describe(e: ProgramError) -> String {
+    let mut reason = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            reason = Some(errno_text(io));
+            break;
+        }
+        source = err.source();
+    }
+    if let ProgramError::LoadError { io_error, verifier_log } = &e {
+        let log = verifier_log.to_string();
+        let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        tracing::debug!(verifier_log = %log, "program rejected");
+        return match last.trim() {
+            "" => errno_text(io_error),
+            last => format!("{} (verifier: {last})", errno_text(io_error)),
+        };
+    }
+    reason.unwrap_or_else(|| e.to_string())
+}
+
+/// "EPERM (Operation not permitted)" for an OS error, the message otherwise.
+pub(crate) fn errno_text(e: &std::io::Error) -> String {
+    let Some(code) = e.raw_os_error() else { return e.to_string() };
+    let name = match code {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EBADF => "EBADF",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::E2BIG => "E2BIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        524 => "ENOTSUPP",
+        _ => return e.to_string(),
+    };
+    let msg = e.to_string();
+    let msg = msg.split(" (os error").next().unwrap_or(&msg);
+    format!("{name} ({msg})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_probe_has_exactly_one_family_with_a_ladder() {
+        for probe in Probe::ALL {
+            let n = FAMILIES.iter().filter(|f| f.probes.contains(&probe)).count();
+            assert_eq!(n, 1, "{probe:?}");
+            assert!(!family_of(probe).rungs.is_empty());
+        }
+    }
+
+    #[test]
+    fn every_program_of_every_rung_is_in_its_object() {
+        for family in FAMILIES {
+            let obj = aya_obj_programs(family.object);
+            for rung in family.rungs {
+                for (name, _) in rung.programs {
+                    assert!(obj.iter().any(|p| p == name), "{}: {name}", family.name);
+                }
+            }
+        }
+    }
+
+    fn aya_obj_programs(bytes: &[u8]) -> Vec<String> {
+        // The ELF symbol table is enough to know the program names without loading anything.
+        let text = String::from_utf8_lossy(bytes);
+        let mut names = Vec::new();
+        for family in FAMILIES {
+            for rung in family.rungs {
+                for (name, _) in rung.programs {
+                    if text.contains(name) {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn errno_text_names_the_error() {
+        let e = std::io::Error::from_raw_os_error(libc::EPERM);
+        assert!(errno_text(&e).starts_with("EPERM ("), "{}", errno_text(&e));
+        let other = std::io::Error::other("tracefs not found");
+        assert_eq!(errno_text(&other), "tracefs not found");
+    }
+}

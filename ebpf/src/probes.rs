@@ -1,0 +1,470 @@
+//! [`Probes`]: the loaded probe families, the tracked cgroups and the map reads.
+//!
+//! ```text
+//! Probes
+//!  ├─ families: family name -> LoadedFamily { Ebpf (maps + programs + links), chosen rung }
+//!  ├─ targets:  cgroup id -> { target index, probes }   (mirrored into every family's `tracked`)
+//!  └─ enabled:  probes attached node-wide
+//! ```
+//! Dropping a `LoadedFamily` closes its object: aya detaches the links and the kernel frees
+//! the programs and maps. That is how a disabled probe and a dropped `Probes` leave nothing
+//! behind.
+
+use crate::abi::{BUCKETS, ERR_COUNT, PtCommKey, PtCounter, PtHist, PtKey, PtTarget, err};
+use crate::config::ProbeConfig;
+use crate::error::{Error, Result};
+use crate::histogram::Histogram;
+use crate::ladder::{AttachEnv, FAMILIES, Family, Rung, family_of, try_rung};
+use crate::snapshot::{
+    CounterSample, HistogramSample, Op, ProgramStats, Series, Snapshot, process_name,
+};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::{Btf, Ebpf, EbpfLoader};
+use podtrace_api::nodetrace::{AttachMethod, ProbeState, ProbeStatus};
+use podtrace_api::profile::Probe;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
+
+/// Bit of a probe in the kernel's `pt_target.probes` mask: its position in `Probe::ALL`.
+pub fn probe_bit(probe: Probe) -> u32 {
+    Probe::ALL.iter().position(|p| *p == probe).expect("in ALL") as u32
+}
+
+fn mask(probes: impl IntoIterator<Item = Probe>) -> u32 {
+    probes.into_iter().fold(0, |m, p| m | (1 << probe_bit(p)))
+}
+
+/// The name of a method as in NodeTrace status and metrics ("tp_btf").
+pub fn method_name(method: AttachMethod) -> &'static str {
+    match method {
+        AttachMethod::Fentry => "fentry",
+        AttachMethod::TpBtf => "tp_btf",
+        AttachMethod::RawTracepoint => "raw_tracepoint",
+        AttachMethod::Tracepoint => "tracepoint",
+        AttachMethod::CgroupSkb => "cgroup_skb",
+        AttachMethod::Kprobe => "kprobe",
+    }
+}
+
+struct LoadedFamily {
+    family: &'static Family,
+    rung: &'static Rung,
+    ebpf: Ebpf,
+    /// Why the better rungs were not taken ("fentry: …; …"), empty on the first rung.
+    fallbacks: String,
+}
+
+#[derive(Clone, Debug)]
+struct Target {
+    index: u32,
+    probes: BTreeSet<Probe>,
+}
+
+/// The node's eBPF probes. See the crate documentation for the life cycle.
+pub struct Probes {
+    config: ProbeConfig,
+    btf: Option<Btf>,
+    families: BTreeMap<&'static str, LoadedFamily>,
+    enabled: BTreeSet<Probe>,
+    statuses: BTreeMap<Probe, ProbeStatus>,
+    targets: BTreeMap<u64, Target>,
+    /// Keeps kernel.bpf_stats_enabled on while held (BPF_ENABLE_STATS).
+    _stats: Option<OwnedFd>,
+}
+
+impl Probes {
+    /// Loads and attaches the families of `config.probes`, each down its ladder.
+    ///
+    /// Returns the status of every probe (in `Probe::ALL` order): `Attached` with the method,
+    /// `Unavailable` with the kernel's reason for each rung, or `Disabled`. A probe that cannot
+    /// attach never fails the call; only an unusable configuration does.
+    pub fn load(config: &ProbeConfig) -> Result<(Probes, Vec<ProbeStatus>)> {
+        let stats = if config.bpf_stats {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot enable bpf_stats; program run counts stay 0");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let btf = match Btf::from_sys_fs() {
+            Ok(btf) => Some(btf),
+            Err(e) => {
+                tracing::warn!(error = %e, "no kernel BTF: fentry and tp_btf rungs unavailable, CO-RE fails");
+                None
+            }
+        };
+        let mut probes = Probes {
+            config: config.clone(),
+            btf,
+            families: BTreeMap::new(),
+            enabled: config.probes.clone(),
+            statuses: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            _stats: stats,
+        };
+        for family in FAMILIES {
+            probes.sync_family(family);
+        }
+        let statuses = probes.statuses();
+        Ok((probes, statuses))
+    }
+
+    /// The status of every probe, in `Probe::ALL` order.
+    pub fn statuses(&self) -> Vec<ProbeStatus> {
+        probes_statuses(&self.statuses)
+    }
+
+    /// Attaches (`true`) or detaches (`false`) a probe node-wide, without touching the others.
+    /// Detaching the last probe of a family unloads the family (its series restart at zero
+    /// when enabled again). Returns the probe's new status.
+    pub fn set_enabled(&mut self, probe: Probe, enabled: bool) -> ProbeStatus {
+        if enabled {
+            self.enabled.insert(probe);
+        } else {
+            self.enabled.remove(&probe);
+        }
+        let family = family_of(probe);
+        self.sync_family(family);
+        self.statuses[&probe].clone()
+    }
+
+    /// Starts measuring a cgroup v2 (by id, see [`crate::cgroup_id`]) for `probes`.
+    /// Calling it again for the same cgroup replaces its index and probes.
+    pub fn track(
+        &mut self,
+        cgroup_id: u64,
+        target_index: u32,
+        probes: impl IntoIterator<Item = Probe>,
+    ) -> Result<()> {
+        let target = Target { index: target_index, probes: probes.into_iter().collect() };
+        let previous = self.targets.insert(cgroup_id, target);
+        let names: Vec<&'static str> = self.families.keys().copied().collect();
+        for name in names {
+            if let Err(e) = self.write_target(name, cgroup_id) {
+                match previous {
+                    Some(p) => self.targets.insert(cgroup_id, p),
+                    None => self.targets.remove(&cgroup_id),
+                };
+                self.rewrite_targets_of(cgroup_id);
+                return Err(e);
+            }
+        }
+        tracing::debug!(cgroup_id, target_index, "tracking cgroup");
+        Ok(())
+    }
+
+    /// Stops measuring a cgroup and deletes its series from the kernel maps. Returns whether
+    /// it was tracked. Operations in flight finish uncounted and their start entries are
+    /// removed by the kernel when they complete.
+    pub fn untrack(&mut self, cgroup_id: u64) -> Result<bool> {
+        let was = self.targets.remove(&cgroup_id).is_some();
+        for loaded in self.families.values_mut() {
+            let name = loaded.family.name;
+            let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, name, "tracked")?;
+            ignore_missing(tracked.remove(&cgroup_id)).map_err(|e| map_err(name, "tracked", e))?;
+            purge(&mut loaded.ebpf, name, |id| id == cgroup_id)?;
+        }
+        Ok(was)
+    }
+
+    /// The tracked cgroup ids.
+    pub fn tracked(&self) -> impl Iterator<Item = u64> + '_ {
+        self.targets.keys().copied()
+    }
+
+    /// Reads every map once: the series of tracked cgroups, drops and program stats. Series
+    /// of cgroups no longer tracked (written by an event racing with `untrack`) are deleted.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        for loaded in self.families.values_mut() {
+            let name = loaded.family.name;
+            let targets = &self.targets;
+            read_family(loaded, targets, &mut snap)?;
+            purge(&mut loaded.ebpf, name, |id| !targets.contains_key(&id))?;
+        }
+        Ok(snap)
+    }
+
+    fn sync_family(&mut self, family: &'static Family) {
+        let wanted = family.probes.iter().any(|p| self.enabled.contains(p));
+        let loaded = self.families.contains_key(family.name);
+        if wanted && !loaded {
+            match self.load_family(family) {
+                Ok(loaded) => {
+                    let method = loaded.rung.method;
+                    tracing::info!(
+                        family = family.name,
+                        method = method_name(method),
+                        "probes attached"
+                    );
+                    self.families.insert(family.name, loaded);
+                    let ids: Vec<u64> = self.targets.keys().copied().collect();
+                    for id in ids {
+                        if let Err(e) = self.write_target(family.name, id) {
+                            tracing::warn!(family = family.name, cgroup_id = id, error = %e, "cannot track cgroup");
+                        }
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(family = family.name, %reason, "probes unavailable");
+                    for p in family.probes {
+                        self.statuses.insert(
+                            *p,
+                            status(*p, ProbeState::Unavailable, None, Some(reason.clone())),
+                        );
+                    }
+                    return;
+                }
+            }
+        } else if !wanted && loaded {
+            self.families.remove(family.name);
+            tracing::info!(family = family.name, "probes detached");
+        } else if wanted {
+            let ids: Vec<u64> = self.targets.keys().copied().collect();
+            for id in ids {
+                if let Err(e) = self.write_target(family.name, id) {
+                    tracing::warn!(family = family.name, cgroup_id = id, error = %e, "cannot update cgroup");
+                }
+            }
+        }
+        let loaded = self.families.get(family.name);
+        let method = loaded.map(|l| l.rung.method);
+        // On a lower rung, say why the better ones failed: an SRE asks "why not fentry?".
+        let fallbacks = loaded.map(|l| l.fallbacks.clone()).filter(|f| !f.is_empty());
+        for p in family.probes {
+            let st = match (self.enabled.contains(p), method) {
+                (true, Some(m)) => status(*p, ProbeState::Attached, Some(m), fallbacks.clone()),
+                _ => status(*p, ProbeState::Disabled, None, None),
+            };
+            self.statuses.insert(*p, st);
+        }
+    }
+
+    /// Loads a family's object and walks its ladder; the error is the reason of every rung.
+    fn load_family(&self, family: &'static Family) -> Result<LoadedFamily, String> {
+        let sizes = &self.config.map_sizes;
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(self.btf.as_ref())
+            .map_max_entries("tracked", sizes.tracked)
+            .map_max_entries("hists", sizes.histograms)
+            .map_max_entries("counters", sizes.counters)
+            .map_max_entries("comms", sizes.process_names)
+            .override_global("pt_max_comms", &self.config.max_process_names, true);
+        for inflight in ["connect_start", "block_start", "fs_start", "dns_start"] {
+            loader.map_max_entries(inflight, sizes.inflight);
+        }
+        if family.name == "dns" {
+            loader.override_global("pt_dns_port", &self.config.dns_port, true);
+        }
+        let mut ebpf = loader.load(family.object).map_err(|e| format!("object: {e}"))?;
+        let env = AttachEnv { btf: self.btf.as_ref(), cgroup_root: &self.config.cgroup_skb_root };
+        let mut reasons = Vec::new();
+        for rung in family.rungs {
+            let method = method_name(rung.method);
+            if self.config.skip_methods.contains(&rung.method) {
+                reasons.push(format!("{method}: skipped by configuration"));
+                continue;
+            }
+            match try_rung(&mut ebpf, rung, &env) {
+                Ok(()) => {
+                    if !reasons.is_empty() {
+                        tracing::info!(family = family.name, method, fell_back_from = %reasons.join("; "), "ladder");
+                    }
+                    let fallbacks = reasons.join("; ");
+                    return Ok(LoadedFamily { family, rung, ebpf, fallbacks });
+                }
+                Err(reason) => reasons.push(format!("{method}: {reason}")),
+            }
+        }
+        Err(reasons.join("; "))
+    }
+
+    fn write_target(&mut self, family: &'static str, cgroup_id: u64) -> Result<()> {
+        let Some(target) = self.targets.get(&cgroup_id) else { return Ok(()) };
+        let probes = mask(target.probes.iter().copied().filter(|p| self.enabled.contains(p)));
+        let index = target.index;
+        let capacity = self.config.map_sizes.tracked;
+        let loaded = self.families.get_mut(family).expect("loaded family");
+        let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, family, "tracked")?;
+        let comms = tracked.get(&cgroup_id, 0).map(|t| t.comms).unwrap_or(0);
+        let value = PtTarget { index, probes, comms, _pad: 0 };
+        tracked.insert(cgroup_id, value, 0).map_err(|e| match &e {
+            MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                Error::TrackedMapFull { capacity }
+            }
+            _ => map_err(family, "tracked", e),
+        })
+    }
+
+    /// After a failed `track`, puts the kernel maps back to what `targets` says.
+    fn rewrite_targets_of(&mut self, cgroup_id: u64) {
+        let names: Vec<&'static str> = self.families.keys().copied().collect();
+        for name in names {
+            if self.targets.contains_key(&cgroup_id) {
+                let _ = self.write_target(name, cgroup_id);
+            } else if let Some(l) = self.families.get_mut(name)
+                && let Ok(mut m) = typed_map::<u64, PtTarget>(&mut l.ebpf, name, "tracked")
+            {
+                let _ = m.remove(&cgroup_id);
+            }
+        }
+    }
+}
+
+fn status(
+    probe: Probe,
+    state: ProbeState,
+    method: Option<AttachMethod>,
+    reason: Option<String>,
+) -> ProbeStatus {
+    ProbeStatus { probe, state, method, reason }
+}
+
+fn probes_statuses(map: &BTreeMap<Probe, ProbeStatus>) -> Vec<ProbeStatus> {
+    Probe::ALL
+        .iter()
+        .map(|p| {
+            map.get(p).cloned().unwrap_or_else(|| status(*p, ProbeState::Disabled, None, None))
+        })
+        .collect()
+}
+
+fn typed_map<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    family: &'static str,
+    map: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>> {
+    let m = ebpf
+        .map_mut(map)
+        .ok_or_else(|| map_err(family, map, MapError::InvalidName { name: map.into() }))?;
+    HashMap::try_from(m).map_err(|e| map_err(family, map, e))
+}
+
+fn map_err(family: &'static str, map: &'static str, e: MapError) -> Error {
+    Error::Map { family, map, source: Box::new(e) }
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+/// Deletes the histogram, counter and process-name entries of the cgroups `doomed` selects.
+fn purge(ebpf: &mut Ebpf, family: &'static str, doomed: impl Fn(u64) -> bool) -> Result<()> {
+    purge_map::<PtKey, PtHist>(ebpf, family, "hists", |k| doomed(k.cgroup_id))?;
+    purge_map::<PtKey, PtCounter>(ebpf, family, "counters", |k| doomed(k.cgroup_id))?;
+    purge_map::<PtCommKey, u8>(ebpf, family, "comms", |k| doomed(k.cgroup_id))
+}
+
+fn purge_map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    family: &'static str,
+    map: &'static str,
+    doomed: impl Fn(&K) -> bool,
+) -> Result<()> {
+    let mut m = typed_map::<K, V>(ebpf, family, map)?;
+    // Collect first: deleting while walking a hash map restarts the walk.
+    let keys: Vec<K> = m.keys().collect::<Result<_, _>>().map_err(|e| map_err(family, map, e))?;
+    for key in keys.iter().filter(|k| doomed(k)) {
+        ignore_missing(m.remove(key)).map_err(|e| map_err(family, map, e))?;
+    }
+    Ok(())
+}
+
+fn read_family(
+    loaded: &mut LoadedFamily,
+    targets: &BTreeMap<u64, Target>,
+    snap: &mut Snapshot,
+) -> Result<()> {
+    let name = loaded.family.name;
+    let series = |k: &PtKey| -> Option<Series> {
+        let target = targets.get(&k.cgroup_id)?;
+        let probe = *Probe::ALL.get(usize::from(k.probe))?;
+        Some(Series {
+            cgroup_id: k.cgroup_id,
+            target_index: target.index,
+            probe,
+            op: Op::from_raw(k.op),
+            process_name: process_name(&k.comm),
+        })
+    };
+    {
+        let hists = typed_map::<PtKey, PtHist>(&mut loaded.ebpf, name, "hists")?;
+        for entry in hists.iter() {
+            let (k, v) = entry.map_err(|e| map_err(name, "hists", e))?;
+            if let Some(series) = series(&k) {
+                let mut buckets = [0; BUCKETS];
+                buckets.copy_from_slice(&v.buckets);
+                let histogram =
+                    Histogram { buckets, count: v.count, sum_ns: v.sum_ns, latest_ns: v.latest_ns };
+                snap.histograms.push(HistogramSample { series, histogram });
+            }
+        }
+    }
+    {
+        let counters = typed_map::<PtKey, PtCounter>(&mut loaded.ebpf, name, "counters")?;
+        for entry in counters.iter() {
+            let (k, v) = entry.map_err(|e| map_err(name, "counters", e))?;
+            if let Some(series) = series(&k) {
+                snap.counters.push(CounterSample { series, bytes: v.bytes, events: v.events });
+            }
+        }
+    }
+    {
+        let m = loaded.ebpf.map("errors").ok_or_else(|| {
+            map_err(name, "errors", MapError::InvalidName { name: "errors".into() })
+        })?;
+        let errors =
+            PerCpuArray::<&MapData, u64>::try_from(m).map_err(|e| map_err(name, "errors", e))?;
+        let mut sums = [0u64; ERR_COUNT];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let per_cpu = errors.get(&(i as u32), 0).map_err(|e| map_err(name, "errors", e))?;
+            *sum = per_cpu.iter().sum();
+        }
+        let d = &mut snap.drops;
+        d.histograms_full += sums[err::HIST_FULL as usize];
+        d.counters_full += sums[err::COUNTER_FULL as usize];
+        d.process_names_full += sums[err::COMM_FULL as usize];
+        d.inflight_full += sums[err::INFLIGHT_FULL as usize];
+    }
+    for (program, _) in loaded.rung.programs {
+        let Some(p) = loaded.ebpf.program(program) else { continue };
+        match p.info() {
+            Ok(info) => snap.programs.push(ProgramStats {
+                family: name,
+                program,
+                method: loaded.rung.method,
+                run_count: info.run_count(),
+                run_time: info.run_time(),
+            }),
+            Err(e) => tracing::debug!(program, error = %e, "program info"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_bits_are_distinct_and_fit_the_kernel_mask() {
+        let all = mask(Probe::ALL);
+        assert_eq!(all.count_ones() as usize, Probe::ALL.len());
+        assert!(all < (1 << 7) + 1);
+    }
+
+    #[test]
+    fn statuses_list_every_probe_in_order() {
+        let s = probes_statuses(&BTreeMap::new());
+        assert_eq!(s.iter().map(|s| s.probe).collect::<Vec<_>>(), Probe::ALL.to_vec());
+        assert!(s.iter().all(|s| s.state == ProbeState::Disabled));
+    }
+}
