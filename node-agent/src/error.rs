@@ -14,6 +14,53 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file under /sys/fs/cgroup or /proc did not have the expected format.
+    #[error("parsing {path}: unexpected content (expected {expected})")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// The standalone configuration file is invalid; the previous configuration keeps running.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where.
+        message: String,
+    },
+    /// A call to the Kubernetes API failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// A socket could not be bound or served.
+    #[error("{what} on {addr}: {source}")]
+    Serve {
+        /// The server (admin channel, metrics, health).
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The `reason` label of `podtrace_agent_errors_total` for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Read { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => "not_found",
+                std::io::ErrorKind::PermissionDenied => "permission_denied",
+                _ => "io",
+            },
+            Error::Parse { .. } => "parse",
+            Error::Config { .. } => "config",
+            Error::Kube(_) => "kubernetes",
+            Error::Serve { .. } => "serve",
+        }
+    }
 }
 
 /// The agent's result type.

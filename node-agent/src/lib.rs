@@ -3,11 +3,16 @@
 //! kernel stats, and serves them on `/metrics`, to the push exporters and on the admin channel.
 //!
 //! ```text
-//!  NodeTrace (cluster) ─┐                       ┌─► metrics::Store ─► /metrics, top
+//!  NodeTrace (cluster) ─┐                              ┌─► metrics::Store ─► /metrics, top
 //!  config file (local) ─┴► targets ─► cgroup ─► collectors ─┤
 //!                                                          └─► exporters (push)
 //! ```
 
+pub mod cgroup;
+pub mod collectors;
 pub mod error;
+pub mod metrics;
+pub mod procfs;
+pub mod targets;
 
 pub use error::{Error, Result};

@@ -1,0 +1,80 @@
+//! The `kernel` source: node-wide kernel statistics, as the kernel-metrics reference names them.
+//!
+//! - `node_context_switches_total`: the `ctxt` line of `/proc/stat` (all CPUs, since boot).
+//! - `node_entropy_available_bits`: `/proc/sys/kernel/random/entropy_avail` (256 on kernels
+//!   since 5.18, whose pool no longer drains).
+//! - `node_network_connections_total`: the sockets of the agent's network namespace, every line of
+//!   `/proc/net/tcp`, `tcp6`, `udp` and `udp6` in any state (LISTEN, ESTABLISHED, TIME_WAIT, …).
+//!   With `hostNetwork: true`, as the DaemonSet runs, that is the node's network namespace; pods
+//!   in their own namespaces are not counted.
+
+use serde::Serialize;
+
+use crate::{
+    metrics::{Labels, Sample, catalog::*},
+    procfs,
+};
+
+/// One reading of the node's kernel statistics (also pushed by the exporters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KernelReading {
+    /// Context switches since boot.
+    pub context_switches: u64,
+    /// Entropy available in bits.
+    pub entropy_available_bits: u64,
+    /// Sockets in the network namespace.
+    pub network_connections: u64,
+}
+
+/// Reads the node's kernel statistics from `proc` (normally `/proc`).
+pub fn read(proc: &std::path::Path) -> crate::Result<KernelReading> {
+    let stat_path = proc.join("stat");
+    let context_switches = procfs::parse_context_switches(&procfs::read(&stat_path)?)
+        .ok_or(crate::Error::Parse { path: stat_path, expected: "a ctxt line" })?;
+    let entropy_path = proc.join("sys/kernel/random/entropy_avail");
+    let entropy_available_bits = crate::cgroup::files::parse_u64(&procfs::read(&entropy_path)?)
+        .ok_or(crate::Error::Parse { path: entropy_path, expected: "a number" })?;
+    let mut network_connections = 0;
+    for table in ["net/tcp", "net/tcp6", "net/udp", "net/udp6"] {
+        // A kernel without IPv6 has no tcp6/udp6: nothing to count there.
+        if let Ok(text) = std::fs::read_to_string(proc.join(table)) {
+            network_connections += procfs::count_socket_lines(&text);
+        }
+    }
+    Ok(KernelReading { context_switches, entropy_available_bits, network_connections })
+}
+
+/// The samples of a reading.
+pub fn samples(r: &KernelReading) -> Vec<Sample> {
+    vec![
+        Sample::new(NODE_CONTEXT_SWITCHES, Labels::default(), r.context_switches as f64),
+        Sample::new(NODE_ENTROPY, Labels::default(), r.entropy_available_bits as f64),
+        Sample::new(NODE_CONNECTIONS, Labels::default(), r.network_connections as f64),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_nodes_proc_and_counts_sockets_like_ss() {
+        let r = read(std::path::Path::new("/proc")).unwrap();
+        assert!(r.context_switches > 0);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let after = read(std::path::Path::new("/proc")).unwrap();
+        assert!(after.network_connections >= 1);
+        drop(listener);
+        assert_eq!(samples(&after).len(), 3);
+    }
+
+    #[test]
+    fn a_proc_without_ctxt_is_a_parse_error() {
+        let dir = std::env::temp_dir().join(format!("podtrace-kproc-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sys/kernel/random")).unwrap();
+        std::fs::write(dir.join("stat"), "cpu 1 2 3\n").unwrap();
+        let err = read(&dir).unwrap_err();
+        assert_eq!(err.reason(), "parse");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

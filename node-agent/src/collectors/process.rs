@@ -1,0 +1,340 @@
+//! The `process` source: per process of a target, the reference's list from `/proc` (CPU %,
+//! memory bytes and %, disk and network bytes, threads, file descriptors, uptime), a bounded
+//! history of the profile's `history.size` samples and the aggregates over it.
+//!
+//! Series carry `namespace`, `pod`, `container`, `pid` and (with `labels.processName`)
+//! `process_name`. Network bytes are those of the process's network namespace (every interface
+//! but `lo`): for a pod, the pod's traffic, the same for each of its processes.
+
+use podtrace_api::MonitoringProfileSpec;
+use serde::Serialize;
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::{Instant, SystemTime},
+};
+
+use crate::{
+    metrics::{Labels, Sample, catalog::*},
+    procfs::{self, USER_HZ},
+};
+
+/// One sample of one process (the reference's `metrics` object).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProcessSample {
+    /// CPU over the last interval, percent of one CPU (0 on the first sample).
+    pub cpu_usage_percent: f64,
+    /// Resident memory in bytes.
+    pub memory_usage_bytes: u64,
+    /// Resident memory in percent of the container's limit (or of the node's memory).
+    pub memory_usage_percent: f64,
+    /// Bytes read from storage since the process started.
+    pub disk_read_bytes: u64,
+    /// Bytes written to storage since the process started.
+    pub disk_write_bytes: u64,
+    /// Bytes received on the network namespace.
+    pub network_rx_bytes: u64,
+    /// Bytes transmitted on the network namespace.
+    pub network_tx_bytes: u64,
+    /// Seconds since the process started.
+    pub uptime_seconds: u64,
+    /// Threads.
+    pub thread_count: u64,
+    /// Open file descriptors.
+    pub file_descriptor_count: u64,
+    /// When the sample was taken (RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
+    pub timestamp: SystemTime,
+}
+
+impl Default for ProcessSample {
+    fn default() -> Self {
+        Self {
+            cpu_usage_percent: 0.0,
+            memory_usage_bytes: 0,
+            memory_usage_percent: 0.0,
+            disk_read_bytes: 0,
+            disk_write_bytes: 0,
+            network_rx_bytes: 0,
+            network_tx_bytes: 0,
+            uptime_seconds: 0,
+            thread_count: 0,
+            file_descriptor_count: 0,
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let ts = k8s_openapi::jiff::Timestamp::try_from(*t).map_err(serde::ser::Error::custom)?;
+    s.serialize_str(&ts.to_string())
+}
+
+/// Aggregates over a process's history (the reference's `aggregated` object). The totals are the
+/// growth of the cumulative counters over the window (last minus first sample).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Aggregates {
+    /// Average CPU percent.
+    pub avg_cpu_usage: f64,
+    /// Maximum CPU percent.
+    pub max_cpu_usage: f64,
+    /// Average resident memory in bytes.
+    pub avg_memory_usage: f64,
+    /// Maximum resident memory in bytes.
+    pub max_memory_usage: u64,
+    /// Bytes read during the window.
+    pub total_disk_read: u64,
+    /// Bytes written during the window.
+    pub total_disk_write: u64,
+    /// Bytes received during the window.
+    pub total_network_rx: u64,
+    /// Bytes transmitted during the window.
+    pub total_network_tx: u64,
+    /// Samples in the window.
+    pub sample_count: u64,
+}
+
+/// The aggregates of a history; `None` when it is empty.
+pub fn aggregate(history: &VecDeque<ProcessSample>) -> Option<Aggregates> {
+    let (first, last) = (history.front()?, history.back()?);
+    let n = history.len() as f64;
+    Some(Aggregates {
+        avg_cpu_usage: history.iter().map(|s| s.cpu_usage_percent).sum::<f64>() / n,
+        max_cpu_usage: history.iter().map(|s| s.cpu_usage_percent).fold(0.0, f64::max),
+        avg_memory_usage: history.iter().map(|s| s.memory_usage_bytes as f64).sum::<f64>() / n,
+        max_memory_usage: history.iter().map(|s| s.memory_usage_bytes).max().unwrap_or(0),
+        total_disk_read: last.disk_read_bytes.saturating_sub(first.disk_read_bytes),
+        total_disk_write: last.disk_write_bytes.saturating_sub(first.disk_write_bytes),
+        total_network_rx: last.network_rx_bytes.saturating_sub(first.network_rx_bytes),
+        total_network_tx: last.network_tx_bytes.saturating_sub(first.network_tx_bytes),
+        sample_count: history.len() as u64,
+    })
+}
+
+/// What one collection found for one process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessReport {
+    /// Process id.
+    pub pid: u32,
+    /// Command name.
+    pub comm: String,
+    /// The latest sample.
+    pub sample: ProcessSample,
+    /// Aggregates over the history (none with `history.size` 0).
+    pub aggregates: Option<Aggregates>,
+}
+
+#[derive(Debug)]
+struct ProcState {
+    start_ticks: u64,
+    last_ticks: u64,
+    last_at: Instant,
+    history: VecDeque<ProcessSample>,
+}
+
+/// The per-process state of one target: last CPU reading and the history.
+#[derive(Debug, Default)]
+pub struct ProcessCollector {
+    procs: BTreeMap<u32, ProcState>,
+}
+
+/// The raw `/proc` reading of one process.
+#[derive(Clone, Debug, Default)]
+pub struct Raw {
+    /// stat fields.
+    pub stat: Option<procfs::PidStat>,
+    /// VmRSS bytes.
+    pub rss: u64,
+    /// storage bytes.
+    pub io: crate::cgroup::files::IoBytes,
+    /// net/dev bytes.
+    pub net: (u64, u64),
+    /// fd count.
+    pub fds: u64,
+}
+
+/// Reads one process; `None` when it exited meanwhile.
+pub fn read_raw(pid: u32) -> Option<Raw> {
+    let base = format!("/proc/{pid}");
+    let stat = procfs::parse_pid_stat(&std::fs::read_to_string(format!("{base}/stat")).ok()?)?;
+    Some(Raw {
+        rss: std::fs::read_to_string(format!("{base}/status"))
+            .ok()
+            .and_then(|t| procfs::parse_status_rss(&t))
+            .unwrap_or(0),
+        io: std::fs::read_to_string(format!("{base}/io")).map(|t| procfs::parse_pid_io(&t)).unwrap_or_default(),
+        net: std::fs::read_to_string(format!("{base}/net/dev")).map(|t| procfs::parse_net_dev(&t)).unwrap_or_default(),
+        fds: procfs::count_dir(format!("{base}/fd")).unwrap_or(0),
+        stat: Some(stat),
+    })
+}
+
+impl ProcessCollector {
+    /// Records one reading per live process (`raws`), forgets processes that are gone, and returns
+    /// the reports. `memory_base` is the byte count memory percent is relative to; `uptime` the
+    /// node's seconds since boot.
+    pub fn record(
+        &mut self,
+        raws: Vec<(u32, Raw)>,
+        now: Instant,
+        wall: SystemTime,
+        uptime: f64,
+        memory_base: u64,
+        history_size: usize,
+    ) -> Vec<ProcessReport> {
+        let live: Vec<u32> = raws.iter().map(|(p, _)| *p).collect();
+        self.procs.retain(|pid, _| live.contains(pid));
+        let mut out = Vec::with_capacity(raws.len());
+        for (pid, raw) in raws {
+            let Some(stat) = raw.stat else { continue };
+            let state = self.procs.entry(pid).or_insert_with(|| ProcState {
+                start_ticks: stat.start_ticks,
+                last_ticks: stat.cpu_ticks,
+                last_at: now,
+                history: VecDeque::new(),
+            });
+            if state.start_ticks != stat.start_ticks {
+                // The pid was reused by a new process: start over.
+                *state = ProcState { start_ticks: stat.start_ticks, last_ticks: stat.cpu_ticks, last_at: now, history: VecDeque::new() };
+            }
+            let dt = now.duration_since(state.last_at).as_secs_f64();
+            let cpu = if dt > 0.0 {
+                stat.cpu_ticks.saturating_sub(state.last_ticks) as f64 / USER_HZ / dt * 100.0
+            } else {
+                0.0
+            };
+            state.last_ticks = stat.cpu_ticks;
+            state.last_at = now;
+            let sample = ProcessSample {
+                cpu_usage_percent: cpu,
+                memory_usage_bytes: raw.rss,
+                memory_usage_percent: raw.rss as f64 / memory_base.max(1) as f64 * 100.0,
+                disk_read_bytes: raw.io.read,
+                disk_write_bytes: raw.io.write,
+                network_rx_bytes: raw.net.0,
+                network_tx_bytes: raw.net.1,
+                uptime_seconds: (uptime - stat.start_ticks as f64 / USER_HZ).max(0.0) as u64,
+                thread_count: stat.threads,
+                file_descriptor_count: raw.fds,
+                timestamp: wall,
+            };
+            if history_size > 0 {
+                state.history.push_back(sample.clone());
+                while state.history.len() > history_size {
+                    state.history.pop_front();
+                }
+            } else {
+                state.history.clear();
+            }
+            out.push(ProcessReport { pid, comm: stat.comm, sample, aggregates: aggregate(&state.history) });
+        }
+        out
+    }
+}
+
+/// The samples of the reports, as the profile's `collect` and `labels` settings ask.
+pub fn samples(target_labels: &Labels, reports: &[ProcessReport], profile: &MonitoringProfileSpec) -> Vec<Sample> {
+    let c = &profile.collect;
+    let mut out = Vec::with_capacity(reports.len() * 18);
+    for r in reports {
+        let mut l = target_labels.clone();
+        l.push("pid", &r.pid.to_string());
+        if profile.labels.process_name {
+            l.push("process_name", &r.comm);
+        }
+        let s = &r.sample;
+        let mut push = |on: bool, f, v: f64| {
+            if on {
+                out.push(Sample::new(f, l.clone(), v));
+            }
+        };
+        push(c.cpu, PROCESS_CPU, s.cpu_usage_percent);
+        push(c.memory, PROCESS_MEMORY, s.memory_usage_bytes as f64);
+        push(c.memory, PROCESS_MEMORY_PERCENT, s.memory_usage_percent);
+        push(c.disk_io, PROCESS_DISK_READ, s.disk_read_bytes as f64);
+        push(c.disk_io, PROCESS_DISK_WRITE, s.disk_write_bytes as f64);
+        push(c.network_io, PROCESS_NET_RX, s.network_rx_bytes as f64);
+        push(c.network_io, PROCESS_NET_TX, s.network_tx_bytes as f64);
+        push(c.threads, PROCESS_THREADS, s.thread_count as f64);
+        push(c.file_descriptors, PROCESS_FDS, s.file_descriptor_count as f64);
+        push(true, PROCESS_UPTIME, s.uptime_seconds as f64);
+        if let Some(a) = &r.aggregates {
+            push(c.cpu, PROCESS_CPU_AVG, a.avg_cpu_usage);
+            push(c.cpu, PROCESS_CPU_MAX, a.max_cpu_usage);
+            push(c.memory, PROCESS_MEMORY_AVG, a.avg_memory_usage);
+            push(c.memory, PROCESS_MEMORY_MAX, a.max_memory_usage as f64);
+            push(true, PROCESS_HISTORY_SAMPLES, a.sample_count as f64);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn raw(ticks: u64, rss: u64, read: u64) -> Raw {
+        Raw {
+            stat: Some(procfs::PidStat { comm: "app".into(), cpu_ticks: ticks, threads: 3, start_ticks: 500 }),
+            rss,
+            io: crate::cgroup::files::IoBytes { read, write: 0 },
+            net: (10, 20),
+            fds: 4,
+        }
+    }
+
+    #[test]
+    fn cpu_percent_is_ticks_over_elapsed_and_history_is_bounded() {
+        let mut c = ProcessCollector::default();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let r = c.record(vec![(7, raw(100, 1000, 0))], t0, wall, 100.0, 4000, 2);
+        assert_eq!(r[0].sample.cpu_usage_percent, 0.0);
+        assert_eq!(r[0].sample.memory_usage_percent, 25.0);
+        assert_eq!(r[0].sample.uptime_seconds, 95);
+        // 50 ticks = 0.5 s of CPU in 2 s: 25 %.
+        let r = c.record(vec![(7, raw(150, 3000, 100))], t0 + Duration::from_secs(2), wall, 102.0, 4000, 2);
+        assert!((r[0].sample.cpu_usage_percent - 25.0).abs() < 1e-9);
+        let r = c.record(vec![(7, raw(150, 2000, 400))], t0 + Duration::from_secs(4), wall, 104.0, 4000, 2);
+        let a = r[0].aggregates.clone().unwrap();
+        assert_eq!(a.sample_count, 2);
+        assert_eq!(a.max_memory_usage, 3000);
+        assert_eq!(a.avg_memory_usage, 2500.0);
+        assert_eq!(a.max_cpu_usage, 25.0);
+        assert_eq!(a.total_disk_read, 300);
+    }
+
+    #[test]
+    fn exited_processes_are_forgotten_and_no_history_means_no_aggregates() {
+        let mut c = ProcessCollector::default();
+        let t0 = Instant::now();
+        c.record(vec![(1, raw(1, 1, 0)), (2, raw(1, 1, 0))], t0, SystemTime::now(), 10.0, 1, 0);
+        let r = c.record(vec![(2, raw(1, 1, 0))], t0, SystemTime::now(), 10.0, 1, 0);
+        assert_eq!(c.procs.len(), 1);
+        assert_eq!(r[0].aggregates, None);
+    }
+
+    #[test]
+    fn samples_follow_the_collect_settings() {
+        let mut c = ProcessCollector::default();
+        let r = c.record(vec![(9, raw(1, 1, 0))], Instant::now(), SystemTime::now(), 10.0, 1, 10);
+        let mut profile = MonitoringProfileSpec::default();
+        let labels = crate::metrics::TargetKey::new("n", "p", "c").labels();
+        let all = samples(&labels, &r, &profile);
+        assert_eq!(all.len(), 15);
+        assert!(all[0].labels.as_str().ends_with("pid=\"9\",process_name=\"app\""));
+        profile.collect = podtrace_api::profile::CollectSettings::all(false);
+        profile.labels.process_name = false;
+        let few = samples(&labels, &r, &profile);
+        assert_eq!(few.iter().map(|s| s.family).collect::<Vec<_>>(), [PROCESS_UPTIME, PROCESS_HISTORY_SAMPLES]);
+        assert!(!few[0].labels.as_str().contains("process_name"));
+    }
+
+    #[test]
+    fn aggregates_serialize_like_the_reference_message() {
+        let s = ProcessSample { timestamp: SystemTime::UNIX_EPOCH, ..Default::default() };
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["timestamp"], "1970-01-01T00:00:00Z");
+        assert!(json.get("file_descriptor_count").is_some());
+    }
+}

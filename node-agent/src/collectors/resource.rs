@@ -1,0 +1,239 @@
+//! The `resource` source: limits and usage from cgroup files, with utilization and alert levels.
+//!
+//! Series (labels `resource_type`, `namespace`, `pod`, `container`):
+//! - memory: limit and usage in bytes; utilization = usage / limit.
+//! - cpu: limit = quota in µs per period, usage = CPU time in µs since the group was created;
+//!   utilization = CPU time used per second over the last interval / (quota / period).
+//! - io: limit = the sum of the byte-rate limits (bytes/s), usage = bytes read plus written;
+//!   utilization = bytes per second over the last interval / limit.
+//!
+//! Without a limit only usage is exported. CPU and I/O utilization need two readings, so they
+//! appear from the second collection on.
+
+use podtrace_api::profile::{CollectSettings, ResourceLimits};
+use std::path::Path;
+
+use crate::{
+    cgroup::{
+        Cgroup,
+        files::{self, CpuQuota, IoBytes},
+    },
+    metrics::{Labels, Sample, catalog::*},
+    procfs,
+};
+
+/// One reading of a group's files.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Reading {
+    /// Memory usage and limit in bytes.
+    pub memory: Option<(u64, Option<u64>)>,
+    /// CPU time in µs and quota.
+    pub cpu: Option<(u64, Option<CpuQuota>)>,
+    /// I/O bytes and byte-rate limit.
+    pub io: Option<(IoBytes, Option<u64>)>,
+}
+
+fn file(dir: &Path, name: &str) -> crate::Result<String> {
+    procfs::read(dir.join(name))
+}
+
+fn parsed<T>(dir: &Path, name: &str, v: Option<T>, expected: &'static str) -> crate::Result<T> {
+    v.ok_or_else(|| crate::Error::Parse { path: dir.join(name), expected })
+}
+
+/// Reads memory, CPU and I/O of `cgroup` as `collect` asks, from the v1 controller where the node
+/// mounts one and from v2 otherwise.
+pub fn read(cgroup: &Cgroup, collect: &CollectSettings) -> crate::Result<Reading> {
+    let mut r = Reading::default();
+    if collect.memory {
+        r.memory = if let Some(d) = &cgroup.memory {
+            let usage = file(d, "memory.usage_in_bytes")?;
+            let usage = parsed(d, "memory.usage_in_bytes", files::parse_u64(&usage), "a number")?;
+            Some((usage, files::parse_v1_limit(&file(d, "memory.limit_in_bytes")?)))
+        } else if let Some(d) = cgroup.v2.as_ref().filter(|d| d.join("memory.current").exists()) {
+            let usage = file(d, "memory.current")?;
+            let usage = parsed(d, "memory.current", files::parse_u64(&usage), "a number")?;
+            Some((usage, files::parse_v2_limit(&file(d, "memory.max")?)))
+        } else {
+            None
+        };
+    }
+    if collect.cpu {
+        r.cpu = if let Some(acct) = &cgroup.cpuacct {
+            let ns = file(acct, "cpuacct.usage")?;
+            let ns = parsed(acct, "cpuacct.usage", files::parse_u64(&ns), "a number")?;
+            let quota = match &cgroup.cpu {
+                Some(c) => files::parse_cfs(
+                    &file(c, "cpu.cfs_quota_us")?,
+                    &file(c, "cpu.cfs_period_us")?,
+                ),
+                None => None,
+            };
+            Some((ns / 1000, quota))
+        } else if let Some(d) = cgroup.v2.as_ref().filter(|d| d.join("cpu.stat").exists()) {
+            let stat = file(d, "cpu.stat")?;
+            let usage = parsed(d, "cpu.stat", files::parse_keyed(&stat, "usage_usec"), "usage_usec")?;
+            let quota = file(d, "cpu.max").ok().and_then(|t| files::parse_cpu_max(&t));
+            Some((usage, quota))
+        } else {
+            None
+        };
+    }
+    if collect.disk_io {
+        r.io = if let Some(d) = &cgroup.blkio {
+            let bytes = files::parse_blkio_bytes(&file(d, "blkio.throttle.io_service_bytes")?);
+            let limit = ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"]
+                .iter()
+                .filter_map(|f| file(d, f).ok().and_then(|t| files::parse_blkio_throttle(&t)))
+                .reduce(|a, b| a + b);
+            Some((bytes, limit))
+        } else if let Some(d) = cgroup.v2.as_ref().filter(|d| d.join("io.stat").exists()) {
+            let bytes = files::parse_io_stat(&file(d, "io.stat")?);
+            Some((bytes, file(d, "io.max").ok().and_then(|t| files::parse_io_max(&t))))
+        } else {
+            None
+        };
+    }
+    Ok(r)
+}
+
+/// The memory limit of a group, if it has one (for the processes' memory percent).
+pub fn memory_limit(cgroup: &Cgroup) -> Option<u64> {
+    if let Some(d) = &cgroup.memory {
+        return file(d, "memory.limit_in_bytes").ok().and_then(|t| files::parse_v1_limit(&t));
+    }
+    let d = cgroup.v2.as_ref()?;
+    file(d, "memory.max").ok().and_then(|t| files::parse_v2_limit(&t))
+}
+
+/// The alert level of a utilization at the profile's thresholds: 0 none, 1 warning, 2 critical,
+/// 3 emergency.
+pub fn alert_level(utilization_percent: f64, t: &ResourceLimits) -> u8 {
+    if utilization_percent >= f64::from(t.emergency_percent) {
+        3
+    } else if utilization_percent >= f64::from(t.critical_percent) {
+        2
+    } else if utilization_percent >= f64::from(t.warning_percent) {
+        1
+    } else {
+        0
+    }
+}
+
+/// The samples of a reading, given the previous reading `elapsed_secs` ago (for rates).
+pub fn samples(
+    labels: &Labels,
+    now: &Reading,
+    previous: Option<(&Reading, f64)>,
+    limits: &ResourceLimits,
+) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(12);
+    let mut push = |resource: &str, usage: f64, limit: Option<f64>, utilization: Option<f64>| {
+        let mut l = Labels::default();
+        l.push("resource_type", resource).extend(labels);
+        out.push(Sample::new(RESOURCE_USAGE, l.clone(), usage));
+        if !limits.enabled {
+            return;
+        }
+        if let Some(limit) = limit {
+            out.push(Sample::new(RESOURCE_LIMIT, l.clone(), limit));
+        }
+        if let Some(u) = utilization {
+            out.push(Sample::new(RESOURCE_UTILIZATION, l.clone(), u));
+            out.push(Sample::new(RESOURCE_ALERT, l, f64::from(alert_level(u, limits))));
+        }
+    };
+    if let Some((usage, limit)) = now.memory {
+        let util = limit.filter(|&l| l > 0).map(|l| usage as f64 / l as f64 * 100.0);
+        push("memory", usage as f64, limit.map(|l| l as f64), util);
+    }
+    if let Some((usage_us, quota)) = now.cpu {
+        let util = match (quota, previous.and_then(|(p, dt)| Some((p.cpu?.0, dt)))) {
+            (Some(q), Some((before, dt))) if dt > 0.0 && q.cores() > 0.0 => {
+                let cores_used = usage_us.saturating_sub(before) as f64 / 1e6 / dt;
+                Some(cores_used / q.cores() * 100.0)
+            }
+            _ => None,
+        };
+        push("cpu", usage_us as f64, quota.map(|q| q.quota_us as f64), util);
+    }
+    if let Some((bytes, limit)) = now.io {
+        let total = bytes.read + bytes.write;
+        let util = match (limit, previous.and_then(|(p, dt)| Some((p.io?.0, dt)))) {
+            (Some(l), Some((before, dt))) if dt > 0.0 && l > 0 => {
+                let rate = total.saturating_sub(before.read + before.write) as f64 / dt;
+                Some(rate / l as f64 * 100.0)
+            }
+            _ => None,
+        };
+        push("io", total as f64, limit.map(|l| l as f64), util);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> Labels {
+        crate::metrics::TargetKey::new("ns", "p", "c").labels()
+    }
+
+    fn find(s: &[Sample], family: usize, resource: &str) -> Option<f64> {
+        let prefix = format!("resource_type=\"{resource}\"");
+        s.iter().find(|x| x.family == family && x.labels.as_str().starts_with(&prefix)).map(|x| x.value)
+    }
+
+    #[test]
+    fn alert_levels_follow_the_thresholds() {
+        let t = ResourceLimits::default();
+        assert_eq!([0.0, 79.9, 80.0, 90.0, 94.9, 95.0, 150.0].map(|u| alert_level(u, &t)), [0, 0, 1, 2, 2, 3, 3]);
+        let strict = ResourceLimits { warning_percent: 10, critical_percent: 20, emergency_percent: 30, enabled: true };
+        assert_eq!(alert_level(25.0, &strict), 2);
+    }
+
+    #[test]
+    fn memory_utilization_is_usage_over_limit() {
+        let now = Reading { memory: Some((48 << 20, Some(64 << 20))), ..Default::default() };
+        let s = samples(&labels(), &now, None, &ResourceLimits::default());
+        assert_eq!(find(&s, RESOURCE_USAGE, "memory"), Some((48 << 20) as f64));
+        assert_eq!(find(&s, RESOURCE_LIMIT, "memory"), Some((64 << 20) as f64));
+        assert_eq!(find(&s, RESOURCE_UTILIZATION, "memory"), Some(75.0));
+        assert_eq!(find(&s, RESOURCE_ALERT, "memory"), Some(0.0));
+        assert!(s[0].labels.as_str().ends_with("namespace=\"ns\",pod=\"p\",container=\"c\""));
+    }
+
+    #[test]
+    fn cpu_utilization_is_the_rate_over_the_quota_from_the_second_reading() {
+        let q = Some(CpuQuota { quota_us: 50_000, period_us: 100_000 });
+        let before = Reading { cpu: Some((1_000_000, q)), ..Default::default() };
+        let now = Reading { cpu: Some((1_450_000, q)), ..Default::default() };
+        let first = samples(&labels(), &before, None, &ResourceLimits::default());
+        assert_eq!(find(&first, RESOURCE_UTILIZATION, "cpu"), None);
+        assert_eq!(find(&first, RESOURCE_LIMIT, "cpu"), Some(50_000.0));
+        // 0.45 s of CPU in 1 s against half a core: 90 %.
+        let s = samples(&labels(), &now, Some((&before, 1.0)), &ResourceLimits::default());
+        let u = find(&s, RESOURCE_UTILIZATION, "cpu").unwrap();
+        assert!((u - 90.0).abs() < 1e-9, "{u}");
+        assert_eq!(find(&s, RESOURCE_ALERT, "cpu"), Some(2.0));
+    }
+
+    #[test]
+    fn io_without_limit_exports_usage_only_and_disabled_limits_drop_limit_series() {
+        let now = Reading { io: Some((IoBytes { read: 10, write: 5 }, None)), ..Default::default() };
+        let s = samples(&labels(), &now, None, &ResourceLimits::default());
+        assert_eq!(s.len(), 1);
+        assert_eq!(find(&s, RESOURCE_USAGE, "io"), Some(15.0));
+        let mem = Reading { memory: Some((1, Some(2))), ..Default::default() };
+        let off = ResourceLimits { enabled: false, ..Default::default() };
+        assert_eq!(samples(&labels(), &mem, None, &off).len(), 1);
+    }
+
+    #[test]
+    fn io_utilization_is_bytes_per_second_over_the_limit() {
+        let before = Reading { io: Some((IoBytes { read: 0, write: 0 }, Some(1000))), ..Default::default() };
+        let now = Reading { io: Some((IoBytes { read: 1000, write: 1000 }, Some(1000))), ..Default::default() };
+        let s = samples(&labels(), &now, Some((&before, 4.0)), &ResourceLimits::default());
+        assert_eq!(find(&s, RESOURCE_UTILIZATION, "io"), Some(50.0));
+    }
+}

@@ -1,0 +1,91 @@
+//! The agent's own metrics, `podtrace_agent_*`, in a `prometheus-client` registry.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of the per-source metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// The metric source (`resource`, `process`, `kernel`).
+    pub source: String,
+}
+
+/// Labels of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The metric source or subsystem.
+    pub source: String,
+    /// A short reason: `not_found`, `permission_denied`, `parse`, `io`, `config`, `kubernetes`.
+    pub reason: String,
+}
+
+/// Labels of the target-state gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `attached` or `pending`.
+    pub state: String,
+}
+
+/// The self-metrics.
+#[derive(Clone)]
+pub struct AgentMetrics {
+    /// Targets (containers) by state.
+    pub targets: Family<StateLabels, Gauge>,
+    /// Duration of one collection of one source over all due targets.
+    pub collection_seconds: Family<SourceLabels, Histogram>,
+    /// Duration of encoding `/metrics`.
+    pub scrape_seconds: Histogram,
+    /// Collection and configuration errors.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Series currently exported.
+    pub series: Gauge,
+    /// Series dropped by maxSeriesPerPod.
+    pub series_dropped: Counter,
+    /// Configuration reloads (standalone file or NodeTrace changes) applied.
+    pub config_reloads: Counter,
+}
+
+impl AgentMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let buckets = || {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0001, 2.0, 16,
+            ))
+        };
+        let m = Self {
+            targets: Family::default(),
+            collection_seconds: Family::new_with_constructor(buckets),
+            scrape_seconds: buckets(),
+            errors: Family::default(),
+            series: Gauge::default(),
+            series_dropped: Counter::default(),
+            config_reloads: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("podtrace_agent");
+        r.register("targets", "Traced containers by state (attached, pending)", m.targets.clone());
+        r.register(
+            "collection_duration_seconds",
+            "Time one collection of a source over its due targets took",
+            m.collection_seconds.clone(),
+        );
+        r.register("scrape_duration_seconds", "Time encoding /metrics took", m.scrape_seconds.clone());
+        r.register("errors", "Collection and configuration errors by source and reason", m.errors.clone());
+        r.register("series", "Series currently exported by the collectors", m.series.clone());
+        r.register(
+            "series_dropped",
+            "Series dropped because a pod exceeded its maxSeriesPerPod budget (counted per collection)",
+            m.series_dropped.clone(),
+        );
+        r.register("config_reloads", "Configuration changes applied without restart", m.config_reloads.clone());
+        m
+    }
+
+    /// Counts an error of `source` with `reason`.
+    pub fn error(&self, source: &str, reason: &str) {
+        self.errors.get_or_create(&ErrorLabels { source: source.into(), reason: reason.into() }).inc();
+    }
+}

@@ -1,0 +1,104 @@
+//! Every metric family the collectors produce: name, help, type and the source that produces
+//! it. The README's metrics catalog lists the same names and labels.
+
+/// Prometheus metric type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A value that only goes up (its name ends in `_total`).
+    Counter,
+}
+
+/// One metric family.
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    /// Full name (counters include `_total`).
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// Gauge or counter.
+    pub kind: Kind,
+    /// The metric source that produces it (see [`super::sources`]).
+    pub source: &'static str,
+}
+
+/// Source of the cgroup limit and usage metrics.
+pub const RESOURCE: &str = "resource";
+/// Source of the per-process `/proc` metrics.
+pub const PROCESS: &str = "process";
+/// Source of the node kernel metrics.
+pub const KERNEL: &str = "kernel";
+/// Source of the agent's own `podtrace_agent_*` metrics.
+pub const AGENT: &str = "agent";
+
+/// Index of a family in [`FAMILIES`].
+pub type FamilyId = usize;
+
+macro_rules! families {
+    ($($id:ident = ($name:literal, $kind:ident, $source:ident, $help:literal);)*) => {
+        /// Every family, in exposition order.
+        pub const FAMILIES: &[Family] = &[
+            $(Family { name: $name, help: $help, kind: Kind::$kind, source: $source },)*
+        ];
+        families!(@ids 0usize; $($id)*);
+    };
+    (@ids $n:expr; $id:ident $($rest:ident)*) => {
+        #[doc = concat!("The `", stringify!($id), "` family.")]
+        pub const $id: FamilyId = $n;
+        families!(@ids $n + 1usize; $($rest)*);
+    };
+    (@ids $n:expr;) => {};
+}
+
+families! {
+    RESOURCE_LIMIT = ("podtrace_resource_limit_bytes", Gauge, RESOURCE,
+        "Resource limit: memory in bytes, CPU quota in microseconds per period, I/O in bytes per second");
+    RESOURCE_USAGE = ("podtrace_resource_usage_bytes", Gauge, RESOURCE,
+        "Resource usage: memory in bytes, CPU time in microseconds, I/O bytes read plus written");
+    RESOURCE_UTILIZATION = ("podtrace_resource_utilization_percent", Gauge, RESOURCE,
+        "Resource utilization in percent of the limit (over 100 means the limit is exceeded)");
+    RESOURCE_ALERT = ("podtrace_resource_alert_level", Gauge, RESOURCE,
+        "Resource alert level: 0 none, 1 warning, 2 critical, 3 emergency (the profile's thresholds)");
+    PROCESS_CPU = ("podtrace_process_cpu_usage_percent", Gauge, PROCESS,
+        "CPU usage of the process over the last interval, in percent of one CPU");
+    PROCESS_MEMORY = ("podtrace_process_memory_usage_bytes", Gauge, PROCESS,
+        "Resident memory (VmRSS) of the process in bytes");
+    PROCESS_MEMORY_PERCENT = ("podtrace_process_memory_usage_percent", Gauge, PROCESS,
+        "Resident memory in percent of the container's memory limit (of the node's memory without one)");
+    PROCESS_DISK_READ = ("podtrace_process_disk_read_bytes_total", Counter, PROCESS,
+        "Bytes the process read from storage (/proc/<pid>/io read_bytes)");
+    PROCESS_DISK_WRITE = ("podtrace_process_disk_write_bytes_total", Counter, PROCESS,
+        "Bytes the process wrote to storage (/proc/<pid>/io write_bytes)");
+    PROCESS_NET_RX = ("podtrace_process_network_receive_bytes_total", Counter, PROCESS,
+        "Bytes received on the process's network namespace, every interface but lo");
+    PROCESS_NET_TX = ("podtrace_process_network_transmit_bytes_total", Counter, PROCESS,
+        "Bytes transmitted on the process's network namespace, every interface but lo");
+    PROCESS_THREADS = ("podtrace_process_threads", Gauge, PROCESS,
+        "Threads of the process");
+    PROCESS_FDS = ("podtrace_process_open_fds", Gauge, PROCESS,
+        "Open file descriptors of the process");
+    PROCESS_UPTIME = ("podtrace_process_uptime_seconds", Gauge, PROCESS,
+        "Seconds since the process started");
+    PROCESS_CPU_AVG = ("podtrace_process_cpu_usage_percent_avg", Gauge, PROCESS,
+        "Average CPU usage over the history window (history.size samples)");
+    PROCESS_CPU_MAX = ("podtrace_process_cpu_usage_percent_max", Gauge, PROCESS,
+        "Maximum CPU usage over the history window");
+    PROCESS_MEMORY_AVG = ("podtrace_process_memory_usage_bytes_avg", Gauge, PROCESS,
+        "Average resident memory over the history window");
+    PROCESS_MEMORY_MAX = ("podtrace_process_memory_usage_bytes_max", Gauge, PROCESS,
+        "Maximum resident memory over the history window");
+    PROCESS_HISTORY_SAMPLES = ("podtrace_process_history_samples", Gauge, PROCESS,
+        "Samples in the history window the aggregates are computed over");
+    NODE_CONTEXT_SWITCHES = ("node_context_switches_total", Counter, KERNEL,
+        "Context switches on the node since boot, all CPUs (/proc/stat ctxt)");
+    NODE_ENTROPY = ("node_entropy_available_bits", Gauge, KERNEL,
+        "Entropy available in the kernel's pool, in bits (/proc/sys/kernel/random/entropy_avail)");
+    NODE_CONNECTIONS = ("node_network_connections_total", Gauge, KERNEL,
+        "Sockets in the agent's network namespace (the node's with hostNetwork): every entry of /proc/net/tcp, tcp6, udp and udp6, in any state");
+}
+
+/// The families of a source.
+pub fn of_source(source: &str) -> impl Iterator<Item = FamilyId> + '_ {
+    FAMILIES.iter().enumerate().filter(move |(_, f)| f.source == source).map(|(i, _)| i)
+}

@@ -1,0 +1,355 @@
+//! The series the collectors produce, by family and target, encoded straight to OpenMetrics text.
+//!
+//! ```text
+//!  collector ─ replace(source, target, samples, budget) ─► by_family[f][target] = [(labels, value)]
+//!  /metrics  ─ encode(enabled sources) ───────────────────► # HELP / # TYPE / name{labels} value
+//! ```
+//!
+//! Each collection replaces everything one source produced for one target, so series of processes
+//! that exited disappear at the next collection and series of targets that went away disappear with
+//! [`Store::remove_target`]. Labels are formatted once when a sample is stored, which keeps
+//! encoding a copy of bytes (see bench/agent for the figures).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write,
+    sync::{
+        RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::catalog::{FAMILIES, FamilyId, Kind, of_source};
+
+/// What a series belongs to: a container of a pod (or, for node metrics, the node: all empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetKey {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+}
+
+impl TargetKey {
+    /// A target key.
+    pub fn new(namespace: &str, pod: &str, container: &str) -> Self {
+        Self { namespace: namespace.into(), pod: pod.into(), container: container.into() }
+    }
+
+    /// `namespace="…",pod="…",container="…"`, the labels every per-pod series starts with.
+    pub fn labels(&self) -> Labels {
+        let mut l = Labels::default();
+        l.push("namespace", &self.namespace).push("pod", &self.pod).push("container", &self.container);
+        l
+    }
+}
+
+/// A label set, formatted as OpenMetrics `k="v",…` with values escaped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(String);
+
+impl Labels {
+    /// Appends a label; the value is escaped (`\`, `"`, newline).
+    pub fn push(&mut self, name: &str, value: &str) -> &mut Self {
+        if !self.0.is_empty() {
+            self.0.push(',');
+        }
+        self.0.push_str(name);
+        self.0.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => self.0.push_str("\\\\"),
+                '"' => self.0.push_str("\\\""),
+                '\n' => self.0.push_str("\\n"),
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+        self
+    }
+
+    /// Appends already formatted labels (for the pod-label suffix shared by a pod's series).
+    pub fn extend(&mut self, other: &Labels) -> &mut Self {
+        if !other.0.is_empty() {
+            if !self.0.is_empty() {
+                self.0.push(',');
+            }
+            self.0.push_str(&other.0);
+        }
+        self
+    }
+
+    /// The formatted text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One value of one series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The family.
+    pub family: FamilyId,
+    /// Its labels.
+    pub labels: Labels,
+    /// The value.
+    pub value: f64,
+}
+
+impl Sample {
+    /// A sample.
+    pub fn new(family: FamilyId, labels: Labels, value: f64) -> Self {
+        Self { family, labels, value }
+    }
+}
+
+type Series = Vec<(Labels, f64)>;
+
+/// The series of every family by target.
+pub struct Store {
+    by_family: RwLock<Vec<BTreeMap<TargetKey, Series>>>,
+    dropped: AtomicU64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            by_family: RwLock::new(vec![BTreeMap::new(); FAMILIES.len()]),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Store {
+    /// Replaces everything `source` produced for `target` with `samples`, keeping the pod within
+    /// `budget` series (its `maxSeriesPerPod`, counted over every source and container of the pod).
+    /// Returns how many samples were dropped for the budget.
+    pub fn replace(
+        &self,
+        source: &str,
+        target: &TargetKey,
+        samples: Vec<Sample>,
+        budget: Option<usize>,
+    ) -> usize {
+        let mut families = self.by_family.write().expect("store lock poisoned");
+        let own: Vec<FamilyId> = of_source(source).collect();
+        let others = budget.map(|_| {
+            families
+                .iter()
+                .enumerate()
+                .map(|(f, by_target)| {
+                    pod_range(by_target, target)
+                        .filter(|(k, _)| !(own.contains(&f) && *k == target))
+                        .map(|(_, s)| s.len())
+                        .sum::<usize>()
+                })
+                .sum::<usize>()
+        });
+        let allowed = match (budget, others) {
+            (Some(b), Some(o)) => b.saturating_sub(o),
+            _ => usize::MAX,
+        };
+        let dropped = samples.len().saturating_sub(allowed);
+        let mut grouped: BTreeMap<FamilyId, Series> = BTreeMap::new();
+        for s in samples.into_iter().take(allowed) {
+            debug_assert!(own.contains(&s.family), "{} is not a family of {source}", s.family);
+            grouped.entry(s.family).or_default().push((s.labels, s.value));
+        }
+        for f in own {
+            match grouped.remove(&f) {
+                Some(series) => {
+                    families[f].insert(target.clone(), series);
+                }
+                None => {
+                    families[f].remove(target);
+                }
+            }
+        }
+        self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
+    }
+
+    /// Removes every series of `target`.
+    pub fn remove_target(&self, target: &TargetKey) {
+        let mut families = self.by_family.write().expect("store lock poisoned");
+        for by_target in families.iter_mut() {
+            by_target.remove(target);
+        }
+    }
+
+    /// Removes every series of `source`.
+    pub fn clear_source(&self, source: &str) {
+        let mut families = self.by_family.write().expect("store lock poisoned");
+        for f in of_source(source) {
+            families[f].clear();
+        }
+    }
+
+    /// The targets with at least one series.
+    pub fn targets(&self) -> Vec<TargetKey> {
+        let families = self.by_family.read().expect("store lock poisoned");
+        let mut out: Vec<TargetKey> = families.iter().flat_map(|m| m.keys().cloned()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Number of series stored.
+    pub fn series(&self) -> usize {
+        let families = self.by_family.read().expect("store lock poisoned");
+        families.iter().flat_map(|m| m.values()).map(Vec::len).sum()
+    }
+
+    /// Number of series of one pod (all containers, all sources).
+    pub fn series_of_pod(&self, namespace: &str, pod: &str) -> usize {
+        let families = self.by_family.read().expect("store lock poisoned");
+        let probe = TargetKey::new(namespace, pod, "");
+        families.iter().map(|m| pod_range(m, &probe).map(|(_, s)| s.len()).sum::<usize>()).sum()
+    }
+
+    /// Samples dropped by budgets since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes the families of the enabled sources as OpenMetrics text (without `# EOF`).
+    pub fn encode(&self, out: &mut String, enabled: impl Fn(&str) -> bool) -> std::fmt::Result {
+        let families = self.by_family.read().expect("store lock poisoned");
+        for (f, by_target) in families.iter().enumerate() {
+            let family = &FAMILIES[f];
+            if by_target.is_empty() || !enabled(family.source) {
+                continue;
+            }
+            let (type_name, kind) = match family.kind {
+                Kind::Gauge => (family.name, "gauge"),
+                Kind::Counter => (family.name.trim_end_matches("_total"), "counter"),
+            };
+            writeln!(out, "# HELP {type_name} {}", family.help)?;
+            writeln!(out, "# TYPE {type_name} {kind}")?;
+            for series in by_target.values() {
+                for (labels, value) in series {
+                    out.push_str(family.name);
+                    if !labels.0.is_empty() {
+                        out.push('{');
+                        out.push_str(&labels.0);
+                        out.push('}');
+                    }
+                    out.push(' ');
+                    write_value(out, *value);
+                    out.push('\n');
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pod_range<'a>(
+    by_target: &'a BTreeMap<TargetKey, Series>,
+    target: &TargetKey,
+) -> impl Iterator<Item = (&'a TargetKey, &'a Series)> {
+    let start = TargetKey::new(&target.namespace, &target.pod, "");
+    by_target
+        .range(start..)
+        .take_while(move |(k, _)| k.namespace == target.namespace && k.pod == target.pod)
+}
+
+/// Integers without a fraction (most values are byte counts), others with Rust's shortest
+/// round-trip form; NaN and infinities as OpenMetrics spells them.
+fn write_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::catalog::*;
+    use super::*;
+
+    fn mem(t: &TargetKey, v: f64) -> Sample {
+        let mut l = Labels::default();
+        l.push("resource_type", "memory").extend(&t.labels());
+        Sample::new(RESOURCE_USAGE, l, v)
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        let mut l = Labels::default();
+        l.push("a", "x\"y\\z\nw").push("b", "");
+        assert_eq!(l.as_str(), r#"a="x\"y\\z\nw",b="""#);
+    }
+
+    #[test]
+    fn replace_then_encode_gives_openmetrics_and_counters_drop_total_in_type() {
+        let store = Store::default();
+        let t = TargetKey::new("ns", "p", "c");
+        store.replace(RESOURCE, &t, vec![mem(&t, 1024.0)], None);
+        store.replace(
+            KERNEL,
+            &TargetKey::default(),
+            vec![Sample::new(NODE_CONTEXT_SWITCHES, Labels::default(), 12.0)],
+            None,
+        );
+        let mut out = String::new();
+        store.encode(&mut out, |_| true).unwrap();
+        assert!(out.contains("# TYPE podtrace_resource_usage_bytes gauge\n"));
+        assert!(out.contains(
+            "podtrace_resource_usage_bytes{resource_type=\"memory\",namespace=\"ns\",pod=\"p\",container=\"c\"} 1024\n"
+        ));
+        assert!(out.contains("# TYPE node_context_switches counter\nnode_context_switches_total 12\n"));
+        let mut only_resource = String::new();
+        store.encode(&mut only_resource, |s| s == RESOURCE).unwrap();
+        assert!(!only_resource.contains("node_context"));
+    }
+
+    #[test]
+    fn replacing_removes_series_no_longer_produced_and_remove_target_removes_all() {
+        let store = Store::default();
+        let t = TargetKey::new("ns", "p", "c");
+        store.replace(RESOURCE, &t, vec![mem(&t, 1.0)], None);
+        assert_eq!(store.series(), 1);
+        store.replace(RESOURCE, &t, vec![], None);
+        assert_eq!(store.series(), 0);
+        store.replace(RESOURCE, &t, vec![mem(&t, 1.0)], None);
+        store.remove_target(&t);
+        assert_eq!(store.series(), 0);
+        assert!(store.targets().is_empty());
+    }
+
+    #[test]
+    fn budget_counts_every_container_and_source_of_the_pod() {
+        let store = Store::default();
+        let a = TargetKey::new("ns", "p", "a");
+        let b = TargetKey::new("ns", "p", "b");
+        let other = TargetKey::new("ns", "q", "a");
+        let five = |t: &TargetKey| (0..5).map(|i| mem(t, i as f64)).collect::<Vec<_>>();
+        assert_eq!(store.replace(RESOURCE, &other, five(&other), Some(10)), 0);
+        assert_eq!(store.replace(RESOURCE, &a, five(&a), Some(8)), 0);
+        // b may only add 3 more to the pod's 5.
+        assert_eq!(store.replace(RESOURCE, &b, five(&b), Some(8)), 2);
+        assert_eq!(store.series_of_pod("ns", "p"), 8);
+        // Replacing a's own series does not count them against a.
+        assert_eq!(store.replace(RESOURCE, &a, five(&a), Some(8)), 0);
+        assert_eq!(store.dropped(), 2);
+    }
+
+    #[test]
+    fn values_are_written_as_integers_when_whole() {
+        let mut s = String::new();
+        write_value(&mut s, 3.0);
+        s.push(' ');
+        write_value(&mut s, 0.25);
+        s.push(' ');
+        write_value(&mut s, f64::NAN);
+        assert_eq!(s, "3 0.25 NaN");
+    }
+}
