@@ -1,6 +1,7 @@
 //! `podtrace-operator`: reconciles PodTrace and MonitoringProfile into one NodeTrace per node.
 
 use clap::Parser;
+use podtrace_operator::cli::OperatorArgs;
 use podtrace_runtime::logging::LogArgs;
 
 /// podtrace operator: turns PodTraces and MonitoringProfiles into per-node agent configuration
@@ -10,10 +11,13 @@ use podtrace_runtime::logging::LogArgs;
 struct Cli {
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    operator: OperatorArgs,
 }
 
-fn main() -> anyhow::Result<()> {
-    let Cli { log } = Cli::parse();
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cli { log, operator } = Cli::parse();
     log.init()?;
-    anyhow::bail!("the reconcilers are not built yet (issue #3); only --help and --version work")
+    operator.run().await
 }

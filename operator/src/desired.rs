@@ -1,0 +1,331 @@
+//! What every NodeTrace spec should be: selection of pods by PodTraces, profile resolution and
+//! the per-pod and per-node merge of the api crate. Pure functions over the pod index.
+//!
+//! ```text
+//!  PodTraces of ns ──selects(pod)──► (PodTrace, EffectiveProfile) per pod  (effective::resolve)
+//!                                      │ merge::merge_profiles
+//!                                      ▼
+//!                                  TracedPod ──merge::node_trace_spec──► NodeTraceSpec
+//! ```
+
+use podtrace_api::effective::{self, EffectiveProfile, ProfileError};
+use podtrace_api::merge;
+use podtrace_api::nodetrace::{NodeTraceSpec, PodTraceRef, TracedContainer, TracedPod};
+use podtrace_api::{MonitoringProfileSpec, PodTrace};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::index::{PodIndex, ProjectedPod};
+use crate::selector;
+
+/// Whether `pt` is in effect: not paused and not being deleted.
+pub fn is_active(pt: &PodTrace) -> bool {
+    !pt.spec.paused && pt.metadata.deletion_timestamp.is_none()
+}
+
+/// Whether `pt`'s selector (and container filter) selects `pod`, ignoring paused. The pod must
+/// be in the PodTrace's namespace, bound to a node and not finished.
+pub fn selects(pt: &PodTrace, pod: &ProjectedPod) -> bool {
+    pt.metadata.namespace.as_deref() == Some(&*pod.namespace)
+        && pod.is_running()
+        && selector::matches(&pt.spec.selector, &pod.labels)
+        && (pt.spec.containers.is_empty()
+            || pod.containers.iter().any(|c| pt.spec.containers.iter().any(|n| **n == *c.name)))
+}
+
+/// The reference to a PodTrace used in NodeTrace specs.
+pub fn reference(pt: &PodTrace) -> PodTraceRef {
+    PodTraceRef {
+        namespace: pt.metadata.namespace.clone().unwrap_or_default(),
+        name: pt.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// A PodTrace (by address, stable while the batch holds it) and a pod owner kind.
+type ResolveKey = (usize, Option<Arc<str>>);
+/// The outcome of resolving a PodTrace's profile.
+type Resolved = Result<Arc<EffectiveProfile>, ProfileError>;
+
+/// The active PodTraces by namespace, with a per-batch cache of resolved profiles (resolution
+/// hashes the settings, and the same (PodTrace, owner kind) pair repeats for every replica).
+pub struct TraceSet<'a, L> {
+    by_namespace: HashMap<&'a str, Vec<&'a PodTrace>>,
+    lookup: L,
+    resolved: RefCell<HashMap<ResolveKey, Resolved>>,
+}
+
+impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
+    /// The active PodTraces of `podtraces`; `lookup` finds a MonitoringProfile by name.
+    pub fn new(podtraces: impl IntoIterator<Item = &'a PodTrace>, lookup: L) -> Self {
+        let mut by_namespace: HashMap<&str, Vec<&PodTrace>> = HashMap::new();
+        for pt in podtraces.into_iter().filter(|pt| is_active(pt)) {
+            by_namespace
+                .entry(pt.metadata.namespace.as_deref().unwrap_or_default())
+                .or_default()
+                .push(pt);
+        }
+        Self { by_namespace, lookup, resolved: RefCell::default() }
+    }
+
+    /// The profile `pt` applies to a pod owned by `owner_kind`.
+    pub fn resolve(
+        &self,
+        pt: &PodTrace,
+        owner_kind: Option<&Arc<str>>,
+    ) -> Result<Arc<EffectiveProfile>, ProfileError> {
+        let key = (std::ptr::from_ref(pt) as usize, owner_kind.cloned());
+        if let Some(hit) = self.resolved.borrow().get(&key) {
+            return hit.clone();
+        }
+        let result =
+            effective::resolve(&pt.spec, owner_kind.map(|k| &**k), &self.lookup).map(Arc::new);
+        self.resolved.borrow_mut().insert(key, result.clone());
+        result
+    }
+
+    /// The traced pod for `pod`, or `None` when no active PodTrace with a resolvable profile
+    /// selects it.
+    pub fn traced_pod(&self, pod: &ProjectedPod) -> Option<TracedPod> {
+        let selecting: Vec<(&PodTrace, Arc<EffectiveProfile>)> = self
+            .by_namespace
+            .get(&*pod.namespace)?
+            .iter()
+            .filter(|pt| selects(pt, pod))
+            .filter_map(|pt| Some((*pt, self.resolve(pt, pod.owner_kind.as_ref()).ok()?)))
+            .collect();
+        if selecting.is_empty() {
+            return None;
+        }
+        let all_containers = selecting.iter().any(|(pt, _)| pt.spec.containers.is_empty());
+        let containers = pod
+            .containers
+            .iter()
+            .filter(|c| {
+                all_containers
+                    || selecting
+                        .iter()
+                        .any(|(pt, _)| pt.spec.containers.iter().any(|n| **n == *c.name))
+            })
+            .map(|c| TracedContainer {
+                name: c.name.to_string(),
+                runtime_id: c.runtime_id.as_deref().map(str::to_owned),
+            })
+            .collect();
+        let settings = merge::merge_profiles(selecting.iter().map(|(_, p)| &p.spec))?;
+        let labels: BTreeMap<String, String> = settings
+            .labels
+            .pod_labels
+            .iter()
+            .filter_map(|k| Some((k.clone(), pod.labels.get(k)?.to_owned())))
+            .collect();
+        let profiles: BTreeSet<String> = selecting.iter().map(|(_, p)| p.name.clone()).collect();
+        let requested_by: BTreeSet<PodTraceRef> =
+            selecting.iter().map(|(pt, _)| reference(pt)).collect();
+        Some(TracedPod {
+            uid: pod.uid.to_string(),
+            namespace: pod.namespace.to_string(),
+            name: pod.name.to_string(),
+            qos_class: pod.qos_class.as_deref().map(str::to_owned),
+            containers,
+            labels,
+            profiles: profiles.into_iter().collect(),
+            settings,
+            requested_by: requested_by.into_iter().collect(),
+        })
+    }
+
+    /// The spec of `node`'s NodeTrace, or `None` when the node does not exist or has no traced
+    /// pods (its NodeTrace is then deleted).
+    pub fn node_trace(&self, index: &PodIndex, node: &str) -> Option<NodeTraceSpec> {
+        if !index.node_exists(node) {
+            return None;
+        }
+        let pods: Vec<TracedPod> = index.on_node(node).filter_map(|p| self.traced_pod(p)).collect();
+        (!pods.is_empty()).then(|| merge::node_trace_spec(pods))
+    }
+}
+
+/// The content hash of a NodeTrace spec, stored in the annotation [`SPEC_HASH_ANNOTATION`] so
+/// that an operator (also a restarted or newly elected one) writes only when the content changed.
+pub fn spec_hash(spec: &NodeTraceSpec) -> String {
+    let json = serde_json::to_vec(spec).expect("a NodeTrace spec always serializes");
+    Sha256::digest(&json).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Annotation holding [`spec_hash`] of the spec the operator last applied.
+pub const SPEC_HASH_ANNOTATION: &str = "podtrace.dev/spec-hash";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::tests::pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use podtrace_api::podtrace::{PodTraceSpec, ProfileRef};
+    use podtrace_api::presets::Preset;
+
+    fn podtrace(ns: &str, name: &str, app: &str, profile: Option<&str>) -> PodTrace {
+        let mut pt = PodTrace::new(
+            name,
+            PodTraceSpec {
+                selector: LabelSelector {
+                    match_labels: Some([("app".to_string(), app.to_string())].into()),
+                    ..Default::default()
+                },
+                containers: vec![],
+                profile_ref: profile.map(|n| ProfileRef { name: n.into() }),
+                profile: None,
+                paused: false,
+            },
+        );
+        pt.metadata.namespace = Some(ns.into());
+        pt
+    }
+
+    fn presets(name: &str) -> Option<MonitoringProfileSpec> {
+        Preset::from_name(name).map(Preset::spec)
+    }
+
+    fn index(pods: Vec<ProjectedPod>) -> PodIndex {
+        let mut index = PodIndex::default();
+        index.set_nodes(["n1".to_string(), "n2".to_string()]);
+        for p in pods {
+            index.apply(p);
+        }
+        index
+    }
+
+    fn ptref(name: &str) -> PodTraceRef {
+        PodTraceRef { namespace: "ns".into(), name: name.into() }
+    }
+
+    #[test]
+    fn selection_needs_namespace_labels_a_node_and_a_running_pod() {
+        let pt = podtrace("ns", "t", "web", None);
+        let web = pod("ns", "a", Some("n1"), &[("app", "web")], &[("c", None)]);
+        assert!(selects(&pt, &web));
+        assert!(!selects(&pt, &pod("other", "a", Some("n1"), &[("app", "web")], &[])));
+        assert!(!selects(&pt, &pod("ns", "a", Some("n1"), &[("app", "db")], &[])));
+        assert!(!selects(&pt, &pod("ns", "a", None, &[("app", "web")], &[])));
+        assert!(!selects(&pt, &ProjectedPod { finished: true, ..web.clone() }));
+        let mut filtered = pt.clone();
+        filtered.spec.containers = vec!["sidecar".into()];
+        assert!(!selects(&filtered, &web));
+        filtered.spec.containers = vec!["c".into()];
+        assert!(selects(&filtered, &web));
+    }
+
+    #[test]
+    fn two_podtraces_on_one_pod_merge_their_profiles_and_both_are_listed() {
+        let idx = index(vec![pod(
+            "ns",
+            "a",
+            Some("n1"),
+            &[("app", "web")],
+            &[("app", Some("containerd://1")), ("side", None)],
+        )]);
+        let (batch, api) = (
+            podtrace("ns", "b", "web", Some("batch")),
+            podtrace("ns", "r", "web", Some("realtime-api")),
+        );
+        let set = TraceSet::new([&batch, &api], presets);
+        let spec = set.node_trace(&idx, "n1").unwrap();
+        let settings =
+            merge::merge_profiles([&Preset::Batch.spec(), &Preset::RealtimeApi.spec()]).unwrap();
+        let expected = NodeTraceSpec {
+            settings: settings.clone(),
+            pods: vec![TracedPod {
+                uid: "uid-ns-a".into(),
+                namespace: "ns".into(),
+                name: "a".into(),
+                qos_class: Some("BestEffort".into()),
+                containers: vec![
+                    TracedContainer {
+                        name: "app".into(),
+                        runtime_id: Some("containerd://1".into()),
+                    },
+                    TracedContainer { name: "side".into(), runtime_id: None },
+                ],
+                labels: BTreeMap::new(),
+                profiles: vec!["batch".into(), "realtime-api".into()],
+                settings,
+                requested_by: vec![ptref("b"), ptref("r")],
+            }],
+            requested_by: vec![ptref("b"), ptref("r")],
+        };
+        assert_eq!(spec, expected);
+        assert_eq!(spec.settings.interval, "5s");
+    }
+
+    #[test]
+    fn container_filters_union_and_pod_labels_follow_the_allow_list() {
+        let idx = index(vec![pod(
+            "ns",
+            "a",
+            Some("n1"),
+            &[("app", "web"), ("team", "x"), ("secret", "y")],
+            &[("app", None), ("side", None), ("third", None)],
+        )]);
+        let mut one = podtrace("ns", "one", "web", None);
+        one.spec.containers = vec!["app".into()];
+        let mut profile = Preset::Minimal.spec();
+        profile.labels.pod_labels = vec!["team".into(), "absent".into()];
+        one.spec.profile = Some(profile);
+        let mut two = podtrace("ns", "two", "web", None);
+        two.spec.containers = vec!["side".into()];
+        let set = TraceSet::new([&one, &two], presets);
+        let traced = set.traced_pod(idx.get("uid-ns-a").unwrap()).unwrap();
+        let names: Vec<&str> = traced.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["app", "side"]);
+        assert_eq!(traced.labels, BTreeMap::from([("team".to_string(), "x".to_string())]));
+        assert_eq!(traced.profiles, ["inline", "standard"]);
+    }
+
+    #[test]
+    fn automatic_profile_follows_the_owner_kind() {
+        let mut owned = pod("ns", "a", Some("n1"), &[("app", "web")], &[]);
+        owned.owner_kind = Some("ReplicaSet".into());
+        let bare = pod("ns", "b", Some("n1"), &[("app", "web")], &[]);
+        let idx = index(vec![owned, bare]);
+        let pt = podtrace("ns", "t", "web", None);
+        let set = TraceSet::new([&pt], presets);
+        let spec = set.node_trace(&idx, "n1").unwrap();
+        let profiles: Vec<_> = spec.pods.iter().map(|p| p.profiles.clone()).collect();
+        assert_eq!(profiles, [vec!["daemon".to_string()], vec!["standard".to_string()]]);
+        assert_eq!(spec.pods[0].settings, Preset::Daemon.spec());
+    }
+
+    #[test]
+    fn paused_deleting_and_unresolvable_podtraces_trace_nothing() {
+        let idx = index(vec![pod("ns", "a", Some("n1"), &[("app", "web")], &[])]);
+        let mut paused = podtrace("ns", "p", "web", None);
+        paused.spec.paused = true;
+        let mut deleting = podtrace("ns", "d", "web", None);
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let missing = podtrace("ns", "m", "web", Some("nope"));
+        let set = TraceSet::new([&paused, &deleting, &missing], presets);
+        assert_eq!(set.node_trace(&idx, "n1"), None);
+    }
+
+    #[test]
+    fn a_node_that_does_not_exist_gets_no_node_trace() {
+        let idx = index(vec![pod("ns", "a", Some("gone"), &[("app", "web")], &[])]);
+        let pt = podtrace("ns", "t", "web", None);
+        assert_eq!(TraceSet::new([&pt], presets).node_trace(&idx, "gone"), None);
+    }
+
+    #[test]
+    fn spec_hash_changes_with_a_runtime_id() {
+        let idx = index(vec![pod("ns", "a", Some("n1"), &[("app", "web")], &[("c", Some("id1"))])]);
+        let pt = podtrace("ns", "t", "web", None);
+        let before = spec_hash(&TraceSet::new([&pt], presets).node_trace(&idx, "n1").unwrap());
+        let idx = index(vec![pod("ns", "a", Some("n1"), &[("app", "web")], &[("c", Some("id2"))])]);
+        let after = spec_hash(&TraceSet::new([&pt], presets).node_trace(&idx, "n1").unwrap());
+        assert_ne!(before, after);
+        assert_eq!(before.len(), 16);
+    }
+}

@@ -1,0 +1,398 @@
+//! The projected pod index: what the operator keeps of every Pod, and the Nodes that exist.
+//!
+//! ```text
+//!  Pod watch ──project()──► ProjectedPod ──► PodIndex ──► pods by uid
+//!  (full Pod, dropped)      uid, ns, name,              ├─► uids by node
+//!                           labels, node, owner kind,   └─► uids by namespace
+//!                           QoS, containers + IDs
+//!  Node watch (metadata) ──────────────────► PodIndex.nodes
+//! ```
+//!
+//! Full Pod objects are decoded one at a time and dropped; the index keeps a few hundred bytes per
+//! pod. Namespaces, node names, owner kinds, QoS classes and label keys/values repeat across
+//! thousands of pods, so they are interned (`Arc<str>`). Nothing here does I/O: the watchers in
+//! `watch.rs` feed it and every change reports the nodes whose NodeTrace may have changed.
+
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Interns repeated strings so that 10,000 pods share one copy of each namespace, node name and
+/// label key or value.
+#[derive(Default, Debug)]
+pub struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.0.get(s) {
+            return found.clone();
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.0.insert(shared.clone());
+        shared
+    }
+}
+
+/// A pod's labels: sorted pairs of interned strings (cheaper than a map for the handful of
+/// labels a pod has).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
+
+impl Labels {
+    /// Labels from owned pairs, without interning (for tests and one-off values).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut v: Vec<_> = pairs.into_iter().map(|(k, v)| (Arc::from(k), Arc::from(v))).collect();
+        v.sort();
+        Self(v)
+    }
+
+    /// The value of label `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &*self.0[i].1)
+    }
+}
+
+/// A container of a pod and its runtime ID (absent until the kubelet reports it started).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// Container name.
+    pub name: Arc<str>,
+    /// `status.containerStatuses[].containerID`, e.g. `containerd://4f2a…`.
+    pub runtime_id: Option<Box<str>>,
+}
+
+/// What the operator needs of a Pod, and nothing more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectedPod {
+    /// metadata.uid.
+    pub uid: Arc<str>,
+    /// metadata.namespace.
+    pub namespace: Arc<str>,
+    /// metadata.name.
+    pub name: Box<str>,
+    /// metadata.labels.
+    pub labels: Labels,
+    /// spec.nodeName: the pod is traced only once it is bound.
+    pub node: Option<Arc<str>>,
+    /// Kind of the controlling owner (Deployments own ReplicaSets own pods, so `ReplicaSet`).
+    pub owner_kind: Option<Arc<str>>,
+    /// status.qosClass: the agent needs it to find the pod's cgroup.
+    pub qos_class: Option<Arc<str>>,
+    /// spec.containers with the runtime IDs of status.containerStatuses.
+    pub containers: Vec<ContainerRef>,
+    /// status.phase is Succeeded or Failed: the pod will never run again.
+    pub finished: bool,
+}
+
+impl ProjectedPod {
+    /// Projects a Pod, interning the strings that repeat across pods.
+    pub fn project(pod: &Pod, interner: &mut Interner) -> Option<Self> {
+        let meta = &pod.metadata;
+        let uid = interner.intern(meta.uid.as_deref()?);
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        let statuses = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+        let containers = spec
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| ContainerRef {
+                name: interner.intern(&c.name),
+                runtime_id: statuses
+                    .iter()
+                    .find(|s| s.name == c.name)
+                    .and_then(|s| s.container_id.as_deref())
+                    .filter(|id| !id.is_empty())
+                    .map(Box::from),
+            })
+            .collect();
+        let mut labels: Vec<_> = meta
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (interner.intern(k), interner.intern(v)))
+            .collect();
+        labels.sort();
+        let owner_kind = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .or_else(|| meta.owner_references.as_ref().and_then(|o| o.first()))
+            .map(|o| interner.intern(&o.kind));
+        Some(Self {
+            uid,
+            namespace: interner.intern(meta.namespace.as_deref().unwrap_or_default()),
+            name: meta.name.as_deref().unwrap_or_default().into(),
+            labels: Labels(labels),
+            node: spec.and_then(|s| s.node_name.as_deref()).map(|n| interner.intern(n)),
+            owner_kind,
+            qos_class: status.and_then(|s| s.qos_class.as_deref()).map(|q| interner.intern(q)),
+            containers,
+            finished: matches!(
+                status.and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            ),
+        })
+    }
+
+    /// Whether the pod can be traced at all: bound to a node and not finished.
+    pub fn is_running(&self) -> bool {
+        self.node.is_some() && !self.finished
+    }
+}
+
+/// Every projected pod, by uid, node and namespace, and the set of existing nodes.
+#[derive(Default, Debug)]
+pub struct PodIndex {
+    pods: HashMap<Arc<str>, ProjectedPod>,
+    by_node: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    by_namespace: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    nodes: BTreeSet<Arc<str>>,
+    relisting: Option<HashSet<Arc<str>>>,
+    /// Interns the strings of projected pods.
+    pub interner: Interner,
+}
+
+/// The nodes whose NodeTrace may differ after a change, and the namespaces whose PodTraces may
+/// need a status update.
+#[derive(Default, Debug, PartialEq, Eq)]
+pub struct Touched {
+    /// Nodes to recompute.
+    pub nodes: BTreeSet<Arc<str>>,
+    /// Pods whose projection changed, before and after (for PodTrace status triggers).
+    pub pods: Vec<ProjectedPod>,
+}
+
+impl Touched {
+    fn pod(&mut self, pod: &ProjectedPod) {
+        self.nodes.extend(pod.node.clone());
+        self.pods.push(pod.clone());
+    }
+}
+
+impl PodIndex {
+    /// Adds or replaces a pod. Nothing is touched when the projection did not change (most pod
+    /// updates are status conditions the operator does not keep).
+    pub fn apply(&mut self, pod: ProjectedPod) -> Touched {
+        if let Some(seen) = self.relisting.as_mut() {
+            seen.insert(pod.uid.clone());
+        }
+        let mut touched = Touched::default();
+        if self.pods.get(&pod.uid) == Some(&pod) {
+            return touched;
+        }
+        if let Some(old) = self.remove(&pod.uid) {
+            touched.pod(&old);
+        }
+        touched.pod(&pod);
+        if let Some(node) = &pod.node {
+            self.by_node.entry(node.clone()).or_default().insert(pod.uid.clone());
+        }
+        self.by_namespace.entry(pod.namespace.clone()).or_default().insert(pod.uid.clone());
+        self.pods.insert(pod.uid.clone(), pod);
+        touched
+    }
+
+    /// Removes the pod with `uid`.
+    pub fn delete(&mut self, uid: &str) -> Touched {
+        let mut touched = Touched::default();
+        if let Some(old) = self.remove(uid) {
+            touched.pod(&old);
+        }
+        touched
+    }
+
+    fn remove(&mut self, uid: &str) -> Option<ProjectedPod> {
+        let old = self.pods.remove(uid)?;
+        if let Some(node) = &old.node
+            && let Some(set) = self.by_node.get_mut(node)
+        {
+            set.remove(uid);
+            if set.is_empty() {
+                self.by_node.remove(node);
+            }
+        }
+        if let Some(set) = self.by_namespace.get_mut(&old.namespace) {
+            set.remove(uid);
+            if set.is_empty() {
+                self.by_namespace.remove(&old.namespace);
+            }
+        }
+        Some(old)
+    }
+
+    /// A watch (re)list started: pods not listed again before [`relist_done`](Self::relist_done)
+    /// were deleted while the watch was down.
+    pub fn relist_start(&mut self) {
+        self.relisting = Some(HashSet::new());
+    }
+
+    /// The (re)list finished: drops the pods it did not list.
+    pub fn relist_done(&mut self) -> Touched {
+        let Some(seen) = self.relisting.take() else { return Touched::default() };
+        let gone: Vec<Arc<str>> =
+            self.pods.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+        let mut touched = Touched::default();
+        for uid in gone {
+            let t = self.delete(&uid);
+            touched.nodes.extend(t.nodes);
+            touched.pods.extend(t.pods);
+        }
+        touched
+    }
+
+    /// Replaces the set of existing nodes (a relist of the Node watch).
+    pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = String>) -> BTreeSet<Arc<str>> {
+        let new: BTreeSet<Arc<str>> = nodes.into_iter().map(|n| self.interner.intern(&n)).collect();
+        let changed = new.symmetric_difference(&self.nodes).cloned().collect();
+        self.nodes = new;
+        changed
+    }
+
+    /// Records that node `name` exists (`true`) or was deleted (`false`); whether that changed.
+    pub fn set_node(&mut self, name: &str, exists: bool) -> bool {
+        let name = self.interner.intern(name);
+        if exists { self.nodes.insert(name) } else { self.nodes.remove(&name) }
+    }
+
+    /// Whether a Node object of that name exists.
+    pub fn node_exists(&self, name: &str) -> bool {
+        self.nodes.contains(name)
+    }
+
+    /// Every existing node.
+    pub fn nodes(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.nodes.iter()
+    }
+
+    /// The pod with `uid`.
+    pub fn get(&self, uid: &str) -> Option<&ProjectedPod> {
+        self.pods.get(uid)
+    }
+
+    /// The pods bound to `node`, in uid order.
+    pub fn on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a ProjectedPod> + 'a {
+        self.by_node.get(node).into_iter().flatten().filter_map(|uid| self.pods.get(uid))
+    }
+
+    /// The pods of `namespace`, in uid order.
+    pub fn in_namespace<'a>(
+        &'a self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'a ProjectedPod> + 'a {
+        self.by_namespace.get(namespace).into_iter().flatten().filter_map(|uid| self.pods.get(uid))
+    }
+
+    /// The nodes that host a pod of `namespace`.
+    pub fn nodes_of_namespace(&self, namespace: &str) -> BTreeSet<Arc<str>> {
+        self.in_namespace(namespace).filter_map(|p| p.node.clone()).collect()
+    }
+
+    /// Number of pods indexed.
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Whether no pod is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A pod for tests: `containers` as (name, runtime id).
+    pub(crate) fn pod(
+        ns: &str,
+        name: &str,
+        node: Option<&str>,
+        labels: &[(&str, &str)],
+        containers: &[(&str, Option<&str>)],
+    ) -> ProjectedPod {
+        ProjectedPod {
+            uid: format!("uid-{ns}-{name}").into(),
+            namespace: ns.into(),
+            name: name.into(),
+            labels: Labels::from_pairs(labels.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+            node: node.map(Arc::from),
+            owner_kind: None,
+            qos_class: Some("BestEffort".into()),
+            containers: containers
+                .iter()
+                .map(|(n, id)| ContainerRef { name: (*n).into(), runtime_id: id.map(Box::from) })
+                .collect(),
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn projection_keeps_ids_owner_qos_and_phase_and_nothing_else() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1",
+                "labels": {"app": "web"}, "annotations": {"big": "x".repeat(1000)},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+                    "uid": "rs", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "i"}, {"name": "side", "image": "i"}]},
+            "status": {"phase": "Running", "qosClass": "Burstable",
+                "containerStatuses": [{"name": "app", "containerID": "containerd://abc", "image": "i",
+                    "imageID": "", "ready": true, "restartCount": 0}]}
+        }))
+        .unwrap();
+        let p = ProjectedPod::project(&pod, &mut Interner::default()).unwrap();
+        assert_eq!(
+            p,
+            ProjectedPod {
+                uid: "u1".into(),
+                namespace: "shop".into(),
+                name: "web-1".into(),
+                labels: Labels::from_pairs([("app".into(), "web".into())]),
+                node: Some("n1".into()),
+                owner_kind: Some("ReplicaSet".into()),
+                qos_class: Some("Burstable".into()),
+                containers: vec![
+                    ContainerRef {
+                        name: "app".into(),
+                        runtime_id: Some("containerd://abc".into())
+                    },
+                    ContainerRef { name: "side".into(), runtime_id: None },
+                ],
+                finished: false,
+            }
+        );
+    }
+
+    #[test]
+    fn moving_a_pod_touches_both_nodes_and_an_unchanged_pod_touches_none() {
+        let mut index = PodIndex::default();
+        let a = pod("ns", "a", Some("n1"), &[], &[]);
+        assert_eq!(index.apply(a.clone()).nodes, BTreeSet::from(["n1".into()]));
+        assert_eq!(index.apply(a.clone()).nodes, BTreeSet::new());
+        let moved = ProjectedPod { node: Some("n2".into()), ..a };
+        assert_eq!(index.apply(moved).nodes, BTreeSet::from(["n1".into(), "n2".into()]));
+        assert_eq!(index.on_node("n1").count(), 0);
+        assert_eq!(index.on_node("n2").count(), 1);
+        assert_eq!(index.delete("uid-ns-a").nodes, BTreeSet::from(["n2".into()]));
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_relist_drops_the_pods_it_did_not_see() {
+        let mut index = PodIndex::default();
+        index.apply(pod("ns", "a", Some("n1"), &[], &[]));
+        index.apply(pod("ns", "b", Some("n2"), &[], &[]));
+        index.relist_start();
+        index.apply(pod("ns", "a", Some("n1"), &[], &[]));
+        assert_eq!(index.relist_done().nodes, BTreeSet::from(["n2".into()]));
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn labels_are_found_by_key() {
+        let l = Labels::from_pairs([("b".into(), "2".into()), ("a".into(), "1".into())]);
+        assert_eq!((l.get("a"), l.get("b"), l.get("c")), (Some("1"), Some("2"), None));
+    }
+}

@@ -1,0 +1,33 @@
+//! podtrace operator: turns PodTraces and MonitoringProfiles into one NodeTrace per node and
+//! rolls the node agents' results up into every PodTrace's status.
+//!
+//! ```text
+//!  watch.rs ── Pods (projected), Nodes (metadata), Profiles, NodeTraces (spec stripped)
+//!     │                    │
+//!     ▼                    ▼
+//!  index.rs (PodIndex) + desired.rs / status.rs      ◄── pure, unit-tested
+//!     │ dirty nodes                   │ PodTrace refs
+//!     ▼                               ▼
+//!  nodetrace.rs (writer: SSA NodeTrace/<node>,     podtrace.rs (Controller<PodTrace>:
+//!   only when the spec hash changed; delete)        finalizer, status by SSA, Events)
+//!                 ▲ only while leader.rs holds the Lease
+//! ```
+
+pub mod cli;
+pub mod context;
+pub mod desired;
+pub mod error;
+pub mod index;
+pub mod leader;
+pub mod metrics;
+pub mod nodetrace;
+pub mod podtrace;
+pub mod presets;
+pub mod selector;
+pub mod status;
+pub mod watch;
+
+pub use error::{Error, Result};
+
+/// Field manager of every write of the operator (server-side apply and creates).
+pub const FIELD_MANAGER: &str = "podtrace-operator";

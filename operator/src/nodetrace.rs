@@ -1,0 +1,130 @@
+//! The NodeTrace writer: recomputes the NodeTrace of every marked node, server-side-applies its
+//! spec (field manager `podtrace-operator`) only when the content hash changed, and deletes the
+//! NodeTraces of nodes with no traced pods or that no longer exist. It never writes `status`:
+//! the applied object has no status, so the agent's status fields are never claimed.
+
+use futures::StreamExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use podtrace_api::{NodeTrace, NodeTraceSpec};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::instrument;
+
+use crate::context::Context;
+use crate::desired::{SPEC_HASH_ANNOTATION, spec_hash};
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// How long the writer waits after a mark for more marks, so that a burst of pod events (a
+/// rollout, the initial list) becomes one batch.
+const BATCH_DELAY: Duration = Duration::from_millis(20);
+/// Concurrent NodeTrace writes.
+const CONCURRENCY: usize = 16;
+/// When a write failed, the node is retried after this delay.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// Runs the writer until the future is dropped (while this process leads).
+pub async fn run(ctx: Arc<Context>) {
+    // A new leader (or a restarted operator) checks every node once; the hashes make this free
+    // of writes when nothing changed.
+    let mut all: BTreeSet<Arc<str>> =
+        ctx.index.read().expect("pod index lock").nodes().cloned().collect();
+    all.extend(ctx.nodetraces.state().iter().map(|nt| Arc::from(nt.name_any())));
+    ctx.dirty.mark(all);
+    loop {
+        let mut nodes = ctx.dirty.take().await;
+        tokio::time::sleep(BATCH_DELAY).await;
+        nodes.extend(ctx.dirty.take_now());
+        if let Err(e) = sync_nodes(&ctx, nodes).await {
+            tracing::warn!(error = %e, "NodeTrace sync failed; retrying");
+        }
+    }
+}
+
+/// Brings the NodeTraces of `nodes` to their desired state. Failed nodes are marked again after
+/// [`RETRY_DELAY`]; the first error is returned.
+#[instrument(skip_all, fields(nodes = nodes.len()))]
+pub async fn sync_nodes(ctx: &Arc<Context>, nodes: BTreeSet<Arc<str>>) -> Result<()> {
+    let _serial = ctx.write_lock.lock().await;
+    let _timer = ctx.metrics.reconcile("nodetrace");
+    let desired: Vec<(Arc<str>, Option<NodeTraceSpec>)> = ctx.with_traces(|set, index| {
+        nodes
+            .into_iter()
+            .map(|n| {
+                let spec = set.node_trace(index, &n);
+                (n, spec)
+            })
+            .collect()
+    });
+    let results: Vec<(Arc<str>, Result<()>)> = futures::stream::iter(desired)
+        .map(|(node, spec)| async move {
+            let result = sync_node(ctx, &node, spec).await;
+            (node, result)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut first = None;
+    for (node, result) in results {
+        if let Err(e) = result {
+            ctx.metrics.error("nodetrace", &e);
+            tracing::warn!(node = %node, error = %e, "NodeTrace write failed");
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RETRY_DELAY).await;
+                ctx.dirty.mark([node]);
+            });
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) -> Result<()> {
+    let api: Api<NodeTrace> = Api::all(ctx.client.clone());
+    let stored = ctx.nodetraces.get(&ObjectRef::new(node));
+    // What this process wrote last is ahead of the watch: `Some(None)` means "deleted by us".
+    let written = ctx.written.lock().expect("written lock").get(node).cloned();
+    let current: Option<String> = match &written {
+        Some(w) => w.clone(),
+        None => stored.as_ref().and_then(|nt| nt.annotations().get(SPEC_HASH_ANNOTATION).cloned()),
+    };
+    match spec {
+        Some(spec) => {
+            let hash = spec_hash(&spec);
+            if current.as_deref() == Some(hash.as_str()) {
+                return Ok(());
+            }
+            let body = serde_json::json!({
+                "apiVersion": "podtrace.dev/v1alpha1",
+                "kind": "NodeTrace",
+                "metadata": {
+                    "name": &**node,
+                    "labels": ctx.scope.nodetrace_labels(),
+                    "annotations": { SPEC_HASH_ANNOTATION: &hash },
+                },
+                "spec": spec,
+            });
+            api.patch(node, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+                .await
+                .map_err(Error::kube(format!("applying NodeTrace/{node}")))?;
+            ctx.metrics.write("apply");
+            tracing::info!(node = %node, pods = spec.pods.len(), hash = %hash, "NodeTrace applied");
+            ctx.written.lock().expect("written lock").insert(node.clone(), Some(hash));
+        }
+        None if current.is_some() || (stored.is_some() && written.is_none()) => {
+            match api.delete(node, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube(format!("deleting NodeTrace/{node}"))(e)),
+            }
+            ctx.metrics.write("delete");
+            tracing::info!(node = %node, "NodeTrace deleted: no traced pods left or node gone");
+            ctx.written.lock().expect("written lock").insert(node.clone(), None);
+        }
+        None => {}
+    }
+    Ok(())
+}

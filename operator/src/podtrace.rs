@@ -1,0 +1,181 @@
+//! The PodTrace controller: the finalizer, the status (server-side apply of the status
+//! subresource, only when it changed) and the Events of notable transitions. The NodeTrace
+//! content a PodTrace causes is written by `nodetrace.rs`; this controller only waits for it when
+//! the PodTrace is deleted.
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use podtrace_api::{PodTrace, PodTraceStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::instrument;
+
+use crate::context::Context;
+use crate::status::{self, READY, podtrace_status};
+use crate::{Error, FIELD_MANAGER, Result, nodetrace};
+
+/// The finalizer that keeps a deleted PodTrace until its pods are gone from every NodeTrace.
+pub const FINALIZER: &str = "podtrace.dev/cleanup";
+
+/// Runs the controller over the PodTrace store until the future is dropped (while leading).
+/// Reconciles come from `triggers` (fed by the watches) and from requeues.
+pub async fn run(ctx: Arc<Context>, triggers: UnboundedReceiver<ObjectRef<PodTrace>>) {
+    let all: Vec<_> = ctx.podtraces.state().iter().map(|pt| ObjectRef::from_obj(&**pt)).collect();
+    let initial = futures::stream::iter(all);
+    Controller::for_stream(
+        futures::stream::pending::<Result<PodTrace, watcher::Error>>(),
+        ctx.podtraces.clone(),
+    )
+    .reconcile_on(initial.chain(triggers))
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "PodTrace reconcile failed");
+        }
+    })
+    .await;
+}
+
+/// Reconciles one PodTrace: finalizer first, then status or cleanup.
+#[instrument(skip_all, fields(podtrace = %format!("{}/{}", pt.namespace().unwrap_or_default(), pt.name_any())))]
+pub async fn reconcile(pt: Arc<PodTrace>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("podtrace");
+    let ns = pt.namespace().unwrap_or_default();
+    let api: Api<PodTrace> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = format!("{ns}/{}", pt.name_any());
+    finalizer(&api, FINALIZER, pt, |event| async {
+        match event {
+            Finalizer::Apply(pt) => apply(&pt, &ctx).await,
+            Finalizer::Cleanup(pt) => cleanup(&pt, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer { name, source: Box::new(other) },
+    })
+}
+
+/// Counts the error and retries soon: most failures are conflicts or a busy API server.
+pub fn error_policy(_pt: Arc<PodTrace>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error("podtrace", error);
+    tracing::warn!(error = %error, "PodTrace reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = ctx.with_traces(|set, index| {
+        let nodetraces = ctx.nodetraces.state();
+        podtrace_status(
+            pt,
+            index,
+            set,
+            |node| {
+                nodetraces.iter().find(|nt| nt.name_any() == node).and_then(|nt| nt.status.as_ref())
+            },
+            &now,
+        )
+    });
+    if pt.status.as_ref() != Some(&status) {
+        publish_transitions(pt, pt.status.as_ref(), &status, ctx).await;
+        let api: Api<PodTrace> =
+            Api::namespaced(ctx.client.clone(), &pt.namespace().unwrap_or_default());
+        let body = serde_json::json!({
+            "apiVersion": "podtrace.dev/v1alpha1",
+            "kind": "PodTrace",
+            "status": status,
+        });
+        api.patch_status(
+            &pt.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(Error::kube(format!("applying status of PodTrace/{}", pt.name_any())))?;
+        ctx.metrics.status_writes.inc();
+    }
+    // Agents' results arrive through NodeTrace events; the requeue is a safety net.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
+    let mut nodes = ctx.nodes_requested_by(pt);
+    nodes.extend(
+        ctx.index
+            .read()
+            .expect("pod index lock")
+            .nodes_of_namespace(&pt.namespace().unwrap_or_default()),
+    );
+    let count = nodes.len();
+    nodetrace::sync_nodes(ctx, nodes).await?;
+    publish(
+        ctx,
+        pt,
+        EventType::Normal,
+        "TargetsRemoved",
+        "Cleanup",
+        format!("PodTrace deleted: its pods were removed from the NodeTraces of {count} nodes"),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// An Event when Ready changes status or reason (ProfileNotFound, ProfileResolved, Paused,
+/// Resumed, Configured), never on an unchanged status.
+async fn publish_transitions(
+    pt: &PodTrace,
+    old: Option<&PodTraceStatus>,
+    new: &PodTraceStatus,
+    ctx: &Context,
+) {
+    let reason = |s: Option<&PodTraceStatus>, t| {
+        status::find(s, t).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let (old_ready, new_ready) = (reason(old, READY), reason(Some(new), READY));
+    if old_ready != new_ready
+        && let Some(c) = status::find(Some(new), READY)
+    {
+        let (type_, reason) = match c.reason.as_str() {
+            "ProfileNotFound" => (EventType::Warning, "ProfileNotFound"),
+            "Paused" => (EventType::Normal, "Paused"),
+            _ if old_ready.as_ref().is_some_and(|(_, r)| r == "ProfileNotFound") => {
+                (EventType::Normal, "ProfileResolved")
+            }
+            _ if old_ready.as_ref().is_some_and(|(_, r)| r == "Paused") => {
+                (EventType::Normal, "Resumed")
+            }
+            _ => (EventType::Normal, "Configured"),
+        };
+        publish(ctx, pt, type_, reason, "Reconcile", c.message.clone()).await;
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    pt: &PodTrace,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &pt.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "publishing an Event failed");
+    }
+}

@@ -1,0 +1,365 @@
+//! A PodTrace's status: matched pods, the per-node roll-up of the agents' NodeTrace statuses,
+//! the effective profile, the series estimate and the conditions. Pure.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use podtrace_api::effective::profile_hash;
+use podtrace_api::merge;
+use podtrace_api::nodetrace::{NodeTraceStatus, PodAttachReason, PodAttachState};
+use podtrace_api::podtrace::NodeSummary;
+use podtrace_api::{MonitoringProfileSpec, PodTrace, PodTraceStatus};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::desired::{TraceSet, selects};
+use crate::index::{PodIndex, ProjectedPod};
+
+/// Condition types of a PodTrace.
+pub const READY: &str = "Ready";
+/// Some matched pods could not be attached.
+pub const DEGRADED: &str = "Degraded";
+/// `spec.paused` is true.
+pub const PAUSED: &str = "Paused";
+
+/// Buckets of a latency histogram series (exponential, 0.0001 s to ~52 s) plus `_sum`/`_count`.
+const HISTOGRAM_SERIES: i64 = 22;
+
+/// The series a pod produces with `spec`: per container two series per collector and one
+/// histogram per probe, capped at the profile's budget. An estimate for capacity planning.
+pub fn series_estimate(spec: &MonitoringProfileSpec, containers: usize) -> i64 {
+    let c = &spec.collect;
+    let collectors = [c.cpu, c.memory, c.disk_io, c.network_io, c.threads, c.file_descriptors]
+        .iter()
+        .filter(|on| **on)
+        .count();
+    let limits = if spec.resource_limits.enabled { 6 } else { 0 };
+    let per_container =
+        collectors as i64 * 2 + spec.probes.active().count() as i64 * HISTOGRAM_SERIES + limits;
+    (per_container * containers.max(1) as i64).min(i64::from(spec.max_series_per_pod))
+}
+
+/// Computes the status of `pt` from the pod index, the profiles and the NodeTrace statuses,
+/// keeping `lastTransitionTime` of conditions whose status did not change.
+pub fn podtrace_status<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>>(
+    pt: &PodTrace,
+    index: &PodIndex,
+    profiles: &TraceSet<'_, L>,
+    node_status: impl Fn(&str) -> Option<&'a NodeTraceStatus>,
+    now: &Time,
+) -> PodTraceStatus {
+    let namespace = pt.metadata.namespace.as_deref().unwrap_or_default();
+    let matched: Vec<&ProjectedPod> =
+        index.in_namespace(namespace).filter(|p| selects(pt, p)).collect();
+    let generation = pt.metadata.generation;
+    let mut status = PodTraceStatus {
+        observed_generation: generation,
+        matched_pods: matched.len() as i32,
+        ..Default::default()
+    };
+
+    // The profile per pod; with no pods, the one an unowned pod would get.
+    let resolved: Result<Vec<_>, _> = if matched.is_empty() {
+        profiles.resolve(pt, None).map(|p| vec![(None, p)])
+    } else {
+        matched
+            .iter()
+            .map(|p| profiles.resolve(pt, p.owner_kind.as_ref()).map(|e| (Some(*p), e)))
+            .collect()
+    };
+    let ready = match &resolved {
+        Err(e) => (false, e.reason(), e.to_string()),
+        Ok(_) if pt.spec.paused => {
+            (false, "Paused", "spec.paused is true: the agents do not trace its pods".into())
+        }
+        Ok(_) => (
+            true,
+            "NodeTracesWritten",
+            format!("{} pods configured on their nodes' NodeTrace", matched.len()),
+        ),
+    };
+    let mut degraded = (false, "AllAttached", "no matched pod is failed or stuck".to_string());
+    if let Ok(resolved) = &resolved {
+        let names: BTreeSet<&str> = resolved.iter().map(|(_, p)| p.name.as_str()).collect();
+        status.effective_profile = Some(names.into_iter().collect::<Vec<_>>().join("+"));
+        let specs: BTreeMap<&str, &MonitoringProfileSpec> =
+            resolved.iter().map(|(_, p)| (p.hash.as_str(), &p.spec)).collect();
+        let merged = merge::merge_profiles(specs.values().copied()).unwrap_or_default();
+        status.profile_hash = Some(profile_hash(&merged));
+        status.series_estimate = resolved
+            .iter()
+            .filter_map(|(pod, p)| Some(series_estimate(&p.spec, traced_containers(pt, (*pod)?))))
+            .sum();
+        if !pt.spec.paused {
+            status.nodes = node_summaries(&matched, resolved, &node_status);
+            let ready_nodes = status.nodes.iter().filter(|n| n.attached == n.pods).count();
+            status.ready_nodes = Some(format!("{ready_nodes}/{}", status.nodes.len()));
+            let failed: i32 = status.nodes.iter().map(|n| n.failed).sum();
+            let stuck: i32 =
+                status.nodes.iter().filter(|n| !n.reasons.is_empty()).map(|n| n.pending).sum();
+            if failed + stuck > 0 {
+                degraded = (
+                    true,
+                    "PodsNotAttached",
+                    format!(
+                        "{failed} pods failed and {stuck} are pending with a reason; see status.nodes"
+                    ),
+                );
+            }
+        }
+    }
+    let paused = if pt.spec.paused {
+        (true, "Paused", "spec.paused is true".to_string())
+    } else {
+        (false, "Active", "spec.paused is false".to_string())
+    };
+    let old = pt.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    status.conditions = [(READY, ready), (DEGRADED, degraded), (PAUSED, paused)]
+        .into_iter()
+        .map(|(type_, (on, reason, message))| {
+            condition(old, type_, on, reason, message, generation, now)
+        })
+        .collect();
+    status
+}
+
+fn traced_containers(pt: &PodTrace, pod: &ProjectedPod) -> usize {
+    if pt.spec.containers.is_empty() {
+        pod.containers.len()
+    } else {
+        pod.containers.iter().filter(|c| pt.spec.containers.iter().any(|n| **n == *c.name)).count()
+    }
+}
+
+fn node_summaries<'a>(
+    matched: &[&ProjectedPod],
+    resolved: &[(Option<&ProjectedPod>, std::sync::Arc<podtrace_api::EffectiveProfile>)],
+    node_status: &impl Fn(&str) -> Option<&'a NodeTraceStatus>,
+) -> Vec<NodeSummary> {
+    let mut by_node: BTreeMap<&str, Vec<&ProjectedPod>> = BTreeMap::new();
+    for pod in matched {
+        by_node.entry(pod.node.as_deref().unwrap_or_default()).or_default().push(pod);
+    }
+    let probes: BTreeSet<_> = resolved.iter().flat_map(|(_, p)| p.spec.probes.active()).collect();
+    by_node
+        .into_iter()
+        .map(|(node, pods)| {
+            let status = node_status(node);
+            let mut summary =
+                NodeSummary { node: node.into(), pods: pods.len() as i32, ..Default::default() };
+            let mut reasons = BTreeSet::new();
+            for pod in pods {
+                let found = status.and_then(|s| s.pods.iter().find(|p| *p.uid == *pod.uid));
+                match found.map(|p| (p.state, p.reason)) {
+                    Some((PodAttachState::Attached, _)) => summary.attached += 1,
+                    Some((PodAttachState::Failed, reason)) => {
+                        summary.failed += 1;
+                        reasons.extend(reason);
+                    }
+                    Some((PodAttachState::Pending, reason)) => {
+                        summary.pending += 1;
+                        reasons.extend(reason);
+                    }
+                    None => summary.pending += 1,
+                }
+            }
+            if status.is_none() {
+                reasons.insert(PodAttachReason::AgentNotReporting);
+            }
+            summary.reasons = reasons.into_iter().collect();
+            summary.probes = status
+                .map(|s| s.probes.iter().filter(|p| probes.contains(&p.probe)).cloned().collect())
+                .unwrap_or_default();
+            summary
+        })
+        .collect()
+}
+
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    on: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if on { "True" } else { "False" };
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The condition of `type_` in `status`.
+pub fn find<'a>(status: Option<&'a PodTraceStatus>, type_: &str) -> Option<&'a Condition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::tests::pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use podtrace_api::nodetrace::PodAttachStatus;
+    use podtrace_api::podtrace::{PodTraceSpec, ProfileRef};
+    use podtrace_api::presets::Preset;
+
+    fn now() -> Time {
+        Time("2026-11-22T00:00:00Z".parse().unwrap())
+    }
+
+    fn podtrace(profile: Option<&str>) -> PodTrace {
+        let mut pt = PodTrace::new(
+            "t",
+            PodTraceSpec {
+                selector: LabelSelector {
+                    match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                    ..Default::default()
+                },
+                containers: vec![],
+                profile_ref: profile.map(|n| ProfileRef { name: n.into() }),
+                profile: None,
+                paused: false,
+            },
+        );
+        pt.metadata.namespace = Some("ns".into());
+        pt.metadata.generation = Some(3);
+        pt
+    }
+
+    fn presets(name: &str) -> Option<MonitoringProfileSpec> {
+        Preset::from_name(name).map(Preset::spec)
+    }
+
+    fn index() -> PodIndex {
+        let mut index = PodIndex::default();
+        for (name, node) in [("a", "n1"), ("b", "n1"), ("c", "n2")] {
+            index.apply(pod("ns", name, Some(node), &[("app", "web")], &[("c", Some("id"))]));
+        }
+        index.apply(pod("ns", "other", Some("n2"), &[("app", "db")], &[]));
+        index
+    }
+
+    fn attach(
+        name: &str,
+        state: PodAttachState,
+        reason: Option<PodAttachReason>,
+    ) -> PodAttachStatus {
+        PodAttachStatus {
+            uid: format!("uid-ns-{name}"),
+            namespace: "ns".into(),
+            name: name.into(),
+            state,
+            reason,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn rollup_counts_attached_pending_and_failed_per_node_with_reasons() {
+        let pt = podtrace(Some("minimal"));
+        let n1 = NodeTraceStatus {
+            pods: vec![
+                attach("a", PodAttachState::Attached, None),
+                attach("b", PodAttachState::Failed, Some(PodAttachReason::CgroupNotFound)),
+            ],
+            ..Default::default()
+        };
+        let set = TraceSet::new([&pt], presets);
+        let idx = index();
+        let status = podtrace_status(&pt, &idx, &set, |n| (n == "n1").then_some(&n1), &now());
+        assert_eq!(
+            status.nodes,
+            vec![
+                NodeSummary {
+                    node: "n1".into(),
+                    pods: 2,
+                    attached: 1,
+                    pending: 0,
+                    failed: 1,
+                    probes: vec![],
+                    reasons: vec![PodAttachReason::CgroupNotFound],
+                },
+                NodeSummary {
+                    node: "n2".into(),
+                    pods: 1,
+                    attached: 0,
+                    pending: 1,
+                    failed: 0,
+                    probes: vec![],
+                    reasons: vec![PodAttachReason::AgentNotReporting],
+                },
+            ]
+        );
+        assert_eq!(status.matched_pods, 3);
+        assert_eq!(status.ready_nodes.as_deref(), Some("0/2"));
+        assert_eq!(status.effective_profile.as_deref(), Some("minimal"));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.series_estimate, 3 * (2 * 2 + 6));
+        let degraded = status.conditions.iter().find(|c| c.type_ == DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "PodsNotAttached")
+        );
+    }
+
+    #[test]
+    fn missing_profile_is_ready_false_profile_not_found() {
+        let pt = podtrace(Some("nope"));
+        let set = TraceSet::new([&pt], presets);
+        let status = podtrace_status(&pt, &index(), &set, |_| None, &now());
+        let ready = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ProfileNotFound"));
+        assert!(ready.message.contains("\"nope\""), "{}", ready.message);
+        assert_eq!(status.effective_profile, None);
+        assert!(status.nodes.is_empty());
+    }
+
+    #[test]
+    fn paused_sets_paused_true_and_lists_no_nodes() {
+        let mut pt = podtrace(None);
+        pt.spec.paused = true;
+        let set = TraceSet::new([&pt], presets);
+        let status = podtrace_status(&pt, &index(), &set, |_| None, &now());
+        let kinds: Vec<(&str, &str, &str)> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("Ready", "False", "Paused"),
+                ("Degraded", "False", "AllAttached"),
+                ("Paused", "True", "Paused")
+            ]
+        );
+        assert!(status.nodes.is_empty());
+        assert_eq!(status.effective_profile.as_deref(), Some("standard"));
+    }
+
+    #[test]
+    fn an_unchanged_condition_keeps_its_transition_time_so_status_compares_equal() {
+        let mut pt = podtrace(Some("minimal"));
+        let idx = index();
+        let first = podtrace_status(&pt, &idx, &TraceSet::new([&pt], presets), |_| None, &now());
+        pt.status = Some(first.clone());
+        let later = Time("2026-11-22T01:00:00Z".parse().unwrap());
+        let second = podtrace_status(&pt, &idx, &TraceSet::new([&pt], presets), |_| None, &later);
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn series_estimate_is_capped_by_the_budget() {
+        let mut spec = Preset::Intensive.spec();
+        assert_eq!(series_estimate(&spec, 1), 6 * 2 + 7 * 22 + 6);
+        spec.max_series_per_pod = 10;
+        assert_eq!(series_estimate(&spec, 3), 10);
+    }
+}

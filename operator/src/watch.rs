@@ -1,0 +1,224 @@
+//! The watches that feed the index and the stores, and what each change marks for work:
+//!
+//! | watch | kept | a change marks |
+//! |---|---|---|
+//! | Pods | projection in the pod index | old and new node; PodTraces of the namespace that select it |
+//! | Nodes (metadata only) | names in the index | that node |
+//! | MonitoringProfiles | store | every node; every PodTrace |
+//! | NodeTraces (pods stripped) | store | that node; the PodTraces it lists |
+//! | PodTraces | store | nodes hosting its namespace's pods or listing it; itself |
+//!
+//! All replicas run the watches (a standby is ready to take over with warm caches); only the
+//! leader consumes the marks.
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use podtrace_api::{MonitoringProfile, NodeTrace, PodTrace};
+use std::sync::Arc;
+
+use crate::context::{Cache, Context};
+use crate::desired::selects;
+use crate::index::{ProjectedPod, Touched};
+
+/// Pages of the initial lists: large pages list 10,000 pods in few round trips.
+const PAGE_SIZE: u32 = 500;
+
+fn api<K>(ctx: &Context, namespaced: bool) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match (&ctx.scope.namespace, namespaced) {
+        (Some(ns), true) => Api::namespaced(ctx.client.clone(), ns),
+        _ => Api::all(ctx.client.clone()),
+    }
+}
+
+/// Pods → the projected index. Each Pod is projected and dropped as it arrives.
+pub async fn pods(ctx: Arc<Context>) {
+    let stream = watcher(api::<Pod>(&ctx, true), watcher::Config::default().page_size(PAGE_SIZE))
+        .default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let touched = {
+            let mut index = ctx.index.write().expect("pod index lock");
+            let touched = match event {
+                Ok(watcher::Event::Init) => {
+                    index.relist_start();
+                    Touched::default()
+                }
+                Ok(watcher::Event::InitApply(pod) | watcher::Event::Apply(pod)) => {
+                    match ProjectedPod::project(&pod, &mut index.interner) {
+                        Some(p) => index.apply(p),
+                        None => Touched::default(),
+                    }
+                }
+                Ok(watcher::Event::Delete(pod)) => index.delete(&pod.uid().unwrap_or_default()),
+                Ok(watcher::Event::InitDone) => {
+                    ctx.synced.done(Cache::Pods);
+                    index.relist_done()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pod watch failed; retrying");
+                    Touched::default()
+                }
+            };
+            ctx.metrics.pods_indexed.set(index.len() as i64);
+            touched
+        };
+        ctx.dirty.mark(touched.nodes);
+        if !touched.pods.is_empty() && ctx.leading.load(std::sync::atomic::Ordering::SeqCst) {
+            for pt in ctx.podtraces.state() {
+                if touched.pods.iter().any(|p| selects(&pt, p)) {
+                    ctx.trigger(&pt);
+                }
+            }
+        }
+    }
+}
+
+/// Nodes (metadata only) → the node set of the index.
+pub async fn nodes(ctx: Arc<Context>) {
+    let config = watcher::Config::default().labels(&ctx.scope.node_selector());
+    // Metadata only: Node statuses (images, conditions) are large and change every few seconds.
+    let stream =
+        watcher(Api::<PartialObjectMeta<Node>>::all(ctx.client.clone()), config).default_backoff();
+    futures::pin_mut!(stream);
+    let mut listed = Vec::new();
+    while let Some(event) = stream.next().await {
+        let changed: Vec<Arc<str>> = {
+            let mut index = ctx.index.write().expect("pod index lock");
+            match event {
+                Ok(watcher::Event::Init) => {
+                    listed.clear();
+                    vec![]
+                }
+                Ok(watcher::Event::InitApply(node)) => {
+                    listed.push(node.name_any());
+                    vec![]
+                }
+                Ok(watcher::Event::InitDone) => {
+                    ctx.synced.done(Cache::Nodes);
+                    index.set_nodes(std::mem::take(&mut listed)).into_iter().collect()
+                }
+                Ok(watcher::Event::Apply(node)) => {
+                    let name = node.name_any();
+                    if index.set_node(&name, true) { vec![name.into()] } else { vec![] }
+                }
+                Ok(watcher::Event::Delete(node)) => {
+                    let name = node.name_any();
+                    if index.set_node(&name, false) { vec![name.into()] } else { vec![] }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "node watch failed; retrying");
+                    vec![]
+                }
+            }
+        };
+        ctx.dirty.mark(changed);
+    }
+}
+
+/// MonitoringProfiles → their store. An edit may change any NodeTrace and any status.
+pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
+    let stream =
+        watcher(Api::<MonitoringProfile>::all(ctx.client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer);
+    for_each_change(stream, Cache::Profiles, &ctx, |ctx, _| {
+        let nodes: Vec<Arc<str>> =
+            ctx.index.read().expect("pod index lock").nodes().cloned().collect();
+        ctx.dirty.mark(nodes);
+        ctx.trigger_namespace(None);
+    })
+    .await;
+}
+
+/// NodeTraces (ours, by label) → their store, without the pod lists (the agent's status is kept
+/// for the roll-up; the spec's content is summarized by the hash annotation).
+pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
+    let config = watcher::Config::default().labels(&ctx.scope.nodetrace_selector());
+    let stream = watcher(Api::<NodeTrace>::all(ctx.client.clone()), config)
+        .default_backoff()
+        .modify(|nt| {
+            nt.spec.pods = Vec::new();
+            nt.spec.settings = Default::default();
+            nt.managed_fields_mut().clear();
+        })
+        .reflect(writer);
+    for_each_change(stream, Cache::NodeTraces, &ctx, |ctx, event| {
+        let (nt, deleted) = match event {
+            watcher::Event::Apply(nt) => (nt, false),
+            watcher::Event::Delete(nt) => (nt, true),
+            _ => return,
+        };
+        let name: Arc<str> = nt.name_any().into();
+        if deleted {
+            ctx.written.lock().expect("written lock").remove(&name);
+        }
+        ctx.dirty.mark([name]);
+        for r in &nt.spec.requested_by {
+            if let Some(pt) = ctx
+                .podtraces
+                .get(&kube::runtime::reflector::ObjectRef::new(&r.name).within(&r.namespace))
+            {
+                ctx.trigger(&pt);
+            }
+        }
+    })
+    .await;
+}
+
+/// PodTraces → their store (the controller reads it). A change may add or remove pods on the
+/// nodes hosting the namespace's pods and on the nodes that list the PodTrace.
+pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
+    let stream = watcher(api::<PodTrace>(&ctx, true), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    for_each_change(stream, Cache::PodTraces, &ctx, |ctx, event| {
+        let pt = match event {
+            watcher::Event::Apply(pt) | watcher::Event::Delete(pt) => pt,
+            _ => return,
+        };
+        let mut nodes = ctx.nodes_requested_by(pt);
+        let ns = pt.namespace().unwrap_or_default();
+        nodes.extend(ctx.index.read().expect("pod index lock").nodes_of_namespace(&ns));
+        ctx.dirty.mark(nodes);
+        ctx.trigger(pt);
+    })
+    .await;
+}
+
+/// Drives a reflected watch, marks `cache` synced at each completed list, and calls `on_change`
+/// for each event (also after a relist, with the whole state marked).
+async fn for_each_change<K, S>(
+    stream: S,
+    cache: Cache,
+    ctx: &Arc<Context>,
+    on_change: impl Fn(&Context, &watcher::Event<K>),
+) where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    futures::pin_mut!(stream);
+    let mut relisted = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => {
+                ctx.synced.done(cache);
+                if relisted {
+                    // Objects may have changed or gone while the watch was down: recheck all.
+                    let nodes: Vec<Arc<str>> =
+                        ctx.index.read().expect("pod index lock").nodes().cloned().collect();
+                    ctx.dirty.mark(nodes);
+                    ctx.trigger_namespace(None);
+                }
+                relisted = true;
+            }
+            Ok(event) => on_change(ctx, &event),
+            Err(e) => tracing::warn!(error = %e, cache = ?cache, "watch failed; retrying"),
+        }
+    }
+}
