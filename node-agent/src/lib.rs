@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod collectors;
 pub mod error;
+pub mod exporters;
 pub mod metrics;
 pub mod procfs;
 pub mod targets;

@@ -1,0 +1,115 @@
+//! The exporters' flags, flattened into the agent's command line. Addresses and credentials come
+//! from here (the chart's values), never from a PodTrace.
+
+use std::{path::PathBuf, time::Duration};
+
+/// Push exporter flags. An exporter runs when its URL is set; a target's profile (`export`)
+/// decides which running exporters receive its samples.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct ExporterArgs {
+    /// NATS server URL (`nats://[user:password@]host:4222`, `tls://…`); enables the NATS exporter.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// NATS subject of the node's kernel metrics.
+    #[arg(long, env = "NATS_SUBJECT", default_value = "node.kernel.metrics")]
+    pub nats_subject: String,
+    /// NATS subject of the per-pod messages (one per traced container and interval).
+    #[arg(long, env = "PODTRACE_NATS_POD_SUBJECT", default_value = "podtrace.pod.metrics")]
+    pub nats_pod_subject: String,
+    /// Name of this node, in every message (`proplet_id` in MQTT) and Influx's `node` tag.
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    pub node_name: String,
+    /// Identifier of this agent instance, in the NATS messages and Influx's kernel line.
+    #[arg(long, env = "INSTANCE_ID", default_value = "")]
+    pub instance_id: String,
+
+    /// MQTT broker URL (`mqtt://host:1883`, `mqtts://host:8883`); enables the MQTT exporter.
+    #[arg(long, env = "PODTRACE_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// MQTT client id (default `podtrace-agent-<node name>`).
+    #[arg(long, env = "PODTRACE_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+    /// File holding `username:password` for the MQTT broker (a mounted Secret).
+    #[arg(long, env = "PODTRACE_MQTT_CREDENTIALS_FILE")]
+    pub mqtt_credentials_file: Option<PathBuf>,
+    /// MQTT topic template; placeholders: {domain} {channel} {node} {namespace} {pod} {pod_uid}
+    /// {container} ('/', '+' and '#' in their values become '_').
+    #[arg(
+        long,
+        env = "PODTRACE_MQTT_TOPIC",
+        default_value = "m/{domain}/c/{channel}/metrics/proplet"
+    )]
+    pub mqtt_topic: String,
+    /// Value of {domain} in the MQTT topic.
+    #[arg(long, env = "PODTRACE_MQTT_DOMAIN", default_value = "podtrace")]
+    pub mqtt_domain: String,
+    /// Value of {channel} in the MQTT topic.
+    #[arg(long, env = "PODTRACE_MQTT_CHANNEL", default_value = "metrics")]
+    pub mqtt_channel: String,
+
+    /// Influx line-protocol endpoint: `tcp://host:port`, `udp://host:port` or
+    /// `http://host:8086/write?db=NAME[&u=…&p=…&rp=…]`; enables the Influx exporter.
+    #[arg(long, env = "PODTRACE_INFLUX_URL")]
+    pub influx_url: Option<String>,
+
+    /// Items each exporter keeps while its broker is away (oldest dropped first).
+    #[arg(long, env = "PODTRACE_EXPORT_QUEUE_SIZE", default_value_t = 10_000)]
+    pub export_queue_size: usize,
+    /// Longest wait between reconnection attempts (exponential backoff with jitter from 100ms).
+    #[arg(
+        long,
+        env = "PODTRACE_EXPORT_BACKOFF_MAX",
+        default_value = "30s",
+        value_parser = podtrace_api::duration::parse
+    )]
+    pub export_backoff_max: Duration,
+}
+
+impl ExporterArgs {
+    /// Arguments with every exporter off and the defaults of the flags.
+    pub fn disabled() -> Self {
+        ExporterArgs {
+            nats_url: None,
+            nats_subject: "node.kernel.metrics".into(),
+            nats_pod_subject: "podtrace.pod.metrics".into(),
+            node_name: String::new(),
+            instance_id: String::new(),
+            mqtt_url: None,
+            mqtt_client_id: None,
+            mqtt_credentials_file: None,
+            mqtt_topic: "m/{domain}/c/{channel}/metrics/proplet".into(),
+            mqtt_domain: "podtrace".into(),
+            mqtt_channel: "metrics".into(),
+            influx_url: None,
+            export_queue_size: 10_000,
+            export_backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ExporterArgs,
+    }
+
+    #[test]
+    fn defaults_match_the_references_and_disabled() {
+        let cli = Cli::try_parse_from(["agent"]).unwrap();
+        // NATS_SUBJECT and friends may be set in the environment of whoever runs the tests.
+        if std::env::vars().all(|(k, _)| !k.starts_with("NATS_") && !k.starts_with("PODTRACE_")) {
+            assert_eq!(cli.args.nats_subject, "node.kernel.metrics");
+            let mut disabled = ExporterArgs::disabled();
+            disabled.node_name = cli.args.node_name.clone();
+            disabled.instance_id = cli.args.instance_id.clone();
+            assert_eq!(cli.args, disabled);
+        }
+        let cli = Cli::try_parse_from(["agent", "--export-backoff-max", "500ms"]).unwrap();
+        assert_eq!(cli.args.export_backoff_max, Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,57 @@
+//! The exporters' error type: what went wrong at start, phrased as advice.
+
+use std::path::PathBuf;
+
+/// A push exporter could not be configured. Returned by [`super::Exporters::start`] so that a bad
+/// flag stops the agent once, with a message naming the flag, instead of a crash loop.
+///
+/// A broker that is merely unreachable is *not* an error: the exporter starts Degraded and
+/// reconnects by itself (see [`super::ExportersHealth`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A URL flag could not be parsed or uses an unsupported scheme.
+    #[error("{flag} {url:?} is not valid: {reason} (expected {expected})")]
+    InvalidUrl {
+        /// The flag (and its environment variable).
+        flag: &'static str,
+        /// The rejected value.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+        /// What a valid value looks like.
+        expected: &'static str,
+    },
+    /// The MQTT topic template has an unknown placeholder or a wildcard.
+    #[error(
+        "--mqtt-topic {template:?} is not valid: {reason} (placeholders: {{domain}} {{channel}} \
+         {{node}} {{namespace}} {{pod}} {{pod_uid}} {{container}}; no '+' or '#')"
+    )]
+    InvalidTopic {
+        /// The rejected template.
+        template: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A credentials file could not be read or has the wrong shape.
+    #[error(
+        "reading the credentials file {path}: {reason} (expected one line \"username:password\")"
+    )]
+    Credentials {
+        /// The file named by the flag.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A flag that must be positive was zero.
+    #[error("{flag} must be at least 1")]
+    Zero {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// The HTTP client for Influx `/write` could not be built.
+    #[error("building the HTTP client for --influx-url: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// A message could not be serialized (a bug: the types always serialize).
+    #[error("encoding a message as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}

@@ -1,0 +1,339 @@
+//! Influx line protocol, written by hand.
+//!
+//! Why not the `influxdb-line-protocol` crate: its builder escapes backslashes in measurements
+//! and tag values as `\\`, which InfluxDB 1.x (and Telegraf's 1.x-compatible parsers) do *not*
+//! unescape, so a name with a backslash would be stored with two; it also writes every character
+//! through `fmt`, where this module appends slices and uses `itoa`/`ryu` for numbers (the
+//! encoding cost is measured in `bench/exporters`). The rules below are InfluxDB 1.x's
+//! (<https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol_reference/#special-characters>,
+//! parser: `models/points.go` `unescapeTag`/`unescapeStringField`):
+//!
+//! ```text
+//! podtrace_cpu,container=app,namespace=shop,node=n1,pod=web-0 usage_percent=23.5,avg_usage=38.2,max_usage=65.0 1736937322123456000
+//! └ measurement ┘└─────────── tags, sorted by key ─────────────┘└──────────── fields ───────────────────────┘ └ nanoseconds ───┘
+//! ```
+//!
+//! - measurement: `,` and space escaped with `\`;
+//! - tag values: `,` `=` and space escaped; backslashes are written as they are (1.x keeps them
+//!   literally), except an odd run of them right before an escaped character or at the end of
+//!   the value: the 1.x scanner reads backslashes in pairs, so no spelling of it exists, and it
+//!   gets one more backslash so that the line still parses (1.x then stores one extra);
+//!   newlines and carriage returns, which end a line whatever the escaping, become spaces;
+//!   empty tag values are left out (line protocol has no empty tag);
+//! - fields: integers with an `i` suffix (saturated at `i64::MAX`), floats in shortest
+//!   round-trip form (NaN and infinities are not representable and are left out), strings in
+//!   double quotes with `"` and `\` escaped.
+
+use super::message::{KernelSample, TargetSample};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The measurements ("sources") of a target, one line each.
+pub const TARGET_MEASUREMENTS: [&str; 5] =
+    ["podtrace_cpu", "podtrace_memory", "podtrace_disk", "podtrace_network", "podtrace_process"];
+/// The measurement of the node's kernel counters.
+pub const KERNEL_MEASUREMENT: &str = "podtrace_kernel";
+
+/// Appends the five lines of one target (one per source) to `out`.
+pub fn encode_target(out: &mut String, t: &TargetSample) {
+    let ts = nanos(t.metrics.timestamp);
+    let (m, a) = (&t.metrics, &t.aggregated);
+    let tags = |out: &mut String, measurement: &str| {
+        escape_measurement(out, measurement);
+        tag(out, "container", &t.container);
+        tag(out, "namespace", &t.namespace);
+        tag(out, "node", &t.node);
+        tag(out, "pod", &t.pod);
+    };
+    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[0]));
+    line.float("usage_percent", m.cpu_usage_percent);
+    line.float("avg_usage", a.avg_cpu_usage);
+    line.float("max_usage", a.max_cpu_usage);
+    line.end(ts);
+
+    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[1]));
+    line.int("usage_bytes", m.memory_usage_bytes);
+    line.float("usage_percent", m.memory_usage_percent);
+    line.int("avg_usage_bytes", a.avg_memory_usage);
+    line.int("max_usage_bytes", a.max_memory_usage);
+    line.end(ts);
+
+    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[2]));
+    line.int("read_bytes", m.disk_read_bytes);
+    line.int("write_bytes", m.disk_write_bytes);
+    line.int("total_read_bytes", a.total_disk_read);
+    line.int("total_write_bytes", a.total_disk_write);
+    line.end(ts);
+
+    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[3]));
+    line.int("rx_bytes", m.network_rx_bytes);
+    line.int("tx_bytes", m.network_tx_bytes);
+    line.int("total_rx_bytes", a.total_network_rx);
+    line.int("total_tx_bytes", a.total_network_tx);
+    line.end(ts);
+
+    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[4]));
+    line.int("uptime_seconds", m.uptime_seconds);
+    line.int("thread_count", m.thread_count);
+    line.int("file_descriptor_count", m.file_descriptor_count);
+    line.int("sample_count", a.sample_count);
+    line.string("pod_uid", &t.pod_uid);
+    line.end(ts);
+}
+
+/// Appends the line of the node's kernel counters to `out`.
+pub fn encode_kernel(out: &mut String, k: &KernelSample, node: &str, instance_id: &str) {
+    let mut line = Line::start(out, |o| {
+        escape_measurement(o, KERNEL_MEASUREMENT);
+        tag(o, "node", node);
+    });
+    line.int("context_switches_total", k.context_switches_total);
+    line.int("entropy_available_bits", k.entropy_available_bits);
+    line.int("network_connections_total", k.network_connections_total);
+    line.string("instance_id", instance_id);
+    line.end(nanos(k.timestamp));
+}
+
+/// Nanoseconds since the Unix epoch (0 before it, which no sample is).
+fn nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// A line being written: tracks whether a field was written (a line needs at least one, and
+/// fields are separated by commas).
+struct Line<'a> {
+    out: &'a mut String,
+    start: usize,
+    fields: usize,
+}
+
+impl<'a> Line<'a> {
+    fn start(out: &'a mut String, head: impl FnOnce(&mut String)) -> Self {
+        let start = out.len();
+        head(out);
+        Line { out, start, fields: 0 }
+    }
+
+    fn key(&mut self, key: &str) {
+        self.out.push(if self.fields == 0 { ' ' } else { ',' });
+        self.fields += 1;
+        // Field keys are constants of this module: plain ASCII, nothing to escape.
+        self.out.push_str(key);
+        self.out.push('=');
+    }
+
+    fn int(&mut self, key: &str, v: u64) {
+        self.key(key);
+        let mut buf = itoa::Buffer::new();
+        self.out.push_str(buf.format(v.min(i64::MAX as u64)));
+        self.out.push('i');
+    }
+
+    fn float(&mut self, key: &str, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        self.key(key);
+        let mut buf = ryu::Buffer::new();
+        self.out.push_str(buf.format_finite(v));
+    }
+
+    fn string(&mut self, key: &str, v: &str) {
+        self.key(key);
+        self.out.push('"');
+        for c in v.chars() {
+            if c == '"' || c == '\\' {
+                self.out.push('\\');
+            }
+            self.out.push(c);
+        }
+        self.out.push('"');
+    }
+
+    /// Ends the line with its timestamp, or removes it when no field could be written.
+    fn end(self, ts: i64) {
+        if self.fields == 0 {
+            self.out.truncate(self.start);
+            return;
+        }
+        self.out.push(' ');
+        let mut buf = itoa::Buffer::new();
+        self.out.push_str(buf.format(ts));
+        self.out.push('\n');
+    }
+}
+
+/// Writes a measurement name: `,` and space escaped.
+pub fn escape_measurement(out: &mut String, name: &str) {
+    escape(out, name, &[',', ' ']);
+}
+
+/// Writes `,key=value` unless `value` is empty.
+fn tag(out: &mut String, key: &str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    out.push(',');
+    out.push_str(key);
+    out.push('=');
+    escape(out, value, &[',', '=', ' ']);
+}
+
+/// Escapes `special` characters with a backslash; see the module documentation for backslashes
+/// and line breaks.
+fn escape(out: &mut String, value: &str, special: &[char]) {
+    if !value.contains(|c: char| special.contains(&c) || matches!(c, '\\' | '\n' | '\r')) {
+        out.push_str(value);
+        return;
+    }
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                // The 1.x scanner reads backslashes in pairs: a run followed by a separator must
+                // have an even length or its last backslash would escape the separator.
+                let mut run = 1;
+                while chars.next_if_eq(&'\\').is_some() {
+                    run += 1;
+                }
+                let before_separator = chars
+                    .peek()
+                    .is_none_or(|next| special.contains(next) || matches!(next, '\n' | '\r'));
+                let even = if before_separator && run % 2 == 1 { run + 1 } else { run };
+                out.extend(std::iter::repeat_n('\\', even));
+            }
+            '\n' | '\r' => out.push_str("\\ "),
+            c if special.contains(&c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exporters::message::{AggregatedMetrics, ProcessMetrics};
+    use std::time::Duration;
+
+    fn target(namespace: &str, pod: &str, container: &str) -> TargetSample {
+        TargetSample {
+            node: "n1".into(),
+            namespace: namespace.into(),
+            pod: pod.into(),
+            pod_uid: "u\"1\\".into(),
+            container: container.into(),
+            metrics: ProcessMetrics {
+                cpu_usage_percent: 23.5,
+                memory_usage_bytes: 52_428_800,
+                memory_usage_percent: 1.2,
+                disk_read_bytes: 1,
+                disk_write_bytes: 2,
+                network_rx_bytes: 3,
+                network_tx_bytes: 4,
+                uptime_seconds: 45,
+                thread_count: 2,
+                file_descriptor_count: 8,
+                timestamp: UNIX_EPOCH + Duration::from_nanos(1_736_937_322_123_456_789),
+            },
+            aggregated: AggregatedMetrics {
+                avg_cpu_usage: 38.2,
+                max_cpu_usage: 65.0,
+                avg_memory_usage: 62_914_560,
+                max_memory_usage: u64::MAX,
+                total_disk_read: 5,
+                total_disk_write: 6,
+                total_network_rx: 7,
+                total_network_tx: 8,
+                sample_count: 24,
+            },
+            export: podtrace_api::presets::Preset::Standard.spec().export,
+        }
+    }
+
+    #[test]
+    fn a_target_becomes_one_typed_line_per_source_with_nanosecond_timestamps() {
+        let mut out = String::new();
+        encode_target(&mut out, &target("shop", "web-0", "app"));
+        let tags = "container=app,namespace=shop,node=n1,pod=web-0";
+        let ts = "1736937322123456789";
+        let expected = [
+            format!("podtrace_cpu,{tags} usage_percent=23.5,avg_usage=38.2,max_usage=65.0 {ts}"),
+            format!(
+                "podtrace_memory,{tags} usage_bytes=52428800i,usage_percent=1.2,\
+                 avg_usage_bytes=62914560i,max_usage_bytes=9223372036854775807i {ts}"
+            ),
+            format!(
+                "podtrace_disk,{tags} read_bytes=1i,write_bytes=2i,total_read_bytes=5i,\
+                 total_write_bytes=6i {ts}"
+            ),
+            format!(
+                "podtrace_network,{tags} rx_bytes=3i,tx_bytes=4i,total_rx_bytes=7i,\
+                 total_tx_bytes=8i {ts}"
+            ),
+            format!(
+                "podtrace_process,{tags} uptime_seconds=45i,thread_count=2i,\
+                 file_descriptor_count=8i,sample_count=24i,pod_uid=\"u\\\"1\\\\\" {ts}"
+            ),
+        ];
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn hostile_tag_values_are_escaped() {
+        let mut out = String::new();
+        tag(&mut out, "pod", r#"a b,c=d"e\f"#);
+        assert_eq!(out, r#",pod=a\ b\,c\=d"e\f"#);
+        out.clear();
+        tag(&mut out, "pod", "end\\");
+        assert_eq!(out, r",pod=end\\");
+        out.clear();
+        tag(&mut out, "pod", "x\\,y\nz");
+        assert_eq!(out, r",pod=x\\\,y\ z");
+        out.clear();
+        tag(&mut out, "pod", r"two\\ and\\");
+        assert_eq!(out, r",pod=two\\\ and\\", "even runs are kept as they are");
+        out.clear();
+        tag(&mut out, "pod", "");
+        assert_eq!(out, "");
+        out.clear();
+        escape_measurement(&mut out, "my meas,x=y");
+        assert_eq!(out, r"my\ meas\,x=y");
+    }
+
+    #[test]
+    fn non_finite_floats_are_left_out_and_empty_tags_omitted() {
+        let mut t = target("ns", "p", "");
+        t.metrics.cpu_usage_percent = f64::NAN;
+        t.aggregated.avg_cpu_usage = f64::INFINITY;
+        let mut out = String::new();
+        encode_target(&mut out, &t);
+        let first = out.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "podtrace_cpu,namespace=ns,node=n1,pod=p max_usage=65.0 1736937322123456789"
+        );
+        t.aggregated.max_cpu_usage = f64::NAN;
+        out.clear();
+        encode_target(&mut out, &t);
+        assert!(out.starts_with("podtrace_memory,"), "a line with no field is left out: {out}");
+    }
+
+    #[test]
+    fn kernel_line_carries_the_node_tag_and_instance() {
+        let k = KernelSample {
+            context_switches_total: 10,
+            entropy_available_bits: 256,
+            network_connections_total: 3,
+            timestamp: UNIX_EPOCH + Duration::from_secs(1),
+        };
+        let mut out = String::new();
+        encode_kernel(&mut out, &k, "node 1", "i-1");
+        assert_eq!(
+            out,
+            "podtrace_kernel,node=node\\ 1 context_switches_total=10i,entropy_available_bits=256i,\
+             network_connections_total=3i,instance_id=\"i-1\" 1000000000\n"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! What the agent hands the exporters every interval, and the JSON messages built from it.
+//!
+//! ```text
+//! PushBatch ─┬─ kernel: KernelSample            ──► NATS  {NATS_SUBJECT}        KernelMessage
+//!            │                                  ──► Influx podtrace_kernel
+//!            └─ targets: [TargetSample]         ──► NATS  {--nats-pod-subject}  PodMessage
+//!                 metrics + aggregated + export ──► MQTT  {--mqtt-topic}        MqttMessage
+//!                                               ──► Influx podtrace_{cpu,memory,disk,network,process}
+//! ```
+//!
+//! The `metrics` and `aggregated` objects have exactly the field names and types of the
+//! monitoring-profiles reference, so consumers written for it read podtrace's messages unchanged.
+
+use podtrace_api::profile::ExportSettings;
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+/// One interval's samples: every traced target of the node plus the node's kernel counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushBatch {
+    /// The node's kernel counters (one NATS message and one Influx point per interval).
+    pub kernel: KernelSample,
+    /// One entry per traced container (or process, in standalone mode).
+    pub targets: Vec<TargetSample>,
+}
+
+/// The node-level counters of the kernel-metrics reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelSample {
+    /// `node_context_switches_total`.
+    pub context_switches_total: u64,
+    /// `node_entropy_available_bits`.
+    pub entropy_available_bits: u64,
+    /// `node_network_connections_total`.
+    pub network_connections_total: u64,
+    /// When the counters were read.
+    pub timestamp: SystemTime,
+}
+
+/// The samples of one traced container for one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSample {
+    /// The node the pod runs on (`proplet_id` in the MQTT message).
+    pub node: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's UID (`task_id` in the MQTT message).
+    pub pod_uid: String,
+    /// The container's name ("" for a whole-pod target).
+    pub container: String,
+    /// The latest sample.
+    pub metrics: ProcessMetrics,
+    /// Aggregates over the retained history.
+    pub aggregated: AggregatedMetrics,
+    /// Which push exporters the target's effective profile enables (`prometheus` is ignored here).
+    pub export: ExportSettings,
+}
+
+/// The reference's "Metrics Structure": the latest sample of a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessMetrics {
+    /// CPU usage in percent of one CPU over the interval (0–100+).
+    pub cpu_usage_percent: f64,
+    /// Resident memory in bytes.
+    pub memory_usage_bytes: u64,
+    /// Memory in percent of the limit (or of the node's memory without a limit).
+    pub memory_usage_percent: f64,
+    /// Cumulative bytes read from block devices.
+    pub disk_read_bytes: u64,
+    /// Cumulative bytes written to block devices.
+    pub disk_write_bytes: u64,
+    /// Cumulative bytes received.
+    pub network_rx_bytes: u64,
+    /// Cumulative bytes sent.
+    pub network_tx_bytes: u64,
+    /// Seconds since the target started.
+    pub uptime_seconds: u64,
+    /// Number of threads.
+    pub thread_count: u64,
+    /// Number of open file descriptors.
+    pub file_descriptor_count: u64,
+    /// When the sample was taken (ISO 8601, microseconds, UTC).
+    #[serde(with = "rfc3339")]
+    pub timestamp: SystemTime,
+}
+
+/// The reference's "Aggregated Metrics Structure": aggregates over the retained history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregatedMetrics {
+    /// Mean CPU percent.
+    pub avg_cpu_usage: f64,
+    /// Highest CPU percent.
+    pub max_cpu_usage: f64,
+    /// Mean memory in bytes (an integer, as in the reference).
+    pub avg_memory_usage: u64,
+    /// Highest memory in bytes.
+    pub max_memory_usage: u64,
+    /// Bytes read over the history.
+    pub total_disk_read: u64,
+    /// Bytes written over the history.
+    pub total_disk_write: u64,
+    /// Bytes received over the history.
+    pub total_network_rx: u64,
+    /// Bytes sent over the history.
+    pub total_network_tx: u64,
+    /// Samples in the history.
+    pub sample_count: u64,
+}
+
+/// The MQTT message: the reference's message JSON (`task_id` is the pod UID, `proplet_id` the
+/// node), plus `namespace`, `pod` and `container`, which consumers of the reference ignore and
+/// which tell containers of one pod apart.
+#[derive(Debug, Serialize)]
+pub struct MqttMessage<'a> {
+    /// The pod UID.
+    pub task_id: &'a str,
+    /// The node name.
+    pub proplet_id: &'a str,
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's name.
+    pub pod: &'a str,
+    /// The container's name.
+    pub container: &'a str,
+    /// The latest sample.
+    pub metrics: &'a ProcessMetrics,
+    /// The aggregates.
+    pub aggregated: &'a AggregatedMetrics,
+}
+
+impl<'a> From<&'a TargetSample> for MqttMessage<'a> {
+    fn from(t: &'a TargetSample) -> Self {
+        MqttMessage {
+            task_id: &t.pod_uid,
+            proplet_id: &t.node,
+            namespace: &t.namespace,
+            pod: &t.pod,
+            container: &t.container,
+            metrics: &t.metrics,
+            aggregated: &t.aggregated,
+        }
+    }
+}
+
+/// The NATS message of one target: identity, then the reference's `metrics` and `aggregated`.
+#[derive(Debug, Serialize)]
+pub struct PodMessage<'a> {
+    /// The node name.
+    pub node: &'a str,
+    /// `--instance-id` / `INSTANCE_ID` of the agent.
+    pub instance_id: &'a str,
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's name.
+    pub pod: &'a str,
+    /// The pod UID.
+    pub pod_uid: &'a str,
+    /// The container's name.
+    pub container: &'a str,
+    /// The latest sample.
+    pub metrics: &'a ProcessMetrics,
+    /// The aggregates.
+    pub aggregated: &'a AggregatedMetrics,
+}
+
+impl<'a> PodMessage<'a> {
+    /// The message of `t`, sent by the agent `instance_id`.
+    pub fn new(t: &'a TargetSample, instance_id: &'a str) -> Self {
+        PodMessage {
+            node: &t.node,
+            instance_id,
+            namespace: &t.namespace,
+            pod: &t.pod,
+            pod_uid: &t.pod_uid,
+            container: &t.container,
+            metrics: &t.metrics,
+            aggregated: &t.aggregated,
+        }
+    }
+}
+
+/// The NATS message of the node's kernel counters, named as the kernel-metrics reference's
+/// Prometheus series so that one vocabulary serves both.
+#[derive(Debug, Serialize)]
+pub struct KernelMessage<'a> {
+    /// `--node-name` / `NODE_NAME`.
+    pub node: &'a str,
+    /// `--instance-id` / `INSTANCE_ID`.
+    pub instance_id: &'a str,
+    /// Total context switches.
+    pub node_context_switches_total: u64,
+    /// Available entropy in bits.
+    pub node_entropy_available_bits: u64,
+    /// Open network connections.
+    pub node_network_connections_total: u64,
+    /// When the counters were read.
+    #[serde(with = "rfc3339")]
+    pub timestamp: SystemTime,
+}
+
+impl<'a> KernelMessage<'a> {
+    /// The message of `k` for `node`.
+    pub fn new(k: &KernelSample, node: &'a str, instance_id: &'a str) -> Self {
+        KernelMessage {
+            node,
+            instance_id,
+            node_context_switches_total: k.context_switches_total,
+            node_entropy_available_bits: k.entropy_available_bits,
+            node_network_connections_total: k.network_connections_total,
+            timestamp: k.timestamp,
+        }
+    }
+}
+
+/// `SystemTime` as the reference's ISO 8601 text (`2025-01-15T10:35:22.123456Z`).
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use std::time::SystemTime;
+
+    /// Writes `t` in UTC with microseconds, as in the reference.
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        match jiff::Timestamp::try_from(*t) {
+            Ok(ts) => s.collect_str(&format_args!("{ts:.6}")),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
+    }
+
+    /// Reads any RFC 3339 timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let ts: jiff::Timestamp = text.parse().map_err(D::Error::custom)?;
+        Ok(SystemTime::from(ts))
+    }
+}
+
+/// A target with the reference's example values, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_target() -> TargetSample {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_736_937_322);
+    TargetSample {
+        node: "n1".into(),
+        namespace: "ns".into(),
+        pod: "p".into(),
+        pod_uid: "uid".into(),
+        container: "c".into(),
+        metrics: ProcessMetrics {
+            cpu_usage_percent: 23.5,
+            memory_usage_bytes: 52_428_800,
+            memory_usage_percent: 1.2,
+            disk_read_bytes: 1_048_576,
+            disk_write_bytes: 524_288,
+            network_rx_bytes: 2048,
+            network_tx_bytes: 4096,
+            uptime_seconds: 45,
+            thread_count: 2,
+            file_descriptor_count: 8,
+            timestamp: t,
+        },
+        aggregated: AggregatedMetrics {
+            avg_cpu_usage: 38.2,
+            max_cpu_usage: 65.0,
+            avg_memory_usage: 62_914_560,
+            max_memory_usage: 71_303_168,
+            total_disk_read: 2_097_152,
+            total_disk_write: 1_048_576,
+            total_network_rx: 12_288,
+            total_network_tx: 24_576,
+            sample_count: 24,
+        },
+        export: podtrace_api::presets::Preset::Standard.spec().export,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The reference's example message, field for field.
+    const REFERENCE: &str = r#"{
+      "task_id": "550e8400-e29b-41d4-a716-446655440001",
+      "proplet_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+      "metrics": {
+        "cpu_usage_percent": 23.5, "memory_usage_bytes": 52428800, "memory_usage_percent": 1.2,
+        "disk_read_bytes": 1048576, "disk_write_bytes": 524288, "network_rx_bytes": 2048,
+        "network_tx_bytes": 4096, "uptime_seconds": 45, "thread_count": 2,
+        "file_descriptor_count": 8, "timestamp": "2025-01-15T10:35:22.123456Z"
+      },
+      "aggregated": {
+        "avg_cpu_usage": 38.2, "max_cpu_usage": 65.0, "avg_memory_usage": 62914560,
+        "max_memory_usage": 71303168, "total_disk_read": 2097152, "total_disk_write": 1048576,
+        "total_network_rx": 12288, "total_network_tx": 24576, "sample_count": 24
+      }
+    }"#;
+
+    #[test]
+    fn mqtt_message_has_the_reference_shape_plus_identity() {
+        #[derive(Deserialize)]
+        struct Reference {
+            task_id: String,
+            proplet_id: String,
+            metrics: ProcessMetrics,
+            aggregated: AggregatedMetrics,
+        }
+        let r: Reference = serde_json::from_str(REFERENCE).unwrap();
+        let target = TargetSample {
+            node: r.proplet_id.clone(),
+            namespace: "ns".into(),
+            pod: "p".into(),
+            pod_uid: r.task_id.clone(),
+            container: "c".into(),
+            metrics: r.metrics,
+            aggregated: r.aggregated,
+            export: podtrace_api::presets::Preset::Standard.spec().export,
+        };
+        let ours = serde_json::to_value(MqttMessage::from(&target)).unwrap();
+        let mut reference: serde_json::Value = serde_json::from_str(REFERENCE).unwrap();
+        let extra = serde_json::json!({"namespace": "ns", "pod": "p", "container": "c"});
+        reference.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        assert_eq!(ours, reference);
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_microseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_736_937_322_123_456_789);
+        let k = KernelSample {
+            context_switches_total: 1,
+            entropy_available_bits: 256,
+            network_connections_total: 3,
+            timestamp: t,
+        };
+        let json = serde_json::to_value(KernelMessage::new(&k, "n", "i")).unwrap();
+        assert_eq!(json["timestamp"], "2025-01-15T10:35:22.123456Z");
+    }
+}

@@ -1,0 +1,214 @@
+//! Push exporters: NATS, MQTT and Influx line protocol.
+//!
+//! ```text
+//!                       ┌► Queue (bounded, drop-oldest) ─► nats task   ─► NATS server
+//! Exporters::push(batch)┼► Queue                         ─► mqtt task   ─► MQTT broker
+//!   (never waits)       └► Queue                         ─► influx task ─► tcp / udp / http /write
+//! ```
+//!
+//! The agent calls [`Exporters::push`] once per interval; it only appends to each enabled
+//! exporter's queue, so collection and `/metrics` never wait for a broker. Each exporter runs on
+//! its own task: it takes a chunk, encodes and sends it, and gives back what the broker did not
+//! confirm (at-least-once up to the broker). When a broker goes away the task reconnects with
+//! exponential backoff and jitter ([`backoff`]), the queue keeps the newest items up to
+//! `--export-queue-size` and counts the rest in `podtrace_agent_export_dropped_total{exporter}`,
+//! and [`Exporters::health`] reports the exporter Degraded with the reason, until it recovers by
+//! itself.
+//!
+//! A target's profile (`export.nats`, `export.mqtt`, `export.influx`) decides which of the
+//! running exporters receive it; an exporter runs when its URL flag is set.
+
+pub mod args;
+pub mod backoff;
+pub mod error;
+pub mod influx;
+pub mod line_protocol;
+pub mod message;
+pub mod mqtt;
+pub mod nats;
+pub mod queue;
+pub mod stats;
+pub mod topic;
+
+pub use args::ExporterArgs;
+pub use error::ExportError;
+pub use message::{AggregatedMetrics, KernelSample, ProcessMetrics, PushBatch, TargetSample};
+
+use podtrace_api::profile::ExportSettings;
+use prometheus_client::registry::Registry;
+use queue::Queue;
+use stats::{Families, Stats};
+use std::{sync::Arc, time::Duration};
+use tokio::task::JoinHandle;
+
+/// The first delay between reconnection attempts.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// One queued unit: a target's samples (one message, or five Influx lines) or the node's kernel
+/// counters. Shares the batch, so queueing costs a pointer, not a copy.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// `batch.targets[index]`.
+    Target(Arc<PushBatch>, usize),
+    /// `batch.kernel`.
+    Kernel(Arc<PushBatch>),
+}
+
+impl Item {
+    /// The target of a `Target` item.
+    pub fn target(&self) -> Option<&TargetSample> {
+        match self {
+            Item::Target(b, i) => b.targets.get(*i),
+            Item::Kernel(_) => None,
+        }
+    }
+}
+
+/// The running push exporters. Dropping it stops their tasks.
+pub struct Exporters {
+    sinks: Vec<Sink>,
+}
+
+/// One running exporter: its queue, its stats and its task.
+struct Sink {
+    queue: Arc<Queue<Item>>,
+    stats: Stats,
+    wants: fn(&ExportSettings) -> bool,
+    kernel: bool,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Health of every configured exporter, for the `podtrace.exporters` gRPC health service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportersHealth {
+    /// One entry per configured exporter.
+    pub exporters: Vec<ExporterHealth>,
+}
+
+impl ExportersHealth {
+    /// True when every configured exporter is connected (or none is configured).
+    pub fn serving(&self) -> bool {
+        self.exporters.iter().all(|e| e.connected)
+    }
+}
+
+/// Health of one exporter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExporterHealth {
+    /// `nats`, `mqtt` or `influx`.
+    pub exporter: &'static str,
+    /// Connected to its broker (false: Degraded).
+    pub connected: bool,
+    /// Why it is Degraded, as advice.
+    pub reason: Option<String>,
+    /// Items waiting.
+    pub queued: usize,
+    /// Items sent so far.
+    pub sent: u64,
+    /// Items dropped so far.
+    pub dropped: u64,
+}
+
+impl Exporters {
+    /// Starts one task per exporter whose URL is set and registers the exporters' metrics.
+    ///
+    /// Must run inside a tokio runtime. Malformed URLs, topic templates and unreadable
+    /// credentials fail here; an unreachable broker does not (the exporter starts Degraded and
+    /// keeps trying).
+    pub fn start(args: &ExporterArgs, registry: &mut Registry) -> Result<Exporters, ExportError> {
+        if args.export_queue_size == 0 {
+            return Err(ExportError::Zero { flag: "--export-queue-size" });
+        }
+        // Validate everything before starting anything, so that a bad flag starts nothing.
+        let nats = args.nats_url.as_deref().map(|u| nats::Config::new(u, args)).transpose()?;
+        let mqtt = args.mqtt_url.as_deref().map(|u| mqtt::Config::new(u, args)).transpose()?;
+        let influx =
+            args.influx_url.as_deref().map(|u| influx::Config::new(u, args)).transpose()?;
+
+        let families = Families::register(registry);
+        let new_sink = |name: &'static str| {
+            let stats = families.stats(name);
+            let queue = Arc::new(Queue::new(
+                args.export_queue_size,
+                stats.dropped.clone(),
+                stats.queued.clone(),
+            ));
+            (queue, stats)
+        };
+        let mut sinks = Vec::new();
+        if let Some(config) = nats {
+            let (queue, stats) = new_sink("nats");
+            let tasks = vec![tokio::spawn(nats::run(config, queue.clone(), stats.clone()))];
+            sinks.push(Sink { queue, stats, wants: |e| e.nats, kernel: true, tasks });
+        }
+        if let Some(config) = mqtt {
+            let (queue, stats) = new_sink("mqtt");
+            let tasks = mqtt::spawn(config, queue.clone(), stats.clone());
+            sinks.push(Sink { queue, stats, wants: |e| e.mqtt, kernel: false, tasks });
+        }
+        if let Some(config) = influx {
+            let (queue, stats) = new_sink("influx");
+            let tasks = vec![tokio::spawn(influx::run(config, queue.clone(), stats.clone()))];
+            sinks.push(Sink { queue, stats, wants: |e| e.influx, kernel: true, tasks });
+        }
+        Ok(Exporters { sinks })
+    }
+
+    /// Hands one interval's samples to every exporter that wants them. Never blocks on I/O:
+    /// it appends to bounded queues (dropping their oldest items when full).
+    pub fn push(&self, batch: PushBatch) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let batch = Arc::new(batch);
+        for sink in &self.sinks {
+            let targets = batch
+                .targets
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| (sink.wants)(&t.export))
+                .map(|(i, _)| Item::Target(batch.clone(), i));
+            let kernel = sink.kernel.then(|| Item::Kernel(batch.clone()));
+            sink.queue.push(targets.chain(kernel));
+        }
+    }
+
+    /// Connection state and counters of every configured exporter.
+    pub fn health(&self) -> ExportersHealth {
+        let exporters = self
+            .sinks
+            .iter()
+            .map(|s| {
+                let link = s.stats.link();
+                ExporterHealth {
+                    exporter: s.stats.exporter,
+                    connected: link.connected,
+                    reason: link.reason,
+                    queued: s.queue.len(),
+                    sent: s.stats.sent.get(),
+                    dropped: s.stats.dropped.get(),
+                }
+            })
+            .collect();
+        ExportersHealth { exporters }
+    }
+
+    /// Waits until every queue is empty or `timeout` passes (for a graceful shutdown); returns
+    /// whether everything was handed over.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let drained = async {
+            while self.sinks.iter().any(|s| !s.queue.is_empty()) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(timeout, drained).await.is_ok()
+    }
+}
+
+impl Drop for Exporters {
+    fn drop(&mut self) {
+        for task in self.sinks.iter().flat_map(|s| &s.tasks) {
+            task.abort();
+        }
+    }
+}

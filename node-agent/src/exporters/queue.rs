@@ -1,0 +1,146 @@
+//! The bounded queue between `Exporters::push` and one exporter's task.
+//!
+//! `push` must never wait for a broker, so the queue never blocks: when it is full the *oldest*
+//! items make room for the new ones (fresh samples matter more than stale ones) and each one
+//! pushed out counts in `podtrace_agent_export_dropped_total{exporter}`. An exporter takes a
+//! chunk, sends it, and gives back what it could not send; given-back items are older than
+//! anything queued meanwhile, so they are the first to go when the bound is exceeded.
+//!
+//! Invariant: items pushed = items sent + items dropped + items queued (+ a chunk in flight).
+
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use std::{collections::VecDeque, sync::Mutex};
+use tokio::sync::Notify;
+
+/// A bounded, drop-oldest, single-consumer queue.
+#[derive(Debug)]
+pub struct Queue<T> {
+    items: Mutex<VecDeque<T>>,
+    bound: usize,
+    ready: Notify,
+    dropped: Counter,
+    queued: Gauge,
+}
+
+impl<T> Queue<T> {
+    /// A queue keeping at most `bound` items, counting drops in `dropped` and its length in
+    /// `queued`.
+    pub fn new(bound: usize, dropped: Counter, queued: Gauge) -> Self {
+        Queue { items: Mutex::new(VecDeque::new()), bound, ready: Notify::new(), dropped, queued }
+    }
+
+    /// Appends `items`, dropping the oldest ones above the bound; returns how many were dropped.
+    pub fn push(&self, items: impl IntoIterator<Item = T>) -> u64 {
+        let dropped = {
+            let mut q = self.lock();
+            q.extend(items);
+            self.trim(&mut q)
+        };
+        self.ready.notify_one();
+        dropped
+    }
+
+    /// Takes up to `max` of the oldest items.
+    pub fn take(&self, max: usize) -> Vec<T> {
+        let mut q = self.lock();
+        let n = max.min(q.len());
+        let chunk = q.drain(..n).collect();
+        self.queued.set(q.len() as i64);
+        chunk
+    }
+
+    /// Puts back items that could not be sent, in front of newer ones, within the bound.
+    pub fn give_back(&self, items: Vec<T>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        for item in items.into_iter().rev() {
+            q.push_front(item);
+        }
+        self.trim(&mut q);
+    }
+
+    /// Waits until the queue holds at least one item.
+    pub async fn ready(&self) {
+        loop {
+            if !self.lock().is_empty() {
+                return;
+            }
+            // `notify_one` stores a permit when nobody waits, so a push between the check
+            // above and this await is not missed.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn trim(&self, q: &mut VecDeque<T>) -> u64 {
+        let excess = q.len().saturating_sub(self.bound);
+        q.drain(..excess);
+        self.dropped.inc_by(excess as u64);
+        self.queued.set(q.len() as i64);
+        excess as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<T>> {
+        // A panic while holding this lock cannot leave the deque inconsistent (every operation
+        // is a single VecDeque call), so a poisoned lock is still usable.
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(bound: usize) -> (Queue<u32>, Counter) {
+        let dropped = Counter::default();
+        (Queue::new(bound, dropped.clone(), Gauge::default()), dropped)
+    }
+
+    #[test]
+    fn a_full_queue_keeps_the_newest_items_and_counts_the_rest() {
+        let (q, dropped) = queue(3);
+        assert_eq!(q.push(1..=2), 0);
+        assert_eq!(q.push(3..=5), 2);
+        assert_eq!(dropped.get(), 2);
+        assert_eq!(q.take(10), vec![3, 4, 5]);
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn given_back_items_go_first_and_are_dropped_first() {
+        let (q, dropped) = queue(4);
+        q.push(1..=4);
+        let chunk = q.take(2);
+        q.push(5..=6);
+        q.give_back(chunk);
+        assert_eq!(dropped.get(), 2, "1 and 2 are the oldest");
+        assert_eq!(q.take(10), vec![3, 4, 5, 6]);
+        q.push([7]);
+        q.give_back(vec![6]);
+        assert_eq!(q.take(10), vec![6, 7]);
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_up_on_push() {
+        let (q, _) = queue(2);
+        let q = std::sync::Arc::new(q);
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.ready().await }
+        });
+        tokio::task::yield_now().await;
+        q.push([1]);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,139 @@
+//! The exporters' own metrics and connection state, shared by `/metrics` and health.
+//!
+//! ```text
+//! podtrace_agent_export_sent_total{exporter}      items the broker accepted
+//! podtrace_agent_export_dropped_total{exporter}   items the bounded queue could not keep (or the
+//!                                                 endpoint rejected as malformed)
+//! podtrace_agent_export_errors_total{exporter}    failed connection or send attempts
+//! podtrace_agent_export_connected{exporter}       1 while connected
+//! podtrace_agent_export_queued{exporter}          items waiting
+//! ```
+//!
+//! An "item" is one message for NATS and MQTT and one target's (or the node's) lines for Influx.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use std::sync::{Arc, Mutex};
+
+/// The `exporter` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabel {
+    /// `nats`, `mqtt` or `influx`.
+    pub exporter: &'static str,
+}
+
+/// The metric families, registered once.
+#[derive(Clone, Default)]
+pub struct Families {
+    sent: Family<ExporterLabel, Counter>,
+    dropped: Family<ExporterLabel, Counter>,
+    errors: Family<ExporterLabel, Counter>,
+    connected: Family<ExporterLabel, Gauge>,
+    queued: Family<ExporterLabel, Gauge>,
+}
+
+impl Families {
+    /// Registers the families in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let f = Families::default();
+        let r = registry;
+        r.register("podtrace_agent_export_sent", "Items accepted by the broker", f.sent.clone());
+        r.register(
+            "podtrace_agent_export_dropped",
+            "Items dropped because the exporter's bounded queue was full (oldest first) or the \
+             endpoint rejected them as malformed",
+            f.dropped.clone(),
+        );
+        r.register(
+            "podtrace_agent_export_errors",
+            "Failed connection or send attempts",
+            f.errors.clone(),
+        );
+        r.register(
+            "podtrace_agent_export_connected",
+            "1 while the exporter is connected to its broker",
+            f.connected.clone(),
+        );
+        r.register("podtrace_agent_export_queued", "Items waiting to be sent", f.queued.clone());
+        f
+    }
+
+    /// The handles of one exporter.
+    pub fn stats(&self, exporter: &'static str) -> Stats {
+        let l = ExporterLabel { exporter };
+        Stats {
+            exporter,
+            sent: self.sent.get_or_create(&l).clone(),
+            dropped: self.dropped.get_or_create(&l).clone(),
+            errors: self.errors.get_or_create(&l).clone(),
+            connected: self.connected.get_or_create(&l).clone(),
+            queued: self.queued.get_or_create(&l).clone(),
+            link: Arc::new(Mutex::new(Link {
+                connected: false,
+                reason: Some("not connected yet".into()),
+            })),
+        }
+    }
+}
+
+/// The connection state an exporter reports to health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Whether the broker is reachable and accepting.
+    pub connected: bool,
+    /// Why not, in words an operator can act on.
+    pub reason: Option<String>,
+}
+
+/// One exporter's counters, gauges and link state.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// `nats`, `mqtt` or `influx`.
+    pub exporter: &'static str,
+    /// Items accepted by the broker.
+    pub sent: Counter,
+    /// Items dropped.
+    pub dropped: Counter,
+    /// Failed attempts.
+    pub errors: Counter,
+    connected: Gauge,
+    /// Items waiting (set by the queue).
+    pub queued: Gauge,
+    link: Arc<Mutex<Link>>,
+}
+
+impl Stats {
+    /// Marks the exporter connected (logs the transition).
+    pub fn set_connected(&self) {
+        let mut link = self.lock();
+        if !link.connected {
+            tracing::info!(exporter = self.exporter, "connected");
+        }
+        *link = Link { connected: true, reason: None };
+        self.connected.set(1);
+    }
+
+    /// Marks the exporter degraded for `reason` (logs the transition and counts an error).
+    pub fn set_degraded(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.errors.inc();
+        let mut link = self.lock();
+        if link.connected || link.reason.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(exporter = self.exporter, %reason, "degraded");
+        }
+        *link = Link { connected: false, reason: Some(reason) };
+        self.connected.set(0);
+    }
+
+    /// The current link state.
+    pub fn link(&self) -> Link {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
