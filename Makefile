@@ -15,12 +15,14 @@ setup: ## Install packages and build the Kubernetes test binaries (cached)
 build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
-generate: ## Regenerate crds/ and the preset samples from the Rust types
+generate: ## Regenerate crds/, the chart's CRD copy, the preset samples and manifests/podtrace.yaml
 	$(CARGO) run -q -p podtrace-api --bin crdgen
+	rm -f charts/podtrace/files/crds/*.yaml && cp crds/*.yaml charts/podtrace/files/crds/
+	bash scripts/render-manifests.sh > manifests/podtrace.yaml
 
 check-generated: generate ## Fail when generated files differ from the types
-	@if ! git diff --quiet -- crds manifests || [ -n "$$(git ls-files --others --exclude-standard crds manifests)" ]; then \
-	  git status --short -- crds manifests; \
+	@if ! git diff --quiet -- crds manifests charts || [ -n "$$(git ls-files --others --exclude-standard crds manifests charts)" ]; then \
+	  git status --short -- crds manifests charts; \
 	  echo "error: generated files are out of date: run \`make generate\` and commit"; exit 1; \
 	fi
 

@@ -8,7 +8,7 @@ SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
 
 # Debian packages: clang/llvm/libbpf for the eBPF programs, openssl for test certificates,
 # bpftool to inspect loaded programs, python3 for small test helpers.
-PACKAGES=(clang llvm libbpf-dev openssl bpftool python3 ca-certificates)
+PACKAGES=(clang llvm libbpf-dev openssl bpftool python3 ca-certificates nats-server mosquitto mosquitto-clients influxdb prometheus)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -21,3 +21,6 @@ command -v cargo >/dev/null || { echo "setup: Rust is required (https://rustup.r
 command -v go >/dev/null || { echo "setup: Go ≥ 1.26 is required to build kube-apiserver and etcd" >&2; exit 1; }
 
 bash "$HERE/../e2e/scripts/build-k8s.sh"
+bash "$HERE/../e2e/scripts/build-tools.sh"
+# The Debian package starts a Prometheus service; the tests run their own on free ports.
+$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true

@@ -53,9 +53,52 @@ pub fn with_crds() -> &'static ControlPlane {
     cp
 }
 
+/// A control plane of its own, for a test that needs an empty cluster (a first install);
+/// stopped when dropped (and by the watchdog if the test process dies first).
+pub struct FreshControlPlane(ControlPlane);
+
+impl std::ops::Deref for FreshControlPlane {
+    type Target = ControlPlane;
+    fn deref(&self) -> &ControlPlane {
+        &self.0
+    }
+}
+
+impl Drop for FreshControlPlane {
+    fn drop(&mut self) {
+        let script = repo_root().join("e2e/scripts/control-plane.sh");
+        let _ = Command::new("bash").arg(script).arg("down").arg(&self.0.dir).status();
+    }
+}
+
+impl FreshControlPlane {
+    /// Starts another etcd + kube-apiserver, independent of the shared one.
+    pub fn start(name: &str) -> Result<Self> {
+        let n = NAMESPACES.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("podtrace-e2e-{}-{name}-{n}", std::process::id()));
+        Ok(Self(ControlPlane::start_in(dir)?))
+    }
+}
+
+/// The path of a tool built by `e2e/scripts/build-tools.sh` (`helm`, `prometheus-operator`),
+/// building it first if needed.
+pub fn tool(name: &str) -> Result<PathBuf> {
+    let script = repo_root().join("e2e/scripts/build-tools.sh");
+    let status = Command::new("bash").arg(&script).status()?;
+    if !status.success() {
+        bail!("e2e/scripts/build-tools.sh failed ({status})");
+    }
+    let out = Command::new("bash").arg(&script).args(["bin", name]).output()?;
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
 impl ControlPlane {
     fn start() -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("podtrace-e2e-{}", std::process::id()));
+        Self::start_in(std::env::temp_dir().join(format!("podtrace-e2e-{}", std::process::id())))
+    }
+
+    fn start_in(dir: PathBuf) -> Result<Self> {
         let script = repo_root().join("e2e/scripts/control-plane.sh");
         let pid = std::process::id().to_string();
         let status = Command::new("bash")
@@ -73,7 +116,8 @@ impl ControlPlane {
         Ok(Self { kubeconfig: dir.join("kubeconfig"), dir, bin })
     }
 
-    fn install_crds(&self) -> Result<()> {
+    /// Installs `crds/` with server-side apply and waits until `kubectl explain` serves them.
+    pub fn install_crds(&self) -> Result<()> {
         let crds = repo_root().join("crds");
         self.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])?;
         self.kubectl_ok(&[

@@ -2,3 +2,4 @@
 //! run (see `podtrace_e2e::control_plane`); every test works in a namespace of its own.
 
 mod api;
+mod chart;

@@ -1,0 +1,173 @@
+use super::{chart, ci_values, helm};
+use podtrace_e2e::{FreshControlPlane, repo_root, tool, with_crds};
+
+/// Installs the Prometheus Operator's CRDs (its binary prints them) into a control plane.
+pub(super) fn install_prometheus_operator_crds(cp: &podtrace_e2e::ControlPlane) {
+    let crds = std::process::Command::new(tool("prometheus-operator").unwrap())
+        .arg("crds")
+        .output()
+        .unwrap();
+    assert!(crds.status.success());
+    // Server-side: the client-side last-applied annotation would exceed 256 KiB.
+    let out = cp.kubectl(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&String::from_utf8(crds.stdout).unwrap()),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+        "crd/prometheuses.monitoring.coreos.com",
+        "--timeout=60s",
+    ])
+    .unwrap();
+}
+
+#[test]
+fn helm_lint_is_clean_with_every_ci_values_file() {
+    let out = helm(&["lint", "--strict", &chart()], None);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    for values in ci_values() {
+        let out = helm(&["lint", "--strict", &chart(), "-f", &values], None);
+        assert!(out.contains("0 chart(s) failed"), "{values}: {out}");
+    }
+}
+
+#[test]
+fn values_schema_rejects_wrong_types() {
+    let out = std::process::Command::new(tool("helm").unwrap())
+        .args([
+            "template",
+            "x",
+            &chart(),
+            "--set",
+            "agent.metricsPort=http",
+            "--set",
+            "operator.replicas=0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("/agent/metricsPort") && err.contains("want integer"), "{err}");
+    assert!(err.contains("/operator/replicas"), "{err}");
+}
+
+#[test]
+fn every_ci_values_rendering_is_accepted_by_the_api_server() {
+    let cp = with_crds();
+    install_prometheus_operator_crds(cp);
+    let _ = cp.kubectl(&["create", "namespace", "podtrace-dryrun"], None);
+    for values in ci_values() {
+        let rendered = helm(
+            &[
+                "template",
+                "podtrace",
+                &chart(),
+                "-n",
+                "podtrace-dryrun",
+                "-f",
+                &values,
+                "--api-versions",
+                "monitoring.coreos.com/v1/ServiceMonitor",
+                "--api-versions",
+                "monitoring.coreos.com/v1/PrometheusRule",
+            ],
+            None,
+        );
+        let out = cp.kubectl(
+            &["apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-"],
+            Some(&rendered),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{values}: {}", String::from_utf8_lossy(&out.stderr));
+        let kinds = rendered.matches("\nkind: ").count();
+        assert_eq!(
+            stdout.lines().count(),
+            kinds,
+            "{values}: not every object was applied:\n{stdout}"
+        );
+        if values.ends_with("everything-on-values.yaml") {
+            for kind in ["servicemonitor", "prometheusrule", "poddisruptionbudget", "networkpolicy"]
+            {
+                assert!(stdout.contains(&format!("{kind}.")), "{values}: no {kind} in\n{stdout}");
+            }
+        }
+    }
+}
+
+#[test]
+fn helm_install_and_upgrade_succeed_on_a_fresh_cluster() {
+    let cp = FreshControlPlane::start("helm").unwrap();
+    let kc = cp.kubeconfig.clone();
+    helm(
+        &["install", "podtrace", &chart(), "-n", "podtrace-system", "--create-namespace"],
+        Some(&kc),
+    );
+    let deploy =
+        cp.kubectl_ok(&["get", "deploy,ds,svc,sa", "-n", "podtrace-system", "-o", "name"]).unwrap();
+    for want in [
+        "deployment.apps/podtrace-operator",
+        "daemonset.apps/podtrace-agent",
+        "service/podtrace-agent",
+        "service/podtrace-operator-metrics",
+        "serviceaccount/podtrace-agent",
+    ] {
+        assert!(deploy.contains(want), "{want} missing after install:\n{deploy}");
+    }
+    let crds = cp.kubectl_ok(&["get", "crd", "-o", "name"]).unwrap();
+    assert_eq!(crds.matches("podtrace.dev").count(), 3, "{crds}");
+
+    // An upgrade changes a value and keeps the release working.
+    helm(
+        &[
+            "upgrade",
+            "podtrace",
+            &chart(),
+            "-n",
+            "podtrace-system",
+            "--set",
+            "operator.replicas=2",
+            "--set",
+            "logging.level=debug",
+        ],
+        Some(&kc),
+    );
+    let replicas = cp
+        .kubectl_ok(&[
+            "get",
+            "deploy",
+            "podtrace-operator",
+            "-n",
+            "podtrace-system",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .unwrap();
+    assert_eq!(replicas, "2");
+    let pdb = cp.kubectl_ok(&["get", "pdb", "-n", "podtrace-system", "-o", "name"]).unwrap();
+    assert!(pdb.contains("podtrace-operator"), "two replicas get a PodDisruptionBudget: {pdb}");
+    let status = helm(&["status", "podtrace", "-n", "podtrace-system", "-o", "json"], Some(&kc));
+    assert!(
+        status.contains(r#""status":"deployed""#) && status.contains(r#""version":2"#),
+        "{status}"
+    );
+}
+
+#[test]
+fn kubectl_apply_of_the_generated_manifests_works_on_a_fresh_cluster() {
+    let cp = FreshControlPlane::start("manifests").unwrap();
+    let path = repo_root().join("manifests/podtrace.yaml");
+    let out = cp.kubectl_ok(&["apply", "--server-side", "-f", path.to_str().unwrap()]).unwrap();
+    let manifest = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(out.lines().count(), manifest.matches("\nkind: ").count(), "{out}");
+    let names =
+        cp.kubectl_ok(&["get", "deploy,ds", "-n", "podtrace-system", "-o", "name"]).unwrap();
+    assert!(
+        names.contains("deployment.apps/podtrace-operator")
+            && names.contains("daemonset.apps/podtrace-agent"),
+        "{names}"
+    );
+}
