@@ -8,12 +8,14 @@
 //!                                                          └─► exporters (push)
 //! ```
 
+pub mod admin_channel;
 pub mod cgroup;
 pub mod collectors;
 pub mod error;
-pub mod exporters;
+pub mod glob;
 pub mod metrics;
 pub mod procfs;
+pub mod standalone;
 pub mod targets;
 
 pub use error::{Error, Result};
