@@ -6,6 +6,8 @@
 //! `--owner-pid`, and a watchdog stops it as soon as the test process is gone (success, panic,
 //! Ctrl-C or SIGKILL alike).
 
+pub mod prometheus;
+
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
