@@ -11,10 +11,13 @@
 pub mod admin_channel;
 pub mod cgroup;
 pub mod collectors;
+pub mod engine;
 pub mod error;
 pub mod glob;
+pub mod health;
 pub mod metrics;
 pub mod procfs;
+pub mod serve;
 pub mod standalone;
 pub mod targets;
 

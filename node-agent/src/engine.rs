@@ -1,0 +1,339 @@
+//! The collection engine: keeps the resolved targets, runs each metric source for the targets
+//! that are due (each at its profile's interval), writes the store and hands every interval's
+//! samples to the push exporters. An error for one target is counted and never stops the others.
+//!
+//! ```text
+//!  resolver (every 2s, or when the config changes) ─► set_targets ─► series of gone targets removed
+//!  tick: kernel (node interval) · per due target: resource, process ─► Store ─► Pusher
+//! ```
+//!
+//! It runs on a thread of its own: the collectors do blocking file I/O.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use podtrace_api::profile::ExportSettings;
+
+use crate::{
+    collectors::{
+        kernel::{self, KernelReading},
+        process::{self, Aggregates, ProcessCollector, ProcessSample},
+        resource::{self, Reading},
+    },
+    metrics::{Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, catalog},
+    procfs,
+    targets::{Pending, Target},
+};
+
+/// One container's interval, summed over its processes (the push message's shape).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetReport {
+    /// namespace / pod / container.
+    pub key: TargetKey,
+    /// Pod UID.
+    pub uid: String,
+    /// The profile's exporters.
+    pub export: ExportSettings,
+    /// Sum over the processes (network: the largest, since processes share the namespace).
+    pub sample: ProcessSample,
+    /// Aggregates over the container's history.
+    pub aggregates: Option<Aggregates>,
+}
+
+/// Receives every tick's reports (the push exporters).
+pub trait Pusher: Send {
+    /// Called after each tick that collected at least one target or the kernel.
+    fn push(&self, kernel: Option<(KernelReading, SystemTime)>, targets: &[TargetReport]);
+}
+
+/// What the status writer and `health` read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineStatus {
+    /// Targets with a cgroup, with their pod UID and cgroup v2 id (the eBPF filter map's keys).
+    pub attached: Vec<(TargetKey, String, Option<u64>)>,
+    /// Targets without one yet.
+    pub pending: Vec<Pending>,
+    /// Series exported.
+    pub series: usize,
+    /// Series dropped by budgets since start.
+    pub dropped: u64,
+    /// Whether the first resolution has run.
+    pub resolved: bool,
+}
+
+struct TargetState {
+    target: Target,
+    next_due: Instant,
+    previous: Option<(Instant, Reading)>,
+    processes: ProcessCollector,
+    history: VecDeque<ProcessSample>,
+}
+
+/// The engine.
+pub struct Engine {
+    /// The series.
+    pub store: Arc<Store>,
+    /// The switchable sources.
+    pub sources: Arc<Sources>,
+    /// Self-metrics.
+    pub metrics: AgentMetrics,
+    /// What the status writer reads.
+    pub status: Arc<RwLock<EngineStatus>>,
+    proc_root: PathBuf,
+    kernel_interval: Duration,
+    kernel_next: Instant,
+    targets: BTreeMap<TargetKey, TargetState>,
+    pending: Vec<Pending>,
+    mem_total: u64,
+    dropped_seen: u64,
+    pusher: Option<Box<dyn Pusher>>,
+}
+
+impl Engine {
+    /// An engine with no targets; the kernel source runs every `kernel_interval`.
+    pub fn new(store: Arc<Store>, sources: Arc<Sources>, metrics: AgentMetrics, kernel_interval: Duration) -> Self {
+        let mem_total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| procfs::parse_mem_total(&t))
+            .unwrap_or(1);
+        Self {
+            store,
+            sources,
+            metrics,
+            status: Arc::default(),
+            proc_root: PathBuf::from("/proc"),
+            kernel_interval,
+            kernel_next: Instant::now(),
+            targets: BTreeMap::new(),
+            pending: Vec::new(),
+            mem_total,
+            dropped_seen: 0,
+            pusher: None,
+        }
+    }
+
+    /// Sets where every tick's reports go.
+    pub fn set_pusher(&mut self, pusher: Box<dyn Pusher>) {
+        self.pusher = Some(pusher);
+    }
+
+    /// Replaces the targets. Targets whose key and cgroup are unchanged keep their state (CPU
+    /// readings, history); the series of targets that went away are removed.
+    pub fn set_targets(&mut self, targets: Vec<Target>, pending: Vec<Pending>) {
+        let now = Instant::now();
+        let mut next = BTreeMap::new();
+        for t in targets {
+            let state = match self.targets.remove(&t.key) {
+                Some(mut s) if s.target.cgroup.relative == t.cgroup.relative => {
+                    if s.target.interval() != t.interval() {
+                        s.next_due = now;
+                    }
+                    s.target = t;
+                    s
+                }
+                _ => TargetState {
+                    target: t,
+                    next_due: now,
+                    previous: None,
+                    processes: ProcessCollector::default(),
+                    history: VecDeque::new(),
+                },
+            };
+            next.insert(state.target.key.clone(), state);
+        }
+        for gone in self.targets.keys() {
+            self.store.remove_target(gone);
+        }
+        self.targets = next;
+        self.pending = pending;
+        let gauge = |s: &str| self.metrics.targets.get_or_create(&StateLabels { state: s.into() }).clone();
+        gauge("attached").set(self.targets.len() as i64);
+        gauge("pending").set(self.pending.len() as i64);
+        self.publish_status(true);
+    }
+
+    /// Collects what is due at `now`; returns when the next collection is due.
+    pub fn tick(&mut self, now: Instant) -> Instant {
+        let wall = SystemTime::now();
+        let mut kernel_reading = None;
+        if now >= self.kernel_next {
+            self.kernel_next = now + self.kernel_interval;
+            if self.sources.enabled(catalog::KERNEL) {
+                let started = Instant::now();
+                match kernel::read(&self.proc_root) {
+                    Ok(r) => {
+                        self.store.replace(catalog::KERNEL, &TargetKey::default(), kernel::samples(&r), None);
+                        kernel_reading = Some((r, wall));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kernel collector failed");
+                        self.metrics.error(catalog::KERNEL, e.reason());
+                    }
+                }
+                self.observe(catalog::KERNEL, started);
+            }
+        }
+        let uptime = std::fs::read_to_string(self.proc_root.join("uptime"))
+            .ok()
+            .and_then(|t| procfs::parse_uptime(&t))
+            .unwrap_or(0.0);
+        let resource_on = self.sources.enabled(catalog::RESOURCE);
+        let process_on = self.sources.enabled(catalog::PROCESS);
+        let mut reports = Vec::new();
+        let (mut resource_time, mut process_time) = (Duration::ZERO, Duration::ZERO);
+        for state in self.targets.values_mut().filter(|s| now >= s.next_due) {
+            state.next_due = now + state.target.interval();
+            let t = &state.target;
+            let labels = t.labels();
+            let budget = Some(t.budget());
+            if resource_on {
+                let started = Instant::now();
+                match resource::read(&t.cgroup, &t.profile.collect) {
+                    Ok(reading) => {
+                        let prev = state.previous.as_ref().map(|(at, r)| (r, now.duration_since(*at).as_secs_f64()));
+                        let samples = resource::samples(&labels, &reading, prev, &t.profile.resource_limits);
+                        self.store.replace(catalog::RESOURCE, &t.key, samples, budget);
+                        state.previous = Some((now, reading));
+                    }
+                    Err(e) => {
+                        tracing::debug!(target = ?t.key, error = %e, "resource collector failed");
+                        self.metrics.error(catalog::RESOURCE, e.reason());
+                    }
+                }
+                resource_time += started.elapsed();
+            }
+            if process_on {
+                let started = Instant::now();
+                let pids = match &t.pids {
+                    Some(p) => Ok(p.clone()),
+                    None => t.cgroup.pids(),
+                };
+                match pids {
+                    Ok(pids) => {
+                        let raws: Vec<_> = pids.into_iter().filter_map(|p| Some((p, process::read_raw(p)?))).collect();
+                        let base = resource::memory_limit(&t.cgroup).unwrap_or(self.mem_total);
+                        let history = t.profile.history.size.max(0) as usize;
+                        let procs = state.processes.record(raws, now, wall, uptime, base, history);
+                        let samples = process::samples(&labels, &procs, &t.profile);
+                        self.store.replace(catalog::PROCESS, &t.key, samples, budget);
+                        let sample = sum(&procs, wall);
+                        if history > 0 {
+                            state.history.push_back(sample.clone());
+                            while state.history.len() > history {
+                                state.history.pop_front();
+                            }
+                        }
+                        reports.push(TargetReport {
+                            key: t.key.clone(),
+                            uid: t.uid.clone(),
+                            export: t.profile.export.clone(),
+                            sample,
+                            aggregates: process::aggregate(&state.history),
+                        });
+                    }
+                    Err(e) => {
+                        let e = crate::Error::Read { path: t.cgroup.relative.clone().into(), source: e };
+                        tracing::debug!(target = ?t.key, error = %e, "listing processes failed");
+                        self.metrics.error(catalog::PROCESS, e.reason());
+                    }
+                }
+                process_time += started.elapsed();
+            }
+        }
+        if resource_on {
+            self.metrics.collection_seconds.get_or_create(&source(catalog::RESOURCE)).observe(resource_time.as_secs_f64());
+        }
+        if process_on {
+            self.metrics.collection_seconds.get_or_create(&source(catalog::PROCESS)).observe(process_time.as_secs_f64());
+        }
+        if let Some(p) = &self.pusher
+            && (kernel_reading.is_some() || !reports.is_empty())
+        {
+            p.push(kernel_reading, &reports);
+        }
+        self.publish_status(false);
+        let next_target = self.targets.values().map(|s| s.next_due).min();
+        next_target.map_or(self.kernel_next, |t| t.min(self.kernel_next))
+    }
+
+    fn observe(&self, name: &str, started: Instant) {
+        self.metrics.collection_seconds.get_or_create(&source(name)).observe(started.elapsed().as_secs_f64());
+    }
+
+    fn publish_status(&mut self, resolved: bool) {
+        let dropped = self.store.dropped();
+        self.metrics.series_dropped.inc_by(dropped - self.dropped_seen);
+        self.dropped_seen = dropped;
+        let series = self.store.series();
+        self.metrics.series.set(series as i64);
+        let mut status = self.status.write().expect("status lock poisoned");
+        status.attached = self
+            .targets
+            .values()
+            .map(|s| (s.target.key.clone(), s.target.uid.clone(), s.target.cgroup.v2_id))
+            .collect();
+        status.pending = self.pending.clone();
+        status.series = series;
+        status.dropped = dropped;
+        status.resolved |= resolved;
+    }
+
+    /// The cgroup v2 ids of the attached targets: what the eBPF programs' tracked-cgroup map
+    /// must hold (the seam where `podtrace-ebpf` plugs in).
+    pub fn tracked_cgroup_ids(&self) -> Vec<u64> {
+        self.targets.values().filter_map(|s| s.target.cgroup.v2_id).collect()
+    }
+}
+
+fn source(name: &str) -> crate::metrics::agent::SourceLabels {
+    crate::metrics::agent::SourceLabels { source: name.into() }
+}
+
+/// The container's sample: processes summed; network counters are per namespace, so the largest
+/// is taken instead of the sum; uptime is the oldest process's.
+pub fn sum(procs: &[process::ProcessReport], wall: SystemTime) -> ProcessSample {
+    let mut s = ProcessSample { timestamp: wall, ..Default::default() };
+    for p in procs.iter().map(|p| &p.sample) {
+        s.cpu_usage_percent += p.cpu_usage_percent;
+        s.memory_usage_bytes += p.memory_usage_bytes;
+        s.memory_usage_percent += p.memory_usage_percent;
+        s.disk_read_bytes += p.disk_read_bytes;
+        s.disk_write_bytes += p.disk_write_bytes;
+        s.network_rx_bytes = s.network_rx_bytes.max(p.network_rx_bytes);
+        s.network_tx_bytes = s.network_tx_bytes.max(p.network_tx_bytes);
+        s.uptime_seconds = s.uptime_seconds.max(p.uptime_seconds);
+        s.thread_count += p.thread_count;
+        s.file_descriptor_count += p.file_descriptor_count;
+    }
+    s
+}
+
+/// Produces the wanted targets: called every [`RESCAN`] and when `changed` is set.
+pub type Resolver = Box<dyn FnMut() -> (Vec<Target>, Vec<Pending>) + Send>;
+
+/// How often targets are resolved again (pending cgroups retried, new processes found).
+pub const RESCAN: Duration = Duration::from_secs(2);
+
+/// Runs the engine on the current thread until `stop` is set. `changed` forces a resolution
+/// (a new configuration) and is cleared by it.
+pub fn run(mut engine: Engine, mut resolver: Resolver, changed: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+    let mut next_scan = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next_scan || changed.swap(false, Ordering::Relaxed) {
+            let (targets, pending) = resolver();
+            engine.set_targets(targets, pending);
+            next_scan = now + RESCAN;
+        }
+        let next = engine.tick(Instant::now()).min(next_scan);
+        let wait = next.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(5), Duration::from_millis(200));
+        std::thread::sleep(wait);
+    }
+}
