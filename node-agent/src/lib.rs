@@ -10,15 +10,18 @@
 
 pub mod admin_channel;
 pub mod cgroup;
+pub mod cluster;
 pub mod collectors;
 pub mod engine;
 pub mod error;
 pub mod glob;
 pub mod health;
+pub mod exporters;
 pub mod metrics;
 pub mod procfs;
 pub mod serve;
 pub mod standalone;
 pub mod targets;
+pub mod top;
 
 pub use error::{Error, Result};
