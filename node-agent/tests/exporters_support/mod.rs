@@ -96,6 +96,9 @@ impl Broker {
     /// file with those users and no anonymous access.
     pub fn mosquitto(users: Option<&[(&str, &str)]>) -> Self {
         let dir = TempDir::new("mosquitto");
+        // Started as root, mosquitto drops to its own user, which must be able to save there.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = free_port();
         let config = dir.0.join("mosquitto.conf");
         let mut text = format!(
@@ -116,7 +119,10 @@ impl Broker {
                     let ok = cmd.arg(&file).arg(user).arg(password).status().unwrap().success();
                     assert!(ok, "mosquitto_passwd failed");
                 }
-                text.push_str(&format!("allow_anonymous false\npassword_file {}\n", file.display()));
+                text.push_str(&format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    file.display()
+                ));
             }
         }
         std::fs::write(&config, text).unwrap();
@@ -178,12 +184,19 @@ impl Broker {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {:?} (scripts/setup.sh installs it): {e}", self.kind));
+            .unwrap_or_else(|e| {
+                panic!("starting {:?} (scripts/setup.sh installs it): {e}", self.kind)
+            });
         watchdog(child.id());
         self.child = Some(child);
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "{:?} did not start: {}", self.kind, self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{:?} did not start: {}",
+                self.kind,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         if self.kind == Kind::Influx {
