@@ -1,0 +1,381 @@
+//! What the operator tests share: the operator as a process, and Nodes, Pods and PodTraces as
+//! API objects. Every test has its own namespace; its Nodes carry the label
+//! `podtrace.dev/e2e-scope=<namespace>` and its operator runs with `--namespace <ns>
+//! --node-selector podtrace.dev/e2e-scope=<ns>`, so tests running in parallel on one API server
+//! never see each other's objects.
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use podtrace_api::merge::merge_profiles;
+use podtrace_api::nodetrace::{PodTraceRef, TracedContainer, TracedPod};
+use podtrace_api::presets::Preset;
+use podtrace_api::{MonitoringProfileSpec, NodeTrace, NodeTraceSpec, PodTrace};
+use podtrace_e2e::{ControlPlane, TestNamespace, with_crds};
+use serde_json::json;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The label that scopes Nodes (and so NodeTraces) to one test.
+pub const SCOPE_LABEL: &str = "podtrace.dev/e2e-scope";
+
+/// One test's namespace, client and scope.
+pub struct Fixture {
+    /// The control plane.
+    pub cp: &'static ControlPlane,
+    /// An admin client.
+    pub client: Client,
+    /// The test's namespace (also the scope label's value).
+    pub ns: TestNamespace,
+}
+
+impl Fixture {
+    /// A namespace for `test` on the control plane with the CRDs.
+    pub async fn new(test: &str) -> Self {
+        let cp = with_crds();
+        let client = cp.client().await.unwrap();
+        let ns = cp.namespace(&client, test).await.unwrap();
+        Self { cp, client, ns }
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// Starts an operator scoped to this test.
+    pub fn operator(&self, label: &str) -> Operator {
+        Operator::start(self, label, &[])
+    }
+
+    /// Creates Node `<ns>-<suffix>` in this test's scope and returns its name.
+    pub async fn node(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.name());
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {SCOPE_LABEL: self.name()}}
+        }))
+        .unwrap();
+        Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node).await.unwrap();
+        name
+    }
+
+    /// Deletes a Node.
+    pub async fn delete_node(&self, name: &str) {
+        Api::<Node>::all(self.client.clone()).delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    /// The Pod API of this namespace.
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), self.name())
+    }
+
+    /// The PodTrace API of this namespace.
+    pub fn podtraces(&self) -> Api<PodTrace> {
+        Api::namespaced(self.client.clone(), self.name())
+    }
+
+    /// Creates a running pod on `node` with `labels` and `containers`, owned by a ReplicaSet when
+    /// `owned`, and writes its container IDs (`containerd://<pod>-<container>-0`) through the
+    /// status subresource, as a kubelet would.
+    pub async fn pod(
+        &self,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        containers: &[&str],
+        owned: bool,
+    ) -> Pod {
+        let labels: serde_json::Map<_, _> =
+            labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let owners = if owned {
+            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "6f1c3c1e-0000-4000-8000-000000000001", "controller": true}])
+        } else {
+            json!([])
+        };
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels, "ownerReferences": owners},
+            "spec": {"nodeName": node, "containers": containers.iter().map(|c| json!({"name": c, "image": "busybox"})).collect::<Vec<_>>()},
+        }))
+        .unwrap();
+        self.pods().create(&PostParams::default(), &pod).await.unwrap();
+        for c in containers {
+            self.set_container_id(name, c, &format!("containerd://{name}-{c}-0")).await;
+        }
+        self.pods().get(name).await.unwrap()
+    }
+
+    /// Writes a container's runtime ID (a restart gives a container a new one).
+    pub async fn set_container_id(&self, pod: &str, container: &str, id: &str) {
+        let current = self.pods().get(pod).await.unwrap();
+        let mut statuses: Vec<serde_json::Value> = current
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.name != container)
+            .map(|s| serde_json::to_value(s).unwrap())
+            .collect();
+        statuses
+            .push(json!({"name": container, "containerID": id, "image": "busybox", "imageID": "",
+            "ready": true, "restartCount": 0, "state": {"running": {}}}));
+        let patch = json!({"status": {"phase": "Running", "containerStatuses": statuses}});
+        self.pods()
+            .patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Applies a PodTrace with `spec` (JSON) in this namespace.
+    pub async fn podtrace(&self, name: &str, spec: serde_json::Value) {
+        let body = json!({"apiVersion": "podtrace.dev/v1alpha1", "kind": "PodTrace",
+            "metadata": {"name": name}, "spec": spec});
+        self.podtraces()
+            .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&body))
+            .await
+            .unwrap();
+    }
+
+    /// The NodeTrace of `node`, if any.
+    pub async fn node_trace(&self, node: &str) -> Option<NodeTrace> {
+        Api::<NodeTrace>::all(self.client.clone()).get_opt(node).await.unwrap()
+    }
+
+    /// Waits until `node`'s NodeTrace spec is `expected` (`None`: no NodeTrace).
+    pub async fn expect_node_trace(&self, node: &str, expected: Option<NodeTraceSpec>) {
+        let expected = expected.map(without_disabled_probe_lists);
+        let got = || async {
+            self.node_trace(node).await.map(|nt| without_disabled_probe_lists(nt.spec))
+        };
+        let result = eventually(Duration::from_secs(20), || async {
+            let got = got().await;
+            if got == expected { Ok(()) } else { bail!("NodeTrace/{node}: {got:#?}") }
+        })
+        .await;
+        if let Err(e) = result {
+            assert_eq!(
+                got().await,
+                expected,
+                "NodeTrace/{node} never reached the expected spec: {e}"
+            );
+        }
+    }
+
+    /// A reference to PodTrace `name` of this namespace.
+    pub fn pt(&self, name: &str) -> PodTraceRef {
+        PodTraceRef { namespace: self.name().into(), name: name.into() }
+    }
+}
+
+/// Clears `probes.include` where `probes.enabled` is false, on both sides of a comparison.
+///
+/// With probes disabled the list means nothing, and the API server does not keep it stable: when
+/// server-side apply empties a `listType: set` owned by one manager it drops the field, and the
+/// CRD default (every probe) reads back. Everything else is compared exactly.
+fn without_disabled_probe_lists(mut spec: NodeTraceSpec) -> NodeTraceSpec {
+    let settings =
+        std::iter::once(&mut spec.settings).chain(spec.pods.iter_mut().map(|p| &mut p.settings));
+    for s in settings {
+        if !s.probes.enabled {
+            s.probes.include.clear();
+        }
+    }
+    spec
+}
+
+/// The TracedPod the operator should write for `pod`, traced by `by` with `profiles` (merged).
+pub fn traced(
+    pod: &Pod,
+    profiles: &[(&str, MonitoringProfileSpec)],
+    by: &[PodTraceRef],
+) -> TracedPod {
+    let status = pod.status.clone().unwrap_or_default();
+    let ids = status.container_statuses.unwrap_or_default();
+    let mut names: Vec<String> = profiles.iter().map(|(n, _)| n.to_string()).collect();
+    names.sort();
+    names.dedup();
+    let mut by = by.to_vec();
+    by.sort();
+    TracedPod {
+        uid: pod.uid().unwrap(),
+        namespace: pod.namespace().unwrap(),
+        name: pod.name_any(),
+        qos_class: status.qos_class,
+        containers: pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .map(|c| TracedContainer {
+                name: c.name.clone(),
+                runtime_id: ids
+                    .iter()
+                    .find(|s| s.name == c.name)
+                    .and_then(|s| s.container_id.clone()),
+            })
+            .collect(),
+        labels: Default::default(),
+        profiles: names,
+        settings: merge_profiles(profiles.iter().map(|(_, p)| p)).unwrap(),
+        requested_by: by,
+    }
+}
+
+/// A preset's name and settings.
+pub fn preset(p: Preset) -> (&'static str, MonitoringProfileSpec) {
+    (p.name(), p.spec())
+}
+
+/// Retries `check` every 200 ms until it succeeds or `timeout` passes (then its last error).
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() > timeout => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The operator binary, built by `cargo build -p podtrace-operator` next to this test binary
+/// (`make e2e` builds it first).
+fn operator_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("podtrace-operator");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p podtrace-operator` first (`make e2e` does)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `podtrace-operator` process, killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    /// Its /metrics, /livez, /readyz address.
+    pub admin: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator of `fx`'s scope, with a 4 s Lease in the test namespace.
+    pub fn start(fx: &Fixture, label: &str, extra: &[&str]) -> Self {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let health = format!("127.0.0.1:{}", free_port());
+        let log = fx.cp.dir.join(format!("operator-{}-{label}.log", fx.name()));
+        let file = std::fs::File::create(&log).unwrap();
+        let scope = format!("{SCOPE_LABEL}={}", fx.name());
+        let child = Command::new(operator_binary())
+            .env("KUBECONFIG", &fx.cp.kubeconfig)
+            .env("PODTRACE_LOG", "info,podtrace_operator=debug")
+            .env("NO_COLOR", "1")
+            .args(["--namespace", fx.name(), "--node-selector", &scope])
+            .args(["--lease-namespace", fx.name(), "--lease-duration", "4"])
+            .args(["--identity", label, "--metrics-addr", &admin, "--health-addr", &health])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self { child: Some(child), admin, log }
+    }
+
+    /// GETs `path` from the admin server: (status code, body).
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let (admin, path) = (self.admin.clone(), path.to_owned());
+        let response = tokio::task::spawn_blocking(move || -> Result<String> {
+            let mut stream = std::net::TcpStream::connect(&admin)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .await??;
+        let code = response.split_whitespace().nth(1).context("no status line")?.parse()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Ok((code, body))
+    }
+
+    /// Waits until /readyz answers 200 (caches synced).
+    pub async fn ready(&self) {
+        eventually(Duration::from_secs(30), || async {
+            match self.get("/readyz").await? {
+                (200, _) => Ok(()),
+                (code, _) => bail!("/readyz {code}"),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("operator not ready: {e}; log {}", self.log.display()));
+    }
+
+    /// The sum of every series of metric `name` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.try_metric(name)
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}; log {}", self.log.display()))
+    }
+
+    /// Like [`metric`](Self::metric), failing while the process is not listening yet.
+    pub async fn try_metric(&self, name: &str) -> Result<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// NodeTrace writes (applies and deletes) of this process.
+    pub async fn writes(&self) -> f64 {
+        self.metric("podtrace_operator_nodetrace_writes_total").await
+    }
+
+    /// Sends SIGTERM and waits for the exit (a graceful shutdown releases the Lease).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id() as i32, libc::SIGTERM);
+            let status = child.wait().unwrap();
+            assert!(status.success(), "operator exited with {status}; log {}", self.log.display());
+        }
+    }
+
+    /// Kills the process with SIGKILL (a crash: the Lease is not released).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[allow(unsafe_code, reason = "std can only SIGKILL a child; SIGTERM needs libc::kill")]
+fn send_signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) only sends a signal to our own child; an exited pid yields ESRCH.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

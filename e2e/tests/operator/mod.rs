@@ -1,0 +1,7 @@
+//! The operator against the real API server, run as a process (`target/debug/podtrace-operator`).
+
+mod availability;
+mod fixture;
+mod lifecycle;
+mod profiles;
+mod selection;
