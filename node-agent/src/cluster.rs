@@ -4,7 +4,10 @@
 //! change, and otherwise as a heartbeat every 30 s.
 
 use futures::StreamExt;
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::{Condition, Time}, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
@@ -12,7 +15,9 @@ use kube::{
 };
 use podtrace_api::{
     NodeTrace, NodeTraceSpec, NodeTraceStatus, Probe,
-    nodetrace::{KernelFeatures, PodAttachReason, PodAttachState, PodAttachStatus, ProbeState, ProbeStatus},
+    nodetrace::{
+        KernelFeatures, PodAttachReason, PodAttachState, PodAttachStatus, ProbeState, ProbeStatus,
+    },
 };
 use std::{
     collections::BTreeMap,
@@ -69,7 +74,10 @@ pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec
                     key,
                     uid: pod.uid.clone(),
                     reason: PodAttachReason::ContainerNotStarted,
-                    message: format!("container {} has no runtime ID the agent understands yet ({:?})", c.name, c.runtime_id),
+                    message: format!(
+                        "container {} has no runtime ID the agent understands yet ({:?})",
+                        c.name, c.runtime_id
+                    ),
                 });
                 continue;
             };
@@ -87,7 +95,11 @@ pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec
                     key,
                     uid: pod.uid.clone(),
                     reason: PodAttachReason::CgroupNotFound,
-                    message: format!("no cgroup at {} (and {} other paths); retrying", candidates[0], candidates.len() - 1),
+                    message: format!(
+                        "no cgroup at {} (and {} other paths); retrying",
+                        candidates[0],
+                        candidates.len() - 1
+                    ),
                 }),
             }
         }
@@ -97,7 +109,13 @@ pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec
 
 /// Watches `NodeTrace/<node>` and keeps `desired` current; sets `changed` on every change and
 /// `healthy` while the watch works.
-pub async fn watch(client: Client, node: String, desired: Arc<RwLock<Desired>>, changed: Arc<AtomicBool>, healthy: Arc<AtomicBool>) {
+pub async fn watch(
+    client: Client,
+    node: String,
+    desired: Arc<RwLock<Desired>>,
+    changed: Arc<AtomicBool>,
+    healthy: Arc<AtomicBool>,
+) {
     let api: Api<NodeTrace> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     let mut stream = watcher(api, config).default_backoff().boxed();
@@ -128,7 +146,8 @@ pub async fn watch(client: Client, node: String, desired: Arc<RwLock<Desired>>, 
 
 /// What the kernel offers, read at start.
 pub fn kernel_features(layout: &CgroupLayout) -> KernelFeatures {
-    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
+    let read =
+        |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
     KernelFeatures {
         release: read("/proc/sys/kernel/osrelease"),
         btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
@@ -139,7 +158,13 @@ pub fn kernel_features(layout: &CgroupLayout) -> KernelFeatures {
 }
 
 /// The status for `spec` given the engine's state (without heartbeat and condition times).
-pub fn status(spec: &NodeTraceSpec, generation: Option<i64>, engine: &EngineStatus, kernel: &KernelFeatures, export_dropped: u64) -> NodeTraceStatus {
+pub fn status(
+    spec: &NodeTraceSpec,
+    generation: Option<i64>,
+    engine: &EngineStatus,
+    kernel: &KernelFeatures,
+    export_dropped: u64,
+) -> NodeTraceStatus {
     let requested: Vec<Probe> = spec.settings.probes.active().collect();
     let probes = Probe::ALL
         .iter()
@@ -160,11 +185,16 @@ pub fn status(spec: &NodeTraceSpec, generation: Option<i64>, engine: &EngineStat
     let mut attached_pods = 0;
     for pod in &spec.pods {
         let pending: Vec<&Pending> = engine.pending.iter().filter(|p| p.uid == pod.uid).collect();
-        let attached: Vec<&(TargetKey, String, Option<u64>)> = engine.attached.iter().filter(|a| a.1 == pod.uid).collect();
+        let attached: Vec<&(TargetKey, String, Option<u64>)> =
+            engine.attached.iter().filter(|a| a.1 == pod.uid).collect();
         let (state, reason, message) = if let Some(p) = pending.first() {
             (PodAttachState::Pending, Some(p.reason), Some(p.message.clone()))
         } else if attached.is_empty() {
-            (PodAttachState::Pending, Some(PodAttachReason::CgroupNotFound), Some("not resolved yet".into()))
+            (
+                PodAttachState::Pending,
+                Some(PodAttachReason::CgroupNotFound),
+                Some("not resolved yet".into()),
+            )
         } else if attached.iter().any(|a| a.2.is_none()) {
             attached_pods += 1;
             (PodAttachState::Attached, Some(PodAttachReason::CgroupV2Unavailable), Some("no cgroup v2 directory: in-kernel cgroup filtering is not possible for this pod".into()))
@@ -172,7 +202,14 @@ pub fn status(spec: &NodeTraceSpec, generation: Option<i64>, engine: &EngineStat
             attached_pods += 1;
             (PodAttachState::Attached, None, None)
         };
-        pods.push(PodAttachStatus { uid: pod.uid.clone(), namespace: pod.namespace.clone(), name: pod.name.clone(), state, reason, message });
+        pods.push(PodAttachStatus {
+            uid: pod.uid.clone(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            state,
+            reason,
+            message,
+        });
     }
     NodeTraceStatus {
         observed_generation: generation,
@@ -199,15 +236,37 @@ fn conditions(s: &NodeTraceStatus, previous: &[Condition], now: &Time) -> Vec<Co
             .iter()
             .find(|c| c.type_ == type_ && c.status == status)
             .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-        Condition { type_: type_.into(), status, reason: reason.into(), message, last_transition_time: last, observed_generation: s.observed_generation }
+        Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message,
+            last_transition_time: last,
+            observed_generation: s.observed_generation,
+        }
     };
     vec![
-        make("Ready", all_attached, if all_attached { "AllPodsAttached" } else { "PodsPending" }, format!("{}/{} pods attached", s.attached_pods, s.tracked_pods)),
+        make(
+            "Ready",
+            all_attached,
+            if all_attached { "AllPodsAttached" } else { "PodsPending" },
+            format!("{}/{} pods attached", s.attached_pods, s.tracked_pods),
+        ),
         make(
             "Degraded",
             !all_attached || probes_missing,
-            if probes_missing { "ProbesUnavailable" } else if all_attached { "AsExpected" } else { "PodsPending" },
-            if probes_missing { "requested eBPF probes are not attached (see status.probes)".into() } else { String::new() },
+            if probes_missing {
+                "ProbesUnavailable"
+            } else if all_attached {
+                "AsExpected"
+            } else {
+                "PodsPending"
+            },
+            if probes_missing {
+                "requested eBPF probes are not attached (see status.probes)".into()
+            } else {
+                String::new()
+            },
         ),
     ]
 }
@@ -255,7 +314,10 @@ pub async fn write_status(
             "kind": "NodeTrace",
             "status": next,
         });
-        match api.patch_status(&node, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        match api
+            .patch_status(&node, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+        {
             Ok(_) => {
                 last = Some(next);
                 last_write = Instant::now();
@@ -293,7 +355,10 @@ mod tests {
             namespace: "ns".into(),
             name: format!("pod-{uid}"),
             qos_class: Some(qos.into()),
-            containers: vec![TracedContainer { name: "app".into(), runtime_id: runtime_id.map(String::from) }],
+            containers: vec![TracedContainer {
+                name: "app".into(),
+                runtime_id: runtime_id.map(String::from),
+            }],
             ..Default::default()
         }
     }
@@ -317,10 +382,16 @@ mod tests {
         assert_eq!(targets.len(), 1);
         assert_eq!(targets[0].key, TargetKey::new("ns", "pod-a-b", "app"));
         assert!(targets[0].cgroup.v2_id.is_some());
-        assert_eq!(pending.iter().map(|p| p.reason).collect::<Vec<_>>(), [PodAttachReason::CgroupNotFound, PodAttachReason::ContainerNotStarted]);
+        assert_eq!(
+            pending.iter().map(|p| p.reason).collect::<Vec<_>>(),
+            [PodAttachReason::CgroupNotFound, PodAttachReason::ContainerNotStarted]
+        );
 
         let engine = EngineStatus {
-            attached: targets.iter().map(|t| (t.key.clone(), t.uid.clone(), t.cgroup.v2_id)).collect(),
+            attached: targets
+                .iter()
+                .map(|t| (t.key.clone(), t.uid.clone(), t.cgroup.v2_id))
+                .collect(),
             pending,
             series: 12,
             dropped: 0,

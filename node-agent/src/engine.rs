@@ -98,7 +98,12 @@ pub struct Engine {
 
 impl Engine {
     /// An engine with no targets; the kernel source runs every `kernel_interval`.
-    pub fn new(store: Arc<Store>, sources: Arc<Sources>, metrics: AgentMetrics, kernel_interval: Duration) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        sources: Arc<Sources>,
+        metrics: AgentMetrics,
+        kernel_interval: Duration,
+    ) -> Self {
         let mem_total = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|t| procfs::parse_mem_total(&t))
@@ -153,7 +158,8 @@ impl Engine {
         }
         self.targets = next;
         self.pending = pending;
-        let gauge = |s: &str| self.metrics.targets.get_or_create(&StateLabels { state: s.into() }).clone();
+        let gauge =
+            |s: &str| self.metrics.targets.get_or_create(&StateLabels { state: s.into() }).clone();
         gauge("attached").set(self.targets.len() as i64);
         gauge("pending").set(self.pending.len() as i64);
         self.publish_status(true);
@@ -169,7 +175,12 @@ impl Engine {
                 let started = Instant::now();
                 match kernel::read(&self.proc_root) {
                     Ok(r) => {
-                        self.store.replace(catalog::KERNEL, &TargetKey::default(), kernel::samples(&r), None);
+                        self.store.replace(
+                            catalog::KERNEL,
+                            &TargetKey::default(),
+                            kernel::samples(&r),
+                            None,
+                        );
                         kernel_reading = Some((r, wall));
                     }
                     Err(e) => {
@@ -187,9 +198,11 @@ impl Engine {
         let resource_on = self.sources.enabled(catalog::RESOURCE);
         let process_on = self.sources.enabled(catalog::PROCESS);
         let mut reports = Vec::new();
+        let mut collected = 0usize;
         let (mut resource_time, mut process_time) = (Duration::ZERO, Duration::ZERO);
         for state in self.targets.values_mut().filter(|s| now >= s.next_due) {
             state.next_due = now + state.target.interval();
+            collected += 1;
             let t = &state.target;
             let labels = t.labels();
             let budget = Some(t.budget());
@@ -197,8 +210,12 @@ impl Engine {
                 let started = Instant::now();
                 match resource::read(&t.cgroup, &t.profile.collect) {
                     Ok(reading) => {
-                        let prev = state.previous.as_ref().map(|(at, r)| (r, now.duration_since(*at).as_secs_f64()));
-                        let samples = resource::samples(&labels, &reading, prev, &t.profile.resource_limits);
+                        let prev = state
+                            .previous
+                            .as_ref()
+                            .map(|(at, r)| (r, now.duration_since(*at).as_secs_f64()));
+                        let samples =
+                            resource::samples(&labels, &reading, prev, &t.profile.resource_limits);
                         self.store.replace(catalog::RESOURCE, &t.key, samples, budget);
                         state.previous = Some((now, reading));
                     }
@@ -217,7 +234,10 @@ impl Engine {
                 };
                 match pids {
                     Ok(pids) => {
-                        let raws: Vec<_> = pids.into_iter().filter_map(|p| Some((p, process::read_raw(p)?))).collect();
+                        let raws: Vec<_> = pids
+                            .into_iter()
+                            .filter_map(|p| Some((p, process::read_raw(p)?)))
+                            .collect();
                         let base = resource::memory_limit(&t.cgroup).unwrap_or(self.mem_total);
                         let history = t.profile.history.size.max(0) as usize;
                         let procs = state.processes.record(raws, now, wall, uptime, base, history);
@@ -239,7 +259,10 @@ impl Engine {
                         });
                     }
                     Err(e) => {
-                        let e = crate::Error::Read { path: t.cgroup.relative.clone().into(), source: e };
+                        let e = crate::Error::Read {
+                            path: t.cgroup.relative.clone().into(),
+                            source: e,
+                        };
                         tracing::debug!(target = ?t.key, error = %e, "listing processes failed");
                         self.metrics.error(catalog::PROCESS, e.reason());
                     }
@@ -247,11 +270,17 @@ impl Engine {
                 process_time += started.elapsed();
             }
         }
-        if resource_on {
-            self.metrics.collection_seconds.get_or_create(&source(catalog::RESOURCE)).observe(resource_time.as_secs_f64());
+        if resource_on && collected > 0 {
+            self.metrics
+                .collection_seconds
+                .get_or_create(&source(catalog::RESOURCE))
+                .observe(resource_time.as_secs_f64());
         }
-        if process_on {
-            self.metrics.collection_seconds.get_or_create(&source(catalog::PROCESS)).observe(process_time.as_secs_f64());
+        if process_on && collected > 0 {
+            self.metrics
+                .collection_seconds
+                .get_or_create(&source(catalog::PROCESS))
+                .observe(process_time.as_secs_f64());
         }
         if let Some(p) = &self.pusher
             && (kernel_reading.is_some() || !reports.is_empty())
@@ -264,7 +293,10 @@ impl Engine {
     }
 
     fn observe(&self, name: &str, started: Instant) {
-        self.metrics.collection_seconds.get_or_create(&source(name)).observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .collection_seconds
+            .get_or_create(&source(name))
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn publish_status(&mut self, resolved: bool) {
@@ -323,7 +355,12 @@ pub const RESCAN: Duration = Duration::from_secs(2);
 
 /// Runs the engine on the current thread until `stop` is set. `changed` forces a resolution
 /// (a new configuration) and is cleared by it.
-pub fn run(mut engine: Engine, mut resolver: Resolver, changed: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+pub fn run(
+    mut engine: Engine,
+    mut resolver: Resolver,
+    changed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
     let mut next_scan = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -333,7 +370,9 @@ pub fn run(mut engine: Engine, mut resolver: Resolver, changed: Arc<AtomicBool>,
             next_scan = now + RESCAN;
         }
         let next = engine.tick(Instant::now()).min(next_scan);
-        let wait = next.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(5), Duration::from_millis(200));
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(5), Duration::from_millis(200));
         std::thread::sleep(wait);
     }
 }

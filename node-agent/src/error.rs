@@ -33,6 +33,18 @@ pub enum Error {
     /// A call to the Kubernetes API failed.
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
+    /// The push exporters' flags are invalid.
+    #[error("exporters: {0}")]
+    Export(#[from] crate::exporters::ExportError),
+    /// `top` could not read the agent's endpoint.
+    #[error("reading {endpoint}/metrics: {source} (is the agent running? set --endpoint)")]
+    Http {
+        /// The endpoint.
+        endpoint: String,
+        /// The HTTP error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// A socket could not be bound or served.
     #[error("{what} on {addr}: {source}")]
     Serve {
@@ -58,6 +70,8 @@ impl Error {
             Error::Parse { .. } => "parse",
             Error::Config { .. } => "config",
             Error::Kube(_) => "kubernetes",
+            Error::Export(_) => "exporters",
+            Error::Http { .. } => "http",
             Error::Serve { .. } => "serve",
         }
     }

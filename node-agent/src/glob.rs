@@ -32,7 +32,10 @@ mod tests {
         assert!(matches("/podtrace-demo/*", "/podtrace-demo/web"));
         assert!(!matches("/podtrace-demo/*", "/podtrace-demo/web/child"));
         assert!(matches("/podtrace-demo/**", "/podtrace-demo/web/child"));
-        assert!(matches("/kubepods.slice/**/cri-containerd-*.scope", "/kubepods.slice/a/b/cri-containerd-12ab.scope"));
+        assert!(matches(
+            "/kubepods.slice/**/cri-containerd-*.scope",
+            "/kubepods.slice/a/b/cri-containerd-12ab.scope"
+        ));
         assert!(matches("stress-ng*", "stress-ng-vm"));
         assert!(matches("p?thon3", "python3"));
         assert!(!matches("p?thon3", "pthon3"));

@@ -63,8 +63,12 @@ pub struct Report {
 
 fn why(service: &str) -> &'static str {
     match service {
-        "podtrace.probes" => "eBPF probes requested by a profile are not attached (see NodeTrace status.probes)",
-        "podtrace.kubernetes" => "the configuration source failed (NodeTrace watch or config file); the agent runs on its last good configuration",
+        "podtrace.probes" => {
+            "eBPF probes requested by a profile are not attached (see NodeTrace status.probes)"
+        }
+        "podtrace.kubernetes" => {
+            "the configuration source failed (NodeTrace watch or config file); the agent runs on its last good configuration"
+        }
         "podtrace.exporters" => "a push exporter is not connected to its broker",
         _ => "the agent is not running its collection engine",
     }
@@ -107,11 +111,14 @@ pub fn level(answers: &Answers) -> Report {
 /// Asks every service of the agent at `endpoint` (`HOST:PORT`).
 pub async fn check(endpoint: &str, timeout: Duration) -> Answers {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let mut answers: Answers = std::iter::once("").chain(SERVICES).map(|s| (s.to_owned(), None)).collect();
+    let mut answers: Answers =
+        std::iter::once("").chain(SERVICES).map(|s| (s.to_owned(), None)).collect();
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")) else {
         return answers;
     };
-    let Ok(Ok(channel)) = tokio::time::timeout(timeout, endpoint.connect_timeout(timeout).connect()).await else {
+    let Ok(Ok(channel)) =
+        tokio::time::timeout(timeout, endpoint.connect_timeout(timeout).connect()).await
+    else {
         return answers;
     };
     let mut client = HealthClient::new(channel);
@@ -140,11 +147,21 @@ pub fn render(report: &Report) -> String {
 mod tests {
     use super::*;
 
-    fn answers(overall: Option<bool>, probes: Option<bool>, kube: Option<bool>, exporters: Option<bool>) -> Answers {
-        [("", overall), ("podtrace.probes", probes), ("podtrace.kubernetes", kube), ("podtrace.exporters", exporters)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect()
+    fn answers(
+        overall: Option<bool>,
+        probes: Option<bool>,
+        kube: Option<bool>,
+        exporters: Option<bool>,
+    ) -> Answers {
+        [
+            ("", overall),
+            ("podtrace.probes", probes),
+            ("podtrace.kubernetes", kube),
+            ("podtrace.exporters", exporters),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 
     #[test]
@@ -162,14 +179,19 @@ mod tests {
         let gone = level(&answers(None, None, None, None));
         assert_eq!(gone.level, Level::Unhealthy);
         assert_eq!(gone.reasons, ["no answer from the health endpoint (is the agent running?)"]);
-        assert_eq!([Level::Optimal, Level::Healthy, Level::Degraded, Level::Unhealthy].map(Level::exit_code), [0, 0, 1, 3]);
+        assert_eq!(
+            [Level::Optimal, Level::Healthy, Level::Degraded, Level::Unhealthy]
+                .map(Level::exit_code),
+            [0, 0, 1, 3]
+        );
     }
 
     #[tokio::test]
     async fn check_reads_a_real_grpc_health_server() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let (health, _task) = podtrace_runtime::health::serve(addr, &SERVICES, std::future::pending()).await.unwrap();
+        let (health, _task) =
+            podtrace_runtime::health::serve(addr, &SERVICES, std::future::pending()).await.unwrap();
         for s in ["", "podtrace.kubernetes", "podtrace.exporters"] {
             health.set(s, true).await;
         }

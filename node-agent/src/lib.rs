@@ -9,16 +9,19 @@
 //! ```
 
 pub mod admin_channel;
+pub mod app;
 pub mod cgroup;
+pub mod cli;
 pub mod cluster;
 pub mod collectors;
 pub mod engine;
 pub mod error;
+pub mod exporters;
 pub mod glob;
 pub mod health;
-pub mod exporters;
 pub mod metrics;
 pub mod procfs;
+pub mod push;
 pub mod serve;
 pub mod standalone;
 pub mod targets;

@@ -1,19 +1,61 @@
-//! `podtrace-agent`: the node agent that measures traced pods in the kernel.
+//! `podtrace-agent`: parses the command line, sets up logging and hands over to the library.
 
 use clap::Parser;
-use podtrace_runtime::logging::LogArgs;
+use podtrace_agent::{
+    app::{self, Mode},
+    cli::{Cli, Command, Format, HealthCommand},
+    health, standalone, top,
+};
 
-/// podtrace node agent: measures the traced pods of its node in the kernel (eBPF) and from their
-/// cgroups and /proc, and exports the results to Prometheus, NATS, MQTT and Influx.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Cli {
-    #[command(flatten)]
-    log: LogArgs,
-}
-
-fn main() -> anyhow::Result<()> {
-    let Cli { log } = Cli::parse();
-    log.init()?;
-    anyhow::bail!("the agent pipeline is not built yet (issue #4); only --help and --version work")
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cli { log, command } = Cli::parse();
+    match command {
+        Command::Run { agent, exporters, metrics_kube_auth } => {
+            let handle = log.init()?;
+            app::run(
+                Mode::Cluster { kube_auth: metrics_kube_auth },
+                agent,
+                exporters,
+                Box::new(handle),
+                &log.log_level,
+            )
+            .await?;
+        }
+        Command::Standalone { config, agent, exporters } => {
+            let handle = log.init()?;
+            app::run(Mode::Standalone(config), agent, exporters, Box::new(handle), &log.log_level)
+                .await?;
+        }
+        Command::Health { check: HealthCommand::Live { endpoint, format, timeout } } => {
+            let report = health::level(&health::check(&endpoint, timeout).await);
+            match format {
+                Format::Text => print!("{}", health::render(&report)),
+                Format::Json => println!("{}", serde_json::to_string(&report)?),
+            }
+            std::process::exit(report.level.exit_code());
+        }
+        Command::Health { check: HealthCommand::Config { file } } => {
+            match standalone::load(&file) {
+                Ok(c) => {
+                    println!("{}: valid, {} PodTrace(s)", file.display(), c.traces.len());
+                    for t in &c.traces {
+                        println!(
+                            "  {}/{}: profile {}, cgroups {:?}, process names {:?}, pids {:?}",
+                            t.namespace, t.name, t.profile_name, t.cgroups, t.process_names, t.pids
+                        );
+                    }
+                }
+                Err(e) => {
+                    eprintln!("invalid: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Top { endpoint, token_file, every, once } => {
+            let token = token_file.as_deref().map(podtrace_agent::cli::read_token).transpose()?;
+            top::run(&endpoint, token.as_deref(), every, once).await?;
+        }
+    }
+    Ok(())
 }

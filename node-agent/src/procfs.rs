@@ -50,9 +50,7 @@ pub fn parse_status_rss(text: &str) -> Option<u64> {
 /// fetch or send (page-cache hits are not counted).
 pub fn parse_pid_io(text: &str) -> IoBytes {
     let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
-            .unwrap_or(0)
+        text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok()).unwrap_or(0)
     };
     IoBytes { read: get("read_bytes:"), write: get("write_bytes:") }
 }
@@ -150,8 +148,14 @@ mod tests {
     #[test]
     fn node_files_parse() {
         assert_eq!(parse_uptime("12345.67 23456.78\n"), Some(12345.67));
-        assert_eq!(parse_mem_total("MemTotal:       24684000 kB\nMemFree: 1 kB\n"), Some(24684000 * 1024));
-        assert_eq!(parse_context_switches("cpu  1 2 3\nintr 5\nctxt 987654321\nbtime 1\n"), Some(987654321));
+        assert_eq!(
+            parse_mem_total("MemTotal:       24684000 kB\nMemFree: 1 kB\n"),
+            Some(24684000 * 1024)
+        );
+        assert_eq!(
+            parse_context_switches("cpu  1 2 3\nintr 5\nctxt 987654321\nbtime 1\n"),
+            Some(987654321)
+        );
         let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0100007F:0BB8 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n";
         assert_eq!(count_socket_lines(tcp), 2);
     }

@@ -84,13 +84,23 @@ async fn check(State(auth): State<Auth>, request: Request, next: Next) -> Respon
         .map(str::trim)
         .map(String::from);
     let Some(token) = token else {
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "Unauthorized: send Authorization: Bearer <token>\n").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "Unauthorized: send Authorization: Bearer <token>\n",
+        )
+            .into_response();
     };
     let allowed = match &auth {
         Auth::None => true,
         Auth::Token(t) => constant_time_eq(t.as_bytes(), token.as_bytes()),
         Auth::Kubernetes(client, cache) => {
-            let cached = cache.lock().expect("auth cache").get(&token).filter(|(_, at)| at.elapsed() < DECISION_TTL).map(|(ok, _)| *ok);
+            let cached = cache
+                .lock()
+                .expect("auth cache")
+                .get(&token)
+                .filter(|(_, at)| at.elapsed() < DECISION_TTL)
+                .map(|(ok, _)| *ok);
             match cached {
                 Some(ok) => ok,
                 None => match review(client, &token).await {
@@ -100,7 +110,8 @@ async fn check(State(auth): State<Auth>, request: Request, next: Next) -> Respon
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "TokenReview/SubjectAccessReview failed");
-                        return (StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable\n").into_response();
+                        return (StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable\n")
+                            .into_response();
                     }
                 },
             }
@@ -125,19 +136,26 @@ async fn review(client: &kube::Client, token: &str) -> Result<bool, kube::Error>
         ..Default::default()
     };
     let tr = Api::<TokenReview>::all(client.clone()).create(&PostParams::default(), &tr).await?;
-    let Some(status) = tr.status.filter(|s| s.authenticated == Some(true)) else { return Ok(false) };
+    let Some(status) = tr.status.filter(|s| s.authenticated == Some(true)) else {
+        return Ok(false);
+    };
     let user = status.user.unwrap_or_default();
     let sar = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: user.username,
             groups: user.groups,
             uid: user.uid,
-            non_resource_attributes: Some(NonResourceAttributes { path: Some("/metrics".into()), verb: Some("get".into()) }),
+            non_resource_attributes: Some(NonResourceAttributes {
+                path: Some("/metrics".into()),
+                verb: Some("get".into()),
+            }),
             ..Default::default()
         },
         ..Default::default()
     };
-    let sar = Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &sar).await?;
+    let sar = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &sar)
+        .await?;
     Ok(sar.status.is_some_and(|s| s.allowed))
 }
 
@@ -149,7 +167,12 @@ mod tests {
     async fn static_token_guards_metrics_but_not_probes() {
         let store = Arc::new(Store::default());
         let sources = Arc::new(Sources::agent());
-        let enc = encoder(store, sources, Arc::new(Registry::default()), prometheus_client::metrics::histogram::Histogram::new([1.0]));
+        let enc = encoder(
+            store,
+            sources,
+            Arc::new(Registry::default()),
+            prometheus_client::metrics::histogram::Histogram::new([1.0]),
+        );
         let router = protect(
             podtrace_runtime::admin::router(enc, Default::default(), None),
             Auth::Token(Arc::new("t0ken".into())),

@@ -72,28 +72,39 @@ pub fn parse(text: &str) -> Result<Config, String> {
     let mut traces: Vec<PodTrace> = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
-        let value = serde_json::Value::deserialize(doc).map_err(|e| format!("document {n}: {e}"))?;
+        let value =
+            serde_json::Value::deserialize(doc).map_err(|e| format!("document {n}: {e}"))?;
         if value.is_null() {
             continue;
         }
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
         let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
         if api != "podtrace.dev/v1alpha1" {
-            return Err(format!("document {n}: apiVersion must be podtrace.dev/v1alpha1, not {api:?}"));
+            return Err(format!(
+                "document {n}: apiVersion must be podtrace.dev/v1alpha1, not {api:?}"
+            ));
         }
         match kind.as_str() {
             "MonitoringProfile" => {
-                let p: MonitoringProfile =
-                    serde_json::from_value(value).map_err(|e| format!("document {n} (MonitoringProfile): {e}"))?;
-                let name = p.metadata.name.clone().ok_or(format!("document {n}: metadata.name is required"))?;
-                validate_profile(&p.spec).map_err(|e| format!("MonitoringProfile {name:?}: spec.{e}"))?;
+                let p: MonitoringProfile = serde_json::from_value(value)
+                    .map_err(|e| format!("document {n} (MonitoringProfile): {e}"))?;
+                let name = p
+                    .metadata
+                    .name
+                    .clone()
+                    .ok_or(format!("document {n}: metadata.name is required"))?;
+                validate_profile(&p.spec)
+                    .map_err(|e| format!("MonitoringProfile {name:?}: spec.{e}"))?;
                 profiles.insert(name, p.spec);
             }
             "PodTrace" => traces.push(
-                serde_json::from_value(value).map_err(|e| format!("document {n} (PodTrace): {e}"))?,
+                serde_json::from_value(value)
+                    .map_err(|e| format!("document {n} (PodTrace): {e}"))?,
             ),
             other => {
-                return Err(format!("document {n}: kind {other:?} is not MonitoringProfile or PodTrace"));
+                return Err(format!(
+                    "document {n}: kind {other:?} is not MonitoringProfile or PodTrace"
+                ));
             }
         }
     }
@@ -120,15 +131,14 @@ pub fn parse(text: &str) -> Result<Config, String> {
             paused: t.spec.paused,
         };
         let sel = &t.spec.selector;
-        let mut pairs: Vec<(String, Vec<String>)> = sel
-            .match_labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), vec![v.clone()]))
-            .collect();
+        let mut pairs: Vec<(String, Vec<String>)> =
+            sel.match_labels.iter().flatten().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
         for e in sel.match_expressions.iter().flatten() {
             if e.operator != "In" {
-                return Err(format!("{what}: spec.selector.matchExpressions: only operator In is supported standalone, not {:?}", e.operator));
+                return Err(format!(
+                    "{what}: spec.selector.matchExpressions: only operator In is supported standalone, not {:?}",
+                    e.operator
+                ));
             }
             pairs.push((e.key.clone(), e.values.clone().unwrap_or_default()));
         }
@@ -138,7 +148,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
                 PROCESS_NAME_KEY => trace.process_names.extend(values),
                 PID_KEY => {
                     for v in values {
-                        trace.pids.push(v.parse().map_err(|_| format!("{what}: {PID_KEY} value {v:?} is not a process id"))?);
+                        trace.pids.push(v.parse().map_err(|_| {
+                            format!("{what}: {PID_KEY} value {v:?} is not a process id")
+                        })?);
                     }
                 }
                 other => {
@@ -149,7 +161,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
             }
         }
         if trace.cgroups.is_empty() && trace.process_names.is_empty() && trace.pids.is_empty() {
-            return Err(format!("{what}: spec.selector selects nothing; set {CGROUP_KEY}, {PROCESS_NAME_KEY} or {PID_KEY}"));
+            return Err(format!(
+                "{what}: spec.selector selects nothing; set {CGROUP_KEY}, {PROCESS_NAME_KEY} or {PID_KEY}"
+            ));
         }
         out.traces.push(trace);
     }
@@ -164,7 +178,10 @@ pub fn validate_profile(p: &MonitoringProfileSpec) -> Result<(), String> {
     }
     let r = &p.resource_limits;
     if !(r.warning_percent < r.critical_percent && r.critical_percent < r.emergency_percent) {
-        return Err("resourceLimits: warningPercent < criticalPercent < emergencyPercent is required".into());
+        return Err(
+            "resourceLimits: warningPercent < criticalPercent < emergencyPercent is required"
+                .into(),
+        );
     }
     if !(1..=100).contains(&r.emergency_percent) || r.warning_percent < 1 {
         return Err("resourceLimits: percentages must be between 1 and 100".into());
@@ -204,15 +221,22 @@ pub fn local_processes() -> Vec<LocalProcess> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            let cgroup = parse_proc_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)?;
+            let cgroup =
+                parse_proc_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)?;
             Some(LocalProcess { pid, comm: comm.trim_end().to_owned(), cgroup })
         })
         .collect()
 }
 
 /// What a trace selects, before cgroup lookup: per cgroup path, all processes or some.
-pub fn select(trace: &LocalTrace, cgroups: &[String], processes: &[LocalProcess]) -> BTreeMap<String, Option<Vec<u32>>> {
-    let cgroup_ok = |path: &str| trace.cgroups.is_empty() || trace.cgroups.iter().any(|g| glob::matches(g, path));
+pub fn select(
+    trace: &LocalTrace,
+    cgroups: &[String],
+    processes: &[LocalProcess],
+) -> BTreeMap<String, Option<Vec<u32>>> {
+    let cgroup_ok = |path: &str| {
+        trace.cgroups.is_empty() || trace.cgroups.iter().any(|g| glob::matches(g, path))
+    };
     let mut out: BTreeMap<String, Option<Vec<u32>>> = BTreeMap::new();
     if trace.process_names.is_empty() && trace.pids.is_empty() {
         for c in cgroups.iter().filter(|c| cgroup_ok(c)) {
@@ -221,10 +245,14 @@ pub fn select(trace: &LocalTrace, cgroups: &[String], processes: &[LocalProcess]
         return out;
     }
     for p in processes {
-        let by_name = trace.process_names.is_empty() || trace.process_names.iter().any(|g| glob::matches(g, &p.comm));
+        let by_name = trace.process_names.is_empty()
+            || trace.process_names.iter().any(|g| glob::matches(g, &p.comm));
         let by_pid = trace.pids.is_empty() || trace.pids.contains(&p.pid);
         if by_name && by_pid && cgroup_ok(&p.cgroup) {
-            out.entry(p.cgroup.clone()).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(p.pid);
+            out.entry(p.cgroup.clone())
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(p.pid);
         }
     }
     out
@@ -241,7 +269,8 @@ pub fn container_name(path: &str) -> String {
 /// Resolves the traces of `config` against this machine's cgroups and processes.
 pub fn resolve(config: &Config, layout: &CgroupLayout) -> (Vec<Target>, Vec<Pending>) {
     let active: Vec<&LocalTrace> = config.traces.iter().filter(|t| !t.paused).collect();
-    let cgroups = if active.iter().any(|t| !t.cgroups.is_empty()) { layout.walk() } else { Vec::new() };
+    let cgroups =
+        if active.iter().any(|t| !t.cgroups.is_empty()) { layout.walk() } else { Vec::new() };
     let processes = if active.iter().any(|t| !t.process_names.is_empty() || !t.pids.is_empty()) {
         local_processes()
     } else {
@@ -270,7 +299,11 @@ pub fn resolve(config: &Config, layout: &CgroupLayout) -> (Vec<Target>, Vec<Pend
         for (path, pids) in selected {
             let leaf = container_name(&path);
             // Two cgroups with the same last segment are told apart by their whole path.
-            let container = if names[&leaf] > 1 { path.trim_start_matches('/').replace('/', "_") } else { leaf };
+            let container = if names[&leaf] > 1 {
+                path.trim_start_matches('/').replace('/', "_")
+            } else {
+                leaf
+            };
             let key = TargetKey::new(&t.namespace, &t.name, &container);
             match layout.resolve(&path) {
                 Some(cgroup) => targets.push(Target {
@@ -340,8 +373,13 @@ spec:
     #[test]
     fn bad_files_are_rejected_with_the_place_and_advice() {
         let err = |t: &str| parse(t).unwrap_err();
-        assert!(err("kind: Pod\napiVersion: v1\n").contains("apiVersion must be podtrace.dev/v1alpha1"));
-        assert!(err("apiVersion: podtrace.dev/v1alpha1\nkind: Pod\n").contains("not MonitoringProfile or PodTrace"));
+        assert!(
+            err("kind: Pod\napiVersion: v1\n").contains("apiVersion must be podtrace.dev/v1alpha1")
+        );
+        assert!(
+            err("apiVersion: podtrace.dev/v1alpha1\nkind: Pod\n")
+                .contains("not MonitoringProfile or PodTrace")
+        );
         let bad_label = "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {name: x}\nspec: {selector: {matchLabels: {app: web}}}\n";
         assert!(err(bad_label).contains("cannot match anything on a single machine"));
         let empty = "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {name: x}\nspec: {selector: {}}\n";
@@ -365,7 +403,11 @@ spec:
         ];
         let s = select(&c.traces[1], &[], &procs);
         assert_eq!(s, BTreeMap::from([("/user/a".to_string(), Some(vec![1, 42]))]));
-        let cgroups = vec!["/podtrace-demo".into(), "/podtrace-demo/web".into(), "/podtrace-demo/web/x".into()];
+        let cgroups = vec![
+            "/podtrace-demo".into(),
+            "/podtrace-demo/web".into(),
+            "/podtrace-demo/web/x".into(),
+        ];
         let s = select(&c.traces[0], &cgroups, &procs);
         assert_eq!(s, BTreeMap::from([("/podtrace-demo/web".to_string(), None)]));
         assert_eq!(container_name("/podtrace-demo/web"), "web");

@@ -72,14 +72,18 @@ pub fn parse_line(line: &str) -> Option<(&str, BTreeMap<&str, String>, f64)> {
 pub fn rows(text: &str) -> BTreeMap<Key, Row> {
     let mut out: BTreeMap<Key, Row> = BTreeMap::new();
     for (name, labels, value) in text.lines().filter_map(parse_line) {
-        let (Some(ns), Some(pod), Some(c)) = (labels.get("namespace"), labels.get("pod"), labels.get("container")) else {
+        let (Some(ns), Some(pod), Some(c)) =
+            (labels.get("namespace"), labels.get("pod"), labels.get("container"))
+        else {
             continue;
         };
         let row = out.entry((ns.clone(), pod.clone(), c.clone())).or_default();
         let resource = labels.get("resource_type").map(String::as_str);
         match (name, resource) {
             ("podtrace_resource_utilization_percent", Some("cpu")) => row.cpu_percent = Some(value),
-            ("podtrace_resource_utilization_percent", Some("memory")) => row.memory_percent = Some(value),
+            ("podtrace_resource_utilization_percent", Some("memory")) => {
+                row.memory_percent = Some(value)
+            }
             ("podtrace_resource_usage_bytes", Some("memory")) => row.memory_bytes = Some(value),
             ("podtrace_resource_alert_level", _) => row.alert = row.alert.max(value as u8),
             ("podtrace_process_network_receive_bytes_total", _) => row.rx = row.rx.max(value),
@@ -113,7 +117,16 @@ pub fn render(now: &BTreeMap<Key, Row>, previous: Option<(&BTreeMap<Key, Row>, f
     let _ = writeln!(
         s,
         "{:<16} {:<24} {:<16} {:>7} {:>7} {:>10} {:>5} {:>11} {:>11} {:>5}",
-        "NAMESPACE", "POD", "CONTAINER", "CPU%", "MEM%", "MEM", "ALERT", "NET RX/s", "NET TX/s", "PROCS"
+        "NAMESPACE",
+        "POD",
+        "CONTAINER",
+        "CPU%",
+        "MEM%",
+        "MEM",
+        "ALERT",
+        "NET RX/s",
+        "NET TX/s",
+        "PROCS"
     );
     for (key, r) in now {
         let rate = |f: fn(&Row) -> f64| match previous.and_then(|(p, dt)| Some((p.get(key)?, dt))) {
@@ -143,7 +156,11 @@ pub fn render(now: &BTreeMap<Key, Row>, previous: Option<(&BTreeMap<Key, Row>, f
 }
 
 /// Fetches `/metrics` from `endpoint` (e.g. `http://127.0.0.1:3000`).
-pub async fn fetch(http: &reqwest::Client, endpoint: &str, token: Option<&str>) -> Result<String, reqwest::Error> {
+pub async fn fetch(
+    http: &reqwest::Client,
+    endpoint: &str,
+    token: Option<&str>,
+) -> Result<String, reqwest::Error> {
     let mut req = http.get(format!("{}/metrics", endpoint.trim_end_matches('/')));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -152,11 +169,18 @@ pub async fn fetch(http: &reqwest::Client, endpoint: &str, token: Option<&str>) 
 }
 
 /// Runs the live view until Ctrl-C (or once, with `once`).
-pub async fn run(endpoint: &str, token: Option<&str>, every: std::time::Duration, once: bool) -> anyhow::Result<()> {
+pub async fn run(
+    endpoint: &str,
+    token: Option<&str>,
+    every: std::time::Duration,
+    once: bool,
+) -> crate::Result<()> {
     let http = reqwest::Client::new();
     let mut previous: Option<(BTreeMap<Key, Row>, Instant)> = None;
     loop {
-        let text = fetch(&http, endpoint, token).await.map_err(|e| anyhow::anyhow!("reading {endpoint}/metrics: {e} (is the agent running? set --endpoint)"))?;
+        let text = fetch(&http, endpoint, token)
+            .await
+            .map_err(|source| crate::Error::Http { endpoint: endpoint.to_owned(), source })?;
         let now = rows(&text);
         let prev = previous.as_ref().map(|(r, at)| (r, at.elapsed().as_secs_f64()));
         let table = render(&now, prev);
@@ -164,7 +188,10 @@ pub async fn run(endpoint: &str, token: Option<&str>, every: std::time::Duration
             print!("{table}");
             return Ok(());
         }
-        print!("\x1b[2J\x1b[H podtrace-agent top — {endpoint} — every {:?} — Ctrl-C to quit\n\n{table}", every);
+        print!(
+            "\x1b[2J\x1b[H podtrace-agent top — {endpoint} — every {:?} — Ctrl-C to quit\n\n{table}",
+            every
+        );
         previous = Some((now, Instant::now()));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -200,7 +227,10 @@ node_context_switches_total 10
     fn rows_collect_each_container_and_render_rates() {
         let r = rows(TEXT);
         let row = &r[&("ns".into(), "p".into(), "c".into())];
-        assert_eq!((row.cpu_percent, row.memory_percent, row.alert, row.rx, row.processes), (Some(91.0), Some(75.5), 2, 2048.0, 1));
+        assert_eq!(
+            (row.cpu_percent, row.memory_percent, row.alert, row.rx, row.processes),
+            (Some(91.0), Some(75.5), 2, 2048.0, 1)
+        );
         let mut later = r.clone();
         later.get_mut(&("ns".into(), "p".into(), "c".into())).unwrap().rx = 4096.0;
         let table = render(&later, Some((&r, 2.0)));

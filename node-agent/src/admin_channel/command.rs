@@ -123,10 +123,18 @@ fn query(rest: &str) -> Result<Query, ParseError> {
     match rest.trim() {
         "" => Ok(Query::Changed),
         "*" => Ok(Query::All),
-        names => items(names)
-            .map(|n| if valid_name(n) { Ok(n.to_owned()) } else { Err(ParseError::BadName(n.into())) })
-            .collect::<Result<_, _>>()
-            .map(Query::Named),
+        names => {
+            items(names)
+                .map(|n| {
+                    if valid_name(n) {
+                        Ok(n.to_owned())
+                    } else {
+                        Err(ParseError::BadName(n.into()))
+                    }
+                })
+                .collect::<Result<_, _>>()
+                .map(Query::Named)
+        }
     }
 }
 
@@ -200,7 +208,10 @@ mod tests {
 
     #[test]
     fn the_reference_examples_parse() {
-        assert_eq!(parse("L*:debug"), Ok(Command::SetLog { default: Some(Level::Debug), targets: vec![] }));
+        assert_eq!(
+            parse("L*:debug"),
+            Ok(Command::SetLog { default: Some(Level::Debug), targets: vec![] })
+        );
         assert_eq!(
             parse("L*:info,monitoring-experiments:debug\n"),
             Ok(Command::SetLog {
@@ -210,7 +221,10 @@ mod tests {
         );
         assert_eq!(
             parse("Lpodtrace_agent::collectors:error"),
-            Ok(Command::SetLog { default: None, targets: vec![("podtrace_agent::collectors".into(), Level::Error)] })
+            Ok(Command::SetLog {
+                default: None,
+                targets: vec![("podtrace_agent::collectors".into(), Level::Error)]
+            })
         );
         assert_eq!(
             parse("M*:disable,memory:enable,net-solo5:enable"),
@@ -222,14 +236,23 @@ mod tests {
         );
         assert_eq!(
             parse("Mtag:http:enable"),
-            Ok(Command::SetMetrics(SourcesUpdate { tags: vec![("http".into(), true)], ..Default::default() }))
+            Ok(Command::SetMetrics(SourcesUpdate {
+                tags: vec![("http".into(), true)],
+                ..Default::default()
+            }))
         );
         assert_eq!(parse("l"), Ok(Command::GetLog(Query::Changed)));
         assert_eq!(parse("l*"), Ok(Command::GetLog(Query::All)));
-        assert_eq!(parse("lmonitoring-experiments,dns"), Ok(Command::GetLog(Query::Named(vec!["monitoring-experiments".into(), "dns".into()]))));
+        assert_eq!(
+            parse("lmonitoring-experiments,dns"),
+            Ok(Command::GetLog(Query::Named(vec!["monitoring-experiments".into(), "dns".into()])))
+        );
         assert_eq!(parse("m"), Ok(Command::GetMetrics(Query::Changed)));
         assert_eq!(parse("m*"), Ok(Command::GetMetrics(Query::All)));
-        assert_eq!(parse("mmemory,net-solo5"), Ok(Command::GetMetrics(Query::Named(vec!["memory".into(), "net-solo5".into()]))));
+        assert_eq!(
+            parse("mmemory,net-solo5"),
+            Ok(Command::GetMetrics(Query::Named(vec!["memory".into(), "net-solo5".into()])))
+        );
     }
 
     #[test]

@@ -93,7 +93,13 @@ impl AdminChannel {
         control: Box<dyn LogControl>,
         token: Option<String>,
     ) -> Self {
-        Self { sources, store, log: Mutex::new(LogLevels::from_filter(initial_filter)), control, token }
+        Self {
+            sources,
+            store,
+            log: Mutex::new(LogLevels::from_filter(initial_filter)),
+            control,
+            token,
+        }
     }
 
     /// Executes one line and returns the answer (without newline).
@@ -136,7 +142,10 @@ impl AdminChannel {
                     }
                     Query::Named(names) => {
                         for n in names {
-                            parts.push(format!("{n}:{}", log.targets.get(&n).unwrap_or(&log.default)));
+                            parts.push(format!(
+                                "{n}:{}",
+                                log.targets.get(&n).unwrap_or(&log.default)
+                            ));
                         }
                     }
                 }
@@ -169,7 +178,8 @@ impl AdminChannel {
                     }
                     Query::Named(names) => {
                         for n in names {
-                            let (_, on) = s.sources.get(&n).ok_or(format!("unknown metrics source {n:?}"))?;
+                            let (_, on) =
+                                s.sources.get(&n).ok_or(format!("unknown metrics source {n:?}"))?;
                             parts.push(format!("{n}:{}", word(*on)));
                         }
                     }
@@ -205,14 +215,17 @@ impl AdminChannel {
         let mut authenticated = self.token.is_none();
         loop {
             let mut line = String::new();
-            let n = match tokio::time::timeout(IDLE, (&mut reader).take(MAX_LINE).read_line(&mut line)).await {
-                Err(_) => return Ok(()),
-                Ok(Err(e)) => {
-                    write.write_all(b"error: input is not UTF-8 text; closing\n").await?;
-                    return Err(e);
-                }
-                Ok(Ok(n)) => n,
-            };
+            let n =
+                match tokio::time::timeout(IDLE, (&mut reader).take(MAX_LINE).read_line(&mut line))
+                    .await
+                {
+                    Err(_) => return Ok(()),
+                    Ok(Err(e)) => {
+                        write.write_all(b"error: input is not UTF-8 text; closing\n").await?;
+                        return Err(e);
+                    }
+                    Ok(Ok(n)) => n,
+                };
             if n == 0 {
                 return Ok(());
             }
@@ -294,7 +307,10 @@ mod tests {
         assert_eq!(ch.execute("M*:disable,resource:enable"), "ok");
         assert_eq!(ch.execute("m"), "*:disable,resource:enable");
         assert_eq!(ch.execute("Mtag:proc:enable"), "ok");
-        assert_eq!(ch.execute("m*"), "*:disable,tag:proc:enable,agent:disable,kernel:enable,process:enable,resource:enable");
+        assert_eq!(
+            ch.execute("m*"),
+            "*:disable,tag:proc:enable,agent:disable,kernel:enable,process:enable,resource:enable"
+        );
         assert_eq!(ch.execute("mkernel,agent"), "kernel:enable,agent:disable");
         assert_eq!(ch.execute("mnope"), "error: unknown metrics source \"nope\"");
         assert_eq!(ch.execute("Mnope:enable"), "error: unknown metrics source \"nope\"");
@@ -316,9 +332,16 @@ mod tests {
             out
         };
         assert_eq!(talk(b"m\n".to_vec()).await, "error: send T<token> first; closing\n");
-        assert_eq!(talk(b"Ts3cret\nm\nMkernel:disable\nmkernel\n".to_vec()).await, "ok\n*:enable\nok\nkernel:disable\n");
+        assert_eq!(
+            talk(b"Ts3cret\nm\nMkernel:disable\nmkernel\n".to_vec()).await,
+            "ok\n*:enable\nok\nkernel:disable\n"
+        );
         assert!(talk(b"Ts3cret\n\xff\xfe\n".to_vec()).await.contains("not UTF-8"));
-        assert!(talk([b"Ts3cret\n".to_vec(), vec![b'm'; 10_000]].concat()).await.contains("longer than 4096"));
+        assert!(
+            talk([b"Ts3cret\n".to_vec(), vec![b'm'; 10_000]].concat())
+                .await
+                .contains("longer than 4096")
+        );
         // The server still answers.
         assert_eq!(talk(b"Ts3cret\nl\n".to_vec()).await, "ok\n*:info,h2:warn\n");
     }

@@ -33,7 +33,8 @@ pub enum QosClass {
 
 impl QosClass {
     /// All three, in the order tried when the class is unknown.
-    pub const ALL: [QosClass; 3] = [QosClass::Burstable, QosClass::BestEffort, QosClass::Guaranteed];
+    pub const ALL: [QosClass; 3] =
+        [QosClass::Burstable, QosClass::BestEffort, QosClass::Guaranteed];
 
     /// The class from the pod's `status.qosClass`.
     pub fn parse(s: &str) -> Option<Self> {
@@ -83,7 +84,9 @@ pub fn pod_path(driver: Driver, qos: QosClass, uid: &str) -> String {
             let uid = uid.replace('-', "_");
             match qos.dir() {
                 None => format!("/kubepods.slice/kubepods-pod{uid}.slice"),
-                Some(q) => format!("/kubepods.slice/kubepods-{q}.slice/kubepods-{q}-pod{uid}.slice"),
+                Some(q) => {
+                    format!("/kubepods.slice/kubepods-{q}.slice/kubepods-{q}-pod{uid}.slice")
+                }
             }
         }
         Driver::Cgroupfs => match qos.dir() {
@@ -94,7 +97,13 @@ pub fn pod_path(driver: Driver, qos: QosClass, uid: &str) -> String {
 }
 
 /// The relative cgroup path of a container.
-pub fn container_path(driver: Driver, qos: QosClass, uid: &str, runtime: Runtime, id: &str) -> String {
+pub fn container_path(
+    driver: Driver,
+    qos: QosClass,
+    uid: &str,
+    runtime: Runtime,
+    id: &str,
+) -> String {
     let leaf = match (driver, runtime) {
         (Driver::Systemd, Runtime::Containerd) => format!("cri-containerd-{id}.scope"),
         (Driver::Systemd, Runtime::CriO) => format!("crio-{id}.scope"),
@@ -140,15 +149,72 @@ mod tests {
         use {Driver::*, QosClass::*, Runtime::*};
         let u = "8f2b6c1e_3d4a_4b5c_9e7f_0a1b2c3d4e5f";
         let table: Vec<(Driver, QosClass, Runtime, String)> = vec![
-            (Systemd, Guaranteed, Containerd, format!("/kubepods.slice/kubepods-pod{u}.slice/cri-containerd-{ID}.scope")),
-            (Systemd, Burstable, Containerd, format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope")),
-            (Systemd, BestEffort, Containerd, format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/cri-containerd-{ID}.scope")),
-            (Systemd, Guaranteed, CriO, format!("/kubepods.slice/kubepods-pod{u}.slice/crio-{ID}.scope")),
-            (Systemd, Burstable, CriO, format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/crio-{ID}.scope")),
-            (Systemd, BestEffort, CriO, format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/crio-{ID}.scope")),
-            (Systemd, Guaranteed, Docker, format!("/kubepods.slice/kubepods-pod{u}.slice/docker-{ID}.scope")),
-            (Systemd, Burstable, Docker, format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/docker-{ID}.scope")),
-            (Systemd, BestEffort, Docker, format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/docker-{ID}.scope")),
+            (
+                Systemd,
+                Guaranteed,
+                Containerd,
+                format!("/kubepods.slice/kubepods-pod{u}.slice/cri-containerd-{ID}.scope"),
+            ),
+            (
+                Systemd,
+                Burstable,
+                Containerd,
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope"
+                ),
+            ),
+            (
+                Systemd,
+                BestEffort,
+                Containerd,
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/cri-containerd-{ID}.scope"
+                ),
+            ),
+            (
+                Systemd,
+                Guaranteed,
+                CriO,
+                format!("/kubepods.slice/kubepods-pod{u}.slice/crio-{ID}.scope"),
+            ),
+            (
+                Systemd,
+                Burstable,
+                CriO,
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/crio-{ID}.scope"
+                ),
+            ),
+            (
+                Systemd,
+                BestEffort,
+                CriO,
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/crio-{ID}.scope"
+                ),
+            ),
+            (
+                Systemd,
+                Guaranteed,
+                Docker,
+                format!("/kubepods.slice/kubepods-pod{u}.slice/docker-{ID}.scope"),
+            ),
+            (
+                Systemd,
+                Burstable,
+                Docker,
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/docker-{ID}.scope"
+                ),
+            ),
+            (
+                Systemd,
+                BestEffort,
+                Docker,
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/docker-{ID}.scope"
+                ),
+            ),
             (Cgroupfs, Guaranteed, Containerd, format!("/kubepods/pod{UID}/{ID}")),
             (Cgroupfs, Burstable, Containerd, format!("/kubepods/burstable/pod{UID}/{ID}")),
             (Cgroupfs, BestEffort, Containerd, format!("/kubepods/besteffort/pod{UID}/{ID}")),
@@ -160,7 +226,11 @@ mod tests {
             (Cgroupfs, BestEffort, Docker, format!("/kubepods/besteffort/pod{UID}/{ID}")),
         ];
         for (driver, qos, runtime, want) in table {
-            assert_eq!(container_path(driver, qos, UID, runtime, ID), want, "{driver:?} {qos:?} {runtime:?}");
+            assert_eq!(
+                container_path(driver, qos, UID, runtime, ID),
+                want,
+                "{driver:?} {qos:?} {runtime:?}"
+            );
         }
     }
 
@@ -181,7 +251,10 @@ mod tests {
         assert_eq!(c.len(), 6);
         assert!(c[0].starts_with("/kubepods.slice/kubepods-burstable.slice"));
         assert!(c[5].starts_with(&format!("/kubepods/pod{UID}")));
-        assert_eq!(container_candidates(Some(QosClass::Guaranteed), UID, Runtime::CriO, ID).len(), 2);
+        assert_eq!(
+            container_candidates(Some(QosClass::Guaranteed), UID, Runtime::CriO, ID).len(),
+            2
+        );
         assert_eq!(QosClass::parse("Burstable"), Some(QosClass::Burstable));
         assert_eq!(QosClass::parse("nope"), None);
     }

@@ -161,8 +161,12 @@ pub fn read_raw(pid: u32) -> Option<Raw> {
             .ok()
             .and_then(|t| procfs::parse_status_rss(&t))
             .unwrap_or(0),
-        io: std::fs::read_to_string(format!("{base}/io")).map(|t| procfs::parse_pid_io(&t)).unwrap_or_default(),
-        net: std::fs::read_to_string(format!("{base}/net/dev")).map(|t| procfs::parse_net_dev(&t)).unwrap_or_default(),
+        io: std::fs::read_to_string(format!("{base}/io"))
+            .map(|t| procfs::parse_pid_io(&t))
+            .unwrap_or_default(),
+        net: std::fs::read_to_string(format!("{base}/net/dev"))
+            .map(|t| procfs::parse_net_dev(&t))
+            .unwrap_or_default(),
         fds: procfs::count_dir(format!("{base}/fd")).unwrap_or(0),
         stat: Some(stat),
     })
@@ -194,7 +198,12 @@ impl ProcessCollector {
             });
             if state.start_ticks != stat.start_ticks {
                 // The pid was reused by a new process: start over.
-                *state = ProcState { start_ticks: stat.start_ticks, last_ticks: stat.cpu_ticks, last_at: now, history: VecDeque::new() };
+                *state = ProcState {
+                    start_ticks: stat.start_ticks,
+                    last_ticks: stat.cpu_ticks,
+                    last_at: now,
+                    history: VecDeque::new(),
+                };
             }
             let dt = now.duration_since(state.last_at).as_secs_f64();
             let cpu = if dt > 0.0 {
@@ -225,14 +234,23 @@ impl ProcessCollector {
             } else {
                 state.history.clear();
             }
-            out.push(ProcessReport { pid, comm: stat.comm, sample, aggregates: aggregate(&state.history) });
+            out.push(ProcessReport {
+                pid,
+                comm: stat.comm,
+                sample,
+                aggregates: aggregate(&state.history),
+            });
         }
         out
     }
 }
 
 /// The samples of the reports, as the profile's `collect` and `labels` settings ask.
-pub fn samples(target_labels: &Labels, reports: &[ProcessReport], profile: &MonitoringProfileSpec) -> Vec<Sample> {
+pub fn samples(
+    target_labels: &Labels,
+    reports: &[ProcessReport],
+    profile: &MonitoringProfileSpec,
+) -> Vec<Sample> {
     let c = &profile.collect;
     let mut out = Vec::with_capacity(reports.len() * 18);
     for r in reports {
@@ -275,7 +293,12 @@ mod tests {
 
     fn raw(ticks: u64, rss: u64, read: u64) -> Raw {
         Raw {
-            stat: Some(procfs::PidStat { comm: "app".into(), cpu_ticks: ticks, threads: 3, start_ticks: 500 }),
+            stat: Some(procfs::PidStat {
+                comm: "app".into(),
+                cpu_ticks: ticks,
+                threads: 3,
+                start_ticks: 500,
+            }),
             rss,
             io: crate::cgroup::files::IoBytes { read, write: 0 },
             net: (10, 20),
@@ -293,9 +316,23 @@ mod tests {
         assert_eq!(r[0].sample.memory_usage_percent, 25.0);
         assert_eq!(r[0].sample.uptime_seconds, 95);
         // 50 ticks = 0.5 s of CPU in 2 s: 25 %.
-        let r = c.record(vec![(7, raw(150, 3000, 100))], t0 + Duration::from_secs(2), wall, 102.0, 4000, 2);
+        let r = c.record(
+            vec![(7, raw(150, 3000, 100))],
+            t0 + Duration::from_secs(2),
+            wall,
+            102.0,
+            4000,
+            2,
+        );
         assert!((r[0].sample.cpu_usage_percent - 25.0).abs() < 1e-9);
-        let r = c.record(vec![(7, raw(150, 2000, 400))], t0 + Duration::from_secs(4), wall, 104.0, 4000, 2);
+        let r = c.record(
+            vec![(7, raw(150, 2000, 400))],
+            t0 + Duration::from_secs(4),
+            wall,
+            104.0,
+            4000,
+            2,
+        );
         let a = r[0].aggregates.clone().unwrap();
         assert_eq!(a.sample_count, 2);
         assert_eq!(a.max_memory_usage, 3000);
@@ -326,7 +363,10 @@ mod tests {
         profile.collect = podtrace_api::profile::CollectSettings::all(false);
         profile.labels.process_name = false;
         let few = samples(&labels, &r, &profile);
-        assert_eq!(few.iter().map(|s| s.family).collect::<Vec<_>>(), [PROCESS_UPTIME, PROCESS_HISTORY_SAMPLES]);
+        assert_eq!(
+            few.iter().map(|s| s.family).collect::<Vec<_>>(),
+            [PROCESS_UPTIME, PROCESS_HISTORY_SAMPLES]
+        );
         assert!(!few[0].labels.as_str().contains("process_name"));
     }
 

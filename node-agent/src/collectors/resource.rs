@@ -63,16 +63,16 @@ pub fn read(cgroup: &Cgroup, collect: &CollectSettings) -> crate::Result<Reading
             let ns = file(acct, "cpuacct.usage")?;
             let ns = parsed(acct, "cpuacct.usage", files::parse_u64(&ns), "a number")?;
             let quota = match &cgroup.cpu {
-                Some(c) => files::parse_cfs(
-                    &file(c, "cpu.cfs_quota_us")?,
-                    &file(c, "cpu.cfs_period_us")?,
-                ),
+                Some(c) => {
+                    files::parse_cfs(&file(c, "cpu.cfs_quota_us")?, &file(c, "cpu.cfs_period_us")?)
+                }
                 None => None,
             };
             Some((ns / 1000, quota))
         } else if let Some(d) = cgroup.v2.as_ref().filter(|d| d.join("cpu.stat").exists()) {
             let stat = file(d, "cpu.stat")?;
-            let usage = parsed(d, "cpu.stat", files::parse_keyed(&stat, "usage_usec"), "usage_usec")?;
+            let usage =
+                parsed(d, "cpu.stat", files::parse_keyed(&stat, "usage_usec"), "usage_usec")?;
             let quota = file(d, "cpu.max").ok().and_then(|t| files::parse_cpu_max(&t));
             Some((usage, quota))
         } else {
@@ -181,14 +181,24 @@ mod tests {
 
     fn find(s: &[Sample], family: usize, resource: &str) -> Option<f64> {
         let prefix = format!("resource_type=\"{resource}\"");
-        s.iter().find(|x| x.family == family && x.labels.as_str().starts_with(&prefix)).map(|x| x.value)
+        s.iter()
+            .find(|x| x.family == family && x.labels.as_str().starts_with(&prefix))
+            .map(|x| x.value)
     }
 
     #[test]
     fn alert_levels_follow_the_thresholds() {
         let t = ResourceLimits::default();
-        assert_eq!([0.0, 79.9, 80.0, 90.0, 94.9, 95.0, 150.0].map(|u| alert_level(u, &t)), [0, 0, 1, 2, 2, 3, 3]);
-        let strict = ResourceLimits { warning_percent: 10, critical_percent: 20, emergency_percent: 30, enabled: true };
+        assert_eq!(
+            [0.0, 79.9, 80.0, 90.0, 94.9, 95.0, 150.0].map(|u| alert_level(u, &t)),
+            [0, 0, 1, 2, 2, 3, 3]
+        );
+        let strict = ResourceLimits {
+            warning_percent: 10,
+            critical_percent: 20,
+            emergency_percent: 30,
+            enabled: true,
+        };
         assert_eq!(alert_level(25.0, &strict), 2);
     }
 
@@ -220,7 +230,8 @@ mod tests {
 
     #[test]
     fn io_without_limit_exports_usage_only_and_disabled_limits_drop_limit_series() {
-        let now = Reading { io: Some((IoBytes { read: 10, write: 5 }, None)), ..Default::default() };
+        let now =
+            Reading { io: Some((IoBytes { read: 10, write: 5 }, None)), ..Default::default() };
         let s = samples(&labels(), &now, None, &ResourceLimits::default());
         assert_eq!(s.len(), 1);
         assert_eq!(find(&s, RESOURCE_USAGE, "io"), Some(15.0));
@@ -231,8 +242,12 @@ mod tests {
 
     #[test]
     fn io_utilization_is_bytes_per_second_over_the_limit() {
-        let before = Reading { io: Some((IoBytes { read: 0, write: 0 }, Some(1000))), ..Default::default() };
-        let now = Reading { io: Some((IoBytes { read: 1000, write: 1000 }, Some(1000))), ..Default::default() };
+        let before =
+            Reading { io: Some((IoBytes { read: 0, write: 0 }, Some(1000))), ..Default::default() };
+        let now = Reading {
+            io: Some((IoBytes { read: 1000, write: 1000 }, Some(1000))),
+            ..Default::default()
+        };
         let s = samples(&labels(), &now, Some((&before, 4.0)), &ResourceLimits::default());
         assert_eq!(find(&s, RESOURCE_UTILIZATION, "io"), Some(50.0));
     }

@@ -72,20 +72,34 @@ impl AgentMetrics {
             "Time one collection of a source over its due targets took",
             m.collection_seconds.clone(),
         );
-        r.register("scrape_duration_seconds", "Time encoding /metrics took", m.scrape_seconds.clone());
-        r.register("errors", "Collection and configuration errors by source and reason", m.errors.clone());
+        r.register(
+            "scrape_duration_seconds",
+            "Time encoding /metrics took",
+            m.scrape_seconds.clone(),
+        );
+        r.register(
+            "errors",
+            "Collection and configuration errors by source and reason",
+            m.errors.clone(),
+        );
         r.register("series", "Series currently exported by the collectors", m.series.clone());
         r.register(
             "series_dropped",
             "Series dropped because a pod exceeded its maxSeriesPerPod budget (counted per collection)",
             m.series_dropped.clone(),
         );
-        r.register("config_reloads", "Configuration changes applied without restart", m.config_reloads.clone());
+        r.register(
+            "config_reloads",
+            "Configuration changes applied without restart",
+            m.config_reloads.clone(),
+        );
         m
     }
 
     /// Counts an error of `source` with `reason`.
     pub fn error(&self, source: &str, reason: &str) {
-        self.errors.get_or_create(&ErrorLabels { source: source.into(), reason: reason.into() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels { source: source.into(), reason: reason.into() })
+            .inc();
     }
 }

@@ -132,7 +132,11 @@ mod tests {
     #[test]
     fn unknown_source_changes_nothing() {
         let s = Sources::agent();
-        let update = SourcesUpdate { all: Some(false), sources: vec![("nope".into(), true)], ..Default::default() };
+        let update = SourcesUpdate {
+            all: Some(false),
+            sources: vec![("nope".into(), true)],
+            ..Default::default()
+        };
         assert_eq!(s.apply(&update), Err(UnknownSource("nope".into())));
         assert!(s.enabled("kernel"));
         assert!(!s.enabled("nope"));

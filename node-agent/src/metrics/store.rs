@@ -41,7 +41,9 @@ impl TargetKey {
     /// `namespace="…",pod="…",container="…"`, the labels every per-pod series starts with.
     pub fn labels(&self) -> Labels {
         let mut l = Labels::default();
-        l.push("namespace", &self.namespace).push("pod", &self.pod).push("container", &self.container);
+        l.push("namespace", &self.namespace)
+            .push("pod", &self.pod)
+            .push("container", &self.container);
         l
     }
 }
@@ -305,7 +307,9 @@ mod tests {
         assert!(out.contains(
             "podtrace_resource_usage_bytes{resource_type=\"memory\",namespace=\"ns\",pod=\"p\",container=\"c\"} 1024\n"
         ));
-        assert!(out.contains("# TYPE node_context_switches counter\nnode_context_switches_total 12\n"));
+        assert!(
+            out.contains("# TYPE node_context_switches counter\nnode_context_switches_total 12\n")
+        );
         let mut only_resource = String::new();
         store.encode(&mut only_resource, |s| s == RESOURCE).unwrap();
         assert!(!only_resource.contains("node_context"));

@@ -1,0 +1,195 @@
+//! The command line: `run` (cluster), `standalone`, `health live|config`, `top`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use podtrace_runtime::logging::LogArgs;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::exporters::ExporterArgs;
+
+/// podtrace node agent: measures the traced pods of its node (their cgroups, /proc and, with the
+/// eBPF probes, the kernel) and serves the results on /metrics and to NATS, MQTT and Influx.
+#[derive(Parser, Debug)]
+#[command(name = "podtrace-agent", version, about)]
+pub struct Cli {
+    /// Logging flags.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Cluster mode: trace the pods of NodeTrace/$NODE_NAME and write its status.
+    Run {
+        /// Agent flags.
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Push exporter flags (NODE_NAME names this node).
+        #[command(flatten)]
+        exporters: ExporterArgs,
+        /// Authenticate /metrics callers with Kubernetes TokenReview + SubjectAccessReview
+        /// (`get` on the non-resource URL /metrics), like kube-rbac-proxy.
+        #[arg(long, env = "PODTRACE_METRICS_KUBE_AUTH")]
+        metrics_kube_auth: bool,
+    },
+    /// Standalone mode: trace local cgroups and processes selected by a config file of
+    /// MonitoringProfile and PodTrace documents (reloaded on change).
+    Standalone {
+        /// The config file.
+        #[arg(long, env = "PODTRACE_CONFIG")]
+        config: PathBuf,
+        /// Agent flags.
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Push exporter flags.
+        #[command(flatten)]
+        exporters: ExporterArgs,
+    },
+    /// Health checks (usable as exec probes).
+    Health {
+        /// Which check.
+        #[command(subcommand)]
+        check: HealthCommand,
+    },
+    /// A refreshing table per pod and container, read from the agent's /metrics.
+    Top {
+        /// The agent's metrics endpoint.
+        #[arg(long, env = "PODTRACE_TOP_ENDPOINT", default_value = "http://127.0.0.1:3000")]
+        endpoint: String,
+        /// File holding the bearer token /metrics requires.
+        #[arg(long, env = "PODTRACE_METRICS_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Refresh period.
+        #[arg(long, default_value = "2s", value_parser = podtrace_api::duration::parse)]
+        every: Duration,
+        /// Print the table once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// `health` checks.
+#[derive(Subcommand, Debug)]
+pub enum HealthCommand {
+    /// Ask a running agent's grpc.health.v1 services and print Optimal, Healthy, Degraded or
+    /// Unhealthy with the reasons. Exit code: 0 Optimal or Healthy, 1 Degraded, 3 Unhealthy.
+    Live {
+        /// The agent's gRPC health address.
+        #[arg(long, default_value = "127.0.0.1:50100")]
+        endpoint: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = podtrace_api::duration::parse)]
+        timeout: Duration,
+    },
+    /// Validate a standalone config file: exit code 0 and a summary when valid, 1 and the error
+    /// otherwise.
+    Config {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Output format of `health live`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Flags of both agent modes.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Address of /metrics, /livez and /readyz.
+    #[arg(long, env = "PODTRACE_METRICS_ADDR", default_value = "127.0.0.1:3000")]
+    pub metrics_addr: SocketAddr,
+    /// File holding a bearer token that /metrics requires.
+    #[arg(long, env = "PODTRACE_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Address of the grpc.health.v1 server.
+    #[arg(long, env = "PODTRACE_HEALTH_ADDR", default_value = "0.0.0.0:50100")]
+    pub health_addr: SocketAddr,
+    /// Address of the admin channel (log levels and metric sources at run time).
+    #[arg(long, env = "PODTRACE_ADMIN_ADDR", default_value = "127.0.0.1:2323")]
+    pub admin_addr: SocketAddr,
+    /// File holding the admin channel's shared token (clients then send `T<token>` first).
+    #[arg(long, env = "PODTRACE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Interval of the node's kernel metrics, in seconds or as a duration ("10", "30s").
+    #[arg(long, env = "INTERVAL", default_value = "10", value_parser = parse_interval)]
+    pub interval: Duration,
+}
+
+/// Seconds (the reference's `INTERVAL=10`) or a Go duration.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = match s.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => podtrace_api::duration::parse(s).map_err(|e| e.to_string())?,
+    };
+    if d < Duration::from_secs(1) {
+        return Err("the interval must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+/// Reads a token file (trimmed); an empty file is an error.
+pub fn read_token(path: &std::path::Path) -> crate::Result<String> {
+    let t = crate::procfs::read(path)?.trim().to_owned();
+    if t.is_empty() {
+        return Err(crate::Error::Config {
+            path: path.to_owned(),
+            message: "the token file is empty".into(),
+        });
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_accepts_seconds_and_durations() {
+        assert_eq!(parse_interval("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_interval("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("abc").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "podtrace-agent",
+            "standalone",
+            "--config",
+            "x.yaml",
+            "--interval",
+            "5",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Standalone { .. }));
+        let cli = Cli::try_parse_from([
+            "podtrace-agent",
+            "health",
+            "live",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Health { check: HealthCommand::Live { format: Format::Json, .. } }
+        ));
+    }
+}
