@@ -15,9 +15,10 @@
 //!
 //! - measurement: `,` and space escaped with `\`;
 //! - tag values: `,` `=` and space escaped; backslashes are written as they are (1.x keeps them
-//!   literally), except an odd run of them right before an escaped character or at the end of
-//!   the value: the 1.x scanner reads backslashes in pairs, so no spelling of it exists, and it
-//!   gets one more backslash so that the line still parses (1.x then stores one extra);
+//!   literally: the value `a\b` is written `a\b`, the value `x\,y` is written `x\\,y`), except
+//!   that a value cannot end with one, because 1.x reads any separator right after a backslash
+//!   as escaped: such a value gets an escaped space appended (stored with one trailing space,
+//!   instead of a rejected line);
 //!   newlines and carriage returns, which end a line whatever the escaping, become spaces;
 //!   empty tag values are left out (line protocol has no empty tag);
 //! - fields: integers with an `i` suffix (saturated at `i64::MAX`), floats in shortest
@@ -185,22 +186,8 @@ fn escape(out: &mut String, value: &str, special: &[char]) {
         out.push_str(value);
         return;
     }
-    let mut chars = value.chars().peekable();
-    while let Some(c) = chars.next() {
+    for c in value.chars() {
         match c {
-            '\\' => {
-                // The 1.x scanner reads backslashes in pairs: a run followed by a separator must
-                // have an even length or its last backslash would escape the separator.
-                let mut run = 1;
-                while chars.next_if_eq(&'\\').is_some() {
-                    run += 1;
-                }
-                let before_separator = chars
-                    .peek()
-                    .is_none_or(|next| special.contains(next) || matches!(next, '\n' | '\r'));
-                let even = if before_separator && run % 2 == 1 { run + 1 } else { run };
-                out.extend(std::iter::repeat_n('\\', even));
-            }
             '\n' | '\r' => out.push_str("\\ "),
             c if special.contains(&c) => {
                 out.push('\\');
@@ -208,6 +195,10 @@ fn escape(out: &mut String, value: &str, special: &[char]) {
             }
             c => out.push(c),
         }
+    }
+    if value.ends_with('\\') {
+        // The separator after it would read as escaped (1.x checks the previous byte only).
+        out.push_str("\\ ");
     }
 }
 
@@ -287,13 +278,13 @@ mod tests {
         assert_eq!(out, r#",pod=a\ b\,c\=d"e\f"#);
         out.clear();
         tag(&mut out, "pod", "end\\");
-        assert_eq!(out, r",pod=end\\");
+        assert_eq!(out, r",pod=end\\ ", "a trailing backslash cannot be spelled");
         out.clear();
         tag(&mut out, "pod", "x\\,y\nz");
-        assert_eq!(out, r",pod=x\\\,y\ z");
+        assert_eq!(out, r",pod=x\\,y\ z");
         out.clear();
         tag(&mut out, "pod", r"two\\ and\\");
-        assert_eq!(out, r",pod=two\\\ and\\", "even runs are kept as they are");
+        assert_eq!(out, r",pod=two\\\ and\\\ ");
         out.clear();
         tag(&mut out, "pod", "");
         assert_eq!(out, "");
