@@ -1,0 +1,394 @@
+//! Root tests with real cgroups and real processes: the collectors' values against the kernel's
+//! own files, and the admin channel against a running agent. Skipped (with a message) when not
+//! root.
+
+use podtrace_agent::{
+    cgroup::CgroupLayout,
+    engine::Engine,
+    metrics::{Labels, Sources, Store, TargetKey, agent::AgentMetrics},
+    targets::Target,
+    top::parse_line,
+};
+use podtrace_api::MonitoringProfileSpec;
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (real cgroups)");
+            return;
+        }
+    };
+}
+
+/// A cgroup of its own in every hierarchy the node mounts, removed on drop (its processes
+/// killed first).
+struct TestCgroup {
+    relative: String,
+    dirs: Vec<PathBuf>,
+    layout: CgroupLayout,
+    children: Vec<Child>,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> Self {
+        let layout = CgroupLayout::detect().unwrap();
+        let relative = format!("/podtrace-test-{}-{name}", std::process::id());
+        let mut dirs = Vec::new();
+        let mut roots: Vec<PathBuf> = layout.v1.values().cloned().collect();
+        roots.extend(layout.v2.clone());
+        roots.sort();
+        roots.dedup();
+        for root in roots {
+            if layout.v1.is_empty() {
+                // cgroup v2 only: the controllers must be enabled for the children of the root.
+                let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory +cpu +io");
+            }
+            let dir = root.join(relative.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            dirs.push(dir);
+        }
+        Self { relative, dirs, layout, children: Vec::new() }
+    }
+
+    fn set_limits(&self, memory: u64, cpu_quota_us: u64) {
+        let g = self.layout.resolve(&self.relative).unwrap();
+        match (&g.memory, &g.cpu) {
+            (Some(m), Some(c)) => {
+                std::fs::write(m.join("memory.limit_in_bytes"), memory.to_string()).unwrap();
+                std::fs::write(c.join("cpu.cfs_period_us"), "100000").unwrap();
+                std::fs::write(c.join("cpu.cfs_quota_us"), cpu_quota_us.to_string()).unwrap();
+            }
+            _ => {
+                let d = g.v2.unwrap();
+                std::fs::write(d.join("memory.max"), memory.to_string()).unwrap();
+                std::fs::write(d.join("cpu.max"), format!("{cpu_quota_us} 100000")).unwrap();
+            }
+        }
+    }
+
+    /// Starts `python3 -c script` inside the group and waits for its first output line.
+    fn spawn(&mut self, script: &str) -> u32 {
+        let procs: Vec<String> =
+            self.dirs.iter().map(|d| d.join("cgroup.procs").display().to_string()).collect();
+        let enter = procs.iter().map(|p| format!("echo $$ > {p}")).collect::<Vec<_>>().join("; ");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{enter}; exec python3 -u -c \"$0\""))
+            .arg(script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the workload did not start");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    fn file(&self, name: &str) -> u64 {
+        self.dirs
+            .iter()
+            .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
+            .unwrap_or_else(|| panic!("{name} not found"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn target(&self, profile: MonitoringProfileSpec) -> Target {
+        Target {
+            key: TargetKey::new("root-test", "pod", "main"),
+            uid: String::new(),
+            cgroup: self.layout.resolve(&self.relative).unwrap(),
+            pids: None,
+            profile,
+            pod_labels: Labels::default(),
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for d in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Allocates and touches `mib` MiB, opens 7 extra fds, starts 3 sleeping threads, says "ready".
+fn workload(mib: u64, busy: bool) -> String {
+    format!(
+        "import threading, time, os\n\
+         b = bytearray({mib} << 20)\n\
+         for i in range(0, len(b), 4096): b[i] = 1\n\
+         fds = [open('/dev/null') for _ in range(7)]\n\
+         for _ in range(3): threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n\
+         print('ready', flush=True)\n\
+         while True:\n    \
+             {}\n",
+        if busy { "sum(range(10000))" } else { "time.sleep(1)" }
+    )
+}
+
+fn series(store: &Store) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    let mut text = String::new();
+    store.encode(&mut text, |_| true).unwrap();
+    text.lines()
+        .filter_map(parse_line)
+        .map(|(n, l, v)| (n.to_owned(), l.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), v))
+        .collect()
+}
+
+fn value(
+    s: &[(String, std::collections::BTreeMap<String, String>, f64)],
+    name: &str,
+    resource: Option<&str>,
+) -> f64 {
+    s.iter()
+        .find(|(n, l, _)| {
+            n == name
+                && resource.is_none_or(|r| l.get("resource_type").map(String::as_str) == Some(r))
+        })
+        .unwrap_or_else(|| panic!("{name} {resource:?} missing"))
+        .2
+}
+
+fn engine() -> (Engine, Arc<Store>) {
+    let store = Arc::new(Store::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = AgentMetrics::register(&mut registry);
+    (
+        Engine::new(store.clone(), Arc::new(Sources::agent()), metrics, Duration::from_secs(10)),
+        store,
+    )
+}
+
+#[test]
+fn memory_usage_utilization_and_alert_level_match_the_cgroup_files() {
+    require_root!();
+    let mut g = TestCgroup::new("memory");
+    g.set_limits(64 << 20, 50_000);
+    g.spawn(&workload(52, false));
+    // Thresholds around the expected ~85 % so the level is decided by the measurement.
+    let mut profile = MonitoringProfileSpec::default();
+    profile.resource_limits.warning_percent = 50;
+    profile.resource_limits.critical_percent = 70;
+    profile.resource_limits.emergency_percent = 99;
+    let (mut engine, store) = engine();
+    engine.set_targets(vec![g.target(profile)], vec![]);
+    let usage_file =
+        if g.layout.v1.contains_key("memory") { "memory.usage_in_bytes" } else { "memory.current" };
+    let before = g.file(usage_file);
+    engine.tick(Instant::now());
+    let after = g.file(usage_file);
+    let s = series(&store);
+    let usage = value(&s, "podtrace_resource_usage_bytes", Some("memory"));
+    let limit = value(&s, "podtrace_resource_limit_bytes", Some("memory"));
+    let util = value(&s, "podtrace_resource_utilization_percent", Some("memory"));
+    let level = value(&s, "podtrace_resource_alert_level", Some("memory"));
+    assert_eq!(limit, (64 << 20) as f64);
+    let (lo, hi) = (before.min(after) as f64 * 0.99, before.max(after) as f64 * 1.01);
+    assert!((lo..=hi).contains(&usage), "usage {usage} vs the file's {before}..{after}");
+    assert!(usage > (52 << 20) as f64, "the workload's 52 MiB are not in {usage}");
+    assert!((util - usage / limit * 100.0).abs() < 1e-9);
+    let expected = match util {
+        u if u >= 99.0 => 3.0,
+        u if u >= 70.0 => 2.0,
+        u if u >= 50.0 => 1.0,
+        _ => 0.0,
+    };
+    assert_eq!(level, expected, "utilization {util}");
+    assert!(level >= 2.0, "52 MiB of 64 MiB is over the 70 % threshold ({util})");
+}
+
+#[test]
+fn cpu_quota_and_utilization_follow_cfs_and_cpuacct() {
+    require_root!();
+    let mut g = TestCgroup::new("cpu");
+    g.set_limits(256 << 20, 20_000);
+    g.spawn(&workload(1, true));
+    let (mut engine, store) = engine();
+    let mut profile = MonitoringProfileSpec::default();
+    profile.interval = "1s".into();
+    engine.set_targets(vec![g.target(profile)], vec![]);
+    let start = Instant::now();
+    engine.tick(start);
+    std::thread::sleep(Duration::from_millis(1500));
+    engine.tick(start + Duration::from_millis(1500));
+    let s = series(&store);
+    assert_eq!(value(&s, "podtrace_resource_limit_bytes", Some("cpu")), 20_000.0);
+    // A busy loop under a 0.2-CPU quota uses all of it.
+    let util = value(&s, "podtrace_resource_utilization_percent", Some("cpu"));
+    assert!((80.0..=115.0).contains(&util), "cpu utilization {util}");
+    assert_eq!(
+        value(&s, "podtrace_resource_alert_level", Some("cpu")),
+        if util >= 95.0 {
+            3.0
+        } else if util >= 90.0 {
+            2.0
+        } else {
+            1.0
+        }
+    );
+    let process_cpu = value(&s, "podtrace_process_cpu_usage_percent", None);
+    assert!(
+        (14.0..=25.0).contains(&process_cpu),
+        "process cpu {process_cpu}% of one CPU under a 20% quota"
+    );
+}
+
+#[test]
+fn thread_and_fd_counts_match_proc() {
+    require_root!();
+    let mut g = TestCgroup::new("proc");
+    let pid = g.spawn(&workload(1, false));
+    let (mut engine, store) = engine();
+    engine.set_targets(vec![g.target(MonitoringProfileSpec::default())], vec![]);
+    engine.tick(Instant::now());
+    let s = series(&store);
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count() as f64;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as f64;
+    let row = |name: &str| {
+        s.iter()
+            .find(|(n, l, _)| n == name && l.get("pid") == Some(&pid.to_string()))
+            .unwrap_or_else(|| panic!("{name} for pid {pid} missing"))
+            .2
+    };
+    assert_eq!(row("podtrace_process_threads"), tasks);
+    assert_eq!(tasks, 4.0, "python's main thread plus the 3 started");
+    assert_eq!(row("podtrace_process_open_fds"), fds);
+    assert!(fds >= 10.0, "stdin/out/err plus 7 opened: {fds}");
+    let name = s.iter().find(|(n, _, _)| n == "podtrace_process_threads").unwrap();
+    assert_eq!(name.1["process_name"], "python3");
+    assert_eq!(name.1["container"], "main");
+}
+
+#[test]
+fn series_of_a_target_that_went_away_are_removed() {
+    require_root!();
+    let mut g = TestCgroup::new("gone");
+    g.spawn(&workload(1, false));
+    let (mut engine, store) = engine();
+    engine.set_targets(vec![g.target(MonitoringProfileSpec::default())], vec![]);
+    engine.tick(Instant::now());
+    assert!(store.series_of_pod("root-test", "pod") > 10);
+    engine.set_targets(vec![], vec![]);
+    assert_eq!(store.series_of_pod("root-test", "pod"), 0);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn admin(port: u16, line: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    writeln!(s, "{line}").unwrap();
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).unwrap();
+    answer.trim().to_owned()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Agent(Child);
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn standalone_agent_serves_the_cgroup_and_the_admin_channel_switches_a_source_off() {
+    require_root!();
+    let mut g = TestCgroup::new("admin");
+    g.set_limits(128 << 20, 100_000);
+    g.spawn(&workload(8, false));
+    let dir = std::env::temp_dir().join(format!("podtrace-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {{name: admin, namespace: t}}\nspec:\n  selector: {{matchLabels: {{podtrace.dev/cgroup: \"{}\"}}}}\n  profile: {{interval: 1s, probes: {{enabled: false}}}}\n",
+            g.relative
+        ),
+    )
+    .unwrap();
+    let (metrics, health, admin_port) = (free_port(), free_port(), free_port());
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
+            .args(["standalone", "--config", config.to_str().unwrap()])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let resource = format!(
+        "podtrace_resource_usage_bytes{{resource_type=\"memory\",namespace=\"t\",pod=\"admin\",container=\"{}\"}}",
+        g.relative.trim_start_matches('/')
+    );
+    wait_for("the resource series", || {
+        std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
+            && get(metrics, "/metrics").contains(&resource)
+    });
+    assert_eq!(admin(admin_port, "Mresource:disable"), "ok");
+    let body = get(metrics, "/metrics");
+    assert!(!body.contains("podtrace_resource_"), "resource series still served");
+    assert!(body.contains("podtrace_process_threads{"), "other sources must stay");
+    assert_eq!(admin(admin_port, "mresource"), "resource:disable");
+    assert_eq!(admin(admin_port, "Mresource:enable"), "ok");
+    wait_for("the resource series to come back", || get(metrics, "/metrics").contains(&resource));
+    assert!(admin(admin_port, "Mnope:enable").starts_with("error: "));
+    // A bad file keeps the previous configuration running.
+    std::fs::write(&config, "not: [valid").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(get(metrics, "/metrics").contains(&resource));
+    let out = Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
+        .args(["health", "live", "--endpoint", &format!("127.0.0.1:{health}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Degraded"));
+    let _ = std::fs::remove_dir_all(dir);
+}
