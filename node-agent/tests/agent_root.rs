@@ -232,8 +232,7 @@ fn cpu_quota_and_utilization_follow_cfs_and_cpuacct() {
     g.set_limits(256 << 20, 20_000);
     g.spawn(&workload(1, true));
     let (mut engine, store) = engine();
-    let mut profile = MonitoringProfileSpec::default();
-    profile.interval = "1s".into();
+    let profile = MonitoringProfileSpec { interval: "1s".into(), ..Default::default() };
     engine.set_targets(vec![g.target(profile)], vec![]);
     let start = Instant::now();
     engine.tick(start);
