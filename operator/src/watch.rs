@@ -14,14 +14,16 @@
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use podtrace_api::{MonitoringProfile, NodeTrace, PodTrace};
-use std::sync::Arc;
+use podtrace_api::{MonitoringProfile, NodeTrace, NodeTraceStatus, PodTrace};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::context::{Cache, Context};
-use crate::desired::selects;
+use crate::desired::{SPEC_HASH_ANNOTATION, selects};
 use crate::index::{ProjectedPod, Touched};
 
 /// Pages of the initial lists: large pages list 10,000 pods in few round trips.
@@ -149,23 +151,53 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
             nt.managed_fields_mut().clear();
         })
         .reflect(writer);
+    // What the agent last reported per node, without its heartbeat: the roll-up only needs a
+    // PodTrace reconcile when that changes.
+    let reported: Mutex<HashMap<String, Option<NodeTraceStatus>>> = Mutex::default();
     for_each_change(stream, Cache::NodeTraces, &ctx, |ctx, event| {
         let (nt, deleted) = match event {
             watcher::Event::Apply(nt) => (nt, false),
             watcher::Event::Delete(nt) => (nt, true),
+            watcher::Event::InitApply(nt) => {
+                let status = nt.status.clone().map(|mut s| {
+                    s.heartbeat = None;
+                    s
+                });
+                reported.lock().expect("reported lock").insert(nt.name_any(), status);
+                return;
+            }
             _ => return,
         };
         let name: Arc<str> = nt.name_any().into();
-        if deleted {
-            ctx.written.lock().expect("written lock").remove(&name);
+        let hash = nt.annotations().get(SPEC_HASH_ANNOTATION);
+        {
+            let mut written = ctx.written.lock().expect("written lock");
+            if deleted {
+                written.remove(&name);
+            }
+            // Our own write coming back needs no recomputation; anything else (a deletion, an
+            // edit by someone else, a NodeTrace we have no record of) does.
+            if deleted || written.get(&name) != Some(&hash.cloned()) {
+                drop(written);
+                ctx.dirty.mark([name.clone()]);
+            }
         }
-        ctx.dirty.mark([name]);
-        for r in &nt.spec.requested_by {
-            if let Some(pt) = ctx
-                .podtraces
-                .get(&kube::runtime::reflector::ObjectRef::new(&r.name).within(&r.namespace))
-            {
-                ctx.trigger(&pt);
+        let status = nt.status.clone().map(|mut s| {
+            s.heartbeat = None;
+            s
+        });
+        let mut reported = reported.lock().expect("reported lock");
+        let changed = if deleted {
+            reported.remove(&*name).is_some()
+        } else {
+            reported.insert(name.to_string(), status.clone()) != Some(status)
+        };
+        if changed {
+            for r in &nt.spec.requested_by {
+                let key = ObjectRef::new(&r.name).within(&r.namespace);
+                if let Some(pt) = ctx.podtraces.get(&key) {
+                    ctx.trigger(&pt);
+                }
             }
         }
     })
@@ -178,15 +210,36 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
     let stream = watcher(api::<PodTrace>(&ctx, true), watcher::Config::default())
         .default_backoff()
         .reflect(writer);
+    // The generation seen per PodTrace: status writes and finalizer updates do not change what
+    // it selects, so they do not cost a NodeTrace recomputation (a deletion bumps generation).
+    let seen: Mutex<HashMap<String, Option<i64>>> = Mutex::default();
     for_each_change(stream, Cache::PodTraces, &ctx, |ctx, event| {
-        let pt = match event {
-            watcher::Event::Apply(pt) | watcher::Event::Delete(pt) => pt,
+        let (pt, deleted) = match event {
+            watcher::Event::Apply(pt) => (pt, false),
+            watcher::Event::Delete(pt) => (pt, true),
+            watcher::Event::InitApply(pt) => {
+                let key = pt.uid().unwrap_or_default();
+                seen.lock().expect("seen lock").insert(key, pt.metadata.generation);
+                return;
+            }
             _ => return,
         };
-        let mut nodes = ctx.nodes_requested_by(pt);
-        let ns = pt.namespace().unwrap_or_default();
-        nodes.extend(ctx.index.read().expect("pod index lock").nodes_of_namespace(&ns));
-        ctx.dirty.mark(nodes);
+        let key = pt.uid().unwrap_or_default();
+        let changed = {
+            let mut seen = seen.lock().expect("seen lock");
+            if deleted {
+                seen.remove(&key);
+                true
+            } else {
+                seen.insert(key, pt.metadata.generation) != Some(pt.metadata.generation)
+            }
+        };
+        if changed {
+            let mut nodes = ctx.nodes_requested_by(pt);
+            let ns = pt.namespace().unwrap_or_default();
+            nodes.extend(ctx.index.read().expect("pod index lock").nodes_of_namespace(&ns));
+            ctx.dirty.mark(nodes);
+        }
         ctx.trigger(pt);
     })
     .await;

@@ -71,7 +71,9 @@ async fn two_operators_elect_one_writer_and_the_standby_takes_over_when_it_dies(
         Some(node_trace_spec(vec![traced(&a, &standard, &by), traced(&b, &standard, &by)])),
     )
     .await;
-    assert_eq!(one.writes().await, 2.0);
+    // Creating b and then writing its container ID are one or two writes, depending on timing.
+    let leader_writes = one.writes().await;
+    assert!((2.0..=3.0).contains(&leader_writes), "{leader_writes}");
     assert_eq!(two.metric("podtrace_operator_leader").await, 0.0);
     assert_eq!(two.writes().await, 0.0, "the standby never writes");
     assert_eq!(two.metric("podtrace_operator_status_writes_total").await, 0.0);

@@ -1,0 +1,340 @@
+//! `operator-bench`: the podtrace operator at 10,000 pods on 100 nodes with 100 PodTraces, against
+//! a real kube-apiserver + etcd (the e2e harness), run as a process like in production.
+//!
+//! It prints:
+//! - operator RSS with no pods and with every pod indexed, and the marginal KiB per pod;
+//! - initial sync (process start → `/readyz`) as a ratio to a raw paginated LIST of the same pods
+//!   (500 per page, decoded into `Pod`s, the same work a client has to do);
+//! - the latency from a PodTrace change to every affected NodeTrace updated, p50/p99 over 50
+//!   changes. Pod `j` of app `i` runs on node `(i + j) % 100`, so every PodTrace has a pod on every
+//!   node and each change rewrites all 100 NodeTraces (100 pods each): the worst case.
+//!
+//! Usage: `cargo build --release -p podtrace-operator -p podtrace-bench-operator &&
+//! target/release/operator-bench [--nodes N] [--podtraces N] [--pods-per-podtrace N] [--changes N]`.
+
+use anyhow::{Context, Result, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use podtrace_api::{NodeTrace, PodTrace};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SCOPE_LABEL: &str = "podtrace.dev/e2e-scope";
+
+struct Scale {
+    nodes: usize,
+    podtraces: usize,
+    pods_per_podtrace: usize,
+    changes: usize,
+}
+
+fn scale() -> Result<Scale> {
+    let mut s = Scale { nodes: 100, podtraces: 100, pods_per_podtrace: 100, changes: 50 };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value: usize = pair.get(1).context("a flag needs a value")?.parse()?;
+        match pair[0].as_str() {
+            "--nodes" => s.nodes = value,
+            "--podtraces" => s.podtraces = value,
+            "--pods-per-podtrace" => s.pods_per_podtrace = value,
+            "--changes" => s.changes = value,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(s)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let s = scale()?;
+    let pods_total = s.podtraces * s.pods_per_podtrace;
+    let cp = podtrace_e2e::with_crds();
+    let client = cp.client().await?;
+    let ns = cp.namespace(&client, "bench").await?;
+    let ns = ns.name.clone();
+    let scope = format!("{SCOPE_LABEL}={ns}");
+    println!("operator-bench: {pods_total} pods, {} nodes, {} PodTraces", s.nodes, s.podtraces);
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    futures::stream::iter(0..s.nodes)
+        .map(|n| {
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": format!("{ns}-n{n}"), "labels": {SCOPE_LABEL: ns}}
+            }))
+            .unwrap();
+            let nodes = nodes.clone();
+            async move { nodes.create(&PostParams::default(), &node).await }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let podtraces: Api<PodTrace> = Api::namespaced(client.clone(), &ns);
+    for i in 0..s.podtraces {
+        let body = json!({"apiVersion": "podtrace.dev/v1alpha1", "kind": "PodTrace",
+            "metadata": {"name": format!("pt-{i}")},
+            "spec": {"selector": {"matchLabels": {"app": format!("app-{i}")}}, "profileRef": {"name": "standard"}}});
+        podtraces
+            .patch(&format!("pt-{i}"), &PatchParams::apply("bench"), &Patch::Apply(body))
+            .await?;
+    }
+
+    // Baseline: the operator with nodes and PodTraces but no pods.
+    let mut op = Operator::start(cp, &ns, &scope, "baseline")?;
+    op.wait_ready(Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_empty = op.rss_kib()?;
+    op.stop();
+
+    let started = Instant::now();
+    create_pods(&client, &ns, &s).await?;
+    println!("created {pods_total} pods (with container IDs) in {:.1?}", started.elapsed());
+
+    let mut lists = Vec::new();
+    for _ in 0..3 {
+        lists.push(raw_list(&client, &ns).await?);
+    }
+    lists.sort();
+    let list = lists[1];
+
+    let mut op = Operator::start(cp, &ns, &scope, "loaded")?;
+    let started = Instant::now();
+    op.wait_ready(Duration::from_secs(120)).await?;
+    let sync = started.elapsed();
+    let (store, writer) = reflector::store::<NodeTrace>();
+    let nt_api: Api<NodeTrace> = Api::all(client.clone());
+    let watch = watcher(nt_api, watcher::Config::default().labels(&scope))
+        .default_backoff()
+        .reflect(writer);
+    tokio::spawn(watch.for_each(|_| async {}));
+    let full = |store: &reflector::Store<NodeTrace>| {
+        let state = store.state();
+        state.len() == s.nodes && state.iter().all(|nt| nt.spec.pods.len() == pods_total / s.nodes)
+    };
+    wait_until(Duration::from_secs(120), || full(&store))
+        .await
+        .context("NodeTraces never complete")?;
+    let all_written = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_loaded = op.rss_kib()?;
+    let writes_initial = op.metric("podtrace_operator_nodetrace_writes_total").await?;
+
+    let mut latencies = Vec::new();
+    for k in 0..s.changes {
+        let name = format!("pt-{}", k % s.podtraces);
+        let profile = if (k / s.podtraces) % 2 == 0 { "minimal" } else { "standard" };
+        let patch = json!({"spec": {"profileRef": {"name": profile}}});
+        let t0 = Instant::now();
+        podtraces.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let done = || {
+            store.state().iter().all(|nt| {
+                nt.spec
+                    .pods
+                    .iter()
+                    .filter(|p| p.requested_by.iter().any(|r| r.name == name))
+                    .all(|p| p.profiles == [profile])
+            })
+        };
+        wait_until(Duration::from_secs(60), done)
+            .await
+            .with_context(|| format!("change {k} never arrived"))?;
+        latencies.push(t0.elapsed());
+    }
+    latencies.sort();
+    let pct = |q: f64| {
+        latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    let writes_after = op.metric("podtrace_operator_nodetrace_writes_total").await?;
+    op.stop();
+
+    let per_pod = (rss_loaded as f64 - rss_empty as f64) / pods_total as f64;
+    println!();
+    println!("| figure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| operator RSS, nodes + PodTraces, no pods | {:.1} MiB | |",
+        rss_empty as f64 / 1024.0
+    );
+    println!(
+        "| operator RSS, {pods_total} pods indexed, NodeTraces written | {:.1} MiB | |",
+        rss_loaded as f64 / 1024.0
+    );
+    println!("| marginal memory per pod | {per_pod:.2} KiB | ≤ 1 KiB |");
+    println!("| raw paginated LIST of the pods (500/page, decoded; median of 3) | {list:.2?} | |");
+    println!("| operator start → /readyz (every cache synced) | {sync:.2?} | |");
+    println!("| sync / raw LIST | {:.2}× | ≤ 1.3× |", sync.as_secs_f64() / list.as_secs_f64());
+    println!("| operator start → all {} NodeTraces written | {all_written:.2?} | |", s.nodes);
+    println!(
+        "| PodTrace change → every affected NodeTrace updated ({} changes × {} NodeTraces) | p50 {:.0?}, p99 {:.0?} | p99 ≤ 1 s |",
+        s.changes,
+        s.nodes,
+        pct(0.5),
+        pct(0.99)
+    );
+    println!(
+        "| NodeTrace writes: initial / per change | {writes_initial} / {:.1} | |",
+        (writes_after - writes_initial) / s.changes as f64
+    );
+    Ok(())
+}
+
+async fn create_pods(client: &Client, ns: &str, s: &Scale) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let work = (0..s.podtraces).flat_map(|i| (0..s.pods_per_podtrace).map(move |j| (i, j)));
+    futures::stream::iter(work)
+        .map(|(i, j)| {
+            let pods = pods.clone();
+            let name = format!("app-{i}-{j}");
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"app": format!("app-{i}"), "pod-template-hash": "5d8f7c9b6"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("app-{i}-5d8f7c9b6"),
+                        "uid": "6f1c3c1e-0000-4000-8000-000000000001", "controller": true}]},
+                "spec": {"nodeName": format!("{ns}-n{}", (i + j) % s.nodes),
+                    "containers": [{"name": "app", "image": "registry.example/app:1.0"}]},
+            }))
+            .unwrap();
+            async move {
+                pods.create(&PostParams::default(), &pod).await?;
+                let status = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "app",
+                    "containerID": format!("containerd://{:064x}", i * 100_000 + j), "image": "registry.example/app:1.0",
+                    "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]}});
+                pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// A paginated LIST of every pod of `ns`, 500 per page, decoded: what any client must do.
+async fn raw_list(client: &Client, ns: &str) -> Result<Duration> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    let mut params = ListParams::default().limit(500);
+    let mut count = 0;
+    loop {
+        let page = pods.list(&params).await?;
+        count += page.items.len();
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => break,
+        }
+    }
+    let took = started.elapsed();
+    println!("raw LIST: {count} pods in {took:.2?}");
+    Ok(took)
+}
+
+async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// The release operator binary next to this one.
+fn operator_binary() -> Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("podtrace-operator");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} missing: cargo build --release -p podtrace-operator",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+struct Operator {
+    child: Option<Child>,
+    admin: String,
+}
+
+impl Operator {
+    fn start(cp: &podtrace_e2e::ControlPlane, ns: &str, scope: &str, label: &str) -> Result<Self> {
+        let port = |()| -> Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+        };
+        let admin = format!("127.0.0.1:{}", port(())?);
+        let health = format!("127.0.0.1:{}", port(())?);
+        let log = std::fs::File::create(cp.dir.join(format!("operator-bench-{label}.log")))?;
+        let child = Command::new(operator_binary()?)
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("NO_COLOR", "1")
+            .args(["--namespace", ns, "--node-selector", scope, "--lease-namespace", ns])
+            .args(["--metrics-addr", &admin, "--health-addr", &health])
+            // One replica at a time; a killed baseline must not hold a Lease the next one waits for.
+            .args(["--leader-elect", "false"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Self { child: Some(child), admin })
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let (admin, path) = (self.admin.clone(), path.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(&admin)?;
+            stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            let code = response.split_whitespace().nth(1).context("no status line")?.parse()?;
+            let body =
+                response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+            Ok((code, body))
+        })
+        .await?
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!("operator not ready after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> Result<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        let pid = self.child.as_ref().context("stopped")?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+        Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
