@@ -238,11 +238,9 @@ async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_
     assert!(managers.contains(&"podtrace-agent".to_string()), "{managers:?}");
 
     // The agent serves the pod's cgroup: its memory usage as the cgroup reports it.
-    let series = format!(
-        "podtrace_resource_usage_bytes{{resource_type=\"memory\",namespace=\"shop\",pod=\"web\",container=\"app\"}}"
-    );
+    let series = "podtrace_resource_usage_bytes{resource_type=\"memory\",namespace=\"shop\",pod=\"web\",container=\"app\"}";
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !metrics(metrics_port).contains(&series) {
+    while !metrics(metrics_port).contains(series) {
         assert!(Instant::now() < deadline, "no {series} in /metrics");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
