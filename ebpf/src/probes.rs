@@ -352,6 +352,8 @@ fn map_err(family: &'static str, map: &'static str, e: MapError) -> Error {
 fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
         Err(MapError::KeyNotFound) => Ok(()),
+        // aya reports a delete of a missing key as the syscall's ENOENT.
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
 }
@@ -440,6 +442,7 @@ fn read_family(
             Ok(info) => snap.programs.push(ProgramStats {
                 family: name,
                 program,
+                id: info.id(),
                 method: loaded.rung.method,
                 run_count: info.run_count(),
                 run_time: info.run_time(),

@@ -151,6 +151,8 @@ pub struct ProgramStats {
     pub family: &'static str,
     /// Program name.
     pub program: &'static str,
+    /// Kernel program id (as `bpftool prog show id N` shows it).
+    pub id: u32,
     /// How it is attached.
     pub method: AttachMethod,
     /// Runs since load.

@@ -1,0 +1,122 @@
+//! Helpers of the root tests: fresh cgroup v2 directories, Python workloads moved into them
+//! before they start, and a skip when not root.
+
+#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// True when the tests can touch the kernel; prints why not otherwise.
+pub fn root_or_skip(test: &str) -> bool {
+    // The effective uid from /proc (no unsafe libc call needed).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("1");
+    if euid != "0" {
+        eprintln!("SKIPPED {test}: needs root (loads eBPF programs and creates cgroups)");
+        return false;
+    }
+    true
+}
+
+/// A fresh child of the cgroup v2 root, removed on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    pub id: u64,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Result<TestCgroup> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let root = podtrace_ebpf::default_cgroup2_root();
+        let path = root.join(format!(
+            "podtrace-test-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        let id = podtrace_ebpf::cgroup_id(&path)?;
+        Ok(TestCgroup { path, id })
+    }
+
+    fn add(&self, pid: u32) -> Result<()> {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", self.path.display()))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove {}", self.path.display());
+    }
+}
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Runs a Python workload to completion. With a cgroup, the process is moved into it
+/// *before* the script's body runs (the script first waits for a line on stdin). Returns
+/// its stdout (the workload's own ground truth, when it prints any).
+pub fn python(cgroup: Option<&TestCgroup>, body: &str, args: &[String]) -> Result<String> {
+    let script = format!(
+        "import os, socket, struct, sys, threading, time\nprint('ready', flush=True)\nsys.stdin.readline()\n{body}\n"
+    );
+    let mut child = Command::new(PYTHON)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("python3 (apt-get install python3)")?;
+    // Move it only once the interpreter has started (imports read files), so that the
+    // cgroup sees the body's work and nothing else.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut ready = String::new();
+    stdout.read_line(&mut ready)?;
+    if ready.trim() != "ready" {
+        let out = child.wait_with_output()?;
+        bail!("workload did not start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    if let Some(cg) = cgroup {
+        cg.add(child.id())?;
+    }
+    child.stdin.take().expect("stdin").write_all(b"go\n")?;
+    let mut output = String::new();
+    stdout.read_to_string(&mut output)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(output)
+}
+
+/// The value of `key=value` in a workload's output.
+pub fn field(output: &str, key: &str) -> Result<String> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+        .with_context(|| format!("{key} missing from workload output {output:?}"))
+}
+
+/// `bpftool -j <args>` parsed.
+pub fn bpftool(args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new("bpftool").arg("-j").args(args).output().context("bpftool")?;
+    if !out.status.success() {
+        bail!("bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

@@ -1,0 +1,313 @@
+//! Root tests against the running kernel: each workload runs in a fresh cgroup v2 child that
+//! the probes track, a control workload runs outside it, and the kernel's numbers are compared
+//! with what the workloads (or the test's own servers) know happened.
+//!
+//! All tests share one loaded `Probes` (loading every family takes a moment); each only reads
+//! the series of its own cgroup, so they can run in parallel.
+
+mod common;
+
+use anyhow::Result;
+use common::{TestCgroup, field, python, root_or_skip};
+use podtrace_api::nodetrace::ProbeState;
+use podtrace_api::profile::Probe;
+use podtrace_ebpf::{Op, ProbeConfig, Probes, Snapshot, bucket_index};
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// The DNS port of the shared instance: a private port so the test server needs no :53.
+const DNS_PORT: u16 = 35353;
+
+fn probes() -> &'static Mutex<Probes> {
+    static PROBES: OnceLock<Mutex<Probes>> = OnceLock::new();
+    PROBES.get_or_init(|| {
+        let config = ProbeConfig { dns_port: DNS_PORT, ..ProbeConfig::default() };
+        let (probes, statuses) = Probes::load(&config).expect("loading the probes");
+        for s in &statuses {
+            assert_eq!(s.state, ProbeState::Attached, "{s:?}");
+        }
+        Mutex::new(probes)
+    })
+}
+
+fn track(cg: &TestCgroup, probes_: &[Probe]) -> Result<()> {
+    probes().lock().unwrap().track(cg.id, 1, probes_.iter().copied())?;
+    Ok(())
+}
+
+fn snapshot() -> Result<Snapshot> {
+    Ok(probes().lock().unwrap().snapshot()?)
+}
+
+fn untrack(cg: &TestCgroup) -> Result<()> {
+    assert!(probes().lock().unwrap().untrack(cg.id)?);
+    let snap = snapshot()?;
+    assert!(
+        !snap.histograms.iter().any(|h| h.series.cgroup_id == cg.id)
+            && !snap.counters.iter().any(|c| c.series.cgroup_id == cg.id),
+        "series of an untracked cgroup remain"
+    );
+    Ok(())
+}
+
+/// A loopback server that reads every connection to EOF; returns the bytes it received.
+fn sink(connections: usize) -> Result<(u16, std::thread::JoinHandle<u64>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let handle = std::thread::spawn(move || {
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        for _ in 0..connections {
+            let (mut s, _) = listener.accept().expect("accept");
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+        }
+        total
+    });
+    Ok((port, handle))
+}
+
+const SEND: &str = "
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(('127.0.0.1', port))
+s.sendall(b'x' * n)
+s.close()
+";
+
+#[test]
+fn loopback_tcp_send_bytes_are_counted_for_the_tracked_cgroup_only() -> Result<()> {
+    if !root_or_skip("loopback_tcp_send_bytes") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("net")?;
+    track(&cg, &[Probe::NetworkBytes])?;
+    let (inside, outside) = (1_000_000u64, 4_000_000u64);
+    let (port, server) = sink(2)?;
+    python(Some(&cg), SEND, &[port.to_string(), inside.to_string()])?;
+    python(None, SEND, &[port.to_string(), outside.to_string()])?;
+    assert_eq!(server.join().unwrap(), inside + outside, "the server's ground truth");
+
+    let snap = snapshot()?;
+    let sent = snap.bytes(cg.id, Probe::NetworkBytes, Op::Send);
+    let received = snap.bytes(cg.id, Probe::NetworkBytes, Op::Recv);
+    eprintln!("sent {sent} for {inside} payload bytes; received {received} (ACKs)");
+    // Every packet carries an IPv4 header (20 bytes) and a TCP header (20..60 bytes) on top
+    // of the payload. A large send is one GSO skb at the hook but its length on loopback was
+    // measured at ~52 bytes per 3.3 KB of payload (1.6 % for 1 MB), so the upper bound allows
+    // 80 bytes per packet plus per KB. The control's 4 MB would break it either way.
+    let packets: u64 = snap
+        .counters_of(cg.id, Probe::NetworkBytes)
+        .filter(|c| c.series.op == Op::Send)
+        .map(|c| c.events)
+        .sum();
+    eprintln!("{packets} packets sent");
+    assert!(sent >= inside + 40 * packets, "sent {sent} for {inside} in {packets} packets");
+    assert!(
+        sent <= inside + 80 * (packets + inside / 1000),
+        "sent {sent} for {inside} in {packets} packets"
+    );
+    assert!(received > 0 && received < inside / 100, "received {received}");
+    untrack(&cg)
+}
+
+#[test]
+fn each_tcp_connect_gives_exactly_one_latency_sample() -> Result<()> {
+    if !root_or_skip("tcp_connect") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("connect")?;
+    track(&cg, &[Probe::TcpConnect])?;
+    // The kernel completes handshakes into the backlog without accept().
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port().to_string();
+    let body = "
+port, k = int(sys.argv[1]), int(sys.argv[2])
+socks = [socket.create_connection(('127.0.0.1', port)) for _ in range(k)]
+print('comm=' + open('/proc/self/comm').read().strip())
+";
+    let k = 20u64;
+    let out = python(Some(&cg), body, &[port.clone(), k.to_string()])?;
+    python(None, body, &[port, "10".into()])?;
+
+    let snap = snapshot()?;
+    let h = snap.merged_histogram(cg.id, Probe::TcpConnect, Op::None);
+    assert_eq!(h.count, k, "{h:?}");
+    assert_eq!(h.buckets.iter().sum::<u64>(), k);
+    assert!(h.latest_ns > 0 && h.latest_ns < 1_000_000_000, "{h:?}");
+    let comm = field(&out, "comm")?;
+    assert!(
+        snap.histograms_of(cg.id, Probe::TcpConnect).all(|s| s.series.process_name == comm),
+        "process_name should be {comm}"
+    );
+    untrack(&cg)
+}
+
+#[test]
+fn tcp_rtt_samples_follow_the_sockets_smoothed_rtt() -> Result<()> {
+    if !root_or_skip("tcp_rtt") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("rtt")?;
+    track(&cg, &[Probe::TcpRtt])?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 100];
+        while let Ok(()) = s.read_exact(&mut buf) {
+            std::io::Write::write_all(&mut s, &buf).expect("echo");
+        }
+    });
+    let body = "
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+for _ in range(50):
+    s.sendall(b'p' * 100)
+    got = b''
+    while len(got) < 100:
+        got += s.recv(100 - len(got))
+info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+print('rtt_us=%d' % struct.unpack_from('I', info, 68)[0])
+s.close()
+";
+    let out = python(Some(&cg), body, &[port.to_string()])?;
+    echo.join().unwrap();
+    let ss_rtt_us: u64 = field(&out, "rtt_us")?.parse()?;
+
+    let snap = snapshot()?;
+    let h = snap.merged_histogram(cg.id, Probe::TcpRtt, Op::None);
+    let latest_us = h.latest_ns / 1000;
+    eprintln!("rtt samples {}, latest {latest_us} us, tcp_info {ss_rtt_us} us", h.count);
+    // 50 sends and at least 50 receives, each sampled once the handshake measured an RTT.
+    assert!(h.count >= 50, "{h:?}");
+    // The same kernel variable, sampled a few packets apart: same order of magnitude.
+    assert!(
+        latest_us <= 4 * ss_rtt_us + 200 && ss_rtt_us <= 4 * latest_us + 200,
+        "{latest_us} vs {ss_rtt_us}"
+    );
+    untrack(&cg)
+}
+
+#[test]
+fn dns_queries_answered_after_a_known_delay_land_in_its_bucket() -> Result<()> {
+    if !root_or_skip("dns") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("dns")?;
+    track(&cg, &[Probe::Dns])?;
+    let (k, control, delay) = (10u64, 5u64, Duration::from_millis(20));
+    let server = UdpSocket::bind(("127.0.0.1", DNS_PORT))?;
+    let answering = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        for _ in 0..k + control {
+            let (n, from) = server.recv_from(&mut buf).expect("recv");
+            std::thread::sleep(delay);
+            buf[2] |= 0x80; // QR: response
+            server.send_to(&buf[..n], from).expect("send");
+        }
+    });
+    let body = "
+port, k = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+q = b'\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01'
+for i in range(k):
+    s.sendto(struct.pack('>HHHHHH', 4242 + i, 0x0100, 1, 0, 0, 0) + q, ('127.0.0.1', port))
+    s.recvfrom(512)
+";
+    python(Some(&cg), body, &[DNS_PORT.to_string(), k.to_string()])?;
+    python(None, body, &[DNS_PORT.to_string(), control.to_string()])?;
+    answering.join().unwrap();
+
+    let snap = snapshot()?;
+    let h = snap.merged_histogram(cg.id, Probe::Dns, Op::None);
+    eprintln!("dns {h:?}");
+    assert_eq!(h.count, k);
+    let expected = bucket_index(delay.as_nanos() as u64);
+    assert_eq!(h.quantile_bucket(0.5), Some(expected), "p50 bucket for {delay:?}");
+    assert!(h.sum_ns >= k * delay.as_nanos() as u64);
+    untrack(&cg)
+}
+
+#[test]
+fn file_writes_and_fsyncs_count_exactly_and_pipes_do_not() -> Result<()> {
+    if !root_or_skip("fs") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("fs")?;
+    track(&cg, &[Probe::FsLatency, Probe::FsBytes])?;
+    let dir = std::env::temp_dir().join(format!("podtrace-fs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let body = "
+path = sys.argv[1]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+written, writes, syncs = 0, 0, 0
+for i in range(30):
+    written += os.write(fd, b'w' * (4096 + i))
+    writes += 1
+    if i % 6 == 0:
+        (os.fsync if i % 12 == 0 else os.fdatasync)(fd)
+        syncs += 1
+os.close(fd)
+r, w = os.pipe()
+for _ in range(20):
+    os.write(w, b'p' * 1000)
+    os.read(r, 1000)
+a, b = socket.socketpair()
+a.send(b's' * 5000); b.recv(5000)
+fd = os.open(path, os.O_RDONLY)
+got = len(os.read(fd, 50000))
+os.close(fd)
+print('written=%d' % written); print('writes=%d' % writes)
+print('syncs=%d' % syncs); print('read=%d' % got)
+";
+    let out = python(Some(&cg), body, &[dir.join("data").display().to_string()])?;
+    python(None, body, &[dir.join("control").display().to_string()])?;
+    std::fs::remove_dir_all(&dir)?;
+    let written: u64 = field(&out, "written")?.parse()?;
+    let writes: u64 = field(&out, "writes")?.parse()?;
+    let syncs: u64 = field(&out, "syncs")?.parse()?;
+    let read: u64 = field(&out, "read")?.parse()?;
+
+    let snap = snapshot()?;
+    assert_eq!(
+        snap.bytes(cg.id, Probe::FsBytes, Op::Write),
+        written,
+        "pipe/socket writes must not count"
+    );
+    assert_eq!(snap.bytes(cg.id, Probe::FsBytes, Op::Read), read);
+    assert_eq!(snap.merged_histogram(cg.id, Probe::FsLatency, Op::Fsync).count, syncs);
+    assert_eq!(snap.merged_histogram(cg.id, Probe::FsLatency, Op::Write).count, writes);
+    let types: Vec<&str> =
+        snap.histograms_of(cg.id, Probe::FsLatency).map(|h| h.series.type_label()).collect();
+    assert!(types.contains(&"write") && types.contains(&"fsync"), "{types:?}");
+    untrack(&cg)
+}
+
+#[test]
+fn a_thread_sleeping_10ms_a_hundred_times_is_off_cpu_in_the_10ms_bucket() -> Result<()> {
+    if !root_or_skip("cpu_block") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("cpu")?;
+    track(&cg, &[Probe::CpuBlock])?;
+    let body = "
+def sleeper():
+    for _ in range(100):
+        time.sleep(0.01)
+t = threading.Thread(target=sleeper)
+t.start(); t.join()
+";
+    python(Some(&cg), body, &[])?;
+    let snap = snapshot()?;
+    let h = snap.merged_histogram(cg.id, Probe::CpuBlock, Op::None);
+    let bucket = bucket_index(10_000_000);
+    eprintln!("off-cpu buckets {:?}", h.buckets);
+    assert!(h.buckets[bucket] >= 100, "{} samples in the 10 ms bucket", h.buckets[bucket]);
+    assert!(h.sum_ns >= 1_000_000_000, "100 × 10 ms at least");
+    untrack(&cg)
+}

@@ -1,0 +1,208 @@
+//! Root tests of the probes' life cycle: no leftover links, programs or maps after disabling
+//! a probe, untracking a cgroup or dropping the probes (checked with bpftool), the lower rungs
+//! of the ladders measuring the same ground truth, and the process-name budget.
+
+mod common;
+
+use anyhow::Result;
+use common::{TestCgroup, bpftool, field, python, root_or_skip};
+use podtrace_api::nodetrace::{AttachMethod, ProbeState};
+use podtrace_api::profile::Probe;
+use podtrace_ebpf::{OTHER_PROCESS, Op, ProbeConfig, Probes};
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+
+/// Program ids of the loaded probes.
+fn program_ids(probes: &mut Probes) -> Result<BTreeSet<u64>> {
+    Ok(probes.snapshot()?.programs.iter().map(|p| u64::from(p.id)).collect())
+}
+
+/// Ids of `bpftool link` entries whose program is one of `programs`.
+fn links_of(programs: &BTreeSet<u64>) -> Result<BTreeSet<u64>> {
+    let links = bpftool(&["link", "show"])?;
+    Ok(links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["prog_id"].as_u64().is_some_and(|p| programs.contains(&p)))
+        .filter_map(|l| l["id"].as_u64())
+        .collect())
+}
+
+/// Polls `check` for up to 5 s.
+fn eventually(check: impl Fn() -> Result<bool>) -> Result<bool> {
+    for _ in 0..100 {
+        if check()? {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(false)
+}
+
+fn loaded_programs() -> Result<BTreeSet<u64>> {
+    let progs = bpftool(&["prog", "show"])?;
+    Ok(progs.as_array().into_iter().flatten().filter_map(|p| p["id"].as_u64()).collect())
+}
+
+fn map_ids_of(programs: &BTreeSet<u64>) -> Result<BTreeSet<u64>> {
+    let mut maps = BTreeSet::new();
+    for id in programs {
+        let p = bpftool(&["prog", "show", "id", &id.to_string()])?;
+        maps.extend(p["map_ids"].as_array().into_iter().flatten().filter_map(|m| m.as_u64()));
+    }
+    Ok(maps)
+}
+
+fn loaded_maps() -> Result<BTreeSet<u64>> {
+    let maps = bpftool(&["map", "show"])?;
+    Ok(maps.as_array().into_iter().flatten().filter_map(|m| m["id"].as_u64()).collect())
+}
+
+#[test]
+fn disabling_untracking_and_dropping_leave_no_links_programs_or_maps() -> Result<()> {
+    if !root_or_skip("lifecycle") {
+        return Ok(());
+    }
+    let (mut probes, statuses) = Probes::load(&ProbeConfig::default())?;
+    let attached = statuses.iter().filter(|s| s.state == ProbeState::Attached).count();
+    assert_eq!(attached, Probe::ALL.len(), "{statuses:?}");
+    let programs = program_ids(&mut probes)?;
+    let maps = map_ids_of(&programs)?;
+    assert_eq!(links_of(&programs)?.len(), programs.len(), "one link per attached program");
+
+    // Disabling DNS detaches and unloads its programs only.
+    let dns_programs: BTreeSet<u64> = probes
+        .snapshot()?
+        .programs
+        .iter()
+        .filter(|p| p.family == "dns")
+        .map(|p| u64::from(p.id))
+        .collect();
+    assert_eq!(dns_programs.len(), 2);
+    let st = probes.set_enabled(Probe::Dns, false);
+    assert_eq!(st.state, ProbeState::Disabled);
+    assert!(links_of(&dns_programs)?.is_empty(), "DNS links left after disabling");
+    assert!(eventually(|| Ok(loaded_programs()?.is_disjoint(&dns_programs)))?, "DNS programs left");
+    let st = probes.set_enabled(Probe::Dns, true);
+    assert_eq!(st.state, ProbeState::Attached);
+
+    // Untracking deletes the cgroup's series from the kernel maps.
+    let cg = TestCgroup::new("life")?;
+    probes.track(cg.id, 3, [Probe::TcpConnect])?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port().to_string();
+    python(Some(&cg), "socket.create_connection(('127.0.0.1', int(sys.argv[1])))", &[port])?;
+    let snap = probes.snapshot()?;
+    let series: Vec<_> = snap.histograms_of(cg.id, Probe::TcpConnect).collect();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].series.target_index, 3);
+    assert!(probes.untrack(cg.id)?);
+    assert!(!probes.untrack(cg.id)?, "second untrack reports it was not tracked");
+    assert_eq!(probes.tracked().count(), 0);
+    assert!(probes.snapshot()?.histograms.is_empty());
+
+    // Dropping everything leaves nothing behind.
+    let programs = program_ids(&mut probes)?;
+    let maps: BTreeSet<u64> = maps.union(&map_ids_of(&programs)?).copied().collect();
+    drop(probes);
+    assert!(links_of(&programs)?.is_empty(), "links left after drop");
+    // The kernel frees programs and maps after an RCU grace period / from a work queue, so
+    // their ids may linger for a moment after the last fd is closed.
+    assert!(
+        eventually(|| Ok(loaded_programs()?.is_disjoint(&programs)))?,
+        "programs left after drop: {:?}",
+        loaded_programs()?.intersection(&programs).collect::<Vec<_>>()
+    );
+    assert!(
+        eventually(|| Ok(loaded_maps()?.is_disjoint(&maps)))?,
+        "maps left after drop: {:?}",
+        loaded_maps()?.intersection(&maps).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+#[test]
+fn lower_rungs_measure_the_same_ground_truth() -> Result<()> {
+    if !root_or_skip("lower_rungs") {
+        return Ok(());
+    }
+    let config = ProbeConfig {
+        probes: [Probe::TcpConnect, Probe::FsBytes, Probe::CpuBlock, Probe::TcpRtt].into(),
+        skip_methods: [AttachMethod::Fentry, AttachMethod::TpBtf, AttachMethod::Tracepoint].into(),
+        ..ProbeConfig::default()
+    };
+    let (mut probes, statuses) = Probes::load(&config)?;
+    for s in statuses.iter().filter(|s| config.probes.contains(&s.probe)) {
+        assert_eq!(s.method, Some(AttachMethod::RawTracepoint), "{s:?}");
+        assert!(
+            s.reason.as_deref().unwrap_or("").contains("tp_btf: skipped by configuration"),
+            "{s:?}"
+        );
+    }
+    let dns = statuses.iter().find(|s| s.probe == Probe::Dns).unwrap();
+    assert_eq!(dns.state, ProbeState::Disabled);
+
+    let cg = TestCgroup::new("raw")?;
+    probes.track(cg.id, 0, config.probes.iter().copied())?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port().to_string();
+    let dir = std::env::temp_dir().join(format!("podtrace-raw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let body = "
+socks = [socket.create_connection(('127.0.0.1', int(sys.argv[1]))) for _ in range(7)]
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o600)
+print('written=%d' % sum(os.write(fd, b'z' * n) for n in (1, 10, 100, 1000)))
+time.sleep(0.02)
+";
+    let out = python(Some(&cg), body, &[port, dir.join("f").display().to_string()])?;
+    std::fs::remove_dir_all(&dir)?;
+    let snap = probes.snapshot()?;
+    assert_eq!(snap.merged_histogram(cg.id, Probe::TcpConnect, Op::None).count, 7);
+    let written: u64 = field(&out, "written")?.parse()?;
+    assert_eq!(snap.bytes(cg.id, Probe::FsBytes, Op::Write), written);
+    assert!(
+        snap.histograms_of(cg.id, Probe::FsLatency).next().is_none(),
+        "fsLatency is not enabled"
+    );
+    let slept = snap.merged_histogram(cg.id, Probe::CpuBlock, Op::None);
+    assert!(slept.sum_ns >= 20_000_000, "{slept:?}");
+    Ok(())
+}
+
+#[test]
+fn process_names_beyond_the_budget_count_as_other() -> Result<()> {
+    if !root_or_skip("process_names") {
+        return Ok(());
+    }
+    let config = ProbeConfig {
+        probes: [Probe::TcpConnect].into(),
+        max_process_names: 2,
+        ..ProbeConfig::default()
+    };
+    let (mut probes, _) = Probes::load(&config)?;
+    let cg = TestCgroup::new("names")?;
+    probes.track(cg.id, 0, [Probe::TcpConnect])?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port().to_string();
+    let body = "
+socks = []
+for name in ['pt-a', 'pt-b', 'pt-c', 'pt-d', 'pt-a']:
+    with open('/proc/thread-self/comm', 'w') as f:
+        f.write(name)
+    socks.append(socket.create_connection(('127.0.0.1', int(sys.argv[1]))))
+";
+    python(Some(&cg), body, &[port])?;
+    let snap = probes.snapshot()?;
+    let mut by_name: Vec<(String, u64)> = snap
+        .histograms_of(cg.id, Probe::TcpConnect)
+        .map(|h| (h.series.process_name.clone(), h.histogram.count))
+        .collect();
+    by_name.sort();
+    assert_eq!(
+        by_name,
+        vec![("other".to_string(), 2), ("pt-a".to_string(), 2), ("pt-b".to_string(), 1)],
+    );
+    assert_eq!(OTHER_PROCESS, "other");
+    Ok(())
+}
