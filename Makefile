@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 DEMO_DIR ?= $(HOME)/.cache/podtrace/demo
 
-.PHONY: help setup build generate check-generated lint unit e2e test demo demo-down
+.PHONY: help setup build generate check-generated lint unit e2e test demo demo-cluster demo-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,7 +40,10 @@ e2e: ## End-to-end tests against a real kube-apiserver + etcd
 
 test: setup lint check-generated unit e2e ## Everything CI runs
 
-demo: setup generate ## Start a local control plane with the CRDs and samples installed
+demo: ## Run the agent standalone on a demo workload in its own cgroups and show `top` (Ctrl-C stops all)
+	bash node-agent/demo/demo.sh
+
+demo-cluster: setup generate ## Start a local control plane with the CRDs and samples installed
 	bash e2e/scripts/control-plane.sh down $(DEMO_DIR)
 	bash e2e/scripts/control-plane.sh up $(DEMO_DIR)
 	@K="$$(bash e2e/scripts/control-plane.sh bin)/kubectl --kubeconfig $(DEMO_DIR)/kubeconfig"; \
