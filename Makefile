@@ -38,6 +38,13 @@ e2e: ## End-to-end tests against a real kube-apiserver + etcd
 	$(CARGO) test -p podtrace-e2e
 	bash e2e/scripts/assert-clean.sh
 
+.PHONY: ebpf bench-ebpf
+ebpf: ## eBPF probe tests against the running kernel (root; they print SKIPPED otherwise; also part of `unit`)
+	$(CARGO) test -p podtrace-ebpf
+
+bench-ebpf: ## eBPF overhead: workload slowdown with/without probes and ns per event (root)
+	bash bench/ebpf/run.sh
+
 test: setup lint check-generated unit e2e ## Everything CI runs
 
 demo: ## Run the agent standalone on a demo workload in its own cgroups and show `top` (Ctrl-C stops all)

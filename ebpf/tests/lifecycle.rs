@@ -123,34 +123,70 @@ fn disabling_untracking_and_dropping_leave_no_links_programs_or_maps() -> Result
 }
 
 #[test]
-fn lower_rungs_measure_the_same_ground_truth() -> Result<()> {
-    if !root_or_skip("lower_rungs") {
+fn raw_tracepoint_rungs_measure_the_same_ground_truth() -> Result<()> {
+    if !root_or_skip("raw_tracepoint_rungs") {
         return Ok(());
     }
+    let skip = [AttachMethod::Fentry, AttachMethod::TpBtf, AttachMethod::Tracepoint];
+    rung_measures_ground_truth(&skip, AttachMethod::RawTracepoint)
+}
+
+#[test]
+fn tracepoint_rungs_measure_the_same_ground_truth_when_tracefs_is_mounted() -> Result<()> {
+    if !root_or_skip("tracepoint_rungs") {
+        return Ok(());
+    }
+    let skip = [AttachMethod::Fentry, AttachMethod::TpBtf, AttachMethod::RawTracepoint];
+    let mounted = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    if !mounted {
+        // Then the rung must say why it is unavailable, not fail silently.
+        let config = ProbeConfig {
+            probes: [Probe::TcpConnect].into(),
+            skip_methods: skip.into(),
+            ..ProbeConfig::default()
+        };
+        let (_, statuses) = Probes::load(&config)?;
+        let s = statuses.iter().find(|s| s.probe == Probe::TcpConnect).unwrap();
+        assert_eq!(s.state, ProbeState::Unavailable, "{s:?}");
+        assert!(s.reason.as_deref().unwrap_or("").contains("tracepoint: "), "{s:?}");
+        eprintln!("SKIPPED the tracepoint workload: tracefs is not mounted ({:?})", s.reason);
+        return Ok(());
+    }
+    rung_measures_ground_truth(&skip, AttachMethod::Tracepoint)
+}
+
+/// Loads the tracepoint families with `skip`ped methods, checks they landed on `expected`,
+/// and compares a workload's connects, file writes and sleep with what the kernel counted.
+fn rung_measures_ground_truth(skip: &[AttachMethod], expected: AttachMethod) -> Result<()> {
     let config = ProbeConfig {
         probes: [Probe::TcpConnect, Probe::FsBytes, Probe::CpuBlock, Probe::TcpRtt].into(),
-        skip_methods: [AttachMethod::Fentry, AttachMethod::TpBtf, AttachMethod::Tracepoint].into(),
+        skip_methods: skip.iter().copied().collect(),
         ..ProbeConfig::default()
     };
     let (mut probes, statuses) = Probes::load(&config)?;
     for s in statuses.iter().filter(|s| config.probes.contains(&s.probe)) {
-        assert_eq!(s.method, Some(AttachMethod::RawTracepoint), "{s:?}");
-        assert!(
-            s.reason.as_deref().unwrap_or("").contains("tp_btf: skipped by configuration"),
-            "{s:?}"
-        );
+        assert_eq!(s.method, Some(expected), "{s:?}");
     }
+    let rtt = statuses.iter().find(|s| s.probe == Probe::TcpRtt).unwrap();
+    assert!(
+        rtt.reason.as_deref().unwrap_or("").contains("fentry: skipped by configuration"),
+        "{rtt:?}"
+    );
     let dns = statuses.iter().find(|s| s.probe == Probe::Dns).unwrap();
     assert_eq!(dns.state, ProbeState::Disabled);
 
-    let cg = TestCgroup::new("raw")?;
+    let cg = TestCgroup::new("rung")?;
     probes.track(cg.id, 0, config.probes.iter().copied())?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port().to_string();
-    let dir = std::env::temp_dir().join(format!("podtrace-raw-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("podtrace-rung-{}-{expected:?}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let body = "
 socks = [socket.create_connection(('127.0.0.1', int(sys.argv[1]))) for _ in range(7)]
+socks[0].sendall(b'r')
 fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o600)
 print('written=%d' % sum(os.write(fd, b'z' * n) for n in (1, 10, 100, 1000)))
 time.sleep(0.02)
@@ -165,6 +201,7 @@ time.sleep(0.02)
         snap.histograms_of(cg.id, Probe::FsLatency).next().is_none(),
         "fsLatency is not enabled"
     );
+    assert!(snap.merged_histogram(cg.id, Probe::TcpRtt, Op::None).count >= 1);
     let slept = snap.merged_histogram(cg.id, Probe::CpuBlock, Op::None);
     assert!(slept.sum_ns >= 20_000_000, "{slept:?}");
     Ok(())
