@@ -1,0 +1,236 @@
+//! `cargo run --release -p podtrace-bench-exporters`: what each push exporter's encoding costs
+//! per 10,000 series and interval, in CPU time and bytes, as a ratio to encoding the same
+//! samples as `/metrics` text with prometheus-client in the same run (target: ≤ 1.5×).
+//!
+//! A "series" is one number of one target: the reference's 10 `metrics` values and 9
+//! `aggregated` values make 19 per target, so 10,000 series are 527 targets. CPU time is the
+//! thread's own (`/proc/thread-self/schedstat`), the median of interleaved rounds of [`REPS`]
+//! encodings each, so that frequency changes and other processes on the machine hit every
+//! encoder alike.
+
+use podtrace_agent::exporters::{
+    AggregatedMetrics, ExporterArgs, Item, KernelSample, ProcessMetrics, PushBatch, TargetSample,
+    influx, mqtt, nats,
+};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use std::{
+    hint::black_box,
+    sync::{Arc, atomic::AtomicU64},
+    time::SystemTime,
+};
+
+const SERIES_PER_TARGET: usize = 19;
+const SERIES: usize = 10_000;
+const ROUNDS: usize = 15;
+/// Encodings per round: the kernel updates a running thread's schedstat at scheduler ticks
+/// (4 ms at 250 Hz), so a round must last far longer than a tick.
+const REPS: usize = 25;
+
+fn main() {
+    let targets = SERIES.div_ceil(SERIES_PER_TARGET);
+    let batch = Arc::new(batch(targets));
+    let items: Vec<Item> = (0..targets)
+        .map(|i| Item::Target(batch.clone(), i))
+        .chain([Item::Kernel(batch.clone())])
+        .collect();
+    let registry = registry(&batch);
+
+    let mut args = ExporterArgs::disabled();
+    args.node_name = "node-1".into();
+    args.instance_id = "agent-1".into();
+    args.mqtt_topic = "m/{domain}/c/{channel}/metrics/{namespace}/{pod}/{container}".into();
+    let nats = nats::Config::new("nats://127.0.0.1:4222", &args).unwrap();
+    let mqtt = mqtt::Config::new("mqtt://127.0.0.1:1883", &args).unwrap();
+    let influx = influx::Config::new("udp://127.0.0.1:8089", &args).unwrap();
+
+    type Encoder<'a> = Box<dyn Fn() -> usize + 'a>;
+    let encoders: Vec<(&str, Encoder)> = vec![
+        (
+            "/metrics (prometheus-client text)",
+            Box::new(|| {
+                let mut out = String::new();
+                encode(&mut out, &registry).unwrap();
+                out.len()
+            }),
+        ),
+        (
+            "NATS (JSON per target + kernel)",
+            Box::new(|| {
+                items.iter().map(|i| nats.encode(i).map(|(s, p)| s.len() + p.len()).unwrap()).sum()
+            }),
+        ),
+        (
+            "MQTT (reference JSON per target)",
+            Box::new(|| {
+                items
+                    .iter()
+                    .map(|i| mqtt.encode(i).unwrap().map_or(0, |(t, p)| t.len() + p.len()))
+                    .sum()
+            }),
+        ),
+        (
+            "Influx line protocol",
+            Box::new(|| {
+                let mut out = String::new();
+                for i in &items {
+                    influx.encode(&mut out, i);
+                }
+                out.len()
+            }),
+        ),
+    ];
+
+    // Warm up (allocator, caches), then interleave the rounds.
+    let bytes: Vec<usize> = encoders.iter().map(|(_, e)| black_box(e())).collect();
+    let mut cpu: Vec<Vec<u64>> = vec![Vec::with_capacity(ROUNDS); encoders.len()];
+    for _ in 0..ROUNDS {
+        for (k, (_, e)) in encoders.iter().enumerate() {
+            let start = thread_cpu_ns();
+            for _ in 0..REPS {
+                black_box(e());
+            }
+            cpu[k].push((thread_cpu_ns() - start) / REPS as u64);
+        }
+    }
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let cpu: Vec<u64> = cpu.iter_mut().map(median).collect();
+
+    let per_10k = |x: f64| x * SERIES as f64 / (targets * SERIES_PER_TARGET) as f64;
+    println!(
+        "{targets} targets × {SERIES_PER_TARGET} values = {} series (+ the kernel message); \
+         figures per {SERIES} series, median of {ROUNDS} rounds of {REPS}\n",
+        targets * SERIES_PER_TARGET
+    );
+    println!("| encoding | CPU per interval | bytes per interval | CPU ratio | bytes ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    for (k, (name, _)) in encoders.iter().enumerate() {
+        println!(
+            "| {name} | {:.2} ms | {:.0} KiB | {:.2}× | {:.2}× |",
+            per_10k(cpu[k] as f64) / 1e6,
+            per_10k(bytes[k] as f64) / 1024.0,
+            cpu[k] as f64 / cpu[0] as f64,
+            bytes[k] as f64 / bytes[0] as f64,
+        );
+    }
+}
+
+/// CPU time of this thread in nanoseconds (first field of `/proc/thread-self/schedstat`).
+fn thread_cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
+    text.split_whitespace().next().and_then(|n| n.parse().ok()).expect("schedstat field")
+}
+
+fn batch(n: usize) -> PushBatch {
+    let now = SystemTime::now();
+    let targets = (0..n)
+        .map(|i| {
+            let v = i as u64 * 7919;
+            TargetSample {
+                node: "ip-10-0-12-34.eu-west-1.compute.internal".into(),
+                namespace: format!("team-{}", i % 17),
+                pod: format!("checkout-api-7d9f8b6c5d-{i:05x}"),
+                pod_uid: format!("550e8400-e29b-41d4-a716-{i:012}"),
+                container: "app".into(),
+                metrics: ProcessMetrics {
+                    cpu_usage_percent: 23.5 + i as f64 / 7.0,
+                    memory_usage_bytes: 52_428_800 + v,
+                    memory_usage_percent: 1.2 + i as f64 / 100.0,
+                    disk_read_bytes: 1_048_576 + v,
+                    disk_write_bytes: 524_288 + v,
+                    network_rx_bytes: 2048 + v,
+                    network_tx_bytes: 4096 + v,
+                    uptime_seconds: 45 + i as u64,
+                    thread_count: 2 + (i % 30) as u64,
+                    file_descriptor_count: 8 + (i % 100) as u64,
+                    timestamp: now,
+                },
+                aggregated: AggregatedMetrics {
+                    avg_cpu_usage: 38.2 + i as f64 / 3.0,
+                    max_cpu_usage: 65.0,
+                    avg_memory_usage: 62_914_560 + v,
+                    max_memory_usage: 71_303_168 + v,
+                    total_disk_read: 2_097_152 + v,
+                    total_disk_write: 1_048_576 + v,
+                    total_network_rx: 12_288 + v,
+                    total_network_tx: 24_576 + v,
+                    sample_count: 24,
+                },
+                export: podtrace_api::presets::Preset::Standard.spec().export,
+            }
+        })
+        .collect();
+    let kernel = KernelSample {
+        context_switches_total: 123_456_789,
+        entropy_available_bits: 256,
+        network_connections_total: 42,
+        timestamp: now,
+    };
+    PushBatch { kernel, targets }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Labels {
+    node: String,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+/// The same samples as gauges labelled node/namespace/pod/container, as `/metrics` serves them.
+fn registry(batch: &PushBatch) -> Registry {
+    type Int = Family<Labels, Gauge>;
+    type Float = Family<Labels, Gauge<f64, AtomicU64>>;
+    let mut registry = Registry::default();
+    let ints: Vec<(&str, Int, fn(&TargetSample) -> u64)> = vec![
+        ("podtrace_memory_usage_bytes", Int::default(), |t| t.metrics.memory_usage_bytes),
+        ("podtrace_disk_read_bytes", Int::default(), |t| t.metrics.disk_read_bytes),
+        ("podtrace_disk_write_bytes", Int::default(), |t| t.metrics.disk_write_bytes),
+        ("podtrace_network_rx_bytes", Int::default(), |t| t.metrics.network_rx_bytes),
+        ("podtrace_network_tx_bytes", Int::default(), |t| t.metrics.network_tx_bytes),
+        ("podtrace_uptime_seconds", Int::default(), |t| t.metrics.uptime_seconds),
+        ("podtrace_thread_count", Int::default(), |t| t.metrics.thread_count),
+        ("podtrace_file_descriptor_count", Int::default(), |t| t.metrics.file_descriptor_count),
+        ("podtrace_avg_memory_usage_bytes", Int::default(), |t| t.aggregated.avg_memory_usage),
+        ("podtrace_max_memory_usage_bytes", Int::default(), |t| t.aggregated.max_memory_usage),
+        ("podtrace_total_disk_read_bytes", Int::default(), |t| t.aggregated.total_disk_read),
+        ("podtrace_total_disk_write_bytes", Int::default(), |t| t.aggregated.total_disk_write),
+        ("podtrace_total_network_rx_bytes", Int::default(), |t| t.aggregated.total_network_rx),
+        ("podtrace_total_network_tx_bytes", Int::default(), |t| t.aggregated.total_network_tx),
+        ("podtrace_sample_count", Int::default(), |t| t.aggregated.sample_count),
+    ];
+    let floats: Vec<(&str, Float, fn(&TargetSample) -> f64)> = vec![
+        ("podtrace_cpu_usage_percent", Float::default(), |t| t.metrics.cpu_usage_percent),
+        ("podtrace_memory_usage_percent", Float::default(), |t| t.metrics.memory_usage_percent),
+        ("podtrace_avg_cpu_usage_percent", Float::default(), |t| t.aggregated.avg_cpu_usage),
+        ("podtrace_max_cpu_usage_percent", Float::default(), |t| t.aggregated.max_cpu_usage),
+    ];
+    for t in &batch.targets {
+        let l = Labels {
+            node: t.node.clone(),
+            namespace: t.namespace.clone(),
+            pod: t.pod.clone(),
+            container: t.container.clone(),
+        };
+        for (_, f, get) in &ints {
+            f.get_or_create(&l).set(get(t) as i64);
+        }
+        for (_, f, get) in &floats {
+            f.get_or_create(&l).set(get(t));
+        }
+    }
+    for (name, f, _) in ints {
+        registry.register(name, "a sample", f);
+    }
+    for (name, f, _) in floats {
+        registry.register(name, "a sample", f);
+    }
+    registry
+}
+
