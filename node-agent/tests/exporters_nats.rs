@@ -157,7 +157,12 @@ mod exporters {
         let h = health();
         assert_eq!((h.queued, h.dropped, h.sent), (BOUND, 25 - BOUND as u64, 5));
         assert!(!h.connected);
-        assert!(slowest < Duration::from_millis(5), "push waited {slowest:?} for an absent broker");
+        // Waiting for the broker would take the 5 s connection timeout; 50 ms leaves room for
+        // a debug build preempted on a busy machine.
+        assert!(
+            slowest < Duration::from_millis(50),
+            "push waited {slowest:?} for an absent broker"
+        );
 
         broker.start();
         wait_until("reconnected", Duration::from_secs(10), || health().connected).await;
@@ -204,15 +209,19 @@ mod exporters {
 
         const BATCHES: u64 = 200;
         const TARGETS: usize = 100;
-        let mut slowest = Duration::ZERO;
+        let mut took = Vec::new();
         for seq in 0..BATCHES {
             let b = batch(seq, TARGETS);
             let t = Instant::now();
             exporters.push(b);
-            slowest = slowest.max(t.elapsed());
+            took.push(t.elapsed());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(slowest < Duration::from_millis(5), "push took {slowest:?}");
+        took.sort();
+        let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
+        // Waiting on the slow subscriber would show as its 500 ms write deadline.
+        assert!(median < Duration::from_millis(1), "median push {median:?}");
+        assert!(slowest < Duration::from_millis(100), "slowest push {slowest:?}");
 
         let total = BATCHES as usize * TARGETS;
         let mut got = 0;

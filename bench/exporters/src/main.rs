@@ -187,8 +187,10 @@ struct Labels {
 fn registry(batch: &PushBatch) -> Registry {
     type Int = Family<Labels, Gauge>;
     type Float = Family<Labels, Gauge<f64, AtomicU64>>;
+    type IntOf = fn(&TargetSample) -> u64;
+    type FloatOf = fn(&TargetSample) -> f64;
     let mut registry = Registry::default();
-    let ints: Vec<(&str, Int, fn(&TargetSample) -> u64)> = vec![
+    let ints: Vec<(&str, Int, IntOf)> = vec![
         ("podtrace_memory_usage_bytes", Int::default(), |t| t.metrics.memory_usage_bytes),
         ("podtrace_disk_read_bytes", Int::default(), |t| t.metrics.disk_read_bytes),
         ("podtrace_disk_write_bytes", Int::default(), |t| t.metrics.disk_write_bytes),
@@ -205,7 +207,7 @@ fn registry(batch: &PushBatch) -> Registry {
         ("podtrace_total_network_tx_bytes", Int::default(), |t| t.aggregated.total_network_tx),
         ("podtrace_sample_count", Int::default(), |t| t.aggregated.sample_count),
     ];
-    let floats: Vec<(&str, Float, fn(&TargetSample) -> f64)> = vec![
+    let floats: Vec<(&str, Float, FloatOf)> = vec![
         ("podtrace_cpu_usage_percent", Float::default(), |t| t.metrics.cpu_usage_percent),
         ("podtrace_memory_usage_percent", Float::default(), |t| t.metrics.memory_usage_percent),
         ("podtrace_avg_cpu_usage_percent", Float::default(), |t| t.aggregated.avg_cpu_usage),
@@ -233,4 +235,3 @@ fn registry(batch: &PushBatch) -> Registry {
     }
     registry
 }
-

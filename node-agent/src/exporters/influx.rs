@@ -156,12 +156,14 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
         match write(&mut conn, &config, &payload).await {
             Ok(()) => {
                 stats.sent.inc_by(chunk.len() as u64);
+                queue.settle(chunk.len());
                 stats.set_connected();
                 backoff.reset();
             }
             Err(Failure::Rejected(reason)) => {
                 tracing::error!(exporter = "influx", %reason, items = chunk.len(), "dropping rejected lines");
                 stats.dropped.inc_by(chunk.len() as u64);
+                queue.settle(chunk.len());
             }
             Err(Failure::Retry(reason)) => {
                 queue.give_back(chunk);

@@ -193,11 +193,11 @@ impl Exporters {
         ExportersHealth { exporters }
     }
 
-    /// Waits until every queue is empty or `timeout` passes (for a graceful shutdown); returns
-    /// whether everything was handed over.
+    /// Waits until every queued item is confirmed by its broker (or dropped) or `timeout`
+    /// passes, for a graceful shutdown; returns whether everything was handed over.
     pub async fn flush(&self, timeout: Duration) -> bool {
         let drained = async {
-            while self.sinks.iter().any(|s| !s.queue.is_empty()) {
+            while self.sinks.iter().any(|s| s.queue.pending() > 0) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -210,5 +210,62 @@ impl Drop for Exporters {
         for task in self.sinks.iter().flat_map(|s| &s.tasks) {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bad_flags_fail_at_start_with_the_flag_named_and_start_nothing() {
+        let mut args = ExporterArgs::disabled();
+        args.influx_url = Some("udp://127.0.0.1:9".into());
+        args.nats_url = Some("http://nats:4222".into());
+        let mut registry = Registry::default();
+        let err = Exporters::start(&args, &mut registry).err().expect("refused");
+        assert!(err.to_string().contains("--nats-url (NATS_URL)"), "{err}");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("podtrace_agent_export"), "nothing registered: {text}");
+
+        args.nats_url = None;
+        args.mqtt_url = Some("mqtt://127.0.0.1:1".into());
+        args.mqtt_topic = "m/{tenant}".into();
+        let err = Exporters::start(&args, &mut registry).err().expect("refused");
+        assert!(err.to_string().contains("unknown placeholder {tenant}"), "{err}");
+
+        args.mqtt_url = None;
+        args.export_queue_size = 0;
+        assert!(Exporters::start(&args, &mut registry).is_err());
+    }
+
+    #[tokio::test]
+    async fn push_routes_targets_by_their_profile_and_never_waits() {
+        let mut args = ExporterArgs::disabled();
+        // Nothing listens on the discard port of loopback over TCP: the exporter stays Degraded.
+        args.influx_url = Some("tcp://127.0.0.1:9".into());
+        args.export_queue_size = 3;
+        let exporters = Exporters::start(&args, &mut Registry::default()).unwrap();
+        let mut yes = message::test_target();
+        yes.export.influx = true;
+        let mut no = yes.clone();
+        no.export.influx = false;
+        let kernel = KernelSample {
+            context_switches_total: 0,
+            entropy_available_bits: 0,
+            network_connections_total: 0,
+            timestamp: std::time::SystemTime::now(),
+        };
+        for _ in 0..2 {
+            let batch =
+                PushBatch { kernel: kernel.clone(), targets: vec![no.clone(), yes.clone()] };
+            exporters.push(batch);
+        }
+        let h = &exporters.health().exporters[0];
+        assert_eq!((h.exporter, h.connected), ("influx", false));
+        assert_eq!(h.queued + h.dropped as usize, 4, "one target and the kernel line per push");
+        assert_eq!(h.dropped, 1);
+        assert!(!exporters.flush(Duration::from_millis(50)).await, "nothing could be sent");
     }
 }

@@ -184,6 +184,7 @@ async fn publish(
                 Some(Signal::Acked) => {
                     if inflight.pop_front().is_some() {
                         stats.sent.inc();
+                        queue.settle(1);
                     }
                 }
                 Some(Signal::Down(reason)) => {
@@ -197,10 +198,14 @@ async fn publish(
                 while let Some(item) = chunk.next() {
                     let (topic, payload) = match config.encode(&item) {
                         Ok(Some(x)) => x,
-                        Ok(None) => continue,
+                        Ok(None) => {
+                            queue.settle(1);
+                            continue;
+                        }
                         Err(e) => {
                             tracing::error!(exporter = "mqtt", error = %e, "dropping a message");
                             stats.dropped.inc();
+                            queue.settle(1);
                             continue;
                         }
                     };

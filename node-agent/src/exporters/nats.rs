@@ -153,6 +153,7 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
         match publish(&client, &config, &chunk, &stats).await {
             Ok(sent) => {
                 stats.sent.inc_by(sent);
+                queue.settle(chunk.len());
                 stats.set_connected();
             }
             Err(reason) => {

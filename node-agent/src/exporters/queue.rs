@@ -9,13 +9,21 @@
 //! Invariant: items pushed = items sent + items dropped + items queued (+ a chunk in flight).
 
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
-use std::{collections::VecDeque, sync::Mutex};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 use tokio::sync::Notify;
 
 /// A bounded, drop-oldest, single-consumer queue.
 #[derive(Debug)]
 pub struct Queue<T> {
     items: Mutex<VecDeque<T>>,
+    /// Taken but neither given back nor settled: in the exporter's hands.
+    in_hand: AtomicUsize,
     bound: usize,
     ready: Notify,
     dropped: Counter,
@@ -26,7 +34,14 @@ impl<T> Queue<T> {
     /// A queue keeping at most `bound` items, counting drops in `dropped` and its length in
     /// `queued`.
     pub fn new(bound: usize, dropped: Counter, queued: Gauge) -> Self {
-        Queue { items: Mutex::new(VecDeque::new()), bound, ready: Notify::new(), dropped, queued }
+        Queue {
+            items: Mutex::new(VecDeque::new()),
+            in_hand: AtomicUsize::new(0),
+            bound,
+            ready: Notify::new(),
+            dropped,
+            queued,
+        }
     }
 
     /// Appends `items`, dropping the oldest ones above the bound; returns how many were dropped.
@@ -46,6 +61,7 @@ impl<T> Queue<T> {
         let n = max.min(q.len());
         let chunk = q.drain(..n).collect();
         self.queued.set(q.len() as i64);
+        self.in_hand.fetch_add(n, Ordering::Relaxed);
         chunk
     }
 
@@ -54,11 +70,24 @@ impl<T> Queue<T> {
         if items.is_empty() {
             return;
         }
+        self.settle(items.len());
         let mut q = self.lock();
         for item in items.into_iter().rev() {
             q.push_front(item);
         }
         self.trim(&mut q);
+    }
+
+    /// Marks `n` taken items as done (sent, or dropped and counted by the exporter).
+    pub fn settle(&self, n: usize) {
+        let _ = self
+            .in_hand
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| Some(h.saturating_sub(n)));
+    }
+
+    /// Items waiting plus items taken and not yet settled.
+    pub fn pending(&self) -> usize {
+        self.len() + self.in_hand.load(Ordering::Relaxed)
     }
 
     /// Waits until the queue holds at least one item.
@@ -126,9 +155,13 @@ mod tests {
         q.give_back(chunk);
         assert_eq!(dropped.get(), 2, "1 and 2 are the oldest");
         assert_eq!(q.take(10), vec![3, 4, 5, 6]);
+        q.settle(3); // 3, 4 and 5 were sent
         q.push([7]);
         q.give_back(vec![6]);
         assert_eq!(q.take(10), vec![6, 7]);
+        assert_eq!(q.pending(), 2, "taken, not settled");
+        q.settle(2);
+        assert_eq!(q.pending(), 0);
     }
 
     #[tokio::test]
