@@ -240,4 +240,30 @@ mod exporters {
         assert_eq!(exporters.health().exporters[0].dropped, 0);
         drop(slow);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_bad_url_fails_at_start_and_wrong_credentials_show_in_health() {
+        let broker = Broker::nats_with_user("agent", "s3cret");
+        let mut a = args();
+        a.nats_url = Some("nats://127.0.0.1:42x2".into());
+        let err = podtrace_agent::exporters::Exporters::start(&a, &mut Default::default())
+            .err()
+            .expect("a malformed URL fails at start");
+        assert!(err.to_string().contains("--nats-url (NATS_URL)"), "{err}");
+
+        a.nats_url = Some(format!("nats://agent:wrong@127.0.0.1:{}", broker.port));
+        let (exporters, _registry) = start(&a);
+        wait_until("the refusal in health", Duration::from_secs(10), || {
+            let reason = exporters.health().exporters[0].reason.clone().unwrap_or_default();
+            reason.contains("check the user and password")
+        })
+        .await;
+        let reason = exporters.health().exporters[0].reason.clone().unwrap();
+        assert!(!reason.contains("wrong"), "the password is not shown: {reason}");
+        drop(exporters);
+
+        a.nats_url = Some(format!("nats://agent:s3cret@127.0.0.1:{}", broker.port));
+        let (exporters, _registry) = start(&a);
+        wait_until("connected", Duration::from_secs(10), || exporters.health().serving()).await;
+    }
 }

@@ -25,6 +25,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Config {
     addr: ServerAddr,
+    /// User and password (or a token, as the user alone) from the URL: async-nats parses them
+    /// but does not send them.
+    auth: Option<(String, Option<String>)>,
     url: String,
     subject: String,
     pod_subject: String,
@@ -59,8 +62,14 @@ impl Config {
                 });
             }
         }
+        let auth = url::Url::parse(url).ok().filter(|u| !u.username().is_empty()).map(|u| {
+            let decode =
+                |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            (decode(u.username()), u.password().map(decode))
+        });
         Ok(Config {
             addr,
+            auth,
             url: redact(url),
             subject: args.nats_subject.clone(),
             pod_subject: args.nats_pod_subject.clone(),
@@ -115,6 +124,17 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
                             .set_degraded(format!("disconnected from NATS at {url}; reconnecting"));
                         tx.send_replace(false);
                     }
+                    Event::ClientError(e) => {
+                        let e = e.to_string();
+                        let advice = if e.to_lowercase().contains("authorization") {
+                            "check the user and password in --nats-url"
+                        } else {
+                            "retrying"
+                        };
+                        stats.set_degraded(format!(
+                            "cannot connect to NATS at {url}: {e}; {advice}"
+                        ));
+                    }
                     Event::ServerError(e) => {
                         stats.set_degraded(format!(
                             "NATS at {url} refused us: {e} (check the credentials in --nats-url)"
@@ -135,6 +155,11 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
             backoff::delay(BACKOFF_MIN, max, u32::try_from(attempt).unwrap_or(u32::MAX))
         })
         .event_callback(events);
+    let options = match config.auth.clone() {
+        Some((user, Some(password))) => options.user_and_password(user, password),
+        Some((token, None)) => options.token(token),
+        None => options,
+    };
     stats.set_degraded(format!("connecting to NATS at {}", config.url));
     let client = match options.connect(config.addr.clone()).await {
         Ok(client) => client,

@@ -77,6 +77,15 @@ pub struct Broker {
 impl Broker {
     /// nats-server with JetStream (file store in the temp dir).
     pub fn nats() -> Self {
+        Self::nats_with("")
+    }
+
+    /// nats-server that only accepts `user`/`password`.
+    pub fn nats_with_user(user: &str, password: &str) -> Self {
+        Self::nats_with(&format!("authorization {{ user: {user:?}, password: {password:?} }}\n"))
+    }
+
+    fn nats_with(extra: &str) -> Self {
         let dir = TempDir::new("nats");
         let port = free_port();
         let config = dir.0.join("nats.conf");
@@ -85,7 +94,7 @@ impl Broker {
             &config,
             format!(
                 "listen: 127.0.0.1:{port}\nwrite_deadline: \"500ms\"\n\
-                 jetstream {{ store_dir: {js:?} }}\n"
+                 jetstream {{ store_dir: {js:?} }}\n{extra}"
             ),
         )
         .unwrap();
