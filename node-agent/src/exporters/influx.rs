@@ -73,6 +73,12 @@ impl Config {
                 {
                     return Err(invalid("InfluxDB 1.x's /write needs ?db=NAME".into()));
                 }
+                if parsed.query_pairs().any(|(k, v)| k == "precision" && v != "ns") {
+                    return Err(invalid(
+                        "the lines carry nanosecond timestamps: drop precision= or set it to ns"
+                            .into(),
+                    ));
+                }
                 if parsed.path() == "/" {
                     return Err(invalid("no path: InfluxDB writes to /write?db=NAME".into()));
                 }
@@ -341,6 +347,7 @@ mod tests {
             ("http://influx:8086/write", "needs ?db=NAME"),
             ("https://influx:8086/write?db=x", "https is not built in"),
             ("tcp://influx", "no port"),
+            ("http://influx:8086/write?db=x&precision=s", "nanosecond timestamps"),
             ("ftp://x:1", "unsupported scheme"),
             ("influx:8086", "unsupported scheme"),
         ] {
