@@ -33,6 +33,8 @@ pub enum Mode {
     Cluster {
         /// Authenticate /metrics through the API server.
         kube_auth: bool,
+        /// Size of the eBPF tracked-cgroup map.
+        max_tracked_cgroups: usize,
     },
     /// A local config file.
     Standalone(PathBuf),
@@ -59,10 +61,13 @@ pub async fn run(
         health_addr,
         admin_addr,
         admin_token_file,
+        proc_root,
+        cgroup_root,
         interval,
     } = args;
     let layout = CgroupLayout::detect()
-        .map_err(|source| Error::Read { path: "/proc/self/mountinfo".into(), source })?;
+        .map_err(|source| Error::Read { path: "/proc/self/mountinfo".into(), source })?
+        .rebased(&cgroup_root);
     tracing::info!(mode = layout.mode.name(), v2 = ?layout.v2, "cgroup layout");
     let mut registry = Registry::default();
     let metrics = AgentMetrics::register(&mut registry);
@@ -84,7 +89,7 @@ pub async fn run(
     };
     let auth = match (&metrics_token_file, &mode, &client) {
         (Some(f), _, _) => Auth::Token(Arc::new(read_token(f)?)),
-        (None, Mode::Cluster { kube_auth: true }, Some(c)) => Auth::kubernetes(c.clone()),
+        (None, Mode::Cluster { kube_auth: true, .. }, Some(c)) => Auth::kubernetes(c.clone()),
         _ => Auth::None,
     };
     let readiness = Readiness::default();
@@ -116,7 +121,8 @@ pub async fn run(
     let changed = Arc::new(AtomicBool::new(true));
     let config_ok = Arc::new(AtomicBool::new(false));
     let probes_requested = Arc::new(AtomicBool::new(false));
-    let mut engine = Engine::new(store.clone(), sources.clone(), metrics.clone(), interval);
+    let mut engine =
+        Engine::new(proc_root.clone(), store.clone(), sources.clone(), metrics.clone(), interval);
     let node = if exporter_args.node_name.is_empty() {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -151,10 +157,10 @@ pub async fn run(
                         .any(|t| !t.paused && t.profile.probes.active().next().is_some()),
                     Ordering::Relaxed,
                 );
-                standalone::resolve(&config, &layout)
+                standalone::resolve(&config, &layout, &proc_root)
             })
         }
-        Mode::Cluster { .. } => {
+        Mode::Cluster { max_tracked_cgroups, .. } => {
             if node.is_empty() || exporter_args.node_name.is_empty() {
                 return Err(Error::Config { path: "NODE_NAME".into(), message: "cluster mode needs the node name: set NODE_NAME (the chart sets it from spec.nodeName)".into() });
             }
@@ -170,11 +176,14 @@ pub async fn run(
             let m = metrics.clone();
             let ex = exporters.clone();
             side_tasks.push(tokio::spawn(cluster::write_status(
-                client,
-                node.clone(),
-                desired.clone(),
-                engine_status.clone(),
-                cluster::kernel_features(&layout),
+                cluster::StatusWriter {
+                    client,
+                    node: node.clone(),
+                    desired: desired.clone(),
+                    engine: engine_status.clone(),
+                    kernel: cluster::kernel_features(&layout),
+                    max_tracked: max_tracked_cgroups,
+                },
                 move || ex.health().exporters.iter().map(|e| e.dropped).sum(),
                 move |_| m.error("status", "kubernetes"),
             )));

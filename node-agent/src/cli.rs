@@ -32,8 +32,12 @@ pub enum Command {
         exporters: ExporterArgs,
         /// Authenticate /metrics callers with Kubernetes TokenReview + SubjectAccessReview
         /// (`get` on the non-resource URL /metrics), like kube-rbac-proxy.
-        #[arg(long, env = "PODTRACE_METRICS_KUBE_AUTH")]
+        #[arg(long, env = "PODTRACE_METRICS_AUTH")]
         metrics_kube_auth: bool,
+        /// Size of the eBPF programs' tracked-cgroup map: containers beyond it are reported
+        /// Failed with reason TrackedMapFull.
+        #[arg(long, env = "PODTRACE_MAX_TRACKED_CGROUPS", default_value_t = 16384)]
+        max_tracked_cgroups: usize,
     },
     /// Standalone mode: trace local cgroups and processes selected by a config file of
     /// MonitoringProfile and PodTrace documents (reloaded on change).
@@ -122,6 +126,12 @@ pub struct AgentArgs {
     /// File holding the admin channel's shared token (clients then send `T<token>` first).
     #[arg(long, env = "PODTRACE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Where the host's /proc is (the chart mounts it at /host/proc).
+    #[arg(long, env = "PODTRACE_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// Where the host's cgroup tree is; mount points under /sys/fs/cgroup are read there.
+    #[arg(long, env = "PODTRACE_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
     /// Interval of the node's kernel metrics, in seconds or as a duration ("10", "30s").
     #[arg(long, env = "INTERVAL", default_value = "10", value_parser = parse_interval)]
     pub interval: Duration,

@@ -163,6 +163,7 @@ pub fn status(
     generation: Option<i64>,
     engine: &EngineStatus,
     kernel: &KernelFeatures,
+    max_tracked: usize,
     export_dropped: u64,
 ) -> NodeTraceStatus {
     let requested: Vec<Probe> = spec.settings.probes.active().collect();
@@ -183,7 +184,11 @@ pub fn status(
         .collect();
     let mut pods = Vec::new();
     let mut attached_pods = 0;
+    // Containers take slots of the eBPF tracked-cgroup map in spec order; a pod that does not
+    // fit any more is Failed.
+    let mut slots = 0usize;
     for pod in &spec.pods {
+        slots += engine.attached.iter().filter(|a| a.1 == pod.uid).count();
         let pending: Vec<&Pending> = engine.pending.iter().filter(|p| p.uid == pod.uid).collect();
         let attached: Vec<&(TargetKey, String, Option<u64>)> =
             engine.attached.iter().filter(|a| a.1 == pod.uid).collect();
@@ -194,6 +199,14 @@ pub fn status(
                 PodAttachState::Pending,
                 Some(PodAttachReason::CgroupNotFound),
                 Some("not resolved yet".into()),
+            )
+        } else if slots > max_tracked {
+            (
+                PodAttachState::Failed,
+                Some(PodAttachReason::TrackedMapFull),
+                Some(format!(
+                    "more than {max_tracked} containers on this node; raise PODTRACE_MAX_TRACKED_CGROUPS"
+                )),
             )
         } else if attached.iter().any(|a| a.2.is_none()) {
             attached_pods += 1;
@@ -271,16 +284,29 @@ fn conditions(s: &NodeTraceStatus, previous: &[Condition], now: &Time) -> Vec<Co
     ]
 }
 
+/// What the status writer reads.
+pub struct StatusWriter {
+    /// The API client.
+    pub client: Client,
+    /// This node.
+    pub node: String,
+    /// The NodeTrace's spec.
+    pub desired: Arc<RwLock<Desired>>,
+    /// The engine's state.
+    pub engine: Arc<RwLock<EngineStatus>>,
+    /// What the kernel offers.
+    pub kernel: KernelFeatures,
+    /// Size of the eBPF tracked-cgroup map.
+    pub max_tracked: usize,
+}
+
 /// Writes the status of `NodeTrace/<node>` whenever it changes and every [`HEARTBEAT`].
 pub async fn write_status(
-    client: Client,
-    node: String,
-    desired: Arc<RwLock<Desired>>,
-    engine: Arc<RwLock<EngineStatus>>,
-    kernel: KernelFeatures,
+    writer: StatusWriter,
     export_dropped: impl Fn() -> u64 + Send,
     on_error: impl Fn(&kube::Error) + Send,
 ) {
+    let StatusWriter { client, node, desired, engine, kernel, max_tracked } = writer;
     let api: Api<NodeTrace> = Api::all(client);
     let mut last: Option<NodeTraceStatus> = None;
     let mut last_write = Instant::now() - HEARTBEAT;
@@ -296,7 +322,7 @@ pub async fn write_status(
         if !engine.resolved {
             continue;
         }
-        let mut next = status(&spec, generation, &engine, &kernel, export_dropped());
+        let mut next = status(&spec, generation, &engine, &kernel, max_tracked, export_dropped());
         let unchanged = last.as_ref().is_some_and(|l| {
             let mut l = l.clone();
             l.heartbeat = None;
@@ -397,7 +423,9 @@ mod tests {
             dropped: 0,
             resolved: true,
         };
-        let s = status(&spec, Some(3), &engine, &kernel_features(&layout), 0);
+        let s = status(&spec, Some(3), &engine, &kernel_features(&layout), 16, 0);
+        let full = status(&spec, Some(3), &engine, &kernel_features(&layout), 0, 0);
+        assert_eq!(full.pods[0].reason, Some(PodAttachReason::TrackedMapFull));
         assert_eq!((s.tracked_pods, s.attached_pods, s.series), (3, 1, 12));
         assert_eq!(s.pods[0].state, PodAttachState::Attached);
         assert_eq!(s.pods[1].reason, Some(PodAttachReason::CgroupNotFound));

@@ -99,12 +99,13 @@ pub struct Engine {
 impl Engine {
     /// An engine with no targets; the kernel source runs every `kernel_interval`.
     pub fn new(
+        proc_root: PathBuf,
         store: Arc<Store>,
         sources: Arc<Sources>,
         metrics: AgentMetrics,
         kernel_interval: Duration,
     ) -> Self {
-        let mem_total = std::fs::read_to_string("/proc/meminfo")
+        let mem_total = std::fs::read_to_string(proc_root.join("meminfo"))
             .ok()
             .and_then(|t| procfs::parse_mem_total(&t))
             .unwrap_or(1);
@@ -113,7 +114,7 @@ impl Engine {
             sources,
             metrics,
             status: Arc::default(),
-            proc_root: PathBuf::from("/proc"),
+            proc_root,
             kernel_interval,
             kernel_next: Instant::now(),
             targets: BTreeMap::new(),
@@ -206,6 +207,8 @@ impl Engine {
             let t = &state.target;
             let labels = t.labels();
             let budget = Some(t.budget());
+            // The memory limit read by the resource source, reused for the processes' percent.
+            let mut memory_limit = None;
             if resource_on {
                 let started = Instant::now();
                 match resource::read(&t.cgroup, &t.profile.collect) {
@@ -217,6 +220,7 @@ impl Engine {
                         let samples =
                             resource::samples(&labels, &reading, prev, &t.profile.resource_limits);
                         self.store.replace(catalog::RESOURCE, &t.key, samples, budget);
+                        memory_limit = reading.memory.map(|m| m.1);
                         state.previous = Some((now, reading));
                     }
                     Err(e) => {
@@ -236,9 +240,11 @@ impl Engine {
                     Ok(pids) => {
                         let raws: Vec<_> = pids
                             .into_iter()
-                            .filter_map(|p| Some((p, process::read_raw(p)?)))
+                            .filter_map(|p| Some((p, process::read_raw(&self.proc_root, p)?)))
                             .collect();
-                        let base = resource::memory_limit(&t.cgroup).unwrap_or(self.mem_total);
+                        let limit =
+                            memory_limit.unwrap_or_else(|| resource::memory_limit(&t.cgroup));
+                        let base = limit.unwrap_or(self.mem_total);
                         let history = t.profile.history.size.max(0) as usize;
                         let procs = state.processes.record(raws, now, wall, uptime, base, history);
                         let samples = process::samples(&labels, &procs, &t.profile);

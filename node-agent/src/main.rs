@@ -11,10 +11,10 @@ use podtrace_agent::{
 async fn main() -> anyhow::Result<()> {
     let Cli { log, command } = Cli::parse();
     match command {
-        Command::Run { agent, exporters, metrics_kube_auth } => {
+        Command::Run { agent, exporters, metrics_kube_auth, max_tracked_cgroups } => {
             let handle = log.init()?;
             app::run(
-                Mode::Cluster { kube_auth: metrics_kube_auth },
+                Mode::Cluster { kube_auth: metrics_kube_auth, max_tracked_cgroups },
                 agent,
                 exporters,
                 Box::new(handle),

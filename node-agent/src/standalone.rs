@@ -213,16 +213,17 @@ pub struct LocalProcess {
     pub cgroup: String,
 }
 
-/// Every process of `/proc` (only when a trace selects processes).
-pub fn local_processes() -> Vec<LocalProcess> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+/// Every process of `proc` (normally `/proc`; only when a trace selects processes).
+pub fn local_processes(proc: &Path) -> Vec<LocalProcess> {
+    let Ok(entries) = std::fs::read_dir(proc) else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            let cgroup =
-                parse_proc_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)?;
+            let comm = std::fs::read_to_string(proc.join(format!("{pid}/comm"))).ok()?;
+            let cgroup = parse_proc_cgroup(
+                &std::fs::read_to_string(proc.join(format!("{pid}/cgroup"))).ok()?,
+            )?;
             Some(LocalProcess { pid, comm: comm.trim_end().to_owned(), cgroup })
         })
         .collect()
@@ -267,12 +268,12 @@ pub fn container_name(path: &str) -> String {
 }
 
 /// Resolves the traces of `config` against this machine's cgroups and processes.
-pub fn resolve(config: &Config, layout: &CgroupLayout) -> (Vec<Target>, Vec<Pending>) {
+pub fn resolve(config: &Config, layout: &CgroupLayout, proc: &Path) -> (Vec<Target>, Vec<Pending>) {
     let active: Vec<&LocalTrace> = config.traces.iter().filter(|t| !t.paused).collect();
     let cgroups =
         if active.iter().any(|t| !t.cgroups.is_empty()) { layout.walk() } else { Vec::new() };
     let processes = if active.iter().any(|t| !t.process_names.is_empty() || !t.pids.is_empty()) {
-        local_processes()
+        local_processes(proc)
     } else {
         Vec::new()
     };

@@ -182,7 +182,13 @@ fn engine() -> (Engine, Arc<Store>) {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = AgentMetrics::register(&mut registry);
     (
-        Engine::new(store.clone(), Arc::new(Sources::agent()), metrics, Duration::from_secs(10)),
+        Engine::new(
+            "/proc".into(),
+            store.clone(),
+            Arc::new(Sources::agent()),
+            metrics,
+            Duration::from_secs(10),
+        ),
         store,
     )
 }

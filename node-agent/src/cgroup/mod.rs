@@ -91,6 +91,20 @@ impl CgroupLayout {
         Self { mode, v2, v1 }
     }
 
+    /// The layout with every mount point under `/sys/fs/cgroup` moved to `root` (the host's
+    /// cgroup tree mounted into the agent's container, e.g. `/host/sys/fs/cgroup`).
+    pub fn rebased(mut self, root: &Path) -> Self {
+        let base = Path::new("/sys/fs/cgroup");
+        let move_path = |p: &mut PathBuf| {
+            if let Ok(rest) = p.strip_prefix(base) {
+                *p = root.join(rest);
+            }
+        };
+        self.v2.iter_mut().for_each(move_path);
+        self.v1.values_mut().for_each(move_path);
+        self
+    }
+
     /// A layout for tests: v2 and v1 controllers under `root` the way a hybrid node mounts them.
     pub fn hybrid_under(root: &Path) -> Self {
         let v1 = CONTROLLERS.iter().map(|c| (c.to_string(), root.join(c))).collect();
@@ -242,6 +256,9 @@ mod tests {
         assert_eq!(l.v1["cpuacct"], Path::new("/sys/fs/cgroup/cpu,cpuacct"));
         assert_eq!(l.v1["memory"], Path::new("/sys/fs/cgroup/memory"));
         assert!(!l.v1.contains_key("name=systemd"));
+        let moved = l.rebased(Path::new("/host/sys/fs/cgroup"));
+        assert_eq!(moved.v1["memory"], Path::new("/host/sys/fs/cgroup/memory"));
+        assert_eq!(moved.v2.as_deref(), Some(Path::new("/host/sys/fs/cgroup/unified")));
     }
 
     #[test]

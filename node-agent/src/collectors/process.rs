@@ -152,9 +152,9 @@ pub struct Raw {
     pub fds: u64,
 }
 
-/// Reads one process; `None` when it exited meanwhile.
-pub fn read_raw(pid: u32) -> Option<Raw> {
-    let base = format!("/proc/{pid}");
+/// Reads one process from `proc` (normally `/proc`); `None` when it exited meanwhile.
+pub fn read_raw(proc: &std::path::Path, pid: u32) -> Option<Raw> {
+    let base = format!("{}/{pid}", proc.display());
     let stat = procfs::parse_pid_stat(&std::fs::read_to_string(format!("{base}/stat")).ok()?)?;
     Some(Raw {
         rss: std::fs::read_to_string(format!("{base}/status"))
