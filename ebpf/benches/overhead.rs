@@ -4,10 +4,15 @@
 //! - `none`: no probes loaded;
 //! - `tracked`: every probe, the workload's cgroup tracked (cgroup_skb at the v2 root);
 //! - `other`: every probe, a different (idle) cgroup tracked: the cost of the filter alone;
-//! - `per-pod`: every probe, the workload tracked, cgroup_skb attached at the workload's cgroup.
+//! - `per-pod`: every probe, the workload tracked, cgroup_skb attached at the workload's cgroup;
+//! - `no-fs`: every probe but fsLatency/fsBytes (whose sys_enter/sys_exit hooks put every
+//!   syscall of the machine on the kernel's syscall-tracing slow path), the workload tracked.
 //!
-//! It prints requests/s per configuration (median of the rounds), the ratios to `none`, and
-//! per-program ns per run from bpf_stats. Run with `make bench-ebpf` (bench/ebpf/run.sh).
+//! bpf_stats is off in those four (its clock reads would slow the workload too); a fifth run per
+//! round, `stats`, repeats `tracked` with bpf_stats on for the per-program ns per run. It prints
+//! requests/s per configuration, the median over rounds of the ratio to `none` *in the same
+//! round* (paired, so that load from other processes cancels out), and the ns table.
+//! Run with `make bench-ebpf` (bench/ebpf/run.sh).
 
 use anyhow::{Context, Result, bail};
 use podtrace_api::profile::Probe;
@@ -42,20 +47,27 @@ fn main() -> Result<()> {
     let work = Cgroup::new(root.join(format!("podtrace-bench-work-{}", std::process::id())))?;
     let idle = Cgroup::new(root.join(format!("podtrace-bench-idle-{}", std::process::id())))?;
 
-    let configs = ["none", "tracked", "other", "per-pod"];
+    let configs = ["none", "tracked", "other", "per-pod", "no-fs", "stats"];
     let mut rps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut per_program: BTreeMap<(&str, String), (u64, Duration)> = BTreeMap::new();
+    let mut ratios: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut total_requests: BTreeMap<&str, u64> = BTreeMap::new();
     for round in 0..rounds {
+        let mut round_rps: BTreeMap<&str, f64> = BTreeMap::new();
         for k in 0..configs.len() {
             let config = configs[(round + k) % configs.len()]; // rotate the order per round
             let probes = match config {
                 "none" => None,
                 _ => {
-                    let mut pc = ProbeConfig::default();
+                    let mut pc =
+                        ProbeConfig { bpf_stats: config == "stats", ..ProbeConfig::default() };
                     if config == "per-pod" {
                         pc.cgroup_skb_root = work.path.clone();
                     }
                     let (mut p, _) = Probes::load(&pc)?;
+                    if config == "no-fs" {
+                        pc.probes.retain(|p| !matches!(p, Probe::FsLatency | Probe::FsBytes));
+                    }
                     let target = if config == "other" { idle.id } else { work.id };
                     p.track(target, 0, Probe::ALL)?;
                     Some(p)
@@ -68,13 +80,27 @@ fn main() -> Result<()> {
             };
             let requests = run_workload(&work, seconds)?;
             rps.entry(config).or_default().push(requests as f64 / seconds);
+            *total_requests.entry(config).or_default() += requests;
+            round_rps.insert(config, requests as f64 / seconds);
             if let (Some(p), Some(before)) = (probes.as_mut(), before) {
                 accumulate(&mut per_program, config, &before, &p.snapshot()?);
             }
             eprintln!("round {round} {config:<8} {:>10.0} req/s", requests as f64 / seconds);
         }
+        for (config, r) in &round_rps {
+            ratios.entry(config).or_default().push(r / round_rps["none"]);
+        }
     }
-    report(&rps, &per_program, seconds * rounds as f64);
+    report(&rps, &ratios, &per_program, seconds * rounds as f64);
+    let stats_ns: u128 = per_program
+        .iter()
+        .filter(|((c, _), _)| *c == "stats")
+        .map(|(_, (_, t))| t.as_nanos())
+        .sum();
+    println!(
+        "\nBPF time per request (stats runs): {:.0} ns",
+        stats_ns as f64 / total_requests["stats"].max(1) as f64
+    );
     Ok(())
 }
 
@@ -106,15 +132,15 @@ fn median(v: &[f64]) -> f64 {
 
 fn report(
     rps: &BTreeMap<&str, Vec<f64>>,
+    ratios: &BTreeMap<&str, Vec<f64>>,
     per_program: &BTreeMap<(&str, String), (u64, Duration)>,
     total_seconds: f64,
 ) {
-    let base = median(&rps["none"]);
-    println!("\n| configuration | requests/s (median) | ratio to none |");
+    println!("\n| configuration | requests/s (median) | ratio to none (median of paired rounds) |");
     println!("|---|---:|---:|");
-    for config in ["none", "tracked", "other", "per-pod"] {
+    for config in ["none", "tracked", "other", "per-pod", "no-fs", "stats"] {
         let m = median(&rps[config]);
-        println!("| {config} | {m:.0} | {:.3} |", m / base);
+        println!("| {config} | {m:.0} | {:.3} |", median(&ratios[config]));
     }
     println!("\n| configuration | program | runs/s | ns per run |");
     println!("|---|---|---:|---:|");

@@ -218,8 +218,9 @@ q = b'\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01'
 for i in range(k):
     s.sendto(struct.pack('>HHHHHH', 4242 + i, 0x0100, 1, 0, 0, 0) + q, ('127.0.0.1', port))
     s.recvfrom(512)
+print('comm=' + open('/proc/self/comm').read().strip())
 ";
-    python(Some(&cg), body, &[DNS_PORT.to_string(), k.to_string()])?;
+    let out = python(Some(&cg), body, &[DNS_PORT.to_string(), k.to_string()])?;
     python(None, body, &[DNS_PORT.to_string(), control.to_string()])?;
     answering.join().unwrap();
 
@@ -230,6 +231,11 @@ for i in range(k):
     let expected = bucket_index(delay.as_nanos() as u64);
     assert_eq!(h.quantile_bucket(0.5), Some(expected), "p50 bucket for {delay:?}");
     assert!(h.sum_ns >= k * delay.as_nanos() as u64);
+    let comm = field(&out, "comm")?;
+    assert!(
+        snap.histograms_of(cg.id, Probe::Dns).all(|s| s.series.process_name == comm),
+        "DNS series should carry the querying process {comm}"
+    );
     untrack(&cg)
 }
 

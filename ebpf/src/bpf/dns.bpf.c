@@ -5,7 +5,9 @@
  *
  * Egress: a UDP datagram to pt_dns_port with QR=0 is a query; its send time is remembered.
  * Ingress: a datagram from pt_dns_port with QR=1 and a remembered (port, id) is its answer.
- * Unanswered queries age out of the LRU map (a timeout is not a latency). TCP/53 is not parsed.
+ * The process name is taken at the query: a UDP send reaches cgroup_skb egress synchronously,
+ * in the sender's context. Unanswered queries age out of the LRU map (a timeout is not a
+ * latency). TCP/53 and DNS over TLS are not parsed.
  */
 #include "podtrace_common.h"
 
@@ -19,11 +21,16 @@ struct pt_dns_key {
 	__u32 _pad;
 };
 
+struct pt_dns_start {
+	__u64 ts;
+	char comm[PT_COMM_LEN]; /* the querying task: egress of a UDP send runs in its context */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct pt_dns_key);
-	__type(value, __u64);
+	__type(value, struct pt_dns_start);
 } dns_start SEC(".maps");
 
 #define ETH_P_IP_BE 0x0008   /* htons(0x0800) */
@@ -69,18 +76,18 @@ static __always_inline int pt_dns(struct __sk_buff *skb, bool egress)
 	struct pt_dns_key key = { .cgroup_id = cg, .id = h.id };
 	if (egress && h.dport == port && !is_response) {
 		key.port = h.sport;
-		__u64 now = bpf_ktime_get_ns();
-		if (bpf_map_update_elem(&dns_start, &key, &now, BPF_ANY))
+		struct pt_dns_start start = { .ts = bpf_ktime_get_ns() };
+		bpf_get_current_comm(start.comm, sizeof(start.comm));
+		if (bpf_map_update_elem(&dns_start, &key, &start, BPF_ANY))
 			pt_count_error(PT_ERR_INFLIGHT_FULL);
 	} else if (!egress && h.sport == port && is_response) {
 		key.port = h.dport;
-		__u64 *start = bpf_map_lookup_elem(&dns_start, &key);
+		struct pt_dns_start *start = bpf_map_lookup_elem(&dns_start, &key);
 		if (!start)
 			return 1;
-		__u64 ns = bpf_ktime_get_ns() - *start;
+		struct pt_dns_start s = *start;
 		bpf_map_delete_elem(&dns_start, &key);
-		char comm[PT_COMM_LEN] = {};
-		pt_hist_add(t, cg, comm, PT_PROBE_DNS, PT_OP_NONE, ns);
+		pt_hist_add(t, cg, s.comm, PT_PROBE_DNS, PT_OP_NONE, bpf_ktime_get_ns() - s.ts);
 	}
 	return 1;
 }

@@ -5,7 +5,9 @@
  * The programs are attached once, at the cgroup v2 root, and filter by the skb's socket cgroup
  * (bpf_skb_cgroup_id), not per pod cgroup: see the README's "eBPF probes" section for the
  * measurement behind that choice. skb->len is the L3 length (IP header included).
- * cgroup_skb has no process context, so these series carry process_name="other".
+ * Ingress runs in softirq and egress often does too (ACKs, retransmits, TSQ), so the current
+ * task is not reliably the socket's owner: these series carry process_name="other" rather than
+ * a name that would be wrong for part of the bytes.
  */
 #include "podtrace_common.h"
 

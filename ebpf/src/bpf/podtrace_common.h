@@ -28,7 +28,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* Process names per cgroup that get their own series; the loader overrides it. */
 const volatile __u32 pt_max_comms = 16;
 
-/* Sizes are defaults; the loader sets them from ProbeConfig before loading. */
+/* Sizes are defaults; the loader sets them from ProbeConfig before loading. The series maps
+ * are not preallocated: a family that never sees a tracked event (or has no counters) then
+ * costs no memory, and a large max_entries is only a ceiling. New series pay one allocation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -39,6 +41,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct pt_key);
 	__type(value, struct pt_hist);
 } hists SEC(".maps");
@@ -46,6 +49,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct pt_key);
 	__type(value, struct pt_counter);
 } counters SEC(".maps");
@@ -53,6 +57,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct pt_comm_key);
 	__type(value, __u8);
 } comms SEC(".maps");
