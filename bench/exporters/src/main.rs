@@ -32,10 +32,10 @@ const REPS: usize = 25;
 
 fn main() {
     let targets = SERIES.div_ceil(SERIES_PER_TARGET);
-    let batch = Arc::new(batch(targets));
-    let items: Vec<Item> = (0..targets)
-        .map(|i| Item::Target(batch.clone(), i))
-        .chain([Item::Kernel(batch.clone())])
+    let batch = batch(targets);
+    let items: Vec<Item> = (batch.targets.iter())
+        .map(|t| Item::Target(Arc::new(t.clone())))
+        .chain([Item::Kernel(Arc::new(batch.kernel.clone()))])
         .collect();
     let registry = registry(&batch);
 

@@ -106,10 +106,8 @@ impl Config {
     /// Appends the lines of `item` to `out`.
     pub fn encode(&self, out: &mut String, item: &Item) {
         match item {
-            Item::Target(batch, i) => line_protocol::encode_target(out, &batch.targets[*i]),
-            Item::Kernel(batch) => {
-                line_protocol::encode_kernel(out, &batch.kernel, &self.node, &self.instance_id)
-            }
+            Item::Target(t) => line_protocol::encode_target(out, t),
+            Item::Kernel(k) => line_protocol::encode_kernel(out, k, &self.node, &self.instance_id),
         }
     }
 }

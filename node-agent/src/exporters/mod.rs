@@ -45,20 +45,21 @@ use tokio::task::JoinHandle;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 
 /// One queued unit: a target's samples (one message, or five Influx lines) or the node's kernel
-/// counters. Shares the batch, so queueing costs a pointer, not a copy.
+/// counters. Each item owns (a shared pointer to) its own sample and not the whole batch, so a
+/// queue of N items holds at most N samples, whatever the other targets of their batches.
 #[derive(Clone, Debug)]
 pub enum Item {
-    /// `batch.targets[index]`.
-    Target(Arc<PushBatch>, usize),
-    /// `batch.kernel`.
-    Kernel(Arc<PushBatch>),
+    /// One target of a batch.
+    Target(Arc<TargetSample>),
+    /// The batch's kernel counters.
+    Kernel(Arc<KernelSample>),
 }
 
 impl Item {
     /// The target of a `Target` item.
     pub fn target(&self) -> Option<&TargetSample> {
         match self {
-            Item::Target(b, i) => b.targets.get(*i),
+            Item::Target(t) => Some(t),
             Item::Kernel(_) => None,
         }
     }
@@ -160,16 +161,13 @@ impl Exporters {
         if self.sinks.is_empty() {
             return;
         }
-        let batch = Arc::new(batch);
+        let targets: Vec<Arc<TargetSample>> = batch.targets.into_iter().map(Arc::new).collect();
+        let kernel = Arc::new(batch.kernel);
         for sink in &self.sinks {
-            let targets = batch
-                .targets
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| (sink.wants)(&t.export))
-                .map(|(i, _)| Item::Target(batch.clone(), i));
-            let kernel = sink.kernel.then(|| Item::Kernel(batch.clone()));
-            sink.queue.push(targets.chain(kernel));
+            let wanted = targets.iter().filter(|t| (sink.wants)(&t.export));
+            let items = wanted.map(|t| Item::Target(t.clone()));
+            let kernel = sink.kernel.then(|| Item::Kernel(kernel.clone()));
+            sink.queue.push(items.chain(kernel));
         }
     }
 

@@ -82,12 +82,12 @@ impl Config {
     /// The subject and JSON payload of `item`.
     pub fn encode(&self, item: &Item) -> Result<(String, Vec<u8>), ExportError> {
         Ok(match item {
-            Item::Target(batch, i) => {
-                let msg = PodMessage::new(&batch.targets[*i], &self.instance_id);
+            Item::Target(t) => {
+                let msg = PodMessage::new(t, &self.instance_id);
                 (self.pod_subject.clone(), serde_json::to_vec(&msg)?)
             }
-            Item::Kernel(batch) => {
-                let msg = KernelMessage::new(&batch.kernel, &self.node, &self.instance_id);
+            Item::Kernel(k) => {
+                let msg = KernelMessage::new(k, &self.node, &self.instance_id);
                 (self.subject.clone(), serde_json::to_vec(&msg)?)
             }
         })
