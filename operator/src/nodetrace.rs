@@ -49,17 +49,11 @@ pub async fn run(ctx: Arc<Context>) {
 pub async fn sync_nodes(ctx: &Arc<Context>, nodes: BTreeSet<Arc<str>>) -> Result<()> {
     let _serial = ctx.write_lock.lock().await;
     let _timer = ctx.metrics.reconcile("nodetrace");
-    let desired: Vec<(Arc<str>, Option<NodeTraceSpec>)> = ctx.with_traces(|set, index| {
-        nodes
-            .into_iter()
-            .map(|n| {
-                let spec = set.node_trace(index, &n);
-                (n, spec)
-            })
-            .collect()
-    });
-    let results: Vec<(Arc<str>, Result<()>)> = futures::stream::iter(desired)
-        .map(|(node, spec)| async move {
+    // Each node's spec is computed right before its write, so only CONCURRENCY specs (~100 KiB
+    // each at 100 pods) are alive at once instead of every node's.
+    let results: Vec<(Arc<str>, Result<()>)> = futures::stream::iter(nodes)
+        .map(|node| async move {
+            let spec = ctx.with_traces(|set, index| set.node_trace(index, &node));
             let result = sync_node(ctx, &node, spec).await;
             (node, result)
         })

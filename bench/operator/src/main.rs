@@ -90,9 +90,26 @@ async fn main() -> Result<()> {
     let rss_empty = op.rss_kib()?;
     op.stop();
 
+    // Half the pods: the second point of the marginal memory per pod.
+    let half = s.pods_per_podtrace / 2;
     let started = Instant::now();
-    create_pods(&client, &ns, &s).await?;
-    println!("created {pods_total} pods (with container IDs) in {:.1?}", started.elapsed());
+    create_pods(&client, &ns, &s, 0..half).await?;
+    println!(
+        "created {} pods (with container IDs) in {:.1?}",
+        s.podtraces * half,
+        started.elapsed()
+    );
+    let mut op = Operator::start(cp, &ns, &scope, "half")?;
+    op.wait_ready(Duration::from_secs(120)).await?;
+    let expected = s.podtraces * half / s.nodes;
+    nodetraces_complete(&client, &scope, s.nodes, expected).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_half = op.rss_kib()?;
+    op.stop();
+
+    let started = Instant::now();
+    create_pods(&client, &ns, &s, half..s.pods_per_podtrace).await?;
+    println!("created {} more pods in {:.1?}", pods_total - s.podtraces * half, started.elapsed());
 
     let mut lists = Vec::new();
     for _ in 0..3 {
@@ -123,6 +140,35 @@ async fn main() -> Result<()> {
     let rss_loaded = op.rss_kib()?;
     let writes_initial = op.metric("podtrace_operator_nodetrace_writes_total").await?;
 
+    let per_pod = (rss_loaded as f64 - rss_empty as f64) / pods_total as f64;
+    let per_pod_half =
+        (rss_loaded as f64 - rss_half as f64) / (pods_total - s.podtraces * half) as f64;
+    println!();
+    println!("| figure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| operator RSS, nodes + PodTraces, no pods | {:.1} MiB | |",
+        rss_empty as f64 / 1024.0
+    );
+    println!(
+        "| operator RSS, {pods_total} pods indexed, NodeTraces written | {:.1} MiB | |",
+        rss_loaded as f64 / 1024.0
+    );
+    println!(
+        "| operator RSS, {} pods indexed, NodeTraces written | {:.1} MiB | |",
+        s.podtraces * half,
+        rss_half as f64 / 1024.0
+    );
+    println!(
+        "| marginal memory per pod, {} → {pods_total} pods | {per_pod_half:.2} KiB | ≤ 1 KiB |",
+        s.podtraces * half
+    );
+    println!("| average memory per pod over the no-pod baseline | {per_pod:.2} KiB | |");
+    println!("| raw paginated LIST of the pods (500/page, decoded; median of 3) | {list:.2?} | |");
+    println!("| operator start → /readyz (every cache synced) | {sync:.2?} | |");
+    println!("| sync / raw LIST | {:.2}× | ≤ 1.3× |", sync.as_secs_f64() / list.as_secs_f64());
+    println!("| operator start → all {} NodeTraces written | {all_written:.2?} | |", s.nodes);
+
     let mut latencies = Vec::new();
     for k in 0..s.changes {
         let name = format!("pt-{}", k % s.podtraces);
@@ -139,10 +185,11 @@ async fn main() -> Result<()> {
                     .all(|p| p.profiles == [profile])
             })
         };
-        wait_until(Duration::from_secs(60), done)
+        wait_until(Duration::from_secs(120), done)
             .await
             .with_context(|| format!("change {k} never arrived"))?;
         latencies.push(t0.elapsed());
+        eprintln!("change {k}: {:.0?}", t0.elapsed());
     }
     latencies.sort();
     let pct = |q: f64| {
@@ -151,23 +198,6 @@ async fn main() -> Result<()> {
     let writes_after = op.metric("podtrace_operator_nodetrace_writes_total").await?;
     op.stop();
 
-    let per_pod = (rss_loaded as f64 - rss_empty as f64) / pods_total as f64;
-    println!();
-    println!("| figure | value | target |");
-    println!("|---|---|---|");
-    println!(
-        "| operator RSS, nodes + PodTraces, no pods | {:.1} MiB | |",
-        rss_empty as f64 / 1024.0
-    );
-    println!(
-        "| operator RSS, {pods_total} pods indexed, NodeTraces written | {:.1} MiB | |",
-        rss_loaded as f64 / 1024.0
-    );
-    println!("| marginal memory per pod | {per_pod:.2} KiB | ≤ 1 KiB |");
-    println!("| raw paginated LIST of the pods (500/page, decoded; median of 3) | {list:.2?} | |");
-    println!("| operator start → /readyz (every cache synced) | {sync:.2?} | |");
-    println!("| sync / raw LIST | {:.2}× | ≤ 1.3× |", sync.as_secs_f64() / list.as_secs_f64());
-    println!("| operator start → all {} NodeTraces written | {all_written:.2?} | |", s.nodes);
     println!(
         "| PodTrace change → every affected NodeTrace updated ({} changes × {} NodeTraces) | p50 {:.0?}, p99 {:.0?} | p99 ≤ 1 s |",
         s.changes,
@@ -182,9 +212,35 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn create_pods(client: &Client, ns: &str, s: &Scale) -> Result<()> {
+/// Waits until all `nodes` NodeTraces of `scope` list `pods` pods each.
+async fn nodetraces_complete(
+    client: &Client,
+    scope: &str,
+    nodes: usize,
+    pods: usize,
+) -> Result<()> {
+    let api: Api<NodeTrace> = Api::all(client.clone());
+    let start = Instant::now();
+    loop {
+        let list = api.list(&ListParams::default().labels(scope)).await?;
+        if list.items.len() == nodes && list.items.iter().all(|nt| nt.spec.pods.len() == pods) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("NodeTraces incomplete after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn create_pods(
+    client: &Client,
+    ns: &str,
+    s: &Scale,
+    range: std::ops::Range<usize>,
+) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let work = (0..s.podtraces).flat_map(|i| (0..s.pods_per_podtrace).map(move |j| (i, j)));
+    let work = (0..s.podtraces).flat_map(|i| range.clone().map(move |j| (i, j)));
     futures::stream::iter(work)
         .map(|(i, j)| {
             let pods = pods.clone();
