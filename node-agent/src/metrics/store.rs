@@ -107,7 +107,19 @@ impl Sample {
     }
 }
 
-type Series = Vec<(Labels, f64)>;
+/// The series of one family and target, rendered as exposition lines when stored: encoding is
+/// then a copy of one block per target (see bench/agent).
+#[derive(Clone, Debug, Default)]
+struct Series {
+    lines: String,
+    count: usize,
+}
+
+impl Series {
+    fn len(&self) -> usize {
+        self.count
+    }
+}
 
 /// The series of every family by target.
 pub struct Store {
@@ -157,7 +169,18 @@ impl Store {
         let mut grouped: BTreeMap<FamilyId, Series> = BTreeMap::new();
         for s in samples.into_iter().take(allowed) {
             debug_assert!(own.contains(&s.family), "{} is not a family of {source}", s.family);
-            grouped.entry(s.family).or_default().push((s.labels, s.value));
+            let series = grouped.entry(s.family).or_default();
+            let out = &mut series.lines;
+            out.push_str(FAMILIES[s.family].name);
+            if !s.labels.0.is_empty() {
+                out.push('{');
+                out.push_str(&s.labels.0);
+                out.push('}');
+            }
+            out.push(' ');
+            write_value(out, s.value);
+            out.push('\n');
+            series.count += 1;
         }
         for f in own {
             match grouped.remove(&f) {
@@ -201,7 +224,7 @@ impl Store {
     /// Number of series stored.
     pub fn series(&self) -> usize {
         let families = self.by_family.read().expect("store lock poisoned");
-        families.iter().flat_map(|m| m.values()).map(Vec::len).sum()
+        families.iter().flat_map(|m| m.values()).map(Series::len).sum()
     }
 
     /// Number of series of one pod (all containers, all sources).
@@ -231,17 +254,7 @@ impl Store {
             writeln!(out, "# HELP {type_name} {}", family.help)?;
             writeln!(out, "# TYPE {type_name} {kind}")?;
             for series in by_target.values() {
-                for (labels, value) in series {
-                    out.push_str(family.name);
-                    if !labels.0.is_empty() {
-                        out.push('{');
-                        out.push_str(&labels.0);
-                        out.push('}');
-                    }
-                    out.push(' ');
-                    write_value(out, *value);
-                    out.push('\n');
-                }
+                out.push_str(&series.lines);
             }
         }
         Ok(())
