@@ -446,6 +446,7 @@ fn read_family(
                 method: loaded.rung.method,
                 run_count: info.run_count(),
                 run_time: info.run_time(),
+                recursion_misses: recursion_misses(p),
             }),
             Err(e) => tracing::debug!(program, error = %e, "program info"),
         }
@@ -453,9 +454,32 @@ fn read_family(
     Ok(())
 }
 
+/// `recursion_misses` of a program, from its fdinfo (aya 0.14's ProgramInfo does not expose
+/// it); 0 when unknown.
+fn recursion_misses(program: &aya::programs::Program) -> u64 {
+    use std::os::fd::{AsFd, AsRawFd};
+    let Ok(fd) = program.fd() else { return 0 };
+    let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+    std::fs::read_to_string(path).map(|text| fdinfo_field(&text, "recursion_misses")).unwrap_or(0)
+}
+
+fn fdinfo_field(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fdinfo_fields_are_parsed_by_exact_key() {
+        let text = "prog_type:\t26\nrun_cnt:\t5\nrecursion_misses:\t3\nverified_insns:\t90\n";
+        assert_eq!(fdinfo_field(text, "recursion_misses"), 3);
+        assert_eq!(fdinfo_field(text, "run_cnt"), 5);
+        assert_eq!(fdinfo_field(text, "missing"), 0);
+    }
 
     #[test]
     fn probe_bits_are_distinct_and_fit_the_kernel_mask() {

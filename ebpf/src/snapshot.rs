@@ -159,6 +159,10 @@ pub struct ProgramStats {
     pub run_count: u64,
     /// Time spent running since load.
     pub run_time: Duration,
+    /// Runs the kernel skipped because the program was already running on that CPU (an
+    /// interrupt hit the same tracepoint while it ran, e.g. a timer wakeup inside a wakeup):
+    /// samples lost, counted instead of silent. Always counted (no bpf_stats needed).
+    pub recursion_misses: u64,
 }
 
 /// One read of all maps.
