@@ -212,6 +212,11 @@ impl Broker {
             // The HTTP port opens before the UDP service and meta store are ready.
             let url = format!("http://127.0.0.1:{}/ping", self.port);
             while http_ping::blocking_ping(&url).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "influxd not ready: {}",
+                    self.log()
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
