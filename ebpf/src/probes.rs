@@ -177,14 +177,12 @@ impl Probes {
     }
 
     /// Reads every map once: the series of tracked cgroups, drops and program stats. Series
-    /// of cgroups no longer tracked (written by an event racing with `untrack`) are deleted.
+    /// of cgroups no longer tracked (written by an event racing with `untrack`) are deleted
+    /// in the same pass.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         for loaded in self.families.values_mut() {
-            let name = loaded.family.name;
-            let targets = &self.targets;
-            read_family(loaded, targets, &mut snap)?;
-            purge(&mut loaded.ebpf, name, |id| !targets.contains_key(&id))?;
+            read_family(loaded, &self.targets, &mut snap)?;
         }
         Ok(snap)
     }
@@ -398,25 +396,39 @@ fn read_family(
         })
     };
     {
-        let hists = typed_map::<PtKey, PtHist>(&mut loaded.ebpf, name, "hists")?;
+        let mut hists = typed_map::<PtKey, PtHist>(&mut loaded.ebpf, name, "hists")?;
+        let mut stale = Vec::new();
         for entry in hists.iter() {
             let (k, v) = entry.map_err(|e| map_err(name, "hists", e))?;
-            if let Some(series) = series(&k) {
-                let mut buckets = [0; BUCKETS];
-                buckets.copy_from_slice(&v.buckets);
-                let histogram =
-                    Histogram { buckets, count: v.count, sum_ns: v.sum_ns, latest_ns: v.latest_ns };
-                snap.histograms.push(HistogramSample { series, histogram });
+            match series(&k) {
+                Some(series) => {
+                    let mut buckets = [0; BUCKETS];
+                    buckets.copy_from_slice(&v.buckets);
+                    let (count, sum_ns, latest_ns) = (v.count, v.sum_ns, v.latest_ns);
+                    let histogram = Histogram { buckets, count, sum_ns, latest_ns };
+                    snap.histograms.push(HistogramSample { series, histogram });
+                }
+                None => stale.push(k),
             }
+        }
+        for k in &stale {
+            ignore_missing(hists.remove(k)).map_err(|e| map_err(name, "hists", e))?;
         }
     }
     {
-        let counters = typed_map::<PtKey, PtCounter>(&mut loaded.ebpf, name, "counters")?;
+        let mut counters = typed_map::<PtKey, PtCounter>(&mut loaded.ebpf, name, "counters")?;
+        let mut stale = Vec::new();
         for entry in counters.iter() {
             let (k, v) = entry.map_err(|e| map_err(name, "counters", e))?;
-            if let Some(series) = series(&k) {
-                snap.counters.push(CounterSample { series, bytes: v.bytes, events: v.events });
+            match series(&k) {
+                Some(series) => {
+                    snap.counters.push(CounterSample { series, bytes: v.bytes, events: v.events })
+                }
+                None => stale.push(k),
             }
+        }
+        for k in &stale {
+            ignore_missing(counters.remove(k)).map_err(|e| map_err(name, "counters", e))?;
         }
     }
     {
