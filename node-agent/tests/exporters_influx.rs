@@ -279,4 +279,47 @@ mod exporters {
         wait_until("connected again", Duration::from_secs(10), || health().connected).await;
         assert_eq!((health().sent, health().dropped), (4 + 3, 0));
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn influx_refused_credentials_show_in_health_and_keep_the_points_queued() {
+        let broker = Broker::influx_with_auth();
+        let admin = "CREATE USER admin WITH PASSWORD 's3cret' WITH ALL PRIVILEGES";
+        influxql(broker.port, "", admin).await;
+        let url = format!("http://127.0.0.1:{}/query?u=admin&p=s3cret", broker.port);
+        let created = reqwest::Client::new()
+            .post(url)
+            .form(&[("q", "CREATE DATABASE podtrace")])
+            .send()
+            .await
+            .unwrap();
+        assert!(created.status().is_success());
+
+        let write =
+            |p: &str| format!("http://127.0.0.1:{}/write?db=podtrace&u=admin&p={p}", broker.port);
+        let mut a = args();
+        a.influx_url = Some(write("wrong"));
+        let (exporters, _registry) = start(&a);
+        exporters.push(batch(0, 2));
+        wait_until("the refusal in health", Duration::from_secs(10), || {
+            let h = exporters.health().exporters[0].clone();
+            h.reason.is_some_and(|r| r.contains("refused the credentials"))
+        })
+        .await;
+        let h = exporters.health().exporters[0].clone();
+        assert!(!h.reason.as_deref().unwrap().contains("wrong"), "no password in health: {h:?}");
+        assert_eq!(
+            (h.connected, h.sent, h.dropped, h.queued),
+            (false, 0, 0, 3),
+            "kept, not dropped"
+        );
+        drop(exporters);
+
+        a.influx_url = Some(write("s3cret"));
+        let (exporters, _registry) = start(&a);
+        exporters.push(batch(0, 2));
+        wait_until("written", Duration::from_secs(10), || {
+            exporters.health().exporters[0].sent == 3
+        })
+        .await;
+    }
 }

@@ -140,6 +140,15 @@ impl Broker {
 
     /// influxd 1.x with HTTP and a UDP listener writing to database `udp`.
     pub fn influx() -> Self {
+        Self::influx_with(false)
+    }
+
+    /// influxd 1.x with authentication on (the first user must be created as an admin).
+    pub fn influx_with_auth() -> Self {
+        Self::influx_with(true)
+    }
+
+    fn influx_with(auth: bool) -> Self {
         let dir = TempDir::new("influx");
         let (port, udp_port, rpc) = (free_port(), free_port(), free_port());
         let d = dir.0.display();
@@ -153,6 +162,7 @@ impl Broker {
                  [monitor]\n  store-enabled = false\n\
                  [continuous_queries]\n  enabled = false\n\
                  [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+                 auth-enabled = {auth}\n\
                  [[udp]]\n  enabled = true\n  bind-address = \"127.0.0.1:{udp_port}\"\n\
                  database = \"udp\"\n  batch-size = 100\n  batch-timeout = \"50ms\"\n"
             ),
