@@ -208,6 +208,16 @@ pub fn status(
                     "more than {max_tracked} containers on this node; raise PODTRACE_MAX_TRACKED_CGROUPS"
                 )),
             )
+        } else if engine.over_budget.iter().any(|k| attached.iter().any(|a| &a.0 == k)) {
+            attached_pods += 1;
+            (
+                PodAttachState::Attached,
+                Some(PodAttachReason::SeriesBudgetExceeded),
+                Some(format!(
+                    "the pod's series exceed maxSeriesPerPod ({}); some are dropped",
+                    pod.settings.max_series_per_pod
+                )),
+            )
         } else if attached.iter().any(|a| a.2.is_none()) {
             attached_pods += 1;
             (PodAttachState::Attached, Some(PodAttachReason::CgroupV2Unavailable), Some("no cgroup v2 directory: in-kernel cgroup filtering is not possible for this pod".into()))
@@ -422,10 +432,15 @@ mod tests {
             series: 12,
             dropped: 0,
             resolved: true,
+            over_budget: vec![],
         };
         let s = status(&spec, Some(3), &engine, &kernel_features(&layout), 16, 0);
         let full = status(&spec, Some(3), &engine, &kernel_features(&layout), 0, 0);
         assert_eq!(full.pods[0].reason, Some(PodAttachReason::TrackedMapFull));
+        let over = EngineStatus { over_budget: vec![targets[0].key.clone()], ..engine.clone() };
+        let over = status(&spec, Some(3), &over, &kernel_features(&layout), 16, 0);
+        assert_eq!(over.pods[0].state, PodAttachState::Attached);
+        assert_eq!(over.pods[0].reason, Some(PodAttachReason::SeriesBudgetExceeded));
         assert_eq!((s.tracked_pods, s.attached_pods, s.series), (3, 1, 12));
         assert_eq!(s.pods[0].state, PodAttachState::Attached);
         assert_eq!(s.pods[1].reason, Some(PodAttachReason::CgroupNotFound));

@@ -66,6 +66,8 @@ pub struct EngineStatus {
     pub dropped: u64,
     /// Whether the first resolution has run.
     pub resolved: bool,
+    /// Targets whose pod dropped series for its budget at their last collection.
+    pub over_budget: Vec<TargetKey>,
 }
 
 struct TargetState {
@@ -74,6 +76,7 @@ struct TargetState {
     previous: Option<(Instant, Reading)>,
     processes: ProcessCollector,
     history: VecDeque<ProcessSample>,
+    dropped: usize,
 }
 
 /// The engine.
@@ -150,6 +153,7 @@ impl Engine {
                     previous: None,
                     processes: ProcessCollector::default(),
                     history: VecDeque::new(),
+                    dropped: 0,
                 },
             };
             next.insert(state.target.key.clone(), state);
@@ -202,6 +206,7 @@ impl Engine {
         let mut collected = 0usize;
         let (mut resource_time, mut process_time) = (Duration::ZERO, Duration::ZERO);
         for state in self.targets.values_mut().filter(|s| now >= s.next_due) {
+            state.dropped = 0;
             state.next_due = now + state.target.interval();
             collected += 1;
             let t = &state.target;
@@ -219,7 +224,8 @@ impl Engine {
                             .map(|(at, r)| (r, now.duration_since(*at).as_secs_f64()));
                         let samples =
                             resource::samples(&labels, &reading, prev, &t.profile.resource_limits);
-                        self.store.replace(catalog::RESOURCE, &t.key, samples, budget);
+                        state.dropped +=
+                            self.store.replace(catalog::RESOURCE, &t.key, samples, budget);
                         memory_limit = reading.memory.map(|m| m.1);
                         state.previous = Some((now, reading));
                     }
@@ -248,7 +254,8 @@ impl Engine {
                         let history = t.profile.history.size.max(0) as usize;
                         let procs = state.processes.record(raws, now, wall, uptime, base, history);
                         let samples = process::samples(&labels, &procs, &t.profile);
-                        self.store.replace(catalog::PROCESS, &t.key, samples, budget);
+                        state.dropped +=
+                            self.store.replace(catalog::PROCESS, &t.key, samples, budget);
                         let sample = sum(&procs, wall);
                         if history > 0 {
                             state.history.push_back(sample.clone());
@@ -321,6 +328,8 @@ impl Engine {
         status.series = series;
         status.dropped = dropped;
         status.resolved |= resolved;
+        status.over_budget =
+            self.targets.values().filter(|s| s.dropped > 0).map(|s| s.target.key.clone()).collect();
     }
 
     /// The cgroup v2 ids of the attached targets: what the eBPF programs' tracked-cgroup map
