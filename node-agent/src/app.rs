@@ -17,6 +17,7 @@ use crate::{
     cgroup::CgroupLayout,
     cli::{AgentArgs, read_token},
     cluster,
+    collectors::ebpf::EbpfSource,
     engine::{self, Engine, Resolver},
     exporters::{ExporterArgs, Exporters},
     health::SERVICES,
@@ -64,6 +65,7 @@ pub async fn run(
         proc_root,
         cgroup_root,
         interval,
+        ebpf,
     } = args;
     let layout = CgroupLayout::detect()
         .map_err(|source| Error::Read { path: "/proc/self/mountinfo".into(), source })?
@@ -72,6 +74,20 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = AgentMetrics::register(&mut registry);
     let exporters = Arc::new(Exporters::start(&exporter_args, &mut registry)?);
+    let ebpf = ebpf.enabled.then(|| {
+        let mut config = podtrace_ebpf::ProbeConfig {
+            max_process_names: ebpf.max_process_names,
+            dns_port: ebpf.dns_port,
+            ..Default::default()
+        };
+        if let Mode::Cluster { max_tracked_cgroups, .. } = &mode {
+            config.map_sizes.tracked = u32::try_from(*max_tracked_cgroups).unwrap_or(u32::MAX);
+        }
+        if let Some(v2) = &layout.v2 {
+            config.cgroup_skb_root = v2.clone();
+        }
+        EbpfSource::load(config, &mut registry)
+    });
     let registry = Arc::new(registry);
     let store = Arc::new(Store::default());
     let sources = Arc::new(Sources::agent());
@@ -120,9 +136,11 @@ pub async fn run(
 
     let changed = Arc::new(AtomicBool::new(true));
     let config_ok = Arc::new(AtomicBool::new(false));
-    let probes_requested = Arc::new(AtomicBool::new(false));
     let mut engine =
         Engine::new(proc_root.clone(), store.clone(), sources.clone(), metrics.clone(), interval);
+    if let Some(ebpf) = ebpf {
+        engine.set_ebpf(ebpf);
+    }
     let node = if exporter_args.node_name.is_empty() {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -147,16 +165,8 @@ pub async fn run(
                 metrics.clone(),
             )));
             let layout = layout.clone();
-            let probes = probes_requested.clone();
             Box::new(move || {
                 let config = slot.read().expect("config lock").clone();
-                probes.store(
-                    config
-                        .traces
-                        .iter()
-                        .any(|t| !t.paused && t.profile.probes.active().next().is_some()),
-                    Ordering::Relaxed,
-                );
                 standalone::resolve(&config, &layout, &proc_root)
             })
         }
@@ -188,17 +198,10 @@ pub async fn run(
                 move |_| m.error("status", "kubernetes"),
             )));
             let layout = layout.clone();
-            let probes = probes_requested.clone();
             Box::new(move || {
                 let d = desired.read().expect("desired lock").clone();
                 match d.spec {
-                    Some(spec) => {
-                        probes.store(
-                            spec.settings.probes.active().next().is_some(),
-                            Ordering::Relaxed,
-                        );
-                        cluster::resolve(&spec, &layout)
-                    }
+                    Some(spec) => cluster::resolve(&spec, &layout),
                     None => (Vec::new(), Vec::new()),
                 }
             })
@@ -220,7 +223,7 @@ pub async fn run(
     let health_task = {
         let (health, exporters, engine_status, readiness) =
             (health.clone(), exporters.clone(), engine_status.clone(), readiness.clone());
-        let (config_ok, probes_requested) = (config_ok.clone(), probes_requested.clone());
+        let config_ok = config_ok.clone();
         let engine_alive = Arc::new(engine_thread);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -231,8 +234,8 @@ pub async fn run(
                 readiness.set(running);
                 health.set("", running).await;
                 health.set("podtrace.kubernetes", config_ok.load(Ordering::Relaxed)).await;
-                // The eBPF loader is not wired yet: requested probes are not attached.
-                health.set("podtrace.probes", !probes_requested.load(Ordering::Relaxed)).await;
+                let probes_ok = engine_status.read().expect("status lock").probes_ok;
+                health.set("podtrace.probes", probes_ok).await;
                 health.set("podtrace.exporters", exporters.health().serving()).await;
             }
         })

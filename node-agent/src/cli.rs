@@ -135,6 +135,24 @@ pub struct AgentArgs {
     /// Interval of the node's kernel metrics, in seconds or as a duration ("10", "30s").
     #[arg(long, env = "INTERVAL", default_value = "10", value_parser = parse_interval)]
     pub interval: Duration,
+    /// eBPF probe settings.
+    #[command(flatten)]
+    pub ebpf: EbpfArgs,
+}
+
+/// Flags of the eBPF probes.
+#[derive(Args, Debug, Clone)]
+pub struct EbpfArgs {
+    /// Load the eBPF probes (false: only the cgroup and /proc collectors run).
+    #[arg(long = "ebpf", env = "PODTRACE_EBPF", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Most process names per pod and probe family with series of their own; later ones are
+    /// counted as process_name="other".
+    #[arg(long, env = "PODTRACE_MAX_PROCESS_NAMES", default_value_t = 16)]
+    pub max_process_names: u32,
+    /// UDP/TCP port whose traffic the DNS probe times (queries to it, answers from it).
+    #[arg(long, env = "PODTRACE_DNS_PORT", default_value_t = 53)]
+    pub dns_port: u16,
 }
 
 /// Seconds (the reference's `INTERVAL=10`) or a Go duration.

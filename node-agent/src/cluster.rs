@@ -167,19 +167,19 @@ pub fn status(
     export_dropped: u64,
 ) -> NodeTraceStatus {
     let requested: Vec<Probe> = spec.settings.probes.active().collect();
+    // The engine's statuses when it runs the eBPF source; without it (--ebpf=false) every
+    // requested probe is Unavailable with that reason.
     let probes = Probe::ALL
         .iter()
-        .map(|&probe| {
-            if requested.contains(&probe) {
-                ProbeStatus {
-                    probe,
-                    state: ProbeState::Unavailable,
-                    method: None,
-                    reason: Some("the agent does not load the eBPF programs yet".into()),
-                }
-            } else {
-                ProbeStatus { probe, state: ProbeState::Disabled, method: None, reason: None }
-            }
+        .map(|&probe| match engine.probes.iter().find(|s| s.probe == probe) {
+            Some(s) => s.clone(),
+            None if requested.contains(&probe) => ProbeStatus {
+                probe,
+                state: ProbeState::Unavailable,
+                method: None,
+                reason: Some("the agent runs without eBPF (--ebpf=false)".into()),
+            },
+            None => ProbeStatus { probe, state: ProbeState::Disabled, method: None, reason: None },
         })
         .collect();
     let mut pods = Vec::new();
@@ -433,6 +433,7 @@ mod tests {
             dropped: 0,
             resolved: true,
             over_budget: vec![],
+            ..Default::default()
         };
         let s = status(&spec, Some(3), &engine, &kernel_features(&layout), 16, 0);
         let full = status(&spec, Some(3), &engine, &kernel_features(&layout), 0, 0);

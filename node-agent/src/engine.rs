@@ -10,7 +10,7 @@
 //! It runs on a thread of its own: the collectors do blocking file I/O.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::PathBuf,
     sync::{
         Arc, RwLock,
@@ -19,10 +19,14 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use podtrace_api::profile::ExportSettings;
+use podtrace_api::{
+    nodetrace::ProbeStatus,
+    profile::{ExportSettings, Probe},
+};
 
 use crate::{
     collectors::{
+        ebpf::{self, EbpfSource},
         kernel::{self, KernelReading},
         process::{self, Aggregates, ProcessCollector, ProcessSample},
         resource::{self, Reading},
@@ -68,6 +72,10 @@ pub struct EngineStatus {
     pub resolved: bool,
     /// Targets whose pod dropped series for its budget at their last collection.
     pub over_budget: Vec<TargetKey>,
+    /// How each eBPF probe attached (empty when the agent runs without eBPF).
+    pub probes: Vec<ProbeStatus>,
+    /// Whether every probe some target asks for is attached.
+    pub probes_ok: bool,
 }
 
 struct TargetState {
@@ -97,6 +105,7 @@ pub struct Engine {
     mem_total: u64,
     dropped_seen: u64,
     pusher: Option<Box<dyn Pusher>>,
+    ebpf: Option<EbpfSource>,
 }
 
 impl Engine {
@@ -125,7 +134,13 @@ impl Engine {
             mem_total,
             dropped_seen: 0,
             pusher: None,
+            ebpf: None,
         }
+    }
+
+    /// Measures the targets with the eBPF probes too.
+    pub fn set_ebpf(&mut self, source: EbpfSource) {
+        self.ebpf = Some(source);
     }
 
     /// Sets where every tick's reports go.
@@ -162,6 +177,17 @@ impl Engine {
             self.store.remove_target(gone);
         }
         self.targets = next;
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            let wanted: Vec<(u64, BTreeSet<Probe>)> = self
+                .targets
+                .values()
+                .filter_map(|s| {
+                    let probes: BTreeSet<Probe> = s.target.profile.probes.active().collect();
+                    Some((s.target.cgroup.v2_id?, probes)).filter(|(_, p)| !p.is_empty())
+                })
+                .collect();
+            ebpf.sync(&wanted);
+        }
         self.pending = pending;
         let gauge =
             |s: &str| self.metrics.targets.get_or_create(&StateLabels { state: s.into() }).clone();
@@ -204,6 +230,8 @@ impl Engine {
         let process_on = self.sources.enabled(catalog::PROCESS);
         let mut reports = Vec::new();
         let mut collected = 0usize;
+        // Targets due for the eBPF source: (key, cgroup id, labels, budget, process names).
+        let mut ebpf_due = Vec::new();
         let (mut resource_time, mut process_time) = (Duration::ZERO, Duration::ZERO);
         for state in self.targets.values_mut().filter(|s| now >= s.next_due) {
             state.dropped = 0;
@@ -214,6 +242,12 @@ impl Engine {
             let budget = Some(t.budget());
             // The memory limit read by the resource source, reused for the processes' percent.
             let mut memory_limit = None;
+            if let Some(id) = t.cgroup.v2_id
+                && t.profile.probes.active().next().is_some()
+            {
+                let process_names = t.profile.labels.process_name;
+                ebpf_due.push((t.key.clone(), id, labels.clone(), budget, process_names));
+            }
             if resource_on {
                 let started = Instant::now();
                 match resource::read(&t.cgroup, &t.profile.collect) {
@@ -295,6 +329,20 @@ impl Engine {
                 .get_or_create(&source(catalog::PROCESS))
                 .observe(process_time.as_secs_f64());
         }
+        if !ebpf_due.is_empty()
+            && self.sources.enabled(catalog::EBPF)
+            && let Some(snap) = self.ebpf.as_mut().and_then(EbpfSource::snapshot)
+        {
+            let started = Instant::now();
+            for (key, id, labels, budget, process_names) in ebpf_due {
+                let samples = ebpf::samples(&snap, id, &labels, process_names);
+                let dropped = self.store.replace(catalog::EBPF, &key, samples, budget);
+                if let Some(state) = self.targets.get_mut(&key) {
+                    state.dropped += dropped;
+                }
+            }
+            self.observe(catalog::EBPF, started);
+        }
         if let Some(p) = &self.pusher
             && (kernel_reading.is_some() || !reports.is_empty())
         {
@@ -330,6 +378,15 @@ impl Engine {
         status.resolved |= resolved;
         status.over_budget =
             self.targets.values().filter(|s| s.dropped > 0).map(|s| s.target.key.clone()).collect();
+        status.probes = self.ebpf.as_ref().map(EbpfSource::statuses).unwrap_or_default();
+        let requested: BTreeSet<Probe> =
+            self.targets.values().flat_map(|s| s.target.profile.probes.active()).collect();
+        status.probes_ok = requested.iter().all(|p| {
+            status
+                .probes
+                .iter()
+                .any(|s| s.probe == *p && s.state == podtrace_api::nodetrace::ProbeState::Attached)
+        });
     }
 
     /// The cgroup v2 ids of the attached targets: what the eBPF programs' tracked-cgroup map

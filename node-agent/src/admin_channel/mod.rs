@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(ch.execute("Mtag:proc:enable"), "ok");
         assert_eq!(
             ch.execute("m*"),
-            "*:disable,tag:proc:enable,agent:disable,kernel:enable,process:enable,resource:enable"
+            "*:disable,tag:proc:enable,agent:disable,ebpf:disable,kernel:enable,process:enable,resource:enable"
         );
         assert_eq!(ch.execute("mkernel,agent"), "kernel:enable,agent:disable");
         assert_eq!(ch.execute("mnope"), "error: unknown metrics source \"nope\"");

@@ -8,6 +8,10 @@ pub enum Kind {
     Gauge,
     /// A value that only goes up (its name ends in `_total`).
     Counter,
+    /// Cumulative buckets with `_bucket{le}`, `_sum` and `_count` lines.
+    Histogram,
+    /// No TYPE line (a compatibility alias whose name fits no type).
+    Untyped,
 }
 
 /// One metric family.
@@ -29,6 +33,8 @@ pub const RESOURCE: &str = "resource";
 pub const PROCESS: &str = "process";
 /// Source of the node kernel metrics.
 pub const KERNEL: &str = "kernel";
+/// Source of the eBPF probe metrics (latency histograms, byte counters).
+pub const EBPF: &str = "ebpf";
 /// Source of the agent's own `podtrace_agent_*` metrics.
 pub const AGENT: &str = "agent";
 
@@ -94,6 +100,32 @@ families! {
         "Context switches on the node since boot, all CPUs (/proc/stat ctxt)");
     NODE_ENTROPY = ("node_entropy_available_bits", Gauge, KERNEL,
         "Entropy available in the kernel's pool, in bits (/proc/sys/kernel/random/entropy_avail)");
+    RTT = ("podtrace_rtt_seconds", Histogram, EBPF,
+        "Distribution of TCP round-trip times (smoothed RTT of the socket at each ACK), in seconds");
+    RTT_LATEST = ("podtrace_rtt_latest_seconds", Gauge, EBPF,
+        "Most recent TCP round-trip time, in seconds");
+    LATENCY = ("podtrace_latency_seconds", Histogram, EBPF,
+        "Distribution of TCP connect latencies (SYN_SENT to ESTABLISHED), in seconds");
+    LATENCY_LATEST = ("podtrace_latency_latest_seconds", Gauge, EBPF,
+        "Most recent TCP connect latency, in seconds");
+    DNS = ("podtrace_dns_latency_seconds_histogram", Histogram, EBPF,
+        "Distribution of DNS query latencies (query to matching response), in seconds");
+    DNS_LATEST = ("podtrace_dns_latency_seconds_gauge", Gauge, EBPF,
+        "Most recent DNS query latency, in seconds");
+    FS = ("podtrace_fs_latency_seconds_histogram", Histogram, EBPF,
+        "Distribution of file-system operation latencies on regular files, by type read/write/fsync, in seconds");
+    FS_LATEST = ("podtrace_fs_latency_seconds_gauge", Gauge, EBPF,
+        "Most recent file-system operation latency, in seconds");
+    FS_COUNT = ("podtrace_fs_latency_seconds_count", Untyped, EBPF,
+        "File-system operations; the same value as podtrace_fs_latency_seconds_histogram_count, under the name the reference's PromQL examples use");
+    CPU_BLOCK = ("podtrace_cpu_block_seconds_histogram", Histogram, EBPF,
+        "Distribution of off-CPU times: how long a thread stayed switched out before running again, in seconds");
+    CPU_BLOCK_LATEST = ("podtrace_cpu_block_seconds_gauge", Gauge, EBPF,
+        "Most recent off-CPU time, in seconds");
+    NETWORK_BYTES = ("podtrace_network_bytes_total", Counter, EBPF,
+        "Bytes sent and received by the container's sockets (cgroup_skb), by direction send/recv");
+    FILESYSTEM_BYTES = ("podtrace_filesystem_bytes_total", Counter, EBPF,
+        "Bytes read and written on regular files (read/write/pread/pwrite/readv/writev), by operation");
     NODE_CONNECTIONS = ("node_network_connections_total", Gauge, KERNEL,
         "Sockets in the agent's network namespace (the node's with hostNetwork): every entry of /proc/net/tcp, tcp6, udp and udp6, in any state");
 }

@@ -58,6 +58,7 @@ impl Sources {
         s.register(RESOURCE, &["pod", "cgroup"]);
         s.register(PROCESS, &["pod", "proc"]);
         s.register(KERNEL, &["node", "proc"]);
+        s.register(EBPF, &["pod", "ebpf", "net", "fs", "cpu"]);
         s.register(AGENT, &["self"]);
         s
     }

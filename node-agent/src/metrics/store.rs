@@ -94,6 +94,9 @@ impl Labels {
 pub struct Sample {
     /// The family.
     pub family: FamilyId,
+    /// Appended to the family name: `_bucket`, `_sum` or `_count` for histogram lines, empty
+    /// otherwise.
+    pub suffix: &'static str,
     /// Its labels.
     pub labels: Labels,
     /// The value.
@@ -103,7 +106,12 @@ pub struct Sample {
 impl Sample {
     /// A sample.
     pub fn new(family: FamilyId, labels: Labels, value: f64) -> Self {
-        Self { family, labels, value }
+        Self { family, suffix: "", labels, value }
+    }
+
+    /// A histogram line (`suffix` is `_bucket`, `_sum` or `_count`).
+    pub fn histogram(family: FamilyId, suffix: &'static str, labels: Labels, value: f64) -> Self {
+        Self { family, suffix, labels, value }
     }
 }
 
@@ -172,6 +180,7 @@ impl Store {
             let series = grouped.entry(s.family).or_default();
             let out = &mut series.lines;
             out.push_str(FAMILIES[s.family].name);
+            out.push_str(s.suffix);
             if !s.labels.0.is_empty() {
                 out.push('{');
                 out.push_str(&s.labels.0);
@@ -250,9 +259,15 @@ impl Store {
             let (type_name, kind) = match family.kind {
                 Kind::Gauge => (family.name, "gauge"),
                 Kind::Counter => (family.name.trim_end_matches("_total"), "counter"),
+                Kind::Histogram => (family.name, "histogram"),
+                Kind::Untyped => (family.name, ""),
             };
-            writeln!(out, "# HELP {type_name} {}", family.help)?;
-            writeln!(out, "# TYPE {type_name} {kind}")?;
+            // Untyped families get no metadata: OpenMetrics reads them as `unknown` and the
+            // text format as `untyped`, which have no common TYPE keyword.
+            if !kind.is_empty() {
+                writeln!(out, "# HELP {type_name} {}", family.help)?;
+                writeln!(out, "# TYPE {type_name} {kind}")?;
+            }
             for series in by_target.values() {
                 out.push_str(&series.lines);
             }
