@@ -333,7 +333,7 @@ fn main() {
     for series in [10_000, 100_000] {
         let (ours, peer) = encoding(series);
         println!(
-            "/metrics encoding, {series:>6} series: {ours:6.1} ns/series (target 60: ratio {:.2}); prometheus crate {peer:6.1} ns/series (podtrace/prometheus {:.2})",
+            "/metrics encoding, {series:>6} series: {ours:6.1} ns/series (target 60: ratio {:.2}); prometheus crate {peer:6.1} ns/series (podtrace/prometheus {:.3})",
             ours / 60.0,
             ours / peer
         );
