@@ -119,7 +119,7 @@ mod exporters {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mqtt_outage_keeps_the_newest_items_counts_the_dropped_ones_and_recovers_by_itself() {
-        let mut broker = Broker::mosquitto(None);
+        let mut broker = Broker::mosquitto_persistent();
         let mut rx = subscriber(broker.port, true, None).await;
         const BOUND: usize = 8;
         let mut a = mqtt_args(broker.port);
@@ -195,5 +195,52 @@ mod exporters {
         let want = vec![expected(&b.targets[0])];
         exporters.push(b);
         assert_eq!(decoded(&receive(&mut rx, 1).await), want);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_mqtt_subscriber_does_not_slow_push_or_delivery_to_others() {
+        let broker = Broker::mosquitto(None);
+        // Subscribes, then never reads again: the broker queues for it and its socket fills.
+        let mut options = MqttOptions::new("slow", "127.0.0.1", broker.port);
+        options.set_keep_alive(Duration::from_secs(60));
+        let (slow, mut slow_loop) = AsyncClient::new(options, 10);
+        slow.subscribe("m/#", QoS::AtLeastOnce).await.unwrap();
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = slow_loop.poll().await.unwrap() {
+                break;
+            }
+        }
+        let mut rx = subscriber(broker.port, false, None).await;
+        let (exporters, _registry) = start(&mqtt_args(broker.port));
+        wait_until("MQTT connected", Duration::from_secs(10), || exporters.health().serving())
+            .await;
+
+        const BATCHES: u64 = 100;
+        const TARGETS: usize = 50;
+        let mut took = Vec::new();
+        for seq in 0..BATCHES {
+            let b = batch(seq, TARGETS);
+            let t = std::time::Instant::now();
+            exporters.push(b);
+            took.push(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.sort();
+        let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
+        assert!(median < Duration::from_millis(1), "median push {median:?}");
+        assert!(slowest < Duration::from_millis(100), "slowest push {slowest:?}");
+        let total = BATCHES as usize * TARGETS;
+        let mut got = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while got < total {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(_)) => got += 1,
+                _ => {
+                    panic!("the healthy subscriber got {got} of {total}: {:?}", exporters.health())
+                }
+            }
+        }
+        assert_eq!(exporters.health().exporters[0].dropped, 0);
+        drop((slow, slow_loop));
     }
 }

@@ -104,17 +104,30 @@ impl Broker {
     /// mosquitto with persistence (saved on every change) and, when `users` is given, a password
     /// file with those users and no anonymous access.
     pub fn mosquitto(users: Option<&[(&str, &str)]>) -> Self {
+        Self::mosquitto_with(users, false)
+    }
+
+    /// mosquitto that saves its sessions on every change, so that a persistent subscriber's
+    /// subscription survives a SIGKILL (too slow for heavy traffic: it rewrites its database).
+    pub fn mosquitto_persistent() -> Self {
+        Self::mosquitto_with(None, true)
+    }
+
+    fn mosquitto_with(users: Option<&[(&str, &str)]>, persistent: bool) -> Self {
         let dir = TempDir::new("mosquitto");
         // Started as root, mosquitto drops to its own user, which must be able to save there.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = free_port();
         let config = dir.0.join("mosquitto.conf");
-        let mut text = format!(
-            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\n\
-             autosave_interval 1\nautosave_on_changes true\nmax_queued_messages 100000\n",
-            dir.0.display()
-        );
+        let mut text = format!("listener {port} 127.0.0.1\nmax_queued_messages 100000\n");
+        if persistent {
+            text.push_str(&format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n\
+                 autosave_on_changes true\n",
+                dir.0.display()
+            ));
+        }
         match users {
             None => text.push_str("allow_anonymous true\n"),
             Some(users) => {
