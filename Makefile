@@ -34,7 +34,7 @@ unit: ## Unit tests (no cluster, no root)
 	$(CARGO) test --workspace --exclude podtrace-e2e
 
 e2e: ## End-to-end tests against a real kube-apiserver + etcd
-	$(CARGO) build -p podtrace-operator
+	$(CARGO) build -p podtrace-operator -p podtrace-agent
 	$(CARGO) test -p podtrace-e2e
 	bash e2e/scripts/assert-clean.sh
 

@@ -29,6 +29,28 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
 }
 
+/// A binary of the workspace (`podtrace-agent`, `podtrace-operator`), built by
+/// `cargo build -p <package>` next to the test binary (`make e2e` builds them first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p {name}` first (`make e2e` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
 /// A running etcd + kube-apiserver on 127.0.0.1.
 pub struct ControlPlane {
     /// Folder with certificates, logs and the kubeconfig.
@@ -122,13 +144,10 @@ impl ControlPlane {
     pub fn install_crds(&self) -> Result<()> {
         let crds = repo_root().join("crds");
         self.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])?;
-        self.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
+        self.wait_established(&[
             "crd/monitoringprofiles.podtrace.dev",
             "crd/podtraces.podtrace.dev",
             "crd/nodetraces.podtrace.dev",
-            "--timeout=60s",
         ])?;
         // Established comes before the API server publishes the new OpenAPI schema that
         // `kubectl explain` reads; wait for that too, so tests see what a user sees a moment later.
@@ -139,6 +158,22 @@ impl ControlPlane {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
         bail!("kubectl explain nodetrace.status still fails 60s after the CRDs were established")
+    }
+
+    /// Waits until the CRDs (`crd/<name>`) are Established. `kubectl wait` fails at once on a
+    /// CRD the API server has not given a status yet, so it is retried for up to a minute.
+    pub fn wait_established(&self, crds: &[&str]) -> Result<()> {
+        let mut args = vec!["wait", "--for=condition=Established", "--timeout=5s"];
+        args.extend_from_slice(crds);
+        let mut last = String::new();
+        for _ in 0..12 {
+            match self.kubectl_ok(&args) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        bail!("CRDs not established: {last}")
     }
 
     /// Runs this control plane's kubectl with `args`, feeding `stdin` if given.

@@ -5,3 +5,4 @@ mod agent;
 mod api;
 mod chart;
 mod operator;
+mod scrape;

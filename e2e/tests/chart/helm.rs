@@ -14,13 +14,10 @@ pub(super) fn install_prometheus_operator_crds(cp: &podtrace_e2e::ControlPlane) 
         Some(&String::from_utf8(crds.stdout).unwrap()),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    cp.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
+    cp.wait_established(&[
         "crd/servicemonitors.monitoring.coreos.com",
         "crd/prometheusrules.monitoring.coreos.com",
         "crd/prometheuses.monitoring.coreos.com",
-        "--timeout=60s",
     ])
     .unwrap();
 }
