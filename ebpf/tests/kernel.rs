@@ -335,6 +335,12 @@ t.start(); t.join()
         .find(|h| h.series.process_name == "pt-sleeper")
         .map(|h| h.histogram.clone())
         .unwrap_or_default();
+    for s in snap.histograms_of(cg.id, Probe::CpuBlock) {
+        eprintln!(
+            "series {} {:?} count {} sum {}",
+            s.series.process_name, s.histogram.buckets, s.histogram.count, s.histogram.sum_ns
+        );
+    }
     let bucket = bucket_index(10_000_000);
     // A wakeup that fires (timer interrupt) while the wakeup program runs on the same CPU is
     // skipped by the kernel and counted as a recursion miss: allow exactly those, no more.
@@ -355,6 +361,6 @@ t.start(); t.join()
     // Every voluntary switch is a block; one may be lost at most (above).
     assert!(h.count + missed + 1 >= voluntary, "blocks {h:?} for {voluntary} voluntary switches");
     assert!(h.count <= voluntary + 1, "no blocks beyond the voluntary switches: {h:?}");
-    assert!(h.sum_ns >= (100 - preempted - missed) * 10_000_000, "{h:?}");
+    assert!(h.sum_ns >= (99 - preempted - missed) * 10_000_000, "{h:?}");
     untrack(&cg)
 }
