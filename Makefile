@@ -48,6 +48,7 @@ bench-ebpf: ## eBPF overhead: workload slowdown with/without probes and ns per e
 test: setup lint check-generated unit e2e ## Everything CI runs
 
 demo: ## Run the agent standalone on a demo workload in its own cgroups and show `top` (Ctrl-C stops all)
+	bash scripts/setup.sh --packages-only
 	bash node-agent/demo/demo.sh
 
 demo-cluster: setup generate ## Start a local control plane with the CRDs and samples installed

@@ -18,9 +18,14 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "setup: Rust is required (https://rustup.rs), then run this again" >&2; exit 1; }
+# `setup.sh --packages-only`: what building and running the agent needs (make demo), without the
+# Kubernetes binaries of the tests.
+[[ "${1:-}" == --packages-only ]] && exit 0
 command -v go >/dev/null || { echo "setup: Go ≥ 1.26 is required to build kube-apiserver and etcd" >&2; exit 1; }
 
 bash "$HERE/../e2e/scripts/build-k8s.sh"
 bash "$HERE/../e2e/scripts/build-tools.sh"
-# The Debian package starts a Prometheus service; the tests run their own on free ports.
-$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+# The Debian packages start services where systemd runs; the tests run their own on free ports.
+for service in prometheus nats-server mosquitto influxdb; do
+  $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+done

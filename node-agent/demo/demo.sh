@@ -111,7 +111,7 @@ metadata: {name: demo}
 spec:
   interval: 2s
   history: {size: 30}
-  probes: {enabled: false}
+  probes: {include: [tcpRtt, tcpConnect, networkBytes, fsLatency, fsBytes, cpuBlock]}
   resourceLimits: {warningPercent: 60, criticalPercent: 75, emergencyPercent: 90}
 ---
 apiVersion: podtrace.dev/v1alpha1
@@ -133,7 +133,7 @@ for _ in $(seq 100); do
 done
 cat <<INFO
 demo: podtrace-agent runs in standalone mode on $CGROUP/{web,batch}
-  metrics:        curl -s http://$METRICS_ADDR/metrics | grep podtrace_resource
+  metrics:        curl -s http://$METRICS_ADDR/metrics | grep -E 'podtrace_(resource|rtt|latency|network|fs|cpu_block)'
   health:         $AGENT health live --endpoint 127.0.0.1:50100
   admin channel:  echo 'Mprocess:disable' | python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",2323)); s.sendall(sys.stdin.read().encode()); print(s.recv(100).decode())'
   config:         $STATE/agent.yaml (edit it: the agent reloads it)   log: $STATE/agent.log

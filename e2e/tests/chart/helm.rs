@@ -168,3 +168,47 @@ fn kubectl_apply_of_the_generated_manifests_works_on_a_fresh_cluster() {
         "{names}"
     );
 }
+
+/// The environment variables a container of `kind` sets in the rendered chart.
+fn container_env(rendered: &str, kind: &str) -> Vec<String> {
+    use serde::Deserialize;
+    let mut names = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(rendered) {
+        let v = serde_json::Value::deserialize(doc).unwrap();
+        if v["kind"] != kind {
+            continue;
+        }
+        for c in v["spec"]["template"]["spec"]["containers"].as_array().unwrap() {
+            for e in c["env"].as_array().unwrap() {
+                names.push(e["name"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(!names.is_empty(), "no {kind} env in the rendering");
+    names
+}
+
+#[test]
+fn every_environment_variable_the_chart_sets_is_read_by_the_binary() {
+    let everything =
+        ci_values().into_iter().find(|f| f.ends_with("everything-on-values.yaml")).unwrap();
+    let rendered = helm(&["template", "podtrace", &chart(), "-f", &everything], None);
+    for (kind, bin, args) in [
+        ("Deployment", "podtrace-operator", vec!["--help"]),
+        ("DaemonSet", "podtrace-agent", vec!["run", "--help"]),
+    ] {
+        let help =
+            std::process::Command::new(podtrace_e2e::binary(bin)).args(&args).output().unwrap();
+        let help = String::from_utf8(help.stdout).unwrap();
+        for name in container_env(&rendered, kind) {
+            // POD_IP only feeds $(POD_IP) in PODTRACE_METRICS_ADDR.
+            if name == "POD_IP" {
+                continue;
+            }
+            assert!(
+                help.contains(&format!("[env: {name}=")),
+                "{bin} reads no {name}, which the chart's {kind} sets"
+            );
+        }
+    }
+}
