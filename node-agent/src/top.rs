@@ -22,6 +22,11 @@ pub struct Row {
     pub rx: f64,
     /// Network bytes transmitted.
     pub tx: f64,
+    /// Bytes received by the container's sockets as the networkBytes eBPF probe counts them
+    /// (loopback included).
+    pub ebpf_rx: f64,
+    /// Bytes sent, as the networkBytes probe counts them.
+    pub ebpf_tx: f64,
     /// Processes seen.
     pub processes: usize,
     /// Sum of the processes' CPU %.
@@ -88,9 +93,23 @@ pub fn rows(text: &str) -> BTreeMap<Key, Row> {
             ("podtrace_resource_alert_level", _) => row.alert = row.alert.max(value as u8),
             ("podtrace_process_network_receive_bytes_total", _) => row.rx = row.rx.max(value),
             ("podtrace_process_network_transmit_bytes_total", _) => row.tx = row.tx.max(value),
+            ("podtrace_network_bytes_total", _) => {
+                match labels.get("direction").map(String::as_str) {
+                    Some("recv") => row.ebpf_rx += value,
+                    Some("send") => row.ebpf_tx += value,
+                    _ => {}
+                }
+            }
             ("podtrace_process_uptime_seconds", _) => row.processes += 1,
             ("podtrace_process_cpu_usage_percent", _) => row.process_cpu += value,
             _ => {}
+        }
+    }
+    // The eBPF counters see every socket of the cgroup, loopback included, where /proc's
+    // net/dev sees the namespace's interfaces but lo: prefer them when the probe runs.
+    for row in out.values_mut() {
+        if row.ebpf_rx + row.ebpf_tx > 0.0 {
+            (row.rx, row.tx) = (row.ebpf_rx, row.ebpf_tx);
         }
     }
     out
@@ -237,5 +256,16 @@ node_context_switches_total 10
         assert!(table.contains("CRIT"), "{table}");
         assert!(table.contains("1.0KiB"), "{table}");
         assert!(render(&BTreeMap::new(), None).contains("no targets yet"));
+    }
+
+    #[test]
+    fn ebpf_network_bytes_win_over_proc_net_dev_and_sum_over_processes() {
+        let text = format!(
+            "{TEXT}podtrace_network_bytes_total{{namespace=\"ns\",pod=\"p\",container=\"c\",type=\"NET\",process_name=\"a\",direction=\"recv\"}} 100\n\
+             podtrace_network_bytes_total{{namespace=\"ns\",pod=\"p\",container=\"c\",type=\"NET\",process_name=\"b\",direction=\"recv\"}} 50\n\
+             podtrace_network_bytes_total{{namespace=\"ns\",pod=\"p\",container=\"c\",type=\"NET\",process_name=\"a\",direction=\"send\"}} 7\n"
+        );
+        let row = &rows(&text)[&("ns".into(), "p".into(), "c".into())];
+        assert_eq!((row.rx, row.tx), (150.0, 7.0));
     }
 }
