@@ -7,7 +7,7 @@ DEMO_DIR ?= $(HOME)/.cache/podtrace/demo
 .PHONY: help setup build generate check-generated lint unit e2e test demo demo-cluster demo-down
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: ## Install packages and build the Kubernetes test binaries (cached)
 	bash scripts/setup.sh
@@ -67,3 +67,17 @@ demo-cluster: setup generate ## Start a local control plane with the CRDs and sa
 
 demo-down: ## Stop the demo control plane
 	bash e2e/scripts/control-plane.sh down $(DEMO_DIR)
+
+.PHONY: bench bench-operator bench-agent bench-exporters
+bench-operator: setup ## Operator: 10k pods/100 nodes/100 PodTraces against a real API server (RSS, sync, change latency)
+	$(CARGO) build --release -p podtrace-operator -p podtrace-bench-operator
+	target/release/operator-bench
+
+bench-agent: ## Agent: RSS with 100/1000 cgroups, collector µs per cgroup, /metrics ns per series vs the prometheus crate (root)
+	$(CARGO) build --release -p podtrace-agent -p podtrace-bench-agent
+	target/release/agent-bench
+
+bench-exporters: ## Push exporters: CPU and bytes per 10k series as a ratio to /metrics encoding
+	$(CARGO) run --release -p podtrace-bench-exporters
+
+bench: bench-exporters bench-agent bench-ebpf bench-operator ## Every benchmark (prints ratios; not part of `make test`)
