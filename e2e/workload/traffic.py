@@ -6,7 +6,7 @@
 - TCP: connects to a local server and sends 10 kB per connection (network bytes, connect
   latency, RTT);
 - DNS: a query to a local UDP responder on 127.0.0.1:DNS_PORT that answers after 10 ms;
-- file system: writes 4 KiB to a regular file and fsyncs it;
+- file system: writes 4 KiB to a regular file, fsyncs it and reads it back;
 - off-CPU: sleeps 10 ms between rounds;
 - CPU: a child process spins, so a CPU quota on the cgroup is used up (resource alert level).
 Runs until killed; everything it talks to is on 127.0.0.1.
@@ -57,6 +57,8 @@ while True:
         f.write(b"y" * 4096)
         f.flush()
         os.fsync(f.fileno())
+    with open(path, "rb") as f:
+        f.read()
     query = struct.pack(">HHHHHH", n & 0xFFFF, 0x0100, 1, 0, 0, 0) + b"\x07example\x03com\x00\x00\x01\x00\x01"
     resolver.sendto(query, ("127.0.0.1", dns_port))
     try:
