@@ -7,7 +7,7 @@ use podtrace_api::{
     nodetrace::{PodAttachReason, PodAttachState, TracedContainer, TracedPod},
     profile::MonitoringProfileSpec,
 };
-use podtrace_e2e::{repo_root, with_crds};
+use podtrace_e2e::{free_port, with_crds};
 use std::{
     io::{Read, Write},
     path::PathBuf,
@@ -107,30 +107,12 @@ impl Drop for Agent {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn metrics(port: u16) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
     write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
-}
-
-fn agent_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "podtrace-agent", "--bin", "podtrace-agent"])
-        .current_dir(repo_root())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building podtrace-agent failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    target.join("debug/podtrace-agent")
 }
 
 fn pod(uid: &str, name: &str, runtime_id: &str) -> TracedPod {
@@ -199,7 +181,7 @@ async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_
 
     let (metrics_port, health_port, admin_port) = (free_port(), free_port(), free_port());
     let _agent = Agent(
-        Command::new(agent_binary())
+        Command::new(podtrace_e2e::binary("podtrace-agent"))
             .args(["run", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])

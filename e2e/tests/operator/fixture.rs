@@ -12,7 +12,7 @@ use podtrace_api::merge::merge_profiles;
 use podtrace_api::nodetrace::{PodTraceRef, TracedContainer, TracedPod};
 use podtrace_api::presets::Preset;
 use podtrace_api::{MonitoringProfileSpec, NodeTrace, NodeTraceSpec, PodTrace};
-use podtrace_e2e::{ControlPlane, TestNamespace, with_crds};
+use podtrace_e2e::{ControlPlane, TestNamespace, free_port, with_crds};
 use serde_json::json;
 use std::future::Future;
 use std::path::PathBuf;
@@ -245,24 +245,6 @@ where
     }
 }
 
-/// The operator binary, built by `cargo build -p podtrace-operator` next to this test binary
-/// (`make e2e` builds it first).
-fn operator_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join("podtrace-operator");
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build -p podtrace-operator` first (`make e2e` does)",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A `podtrace-operator` process, killed when dropped.
 pub struct Operator {
     child: Option<Child>,
@@ -280,7 +262,7 @@ impl Operator {
         let log = fx.cp.dir.join(format!("operator-{}-{label}.log", fx.name()));
         let file = std::fs::File::create(&log).unwrap();
         let scope = format!("{SCOPE_LABEL}={}", fx.name());
-        let child = Command::new(operator_binary())
+        let child = Command::new(podtrace_e2e::binary("podtrace-operator"))
             .env("KUBECONFIG", &fx.cp.kubeconfig)
             .env("PODTRACE_LOG", "info,podtrace_operator=debug")
             .env("NO_COLOR", "1")
