@@ -108,8 +108,11 @@ fn loopback_tcp_send_bytes_are_counted_for_the_tracked_cgroup_only() -> Result<(
         .sum();
     eprintln!("{packets} packets sent");
     assert!(sent >= inside + 40 * packets, "sent {sent} for {inside} in {packets} packets");
+    // Upper bound: headers as above, plus room for TCP retransmissions, which are real sends
+    // of the socket (seen once: 1 161 763 bytes for 1 MB in 20 packets on this 2-core VM).
+    // Counting the control's 4 MB, or counting a packet twice, would still be far above it.
     assert!(
-        sent <= inside + 80 * (packets + inside / 1000),
+        sent <= inside * 5 / 4 + 80 * (packets + inside / 1000),
         "sent {sent} for {inside} in {packets} packets"
     );
     assert!(received > 0 && received < inside / 100, "received {received}");
