@@ -26,7 +26,10 @@ use crate::{
     serve::{self, Auth},
     standalone,
 };
-use podtrace_runtime::admin::{RateLimit, Readiness};
+use podtrace_runtime::{
+    admin::{RateLimit, Readiness},
+    tls::ReloadingTls,
+};
 
 /// Where the targets come from.
 pub enum Mode {
@@ -59,6 +62,7 @@ pub async fn run(
     let AgentArgs {
         metrics_addr,
         metrics_token_file,
+        tls,
         health_addr,
         admin_addr,
         admin_token_file,
@@ -119,10 +123,12 @@ pub async fn run(
         podtrace_runtime::admin::router(encoder, readiness.clone(), Some(RateLimit::default())),
         auth,
     );
+    let tls = tls.files().map(ReloadingTls::load).transpose()?;
     let listener =
         TcpListener::bind(metrics_addr).await.map_err(bind_err("metrics", metrics_addr))?;
-    tracing::info!(addr = %listener.local_addr().map_err(bind_err("metrics", metrics_addr))?, "serving /metrics, /livez, /readyz");
-    let metrics_task = tokio::spawn(podtrace_runtime::admin::serve(listener, router, stopped()));
+    tracing::info!(addr = %listener.local_addr().map_err(bind_err("metrics", metrics_addr))?, tls = tls.is_some(), "serving /metrics, /livez, /readyz");
+    let metrics_task =
+        tokio::spawn(podtrace_runtime::admin::serve_maybe_tls(listener, router, tls, stopped()));
     let (health, _health_task) = podtrace_runtime::health::serve(health_addr, &SERVICES, stopped())
         .await
         .map_err(bind_err("grpc health", health_addr))?;
@@ -153,9 +159,22 @@ pub async fn run(
     let mut side_tasks = Vec::new();
     let resolver: Resolver = match mode {
         Mode::Standalone(path) => {
-            let config = standalone::load(&path)?;
-            tracing::info!(path = %path.display(), traces = config.traces.len(), "standalone config loaded");
-            config_ok.store(true, Ordering::Relaxed);
+            // A file that is there but invalid does not stop the agent: it serves its own
+            // metrics and health (Degraded) and picks the file up once it is fixed, the same as
+            // a bad reload. A missing file is fatal: that is a wrong path, not a bad edit.
+            let config = match standalone::load(&path) {
+                Ok(config) => {
+                    tracing::info!(path = %path.display(), traces = config.traces.len(), "standalone config loaded");
+                    config_ok.store(true, Ordering::Relaxed);
+                    config
+                }
+                Err(e) if !path.is_file() => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "standalone config rejected; tracing nothing until the file is fixed");
+                    metrics.error("config", e.reason());
+                    standalone::Config::default()
+                }
+            };
             let slot = Arc::new(RwLock::new(config));
             side_tasks.push(tokio::spawn(watch_file(
                 path,

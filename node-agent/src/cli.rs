@@ -66,6 +66,10 @@ pub enum Command {
         /// File holding the bearer token /metrics requires.
         #[arg(long, env = "PODTRACE_METRICS_TOKEN_FILE")]
         token_file: Option<PathBuf>,
+        /// PEM CA bundle to trust for an https:// endpoint (the agent's --metrics-tls-cert-file
+        /// issuer).
+        #[arg(long, env = "PODTRACE_TOP_CA_FILE")]
+        ca_file: Option<PathBuf>,
         /// Refresh period.
         #[arg(long, default_value = "2s", value_parser = podtrace_api::duration::parse)]
         every: Duration,
@@ -117,6 +121,9 @@ pub struct AgentArgs {
     /// File holding a bearer token that /metrics requires.
     #[arg(long, env = "PODTRACE_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// TLS of /metrics, /livez and /readyz.
+    #[command(flatten)]
+    pub tls: podtrace_runtime::tls::TlsArgs,
     /// Address of the grpc.health.v1 server.
     #[arg(long, env = "PODTRACE_HEALTH_ADDR", default_value = "0.0.0.0:50100")]
     pub health_addr: SocketAddr,

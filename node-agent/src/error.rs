@@ -45,6 +45,9 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The TLS files of /metrics do not load.
+    #[error("metrics TLS: {0}")]
+    Tls(#[from] podtrace_runtime::tls::TlsError),
     /// A socket could not be bound or served.
     #[error("{what} on {addr}: {source}")]
     Serve {
@@ -73,6 +76,7 @@ impl Error {
             Error::Export(_) => "exporters",
             Error::Http { .. } => "http",
             Error::Serve { .. } => "serve",
+            Error::Tls(_) => "tls",
         }
     }
 }

@@ -52,9 +52,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Top { endpoint, token_file, every, once } => {
+        Command::Top { endpoint, token_file, ca_file, every, once } => {
             let token = token_file.as_deref().map(podtrace_agent::cli::read_token).transpose()?;
-            top::run(&endpoint, token.as_deref(), every, once).await?;
+            top::run(&endpoint, token.as_deref(), ca_file.as_deref(), every, once).await?;
         }
     }
     Ok(())

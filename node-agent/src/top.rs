@@ -191,15 +191,23 @@ pub async fn fetch(
 pub async fn run(
     endpoint: &str,
     token: Option<&str>,
+    ca_file: Option<&std::path::Path>,
     every: std::time::Duration,
     once: bool,
 ) -> crate::Result<()> {
-    let http = reqwest::Client::new();
+    let http_err = |source| crate::Error::Http { endpoint: endpoint.to_owned(), source };
+    let mut http = reqwest::Client::builder();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|source| crate::Error::Read { path: path.to_owned(), source })?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(http_err)? {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    let http = http.build().map_err(http_err)?;
     let mut previous: Option<(BTreeMap<Key, Row>, Instant)> = None;
     loop {
-        let text = fetch(&http, endpoint, token)
-            .await
-            .map_err(|source| crate::Error::Http { endpoint: endpoint.to_owned(), source })?;
+        let text = fetch(&http, endpoint, token).await.map_err(http_err)?;
         let now = rows(&text);
         let prev = previous.as_ref().map(|(r, at)| (r, at.elapsed().as_secs_f64()));
         let table = render(&now, prev);

@@ -51,6 +51,9 @@ pub struct OperatorArgs {
     /// Address of /metrics, /livez and /readyz.
     #[arg(long, env = "PODTRACE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// TLS of /metrics, /livez and /readyz.
+    #[command(flatten)]
+    pub tls: podtrace_runtime::tls::TlsArgs,
     /// Address of grpc.health.v1.
     #[arg(long, env = "PODTRACE_HEALTH_ADDR", default_value = "0.0.0.0:50100")]
     pub health_addr: SocketAddr,
@@ -88,6 +91,7 @@ impl OperatorArgs {
             lease_duration,
             identity,
             metrics_addr,
+            tls,
             health_addr,
         } = self;
         let scope = Scope { namespace, node_labels: parse_node_selector(&node_selector)? };
@@ -135,10 +139,11 @@ impl OperatorArgs {
         let registry = Arc::new(registry);
 
         let readiness = admin::Readiness::default();
+        let tls = tls.files().map(podtrace_runtime::tls::ReloadingTls::load).transpose()?;
         let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /livez, /readyz");
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "serving /metrics, /livez, /readyz");
         let router = admin::router(admin::registry_encoder(registry), readiness.clone(), None);
-        tokio::spawn(admin::serve(listener, router, stopped()));
+        tokio::spawn(admin::serve_maybe_tls(listener, router, tls, stopped()));
         let (health, _health_task) =
             health::serve(health_addr, &["podtrace.kubernetes"], stopped()).await?;
 

@@ -111,6 +111,43 @@ pub async fn serve(
         .await
 }
 
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, following certificate
+/// changes (checked every `reload_every`).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: crate::tls::ReloadingTls,
+    reload_every: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let on_shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    let follow = tokio::spawn(tls.clone().follow(reload_every));
+    let served = axum_server::from_tcp_rustls(listener.into_std()?, tls.config())?
+        .handle(handle)
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await;
+    follow.abort();
+    served
+}
+
+/// Serves `router` on `listener`, over TLS when `tls` is given (see [`serve`], [`serve_tls`]).
+pub async fn serve_maybe_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<crate::tls::ReloadingTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        None => serve(listener, router, shutdown).await,
+        Some(tls) => serve_tls(listener, router, tls, crate::tls::RELOAD_EVERY, shutdown).await,
+    }
+}
+
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut body = String::with_capacity(64 * 1024);
     if let Err(e) = (state.encoder)(&mut body) {

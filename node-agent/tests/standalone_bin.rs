@@ -1,0 +1,183 @@
+//! The `podtrace-agent` binary in standalone mode, as a user starts it, without root: a config
+//! file that is broken at start, and /metrics over TLS read by `podtrace-agent top`.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_podtrace-agent");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("podtrace-bin-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The agent process, killed on drop.
+struct Agent {
+    child: Child,
+    metrics: u16,
+    health: u16,
+}
+
+impl Agent {
+    fn start(config: &Path, extra: &[&str]) -> Self {
+        let (metrics, health, admin) = (free_port(), free_port(), free_port());
+        let child = Command::new(AGENT)
+            .args(["standalone", "--config", config.to_str().unwrap(), "--ebpf=false"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(extra)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent = Self { child, metrics, health };
+        wait_for("the metrics port", || {
+            std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
+        });
+        agent
+    }
+
+    fn health(&self) -> Output {
+        Command::new(AGENT)
+            .args(["health", "live", "--endpoint", &format!("127.0.0.1:{}", self.health)])
+            .output()
+            .unwrap()
+    }
+
+    fn top(&self, scheme: &str, extra: &[&str]) -> Output {
+        Command::new(AGENT)
+            .args(["top", "--once", "--endpoint"])
+            .arg(format!("{scheme}://localhost:{}", self.metrics))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A PodTrace of this machine selecting the test process itself by pid.
+fn trace_of_self() -> String {
+    format!(
+        "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {{name: me, namespace: t}}\nspec:\n  selector: {{matchLabels: {{podtrace.dev/pid: \"{}\"}}}}\n  profile: {{interval: 1s, probes: {{enabled: false}}}}\n",
+        std::process::id()
+    )
+}
+
+#[test]
+fn a_config_broken_at_start_is_reported_and_its_fix_is_picked_up_without_restart() {
+    let dir = tempdir("badstart");
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, "kind: PodTrace\nspec: [not, a, map\n").unwrap();
+    let agent = Agent::start(&config, &[]);
+    let body = get(agent.metrics, "/metrics");
+    assert!(
+        body.contains("podtrace_agent_errors_total{source=\"config\",reason=\"config\"} 1"),
+        "the rejected file is counted: {body}"
+    );
+    let health = agent.health();
+    assert_eq!(health.status.code(), Some(1), "{}", String::from_utf8_lossy(&health.stdout));
+    assert!(String::from_utf8_lossy(&health.stdout).starts_with("Degraded"));
+
+    std::fs::write(&config, trace_of_self()).unwrap();
+    let series = "podtrace_process_threads{namespace=\"t\",pod=\"me\"";
+    wait_for("the fixed file's target", || get(agent.metrics, "/metrics").contains(series));
+    wait_for("health to recover", || agent.health().status.code() == Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_missing_config_file_stops_the_agent_with_its_path() {
+    let out = Command::new(AGENT)
+        .args(["standalone", "--config", "/nonexistent/podtrace.yaml", "--ebpf=false"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/podtrace.yaml"));
+}
+
+#[test]
+fn metrics_over_tls_are_read_by_top_with_the_ca_and_refused_without_it() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempdir("tls");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert =
+        CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (crt, tls_key, ca_file) = (
+        write("tls.crt", cert.pem()),
+        write("tls.key", key.serialize_pem()),
+        write("ca.crt", ca.pem()),
+    );
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, trace_of_self()).unwrap();
+
+    // A key that is not a key stops the agent with a message naming the file.
+    let bad = Command::new(AGENT)
+        .args(["standalone", "--config", config.to_str().unwrap(), "--ebpf=false"])
+        .args(["--metrics-tls-cert-file", &crt, "--metrics-tls-key-file", &crt])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("metrics TLS: private key") && stderr.contains("tls.crt"), "{stderr}");
+
+    let agent = Agent::start(
+        &config,
+        &["--metrics-tls-cert-file", &crt, "--metrics-tls-key-file", &tls_key],
+    );
+    wait_for("the pod row in top", || {
+        let out = agent.top("https", &["--ca-file", &ca_file]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(" me ")
+    });
+    // Without the CA the certificate is not trusted; plain HTTP gets no metrics.
+    let untrusted = agent.top("https", &[]);
+    assert!(!untrusted.status.success());
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("/metrics"));
+    assert!(!agent.top("http", &[]).status.success());
+    let _ = std::fs::remove_dir_all(dir);
+}
