@@ -41,3 +41,29 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- else if and (eq $setting "auto") ($root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" (index . 2))) -}}true
 {{- end -}}
 {{- end }}
+
+{{/* Environment of /metrics over TLS (metricsTLS.secretName), for either component. */}}
+{{- define "podtrace.tlsEnv" -}}
+{{- if .Values.metricsTLS.secretName }}
+- {name: PODTRACE_METRICS_TLS_CERT_FILE, value: /etc/podtrace/tls/tls.crt}
+- {name: PODTRACE_METRICS_TLS_KEY_FILE, value: /etc/podtrace/tls/tls.key}
+{{- if .Values.metricsTLS.clientAuth }}
+- {name: PODTRACE_METRICS_TLS_CLIENT_CA_FILE, value: /etc/podtrace/tls/ca.crt}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The volume mount of the metrics TLS Secret. */}}
+{{- define "podtrace.tlsMount" -}}
+{{- if .Values.metricsTLS.secretName }}
+- {name: metrics-tls, mountPath: /etc/podtrace/tls, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{/* The volume of the metrics TLS Secret (not subPath-mounted, so renewals reach the pod). */}}
+{{- define "podtrace.tlsVolume" -}}
+{{- with .Values.metricsTLS.secretName }}
+- name: metrics-tls
+  secret: {secretName: {{ . }}}
+{{- end }}
+{{- end }}
