@@ -69,6 +69,7 @@ pub async fn run(
         proc_root,
         cgroup_root,
         interval,
+        max_processes,
         ebpf,
     } = args;
     let layout = CgroupLayout::detect()
@@ -144,6 +145,7 @@ pub async fn run(
     let config_ok = Arc::new(AtomicBool::new(false));
     let mut engine =
         Engine::new(proc_root.clone(), store.clone(), sources.clone(), metrics.clone(), interval);
+    engine.set_max_processes(usize::from(max_processes));
     if let Some(ebpf) = ebpf {
         engine.set_ebpf(ebpf);
     }

@@ -142,6 +142,10 @@ pub struct AgentArgs {
     /// Interval of the node's kernel metrics, in seconds or as a duration ("10", "30s").
     #[arg(long, env = "INTERVAL", default_value = "10", value_parser = parse_interval)]
     pub interval: Duration,
+    /// Most processes per container with series of their own (the busiest by CPU, then memory);
+    /// the rest are summed into pid="other".
+    #[arg(long, env = "PODTRACE_MAX_PROCESSES", default_value_t = crate::engine::DEFAULT_MAX_PROCESSES, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_processes: u16,
     /// eBPF probe settings.
     #[command(flatten)]
     pub ebpf: EbpfArgs,

@@ -28,8 +28,8 @@ use crate::{
     collectors::{
         ebpf::{self, EbpfSource},
         kernel::{self, KernelReading},
-        process::{self, Aggregates, ProcessCollector, ProcessSample},
-        resource::{self, Reading},
+        process::{self, Aggregates, NetDevCache, ProcessCollector, ProcessSample},
+        resource::{self, GroupFiles, LIMITS_REFRESH, Reading},
     },
     metrics::{Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, catalog},
     procfs,
@@ -82,10 +82,16 @@ struct TargetState {
     target: Target,
     next_due: Instant,
     previous: Option<(Instant, Reading)>,
+    /// When the limits in `previous` were read.
+    limits_at: Option<Instant>,
+    files: GroupFiles,
     processes: ProcessCollector,
     history: VecDeque<ProcessSample>,
     dropped: usize,
 }
+
+/// Processes per container with series of their own unless `--max-processes` says otherwise.
+pub const DEFAULT_MAX_PROCESSES: u16 = 16;
 
 /// The engine.
 pub struct Engine {
@@ -103,6 +109,8 @@ pub struct Engine {
     targets: BTreeMap<TargetKey, TargetState>,
     pending: Vec<Pending>,
     mem_total: u64,
+    max_processes: usize,
+    net: NetDevCache,
     dropped_seen: u64,
     pusher: Option<Box<dyn Pusher>>,
     ebpf: Option<EbpfSource>,
@@ -132,10 +140,17 @@ impl Engine {
             targets: BTreeMap::new(),
             pending: Vec::new(),
             mem_total,
+            max_processes: usize::from(DEFAULT_MAX_PROCESSES),
+            net: NetDevCache::default(),
             dropped_seen: 0,
             pusher: None,
             ebpf: None,
         }
+    }
+
+    /// Exports at most `max` processes per container on their own (see [`process::top`]).
+    pub fn set_max_processes(&mut self, max: usize) {
+        self.max_processes = max.max(1);
     }
 
     /// Measures the targets with the eBPF probes too.
@@ -166,6 +181,8 @@ impl Engine {
                     target: t,
                     next_due: now,
                     previous: None,
+                    limits_at: None,
+                    files: GroupFiles::default(),
                     processes: ProcessCollector::default(),
                     history: VecDeque::new(),
                     dropped: 0,
@@ -233,6 +250,7 @@ impl Engine {
         // Targets due for the eBPF source: (key, cgroup id, labels, budget, process names).
         let mut ebpf_due = Vec::new();
         let (mut resource_time, mut process_time) = (Duration::ZERO, Duration::ZERO);
+        self.net.new_cycle();
         for state in self.targets.values_mut().filter(|s| now >= s.next_due) {
             state.dropped = 0;
             state.next_due = now + state.target.interval();
@@ -250,8 +268,13 @@ impl Engine {
             }
             if resource_on {
                 let started = Instant::now();
-                match resource::read(&t.cgroup, &t.profile.collect) {
+                let fresh = state.limits_at.filter(|at| now.duration_since(*at) < LIMITS_REFRESH);
+                let limits = fresh.and(state.previous.as_ref().map(|(_, r)| r));
+                match resource::read(&t.cgroup, &t.profile.collect, &mut state.files, limits) {
                     Ok(reading) => {
+                        if limits.is_none() {
+                            state.limits_at = Some(now);
+                        }
                         let prev = state
                             .previous
                             .as_ref()
@@ -274,20 +297,26 @@ impl Engine {
                 let started = Instant::now();
                 let pids = match &t.pids {
                     Some(p) => Ok(p.clone()),
-                    None => t.cgroup.pids(),
+                    None => state.files.pids(&t.cgroup),
                 };
                 match pids {
                     Ok(pids) => {
                         let raws: Vec<_> = pids
                             .into_iter()
-                            .filter_map(|p| Some((p, process::read_raw(&self.proc_root, p)?)))
+                            .filter_map(|p| {
+                                Some((
+                                    p,
+                                    state.processes.read_raw(&self.proc_root, p, &mut self.net)?,
+                                ))
+                            })
                             .collect();
                         let limit =
                             memory_limit.unwrap_or_else(|| resource::memory_limit(&t.cgroup));
                         let base = limit.unwrap_or(self.mem_total);
                         let history = t.profile.history.size.max(0) as usize;
                         let procs = state.processes.record(raws, now, wall, uptime, base, history);
-                        let samples = process::samples(&labels, &procs, &t.profile);
+                        let samples =
+                            process::samples(&labels, &procs, &t.profile, self.max_processes);
                         state.dropped +=
                             self.store.replace(catalog::PROCESS, &t.key, samples, budget);
                         let sample = sum(&procs, wall);
@@ -322,6 +351,10 @@ impl Engine {
                 .collection_seconds
                 .get_or_create(&source(catalog::RESOURCE))
                 .observe(resource_time.as_secs_f64());
+        }
+        if process_on && collected == self.targets.len() {
+            // Every target was read: a namespace nobody read belongs to no target any more.
+            self.net.forget_unread();
         }
         if process_on && collected > 0 {
             self.metrics

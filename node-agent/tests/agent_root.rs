@@ -232,6 +232,36 @@ fn memory_usage_utilization_and_alert_level_match_the_cgroup_files() {
 }
 
 #[test]
+fn a_resized_limit_shows_after_the_limits_refresh_while_usage_is_read_every_time() {
+    require_root!();
+    let mut g = TestCgroup::new("resize");
+    g.set_limits(64 << 20, 50_000);
+    g.spawn(&workload(8, false));
+    let (mut engine, store) = engine();
+    let profile = MonitoringProfileSpec { interval: "1s".into(), ..Default::default() };
+    engine.set_targets(vec![g.target(profile)], vec![]);
+    let limit =
+        |store: &Store| value(&series(store), "podtrace_resource_limit_bytes", Some("memory"));
+    let usage =
+        |store: &Store| value(&series(store), "podtrace_resource_usage_bytes", Some("memory"));
+    let start = Instant::now();
+    engine.tick(start);
+    assert_eq!(limit(&store), (64 << 20) as f64);
+    let first_usage = usage(&store);
+    // An in-place resize, and more memory used.
+    g.set_limits(96 << 20, 50_000);
+    g.spawn(&workload(16, false));
+    std::thread::sleep(Duration::from_millis(500));
+    engine.tick(start + Duration::from_secs(2));
+    assert_eq!(limit(&store), (64 << 20) as f64, "limits are reused within LIMITS_REFRESH");
+    assert!(usage(&store) > first_usage + (12 << 20) as f64, "usage is read every collection");
+    engine.tick(
+        start + podtrace_agent::collectors::resource::LIMITS_REFRESH + Duration::from_secs(1),
+    );
+    assert_eq!(limit(&store), (96 << 20) as f64, "the resize shows after LIMITS_REFRESH");
+}
+
+#[test]
 fn cpu_quota_and_utilization_follow_cfs_and_cpuacct() {
     require_root!();
     let mut g = TestCgroup::new("cpu");
@@ -290,6 +320,33 @@ fn thread_and_fd_counts_match_proc() {
     let name = s.iter().find(|(n, _, _)| n == "podtrace_process_threads").unwrap();
     assert_eq!(name.1["process_name"], "python3");
     assert_eq!(name.1["container"], "main");
+}
+
+#[test]
+fn processes_beyond_the_bound_are_summed_as_other_and_the_sums_stay_exact() {
+    require_root!();
+    let mut g = TestCgroup::new("many");
+    let pids: Vec<u32> = (0..5).map(|_| g.spawn(&workload(1, false))).collect();
+    let (mut engine, store) = engine();
+    engine.set_max_processes(2);
+    engine.set_targets(vec![g.target(MonitoringProfileSpec::default())], vec![]);
+    engine.tick(Instant::now());
+    let s = series(&store);
+    let threads: Vec<(&String, f64)> = s
+        .iter()
+        .filter(|(n, _, _)| n == "podtrace_process_threads")
+        .map(|(_, l, v)| (&l["pid"], *v))
+        .collect();
+    assert_eq!(threads.len(), 3, "two processes of their own plus other: {threads:?}");
+    let other = threads.iter().find(|(p, _)| *p == "other").expect("an other series");
+    let truth: f64 = pids
+        .iter()
+        .map(|p| std::fs::read_dir(format!("/proc/{p}/task")).unwrap().count() as f64)
+        .sum();
+    assert_eq!(threads.iter().map(|(_, v)| v).sum::<f64>(), truth, "the sum over pids is exact");
+    assert_eq!(other.1, 12.0, "three processes of 4 threads each");
+    let named = s.iter().find(|(n, l, _)| n == "podtrace_process_threads" && l["pid"] == "other");
+    assert_eq!(named.unwrap().1["process_name"], "other");
 }
 
 #[test]

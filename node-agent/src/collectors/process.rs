@@ -9,13 +9,14 @@
 use podtrace_api::MonitoringProfileSpec;
 use serde::Serialize;
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
+    path::{Path, PathBuf},
     time::{Instant, SystemTime},
 };
 
 use crate::{
     metrics::{Labels, Sample, catalog::*},
-    procfs::{self, USER_HZ},
+    procfs::{self, KeptFile, USER_HZ},
 };
 
 /// One sample of one process (the reference's `metrics` object).
@@ -131,10 +132,18 @@ struct ProcState {
     history: VecDeque<ProcessSample>,
 }
 
-/// The per-process state of one target: last CPU reading and the history.
-#[derive(Debug, Default)]
+/// The per-process state of one target: last CPU reading, the history and the open files.
+#[derive(Debug)]
 pub struct ProcessCollector {
     procs: BTreeMap<u32, ProcState>,
+    files: HashMap<u32, ProcFiles>,
+    page_size: u64,
+}
+
+impl Default for ProcessCollector {
+    fn default() -> Self {
+        Self { procs: BTreeMap::new(), files: HashMap::new(), page_size: procfs::page_size() }
+    }
 }
 
 /// The raw `/proc` reading of one process.
@@ -152,24 +161,87 @@ pub struct Raw {
     pub fds: u64,
 }
 
-/// Reads one process from `proc` (normally `/proc`); `None` when it exited meanwhile.
-pub fn read_raw(proc: &std::path::Path, pid: u32) -> Option<Raw> {
-    let base = format!("{}/{pid}", proc.display());
-    let stat = procfs::parse_pid_stat(&std::fs::read_to_string(format!("{base}/stat")).ok()?)?;
-    Some(Raw {
-        rss: std::fs::read_to_string(format!("{base}/status"))
-            .ok()
-            .and_then(|t| procfs::parse_status_rss(&t))
-            .unwrap_or(0),
-        io: std::fs::read_to_string(format!("{base}/io"))
-            .map(|t| procfs::parse_pid_io(&t))
-            .unwrap_or_default(),
-        net: std::fs::read_to_string(format!("{base}/net/dev"))
-            .map(|t| procfs::parse_net_dev(&t))
-            .unwrap_or_default(),
-        fds: procfs::count_dir(format!("{base}/fd")).unwrap_or(0),
-        stat: Some(stat),
-    })
+/// The files of one process, kept open between collections (see [`KeptFile`]).
+#[derive(Debug)]
+struct ProcFiles {
+    stat: KeptFile,
+    statm: KeptFile,
+    io: KeptFile,
+    fd_dir: PathBuf,
+    /// The inode of the process's network namespace (fixed for its life in practice), the key of
+    /// the shared `net/dev` reading.
+    netns: Option<u64>,
+}
+
+/// `/proc/<pid>/net/dev` per network namespace, read once per collection however many processes
+/// (or pods, with host networking) share the namespace.
+#[derive(Debug, Default)]
+pub struct NetDevCache {
+    files: HashMap<u64, (KeptFile, Option<(u64, u64)>)>,
+}
+
+impl NetDevCache {
+    /// Forgets this collection's readings (call once per collection, before reading).
+    pub fn new_cycle(&mut self) {
+        self.files.values_mut().for_each(|(_, v)| *v = None);
+    }
+
+    /// Drops the namespaces nobody read in the last collection.
+    pub fn forget_unread(&mut self) {
+        self.files.retain(|_, (_, v)| v.is_some());
+    }
+
+    fn read(&mut self, proc: &Path, pid: u32, netns: u64) -> (u64, u64) {
+        let (file, value) = self
+            .files
+            .entry(netns)
+            .or_insert_with(|| (KeptFile::new(proc.join(format!("{pid}/net/dev"))), None));
+        if let Some(v) = value {
+            return *v;
+        }
+        let mut read = file.parse(procfs::parse_net_dev);
+        if read.is_err() {
+            // The process whose file was kept is gone: this one is in the same namespace.
+            *file = KeptFile::new(proc.join(format!("{pid}/net/dev")));
+            read = file.parse(procfs::parse_net_dev);
+        }
+        let v = read.unwrap_or_default();
+        *value = Some(v);
+        v
+    }
+}
+
+impl ProcessCollector {
+    /// Reads one process from `proc` (normally `/proc`); `None` when it exited meanwhile.
+    pub fn read_raw(&mut self, proc: &Path, pid: u32, net: &mut NetDevCache) -> Option<Raw> {
+        use std::os::unix::fs::MetadataExt;
+        let files = self.files.entry(pid).or_insert_with(|| {
+            let base = proc.join(pid.to_string());
+            ProcFiles {
+                stat: KeptFile::one_record(base.join("stat")),
+                statm: KeptFile::one_record(base.join("statm")),
+                io: KeptFile::one_record(base.join("io")),
+                fd_dir: base.join("fd"),
+                netns: std::fs::metadata(base.join("ns/net")).ok().map(|m| m.ino()),
+            }
+        });
+        let Some(stat) = files.stat.parse(procfs::parse_pid_stat).ok().flatten() else {
+            self.files.remove(&pid);
+            return None;
+        };
+        Some(Raw {
+            rss: files
+                .statm
+                .parse(|t| procfs::parse_statm_rss(t, self.page_size))
+                .ok()
+                .flatten()
+                .unwrap_or(0),
+            io: files.io.parse(procfs::parse_pid_io).unwrap_or_default(),
+            net: files.netns.map(|ns| net.read(proc, pid, ns)).unwrap_or_default(),
+            fds: procfs::count_fds(&files.fd_dir).unwrap_or(0),
+            stat: Some(stat),
+        })
+    }
 }
 
 impl ProcessCollector {
@@ -185,8 +257,9 @@ impl ProcessCollector {
         memory_base: u64,
         history_size: usize,
     ) -> Vec<ProcessReport> {
-        let live: Vec<u32> = raws.iter().map(|(p, _)| *p).collect();
+        let live: std::collections::HashSet<u32> = raws.iter().map(|(p, _)| *p).collect();
         self.procs.retain(|pid, _| live.contains(pid));
+        self.files.retain(|pid, _| live.contains(pid));
         let mut out = Vec::with_capacity(raws.len());
         for (pid, raw) in raws {
             let Some(stat) = raw.stat else { continue };
@@ -245,17 +318,68 @@ impl ProcessCollector {
     }
 }
 
-/// The samples of the reports, as the profile's `collect` and `labels` settings ask.
+/// The `pid` and `process_name` of the series that sums the processes beyond the bound.
+pub const OTHER: &str = "other";
+
+/// The reports that keep series of their own: the `max` busiest processes (CPU, then memory,
+/// then the lower pid), in pid order; and the sum of the rest, if any.
+///
+/// Per-process series are labelled by pid, so a container that forks many short-lived
+/// processes would otherwise create series without bound. The sum adds CPU, memory, disk bytes,
+/// threads and descriptors; network bytes are those of the shared network namespace, so it
+/// takes their largest value instead of adding the same bytes up; uptime is the oldest's.
+pub fn top(reports: &[ProcessReport], max: usize) -> (Vec<&ProcessReport>, Option<ProcessSample>) {
+    if reports.len() <= max {
+        return (reports.iter().collect(), None);
+    }
+    let mut ranked: Vec<&ProcessReport> = reports.iter().collect();
+    ranked.sort_by(|a, b| {
+        b.sample
+            .cpu_usage_percent
+            .total_cmp(&a.sample.cpu_usage_percent)
+            .then(b.sample.memory_usage_bytes.cmp(&a.sample.memory_usage_bytes))
+            .then(a.pid.cmp(&b.pid))
+    });
+    let rest = ranked.split_off(max);
+    ranked.sort_by_key(|r| r.pid);
+    let mut other = ProcessSample { timestamp: rest[0].sample.timestamp, ..Default::default() };
+    for r in rest {
+        let s = &r.sample;
+        other.cpu_usage_percent += s.cpu_usage_percent;
+        other.memory_usage_bytes += s.memory_usage_bytes;
+        other.memory_usage_percent += s.memory_usage_percent;
+        other.disk_read_bytes += s.disk_read_bytes;
+        other.disk_write_bytes += s.disk_write_bytes;
+        other.network_rx_bytes = other.network_rx_bytes.max(s.network_rx_bytes);
+        other.network_tx_bytes = other.network_tx_bytes.max(s.network_tx_bytes);
+        other.uptime_seconds = other.uptime_seconds.max(s.uptime_seconds);
+        other.thread_count += s.thread_count;
+        other.file_descriptor_count += s.file_descriptor_count;
+    }
+    (ranked, Some(other))
+}
+
+/// The samples of the reports, as the profile's `collect` and `labels` settings ask: at most
+/// `max_processes` processes with series of their own, the rest summed as `pid="other"` (see
+/// [`top`]).
 pub fn samples(
     target_labels: &Labels,
     reports: &[ProcessReport],
     profile: &MonitoringProfileSpec,
+    max_processes: usize,
 ) -> Vec<Sample> {
     let c = &profile.collect;
-    let mut out = Vec::with_capacity(reports.len() * 18);
-    for r in reports {
+    let (kept, other) = top(reports, max_processes);
+    let other =
+        other.map(|sample| ProcessReport { pid: 0, comm: OTHER.into(), sample, aggregates: None });
+    let mut out = Vec::with_capacity((kept.len() + 1) * 18);
+    for r in kept.into_iter().chain(other.as_ref()) {
         let mut l = target_labels.clone();
-        l.push("pid", &r.pid.to_string());
+        if r.pid == 0 {
+            l.push("pid", OTHER);
+        } else {
+            l.push("pid", &r.pid.to_string());
+        }
         if profile.labels.process_name {
             l.push("process_name", &r.comm);
         }
@@ -357,17 +481,65 @@ mod tests {
         let r = c.record(vec![(9, raw(1, 1, 0))], Instant::now(), SystemTime::now(), 10.0, 1, 10);
         let mut profile = MonitoringProfileSpec::default();
         let labels = crate::metrics::TargetKey::new("n", "p", "c").labels();
-        let all = samples(&labels, &r, &profile);
+        let all = samples(&labels, &r, &profile, 16);
         assert_eq!(all.len(), 15);
         assert!(all[0].labels.as_str().ends_with("pid=\"9\",process_name=\"app\""));
         profile.collect = podtrace_api::profile::CollectSettings::all(false);
         profile.labels.process_name = false;
-        let few = samples(&labels, &r, &profile);
+        let few = samples(&labels, &r, &profile, 16);
         assert_eq!(
             few.iter().map(|s| s.family).collect::<Vec<_>>(),
             [PROCESS_UPTIME, PROCESS_HISTORY_SAMPLES]
         );
         assert!(!few[0].labels.as_str().contains("process_name"));
+    }
+
+    #[test]
+    fn beyond_the_bound_the_quietest_processes_are_summed_as_other() {
+        let report = |pid: u32, cpu: f64, mem: u64, net: u64| ProcessReport {
+            pid,
+            comm: format!("p{pid}"),
+            sample: ProcessSample {
+                cpu_usage_percent: cpu,
+                memory_usage_bytes: mem,
+                network_rx_bytes: net,
+                thread_count: 2,
+                uptime_seconds: u64::from(pid),
+                ..Default::default()
+            },
+            aggregates: None,
+        };
+        let reports = vec![
+            report(10, 5.0, 100, 7),
+            report(11, 50.0, 100, 7),
+            report(12, 0.0, 900, 7),
+            report(13, 0.0, 100, 7),
+            report(14, 1.0, 100, 7),
+        ];
+        let (kept, other) = top(&reports, 3);
+        assert_eq!(kept.iter().map(|r| r.pid).collect::<Vec<_>>(), [10, 11, 14]);
+        let other = other.unwrap();
+        assert_eq!(other.cpu_usage_percent, 0.0);
+        assert_eq!(other.memory_usage_bytes, 1000);
+        assert_eq!(other.thread_count, 4);
+        assert_eq!(other.network_rx_bytes, 7, "one namespace's bytes, not added up");
+        assert_eq!(other.uptime_seconds, 13);
+        // Memory breaks the tie between processes without CPU.
+        let (kept, other) = top(&reports, 4);
+        assert_eq!(kept.iter().map(|r| r.pid).collect::<Vec<_>>(), [10, 11, 12, 14]);
+        assert_eq!(other.unwrap().memory_usage_bytes, 100);
+        assert_eq!(top(&reports, 5).1, None);
+
+        let labels = crate::metrics::TargetKey::new("n", "p", "c").labels();
+        let s = samples(&labels, &reports, &MonitoringProfileSpec::default(), 3);
+        let pids: std::collections::BTreeSet<&str> = s
+            .iter()
+            .filter_map(|x| x.labels.as_str().split("pid=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(pids, ["10", "11", "14", "other"].into_iter().collect());
+        assert!(s.iter().any(|x| x.family == PROCESS_MEMORY
+            && x.labels.as_str().ends_with("pid=\"other\",process_name=\"other\"")
+            && x.value == 1000.0));
     }
 
     #[test]

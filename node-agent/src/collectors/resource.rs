@@ -11,7 +11,7 @@
 //! appear from the second collection on.
 
 use podtrace_api::profile::{CollectSettings, ResourceLimits};
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 use crate::{
     cgroup::{
@@ -19,7 +19,7 @@ use crate::{
         files::{self, CpuQuota, IoBytes},
     },
     metrics::{Labels, Sample, catalog::*},
-    procfs,
+    procfs::{self, KeptFile},
 };
 
 /// One reading of a group's files.
@@ -33,63 +33,161 @@ pub struct Reading {
     pub io: Option<(IoBytes, Option<u64>)>,
 }
 
-fn file(dir: &Path, name: &str) -> crate::Result<String> {
-    procfs::read(dir.join(name))
+/// How long limit files (`memory.max`, `cpu.max`, `io.max` and their v1 equivalents) are reused
+/// before they are read again. Limits change only when a pod is resized in place, so reading them
+/// every interval doubled the collector's file reads for nothing; a resize shows within this.
+pub const LIMITS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The cgroup files of one target, kept open between collections (see [`KeptFile`]).
+#[derive(Debug, Default)]
+pub struct GroupFiles {
+    files: HashMap<&'static str, KeptFile>,
 }
 
-fn parsed<T>(dir: &Path, name: &str, v: Option<T>, expected: &'static str) -> crate::Result<T> {
-    v.ok_or_else(|| crate::Error::Parse { path: dir.join(name), expected })
+impl GroupFiles {
+    /// `dir/name` parsed by `parse`. A file name belongs to one controller, so it is the key.
+    fn parse<T>(
+        &mut self,
+        dir: &Path,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> T,
+    ) -> crate::Result<T> {
+        let file = self.files.entry(name).or_insert_with(|| KeptFile::one_record(dir.join(name)));
+        file.parse_text(parse)
+    }
+
+    /// `dir/name` parsed by `parse`; `Ok(None)` when the file does not exist (the controller is
+    /// not enabled for the group).
+    fn optional<T>(
+        &mut self,
+        dir: &Path,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Option<T>,
+        expected: &'static str,
+    ) -> crate::Result<Option<T>> {
+        match self.parse(dir, name, parse) {
+            Ok(value) => value
+                .map(Some)
+                .ok_or_else(|| crate::Error::Parse { path: dir.join(name), expected }),
+            Err(crate::Error::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                self.files.remove(name);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The processes of `cgroup`. The v2 `cgroup.procs` restarts its walk when read from offset
+    /// 0, so it is kept open; v1 serves a kept file from a pid list cached for a second after
+    /// each read, which could be one collection old, so v1 opens the file anew.
+    pub fn pids(&mut self, cgroup: &Cgroup) -> std::io::Result<Vec<u32>> {
+        let parse = |text: &str| text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        match &cgroup.v2 {
+            Some(d) => self
+                .files
+                .entry("cgroup.procs")
+                .or_insert_with(|| KeptFile::new(d.join("cgroup.procs")))
+                .parse(parse),
+            None => cgroup.pids(),
+        }
+    }
+
+    /// `dir/name` parsed by `parse`, which may find no value in it (e.g. "max").
+    fn limit<T>(
+        &mut self,
+        dir: &Path,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        self.parse(dir, name, parse).ok().flatten()
+    }
 }
 
 /// Reads memory, CPU and I/O of `cgroup` as `collect` asks, from the v1 controller where the node
-/// mounts one and from v2 otherwise.
-pub fn read(cgroup: &Cgroup, collect: &CollectSettings) -> crate::Result<Reading> {
+/// mounts one and from v2 otherwise. With `limits` (an earlier reading younger than
+/// [`LIMITS_REFRESH`]) the limits are taken from it and only usage files are read.
+pub fn read(
+    cgroup: &Cgroup,
+    collect: &CollectSettings,
+    f: &mut GroupFiles,
+    limits: Option<&Reading>,
+) -> crate::Result<Reading> {
     let mut r = Reading::default();
     if collect.memory {
-        r.memory = if let Some(d) = &cgroup.memory {
-            let usage = file(d, "memory.usage_in_bytes")?;
-            let usage = parsed(d, "memory.usage_in_bytes", files::parse_u64(&usage), "a number")?;
-            Some((usage, files::parse_v1_limit(&file(d, "memory.limit_in_bytes")?)))
-        } else if let Some(d) = cgroup.v2.as_ref().filter(|d| d.join("memory.current").exists()) {
-            let usage = file(d, "memory.current")?;
-            let usage = parsed(d, "memory.current", files::parse_u64(&usage), "a number")?;
-            Some((usage, files::parse_v2_limit(&file(d, "memory.max")?)))
+        let usage = if let Some(d) = &cgroup.memory {
+            f.optional(d, "memory.usage_in_bytes", files::parse_u64, "a number")?
+                .map(|u| (u, d, "memory.limit_in_bytes", files::parse_v1_limit as fn(&str) -> _))
+        } else if let Some(d) = &cgroup.v2 {
+            f.optional(d, "memory.current", files::parse_u64, "a number")?
+                .map(|u| (u, d, "memory.max", files::parse_v2_limit as fn(&str) -> _))
         } else {
             None
         };
+        r.memory = usage.map(|(usage, d, name, parse)| {
+            let limit = match limits.and_then(|l| l.memory) {
+                Some((_, limit)) => limit,
+                None => f.limit(d, name, parse),
+            };
+            (usage, limit)
+        });
     }
     if collect.cpu {
         r.cpu = if let Some(acct) = &cgroup.cpuacct {
-            let ns = file(acct, "cpuacct.usage")?;
-            let ns = parsed(acct, "cpuacct.usage", files::parse_u64(&ns), "a number")?;
-            let quota = match &cgroup.cpu {
-                Some(c) => {
-                    files::parse_cfs(&file(c, "cpu.cfs_quota_us")?, &file(c, "cpu.cfs_period_us")?)
-                }
-                None => None,
-            };
-            Some((ns / 1000, quota))
-        } else if let Some(d) = cgroup.v2.as_ref().filter(|d| d.join("cpu.stat").exists()) {
-            let stat = file(d, "cpu.stat")?;
+            f.optional(acct, "cpuacct.usage", files::parse_u64, "a number")?.map(|ns| {
+                let quota = match (limits.and_then(|l| l.cpu), &cgroup.cpu) {
+                    (Some((_, quota)), _) => quota,
+                    (None, Some(c)) => {
+                        let quota = f.limit(c, "cpu.cfs_quota_us", |t| Some(t.to_owned()));
+                        let period = f.limit(c, "cpu.cfs_period_us", |t| Some(t.to_owned()));
+                        files::parse_cfs(&quota.unwrap_or_default(), &period.unwrap_or_default())
+                    }
+                    (None, None) => None,
+                };
+                (ns / 1000, quota)
+            })
+        } else if let Some(d) = &cgroup.v2 {
             let usage =
-                parsed(d, "cpu.stat", files::parse_keyed(&stat, "usage_usec"), "usage_usec")?;
-            let quota = file(d, "cpu.max").ok().and_then(|t| files::parse_cpu_max(&t));
-            Some((usage, quota))
+                f.optional(d, "cpu.stat", |t| files::parse_keyed(t, "usage_usec"), "usage_usec")?;
+            usage.map(|usage| {
+                let quota = match limits.and_then(|l| l.cpu) {
+                    Some((_, quota)) => quota,
+                    None => f.limit(d, "cpu.max", files::parse_cpu_max),
+                };
+                (usage, quota)
+            })
         } else {
             None
         };
     }
     if collect.disk_io {
         r.io = if let Some(d) = &cgroup.blkio {
-            let bytes = files::parse_blkio_bytes(&file(d, "blkio.throttle.io_service_bytes")?);
-            let limit = ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"]
-                .iter()
-                .filter_map(|f| file(d, f).ok().and_then(|t| files::parse_blkio_throttle(&t)))
-                .reduce(|a, b| a + b);
-            Some((bytes, limit))
-        } else if let Some(d) = cgroup.v2.as_ref().filter(|d| d.join("io.stat").exists()) {
-            let bytes = files::parse_io_stat(&file(d, "io.stat")?);
-            Some((bytes, file(d, "io.max").ok().and_then(|t| files::parse_io_max(&t))))
+            let bytes = f.optional(
+                d,
+                "blkio.throttle.io_service_bytes",
+                |t| Some(files::parse_blkio_bytes(t)),
+                "",
+            )?;
+            bytes.map(|bytes| {
+                let limit = match limits.and_then(|l| l.io) {
+                    Some((_, limit)) => limit,
+                    None => ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"]
+                        .into_iter()
+                        .filter_map(|name| f.limit(d, name, files::parse_blkio_throttle))
+                        .reduce(|a, b| a + b),
+                };
+                (bytes, limit)
+            })
+        } else if let Some(d) = &cgroup.v2 {
+            let bytes = f.optional(d, "io.stat", |t| Some(files::parse_io_stat(t)), "")?;
+            bytes.map(|bytes| {
+                let limit = match limits.and_then(|l| l.io) {
+                    Some((_, limit)) => limit,
+                    None => f.limit(d, "io.max", files::parse_io_max),
+                };
+                (bytes, limit)
+            })
         } else {
             None
         };
@@ -97,13 +195,16 @@ pub fn read(cgroup: &Cgroup, collect: &CollectSettings) -> crate::Result<Reading
     Ok(r)
 }
 
-/// The memory limit of a group, if it has one (for the processes' memory percent).
+/// The memory limit of a group, if it has one (for the processes' memory percent when the
+/// resource source is off).
 pub fn memory_limit(cgroup: &Cgroup) -> Option<u64> {
     if let Some(d) = &cgroup.memory {
-        return file(d, "memory.limit_in_bytes").ok().and_then(|t| files::parse_v1_limit(&t));
+        return procfs::read(d.join("memory.limit_in_bytes"))
+            .ok()
+            .and_then(|t| files::parse_v1_limit(&t));
     }
     let d = cgroup.v2.as_ref()?;
-    file(d, "memory.max").ok().and_then(|t| files::parse_v2_limit(&t))
+    procfs::read(d.join("memory.max")).ok().and_then(|t| files::parse_v2_limit(&t))
 }
 
 /// The alert level of a utilization at the profile's thresholds: 0 none, 1 warning, 2 critical,
