@@ -7,8 +7,10 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The probe families; each is one object file embedded by src/objects.rs.
-const FAMILIES: &[&str] = &["network", "dns", "tcp_rtt", "tcp_connect", "fs", "cpu_block"];
+/// The probe families; each is one object file embedded by src/ladder.rs.
+/// `floor` is not a family: empty programs on the same hooks, loaded only by the overhead
+/// benchmark (benches/overhead.rs) to measure what bpf_stats itself costs per run.
+const FAMILIES: &[&str] = &["network", "dns", "tcp_rtt", "tcp_connect", "fs", "cpu_block", "floor"];
 
 fn main() -> Result<()> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
