@@ -89,14 +89,15 @@ const LAYOUT_C: &str = r#"
 int main(void) {
     SZ(pt_target); OFF(pt_target, index); OFF(pt_target, probes); OFF(pt_target, comms);
     SZ(pt_key); OFF(pt_key, cgroup_id); OFF(pt_key, comm); OFF(pt_key, probe); OFF(pt_key, op);
-    SZ(pt_hist); OFF(pt_hist, buckets); OFF(pt_hist, count); OFF(pt_hist, sum_ns); OFF(pt_hist, latest_ns);
+    SZ(pt_hist); OFF(pt_hist, buckets); OFF(pt_hist, count); OFF(pt_hist, sum_ns); OFF(pt_hist, latest_ns); OFF(pt_hist, latest_at);
     SZ(pt_counter); OFF(pt_counter, bytes); OFF(pt_counter, events);
+    SZ(pt_net_counters); K(PT_NET_SEND); K(PT_NET_RECV);
     SZ(pt_comm_key); OFF(pt_comm_key, cgroup_id); OFF(pt_comm_key, comm);
     K(PT_BUCKETS); K(PT_FINITE_BUCKETS); K(PT_BUCKET_BASE_NS); K(PT_COMM_LEN); K(PT_ERR_COUNT);
     K(PT_PROBE_TCP_RTT); K(PT_PROBE_TCP_CONNECT); K(PT_PROBE_DNS); K(PT_PROBE_FS_LATENCY);
     K(PT_PROBE_FS_BYTES); K(PT_PROBE_CPU_BLOCK); K(PT_PROBE_NETWORK_BYTES);
     K(PT_OP_NONE); K(PT_OP_READ); K(PT_OP_WRITE); K(PT_OP_FSYNC); K(PT_OP_SEND); K(PT_OP_RECV);
-    K(PT_ERR_HIST_FULL); K(PT_ERR_COUNTER_FULL); K(PT_ERR_COMM_FULL); K(PT_ERR_INFLIGHT_FULL);
+    K(PT_ERR_HIST_FULL); K(PT_ERR_COUNTER_FULL); K(PT_ERR_COMM_FULL); K(PT_ERR_INFLIGHT_FULL); K(PT_ERR_UNCLOSED);
     return 0;
 }
 "#;

@@ -42,7 +42,9 @@
 #define PT_ERR_COUNTER_FULL 1  /* `counters` had no room for a new key */
 #define PT_ERR_COMM_FULL 2     /* `comms` had no room; the sample went to "other" */
 #define PT_ERR_INFLIGHT_FULL 3 /* a start-time map had no room; the sample was lost */
-#define PT_ERR_COUNT 4
+#define PT_ERR_UNCLOSED 4      /* a thread blocked again while its previous block was still open:
+				* neither its wakeup nor its switch-in ran the programs */
+#define PT_ERR_COUNT 5
 
 /* Value of `tracked` (key: cgroup v2 id). Written by user space; `comms` is incremented by the
  * kernel each time a new process name of this cgroup gets its own series. */
@@ -63,18 +65,28 @@ struct pt_key {
 	__u32 _pad2;
 };
 
-/* Value of `hists`: a latency histogram in nanoseconds. */
+/* Value of `hists`, one per CPU (user space sums them): a latency histogram in nanoseconds.
+ * `latest_at` orders the CPUs' latest values (a clock that only increases, per series: the
+ * sample's end time in ns, or jiffies for RTT); user space keeps the latest_ns of the largest. */
 struct pt_hist {
 	__u64 buckets[PT_BUCKETS];
 	__u64 count;
 	__u64 sum_ns;
 	__u64 latest_ns;
+	__u64 latest_at;
 };
 
-/* Value of `counters`. */
+/* Value of `counters`, one per CPU. */
 struct pt_counter {
 	__u64 bytes;
 	__u64 events;
+};
+
+/* Value of the network family's `net_bytes` (key: cgroup v2 id), one per CPU. */
+#define PT_NET_SEND 0
+#define PT_NET_RECV 1
+struct pt_net_counters {
+	struct pt_counter dir[2]; /* PT_NET_SEND, PT_NET_RECV */
 };
 
 /* Key of `comms`: the process names of a cgroup that have their own series. */
