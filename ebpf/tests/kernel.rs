@@ -245,6 +245,68 @@ print('comm=' + open('/proc/self/comm').read().strip())
 }
 
 #[test]
+fn dns_over_tcp_queries_answered_after_a_known_delay_land_in_its_bucket() -> Result<()> {
+    if !root_or_skip("dns_tcp") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("dnstcp")?;
+    track(&cg, &[Probe::Dns])?;
+    // The same delay as over UDP (see above). One connection per client, K queries each, every
+    // message framed by its 2-byte length (RFC 1035 4.2.2); the answer is written in one write.
+    let (k, control, delay) = (10u64, 5u64, Duration::from_millis(14));
+    let listener = TcpListener::bind(("127.0.0.1", DNS_PORT))?;
+    let answering = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut len = [0u8; 2];
+            while conn.read_exact(&mut len).is_ok() {
+                let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                conn.read_exact(&mut msg).expect("query");
+                std::thread::sleep(delay);
+                msg[2] |= 0x80; // QR: response
+                let mut answer = len.to_vec();
+                answer.extend_from_slice(&msg);
+                std::io::Write::write_all(&mut conn, &answer).expect("answer");
+            }
+        }
+    });
+    let body = "
+port, k = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(('127.0.0.1', port))
+q = b'\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01'
+def read(n):
+    got = b''
+    while len(got) < n:
+        got += s.recv(n - len(got))
+    return got
+for i in range(k):
+    msg = struct.pack('>HHHHHH', 4242 + i, 0x0100, 1, 0, 0, 0) + q
+    s.sendall(struct.pack('>H', len(msg)) + msg)
+    n = struct.unpack('>H', read(2))[0]
+    assert struct.unpack('>H', read(n)[:2])[0] == 4242 + i
+s.close()
+print('comm=' + open('/proc/self/comm').read().strip())
+";
+    let out = python(Some(&cg), body, &[DNS_PORT.to_string(), k.to_string()])?;
+    python(None, body, &[DNS_PORT.to_string(), control.to_string()])?;
+    answering.join().unwrap();
+
+    let snap = snapshot()?;
+    let h = snap.merged_histogram(cg.id, Probe::Dns, Op::None);
+    eprintln!("dns over tcp {h:?}");
+    assert_eq!(h.count, k, "one sample per query, none for the control's {control}");
+    let expected = bucket_index(delay.as_nanos() as u64);
+    assert_eq!(h.quantile_bucket(0.5), Some(expected), "p50 bucket for {delay:?}");
+    assert!(h.sum_ns >= k * delay.as_nanos() as u64);
+    let comm = field(&out, "comm")?;
+    assert!(
+        snap.histograms_of(cg.id, Probe::Dns).all(|s| s.series.process_name == comm),
+        "DNS series should carry the querying process {comm}"
+    );
+    untrack(&cg)
+}
+
+#[test]
 fn file_writes_and_fsyncs_count_exactly_and_pipes_do_not() -> Result<()> {
     if !root_or_skip("fs") {
         return Ok(());
@@ -306,9 +368,12 @@ fn a_thread_sleeping_10ms_a_hundred_times_is_off_cpu_in_the_10ms_bucket() -> Res
     }
     let cg = TestCgroup::new("cpu")?;
     track(&cg, &[Probe::CpuBlock])?;
-    // The sleeper names itself and reports its context switches: a sleep during which the
-    // thread was preempted (runnable, not blocked: a loaded 2-core machine does that) is
-    // rightly not a block, and shows up as a non-voluntary switch instead.
+    // The sleeper names itself and reports, for every sleep, its own context switches and how
+    // long it took: the ground truth of each sample. A sleep during which the thread was
+    // preempted (runnable, not blocked: a loaded 2-core machine does that) is rightly not a
+    // block and shows up as a non-voluntary switch; a sleep whose timer expired before the
+    // thread reached schedule() (a long interrupt or a stalled vCPU after the timer was armed)
+    // never blocks at all: no switch, and no sample.
     let body = "
 def switches():
     st = open('/proc/thread-self/status').read().split('\\n')
@@ -317,21 +382,42 @@ def switches():
 def sleeper():
     with open('/proc/thread-self/comm', 'w') as f:
         f.write('pt-sleeper')
+    clean, late, other, unblocked = 0, 0, 0, 0
     v0, n0 = switches()
     for _ in range(100):
+        a, b = switches()
+        t0 = time.monotonic()
         time.sleep(0.01)
+        took = time.monotonic() - t0
+        c, d = switches()
+        if (c - a, d - b) == (1, 0):
+            if took < 0.0128:
+                clean += 1
+            else:
+                late += 1
+        elif (c - a, d - b) == (0, 0):
+            unblocked += 1
+        else:
+            other += 1
     v1, n1 = switches()
+    # Blocks from here on (the prints, the thread's exit) go to another series.
+    with open('/proc/thread-self/comm', 'w') as f:
+        f.write('pt-done')
     print('voluntary=%d' % (v1 - v0)); print('preempted=%d' % (n1 - n0))
+    print('clean=%d' % clean); print('late=%d' % late)
+    print('other=%d' % other); print('unblocked=%d' % unblocked)
 t = threading.Thread(target=sleeper)
 t.start(); t.join()
 ";
     let misses = |snap: &Snapshot| -> u64 {
         snap.programs.iter().filter(|p| p.family == "cpu_block").map(|p| p.recursion_misses).sum()
     };
-    let missed_before = misses(&snapshot()?);
+    let before = snapshot()?;
+    let (missed_before, unclosed_before) = (misses(&before), before.drops.unclosed_blocks);
     let out = python(Some(&cg), body, &[])?;
-    let voluntary: u64 = field(&out, "voluntary")?.parse()?;
-    let preempted: u64 = field(&out, "preempted")?.parse()?;
+    let n = |k: &str| -> Result<u64> { Ok(field(&out, k)?.parse()?) };
+    let (voluntary, preempted) = (n("voluntary")?, n("preempted")?);
+    let (clean, late, other, unblocked) = (n("clean")?, n("late")?, n("other")?, n("unblocked")?);
     let snap = snapshot()?;
     let h = snap
         .histograms_of(cg.id, Probe::CpuBlock)
@@ -345,25 +431,35 @@ t.start(); t.join()
         );
     }
     let bucket = bucket_index(10_000_000);
-    // A wakeup that fires (timer interrupt) while the wakeup program runs on the same CPU is
-    // skipped by the kernel and counted as a recursion miss: allow exactly those, no more.
+    // A program run the kernel skipped (recursion) is counted: a skipped wakeup is still closed
+    // at the switch-in, a skipped switch-out loses its block. None was seen so far.
     let missed = misses(&snap) - missed_before;
     eprintln!(
-        "off-cpu buckets {:?}; {voluntary} voluntary switches, {preempted} preempted, {missed} missed; drops {:?}",
+        "off-cpu buckets {:?}; {voluntary} voluntary switches, {preempted} preempted, {missed} missed; \
+         sleeps: {clean} clean, {late} late, {other} other, {unblocked} without a switch; drops {:?}",
         h.buckets, snap.drops
     );
-    // A sleep interrupted by a spurious wakeup is two voluntary switches, both shorter. One
-    // block in 100 is sometimes not recorded when other tests run in parallel (cause not found
-    // yet: no map-full drop and no recursion miss is counted; see the README): tolerated once.
-    let split = voluntary.saturating_sub(100);
+    assert_eq!(clean + late + other + unblocked, 100);
+    // A block the kernel never closed (neither program ran for the thread's wakeup and switch-in,
+    // see cpu_block.bpf.c) is counted, not recorded. The counter is shared with the other tests
+    // (they run in parallel on the same probes), so it bounds this thread's losses from above.
+    let unclosed = snap.drops.unclosed_blocks - unclosed_before;
+    let d = snap.drops;
+    assert_eq!(d.histograms_full + d.counters_full + d.inflight_full, 0, "{d:?}");
+    // Every voluntary switch of the thread is one block: recorded, or counted as lost.
     assert!(
-        h.buckets[bucket] + preempted + missed + split + 1 >= 100,
-        "{} samples in the 10 ms bucket, {preempted} preempted, {missed} missed, {split} split",
+        h.count <= voluntary && h.count + missed + unclosed >= voluntary,
+        "blocks {h:?} for {voluntary} voluntary switches ({missed} missed, {unclosed} unclosed)"
+    );
+    // A clean sleep (one voluntary switch, no preemption, back within 12.8 ms) is a block of
+    // 10 ms (+ the timer slack) minus the µs between arming the timer and switching out: in
+    // the bucket le=0.0128, every one. A late one (woken after 12.8 ms) or one that also saw a
+    // preemption may or may not be; nothing else may land there.
+    assert!(
+        h.buckets[bucket] + missed + unclosed >= clean && h.buckets[bucket] <= clean + late + other,
+        "{} samples in the 10 ms bucket for {clean} clean sleeps ({late} late, {other} other)",
         h.buckets[bucket]
     );
-    // Every voluntary switch is a block; one may be lost at most (above).
-    assert!(h.count + missed + 1 >= voluntary, "blocks {h:?} for {voluntary} voluntary switches");
-    assert!(h.count <= voluntary + 1, "no blocks beyond the voluntary switches: {h:?}");
-    assert!(h.sum_ns >= (99 - preempted - missed) * 10_000_000, "{h:?}");
+    assert!(h.sum_ns >= (clean + late).saturating_sub(missed + unclosed) * 9_500_000, "{h:?}");
     untrack(&cg)
 }
