@@ -92,6 +92,7 @@ int main(void) {
     SZ(pt_hist); OFF(pt_hist, buckets); OFF(pt_hist, count); OFF(pt_hist, sum_ns); OFF(pt_hist, latest_ns); OFF(pt_hist, latest_at);
     SZ(pt_counter); OFF(pt_counter, bytes); OFF(pt_counter, events);
     SZ(pt_net_counters); K(PT_NET_SEND); K(PT_NET_RECV);
+    SZ(pt_block_start); OFF(pt_block_start, cgroup_id);
     SZ(pt_comm_key); OFF(pt_comm_key, cgroup_id); OFF(pt_comm_key, comm);
     K(PT_BUCKETS); K(PT_FINITE_BUCKETS); K(PT_BUCKET_BASE_NS); K(PT_COMM_LEN); K(PT_ERR_COUNT);
     K(PT_PROBE_TCP_RTT); K(PT_PROBE_TCP_CONNECT); K(PT_PROBE_DNS); K(PT_PROBE_FS_LATENCY);

@@ -111,6 +111,12 @@ pub const NET_RECV: usize = 1;
 /// Value of the network family's `net_bytes` (`struct pt_net_counters`, key: cgroup id).
 pub type PtNetCounters = [PtCounter; 2];
 
+/// Value of the cpu_block family's `block_start` (`struct pt_block_start`: ts, cgroup id,
+/// comm), read as words: only the cgroup id is used (at untrack).
+pub type PtBlockStart = [u64; 4];
+/// Index of the cgroup id in [`PtBlockStart`].
+pub const BLOCK_START_CGROUP: usize = 1;
+
 /// Key of `comms` (`struct pt_comm_key`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -174,6 +180,9 @@ mod tests {
         assert_eq!(size_of::<PtNetCounters>(), c::SIZEOF_pt_net_counters);
         assert_eq!(NET_SEND as u64, c::PT_NET_SEND);
         assert_eq!(NET_RECV as u64, c::PT_NET_RECV);
+
+        assert_eq!(size_of::<PtBlockStart>(), c::SIZEOF_pt_block_start);
+        assert_eq!(BLOCK_START_CGROUP * 8, c::OFFSETOF_pt_block_start_cgroup_id);
 
         assert_eq!(size_of::<PtCommKey>(), c::SIZEOF_pt_comm_key);
         assert_eq!(offset_of!(PtCommKey, comm), c::OFFSETOF_pt_comm_key_comm);

@@ -11,8 +11,8 @@
 //! behind.
 
 use crate::abi::{
-    ERR_COUNT, NET_RECV, NET_SEND, PtCommKey, PtCounter, PtHist, PtKey, PtNetCounters, PtTarget,
-    err,
+    BLOCK_START_CGROUP, ERR_COUNT, NET_RECV, NET_SEND, PtBlockStart, PtCommKey, PtCounter, PtHist,
+    PtKey, PtNetCounters, PtTarget, err,
 };
 use crate::config::ProbeConfig;
 use crate::error::{Error, Result};
@@ -171,6 +171,19 @@ impl Probes {
             ignore_missing(tracked.remove(&cgroup_id)).map_err(|e| map_err(name, "tracked", e))?;
             if name == NETWORK {
                 set_net_bytes(&mut loaded.ebpf, cgroup_id, false)?;
+            }
+            if name == CPU_BLOCK {
+                // Blocks in flight of its threads are dropped; the others' entries stay.
+                let mut m = typed_map::<u32, PtBlockStart>(&mut loaded.ebpf, name, "block_start")?;
+                let doomed: Vec<u32> = m
+                    .iter()
+                    .filter_map(|e| e.ok())
+                    .filter(|(_, v)| v[BLOCK_START_CGROUP] == cgroup_id)
+                    .map(|(tid, _)| tid)
+                    .collect();
+                for tid in doomed {
+                    ignore_missing(m.remove(&tid)).map_err(|e| map_err(name, "block_start", e))?;
+                }
             }
             purge(&mut loaded.ebpf, name, |id| id == cgroup_id)?;
         }
@@ -377,6 +390,8 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
 
 /// The family whose counters are keyed by cgroup id alone (`net_bytes`).
 const NETWORK: &str = "network";
+/// The family with a start entry per thread (`block_start`).
+const CPU_BLOCK: &str = "cpu_block";
 
 /// Creates (zero, if absent) or deletes a cgroup's entry of `net_bytes`: the entry is the
 /// network programs' tracked check.

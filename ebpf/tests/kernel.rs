@@ -8,7 +8,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{TestCgroup, field, python, root_or_skip};
+use common::{TestCgroup, bpftool, field, python, root_or_skip};
 use podtrace_api::nodetrace::ProbeState;
 use podtrace_api::profile::Probe;
 use podtrace_ebpf::{Op, ProbeConfig, Probes, Snapshot, bucket_index};
@@ -461,5 +461,28 @@ t.start(); t.join()
         h.buckets[bucket]
     );
     assert!(h.sum_ns >= (clean + late).saturating_sub(missed + unclosed) * 9_500_000, "{h:?}");
+    // Every thread of the workload has exited: their start entries are gone with them.
+    let left = block_start_entries_of(cg.id)?;
+    assert_eq!(left, 0, "block_start entries of exited threads");
     untrack(&cg)
+}
+
+/// Entries of `block_start` (the cpu_block family's start per thread) whose cgroup is `cgroup_id`,
+/// read with bpftool (this test binary loads one instance of the map).
+fn block_start_entries_of(cgroup_id: u64) -> Result<usize> {
+    let dump = bpftool(&["map", "dump", "name", "block_start"])?;
+    let entries = dump.as_array().cloned().unwrap_or_default();
+    let cgroup = |e: &serde_json::Value| -> Option<u64> {
+        if let Some(v) = e.pointer("/formatted/value/cgroup_id") {
+            return v.as_u64();
+        }
+        // Raw dump: the value's bytes as "0x.." strings; the cgroup id is bytes 8..16 (LE).
+        let bytes: Vec<u8> = e["value"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+            .collect();
+        Some(u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?))
+    };
+    Ok(entries.iter().filter(|e| cgroup(e) == Some(cgroup_id)).count())
 }

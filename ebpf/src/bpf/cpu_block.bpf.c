@@ -20,30 +20,30 @@
  * place: a block writes its fields and its start time last; the wakeup (or the switch-in,
  * whichever comes first, possibly on two CPUs at once) takes the start time with an atomic
  * exchange against 0, so exactly one of them records the block and nothing is deleted or
- * inserted per block (no bucket lock, no allocation). Entries of exited threads age out of the
- * LRU map.
+ * inserted per block (no bucket lock, no allocation). The entry is deleted at the thread's last
+ * switch-out (exit), and by the loader at untrack; a full map is counted (PT_ERR_INFLIGHT_FULL),
+ * never an eviction: an LRU map would evict the entries of the threads blocked the longest.
  */
 #include "podtrace_common.h"
 
 #define TASK_DEAD 0x80
 
-struct pt_block_start {
-	__u64 ts; /* 0: no block in flight */
-	__u64 cgroup_id;
-	char comm[PT_COMM_LEN];
-};
-
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32); /* thread id */
 	__type(value, struct pt_block_start);
 } block_start SEC(".maps");
 
-static __always_inline void pt_switch_out(__u32 tid, long state)
+/* `dead`: the thread's last switch-out (it exits); `blocked`: it switched out not runnable. */
+static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked)
 {
-	if (state == 0 || (state & TASK_DEAD))
-		return; /* preempted while runnable, or exiting: not a block */
+	if (dead) {
+		bpf_map_delete_elem(&block_start, &tid); /* once per exiting thread */
+		return;
+	}
+	if (!blocked)
+		return; /* preempted while runnable: not a block */
 	__u64 cg = bpf_get_current_cgroup_id();
 	if (!pt_tracked(cg, PT_PROBE_CPU_BLOCK))
 		return;
@@ -83,7 +83,7 @@ int BPF_PROG(pt_switch_btf, bool preempt, struct task_struct *prev, struct task_
 	     unsigned int prev_state)
 {
 	if (!preempt)
-		pt_switch_out(prev->pid, prev_state);
+		pt_switch_out(prev->pid, prev_state & TASK_DEAD, prev_state != 0);
 	pt_wakeup(next->pid);
 	return 0;
 }
@@ -100,7 +100,8 @@ int pt_switch_raw(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (!ctx->args[0]) {
 		struct task_struct *prev = (struct task_struct *)ctx->args[1];
-		pt_switch_out(BPF_CORE_READ(prev, pid), (long)(unsigned int)ctx->args[3]);
+		unsigned int state = (unsigned int)ctx->args[3];
+		pt_switch_out(BPF_CORE_READ(prev, pid), state & TASK_DEAD, state != 0);
 	}
 	struct task_struct *next = (struct task_struct *)ctx->args[2];
 	pt_wakeup(BPF_CORE_READ(next, pid));
@@ -121,8 +122,8 @@ int pt_switch_tp(struct trace_event_raw_sched_switch *ctx)
 	/* The classic tracepoint reports a task_state_index() bit, with 0x100 (TASK_REPORT_MAX)
 	 * for preemption and 0x10/0x20 (EXIT_DEAD/EXIT_ZOMBIE) for an exiting task. */
 	long state = ctx->prev_state;
-	if (!(state & (0x100 | 0x10 | 0x20)))
-		pt_switch_out(ctx->prev_pid, state);
+	if (!(state & 0x100))
+		pt_switch_out(ctx->prev_pid, state & (0x10 | 0x20), state != 0);
 	pt_wakeup(ctx->next_pid);
 	return 0;
 }

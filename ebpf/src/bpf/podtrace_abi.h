@@ -89,6 +89,14 @@ struct pt_net_counters {
 	struct pt_counter dir[2]; /* PT_NET_SEND, PT_NET_RECV */
 };
 
+/* Value of the cpu_block family's `block_start` (key: thread id). The loader deletes the entries
+ * of an untracked cgroup. */
+struct pt_block_start {
+	__u64 ts; /* start of the block in flight, 0: none */
+	__u64 cgroup_id;
+	char comm[PT_COMM_LEN];
+};
+
 /* Key of `comms`: the process names of a cgroup that have their own series. */
 struct pt_comm_key {
 	__u64 cgroup_id;
