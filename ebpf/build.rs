@@ -98,6 +98,16 @@ int main(void) {
     K(PT_PROBE_TCP_RTT); K(PT_PROBE_TCP_CONNECT); K(PT_PROBE_DNS); K(PT_PROBE_FS_LATENCY);
     K(PT_PROBE_FS_BYTES); K(PT_PROBE_CPU_BLOCK); K(PT_PROBE_NETWORK_BYTES);
     K(PT_OP_NONE); K(PT_OP_READ); K(PT_OP_WRITE); K(PT_OP_FSYNC); K(PT_OP_SEND); K(PT_OP_RECV);
+    /* pt_bucket on every bound, its neighbours and a spread of values, for the Rust test. */
+    printf("pub const PT_BUCKET_CASES: &[(u64, u32)] = &[");
+    for (int k = 0; k <= 22; k++) {
+        unsigned long long b = PT_BUCKET_BASE_NS << k;
+        for (long long d = -1; d <= 1; d++)
+            printf("(%llu, %u), ", b + d, pt_bucket(b + d));
+    }
+    for (unsigned long long v = 0; v < (1ULL << 40); v = v * 3 + 7)
+        printf("(%llu, %u), ", v, pt_bucket(v));
+    printf("(%llu, %u)];\n", ~0ULL, pt_bucket(~0ULL));
     K(PT_ERR_HIST_FULL); K(PT_ERR_COUNTER_FULL); K(PT_ERR_COMM_FULL); K(PT_ERR_INFLIGHT_FULL); K(PT_ERR_UNCLOSED);
     return 0;
 }

@@ -189,6 +189,14 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_bucket_function_agrees_with_bucket_index() {
+        assert!(c::PT_BUCKET_CASES.len() > 60);
+        for &(ns, k) in c::PT_BUCKET_CASES {
+            assert_eq!(k as usize, crate::bucket_index(ns), "pt_bucket({ns})");
+        }
+    }
+
+    #[test]
     fn rust_constants_match_the_c_header() {
         assert_eq!(BUCKETS as u64, c::PT_BUCKETS);
         assert_eq!(FINITE_BUCKETS as u64, c::PT_FINITE_BUCKETS);

@@ -37,6 +37,28 @@
 
 #define PT_COMM_LEN 16
 
+/* Bucket of a latency: smallest k with ns <= 100us * 2^k, or PT_FINITE_BUCKETS (+Inf). Without a
+ * division: L = bit length of ns - 1, so 2^(L-1) < ns <= 2^L; as 2^16 < 100000 < 2^17, the
+ * answer is L - 17 or L - 16, told apart by one compare. Here (not in podtrace_common.h) so
+ * that build.rs runs it on the host and a Rust test compares it with histogram::bucket_index. */
+static inline __u32 pt_bucket(__u64 ns)
+{
+	if (ns <= PT_BUCKET_BASE_NS)
+		return 0;
+	__u64 x = ns - 1; /* >= 100000 */
+	__u32 log = 0, shift;
+	shift = (x > 0xFFFFFFFFULL) << 5; x >>= shift; log |= shift;
+	shift = (x > 0xFFFF) << 4; x >>= shift; log |= shift;
+	shift = (x > 0xFF) << 3; x >>= shift; log |= shift;
+	shift = (x > 0xF) << 2; x >>= shift; log |= shift;
+	shift = (x > 0x3) << 1; x >>= shift; log |= shift;
+	log |= (x >> 1);
+	__u32 k = log + 1 - 17; /* bit length - 17, >= 0 */
+	if (k >= PT_FINITE_BUCKETS)
+		return PT_FINITE_BUCKETS;
+	return ns <= (PT_BUCKET_BASE_NS << k) ? k : k + 1;
+}
+
 /* Indexes of the per-CPU `errors` array: every dropped sample is counted under its reason. */
 #define PT_ERR_HIST_FULL 0     /* `hists` had no room for a new key */
 #define PT_ERR_COUNTER_FULL 1  /* `counters` had no room for a new key */

@@ -88,23 +88,6 @@ static __always_inline struct pt_target *pt_tracked(__u64 cgroup_id, __u32 probe
 	return t;
 }
 
-/* Bucket of a latency: smallest k with ns <= 100us * 2^k, or PT_FINITE_BUCKETS (+Inf). */
-static __always_inline __u32 pt_bucket(__u64 ns)
-{
-	if (ns <= PT_BUCKET_BASE_NS)
-		return 0;
-	__u64 q = (ns - 1) / PT_BUCKET_BASE_NS; /* >= 1 */
-	__u32 log = 0, shift;
-	shift = (q > 0xFFFFFFFFULL) << 5; q >>= shift; log |= shift;
-	shift = (q > 0xFFFF) << 4; q >>= shift; log |= shift;
-	shift = (q > 0xFF) << 3; q >>= shift; log |= shift;
-	shift = (q > 0xF) << 2; q >>= shift; log |= shift;
-	shift = (q > 0x3) << 1; q >>= shift; log |= shift;
-	log |= (q >> 1);
-	__u32 k = log + 1;
-	return k > PT_FINITE_BUCKETS ? PT_FINITE_BUCKETS : k;
-}
-
 /* Fills key->comm for a key that has no series yet: the name keeps its own series while the
  * cgroup's budget (pt_max_comms) lasts, then it is folded into "other" (all zero). Returns
  * false when the cgroup is no longer tracked (an operation that started before `untrack`):
