@@ -86,6 +86,7 @@ pub(crate) static FAMILIES: &[Family] = &[
                 programs: &[
                     ("pt_rtt_send_fentry", Fentry("tcp_sendmsg")),
                     ("pt_rtt_recv_fentry", Fentry("tcp_recvmsg")),
+                    ("pt_rtt_rename_btf", TpBtf("task_rename")),
                 ],
             },
             Rung {
@@ -93,6 +94,7 @@ pub(crate) static FAMILIES: &[Family] = &[
                 programs: &[
                     ("pt_rtt_send_btf", TpBtf("sock_send_length")),
                     ("pt_rtt_recv_btf", TpBtf("sock_recv_length")),
+                    ("pt_rtt_rename_btf", TpBtf("task_rename")),
                 ],
             },
             Rung {
@@ -186,6 +188,7 @@ pub(crate) static FAMILIES: &[Family] = &[
                 programs: &[
                     ("pt_switch_btf", TpBtf("sched_switch")),
                     ("pt_wakeup_btf", TpBtf("sched_wakeup")),
+                    ("pt_block_rename_btf", TpBtf("task_rename")),
                 ],
             },
             Rung {

@@ -73,6 +73,9 @@ pub struct Probes {
     targets: BTreeMap<u64, Target>,
     /// Keeps kernel.bpf_stats_enabled on while held (BPF_ENABLE_STATS).
     _stats: Option<OwnedFd>,
+    /// Written to `tracked_gen` after every change of the tracked cgroups or of the enabled
+    /// probes: the kernel's per-task caches of the tracked check are stale when it moves.
+    generation: u32,
 }
 
 impl Probes {
@@ -108,10 +111,12 @@ impl Probes {
             statuses: BTreeMap::new(),
             targets: BTreeMap::new(),
             _stats: stats,
+            generation: 0,
         };
         for family in FAMILIES {
             probes.sync_family(family);
         }
+        probes.publish_generation();
         let statuses = probes.statuses();
         Ok((probes, statuses))
     }
@@ -132,6 +137,7 @@ impl Probes {
         }
         let family = family_of(probe);
         self.sync_family(family);
+        self.publish_generation();
         self.statuses[&probe].clone()
     }
 
@@ -156,6 +162,7 @@ impl Probes {
                 return Err(e);
             }
         }
+        self.publish_generation();
         tracing::debug!(cgroup_id, target_index, "tracking cgroup");
         Ok(())
     }
@@ -187,6 +194,7 @@ impl Probes {
             }
             purge(&mut loaded.ebpf, name, |id| id == cgroup_id)?;
         }
+        self.publish_generation();
         Ok(was)
     }
 
@@ -204,6 +212,21 @@ impl Probes {
             read_family(loaded, &self.targets, &mut snap)?;
         }
         Ok(snap)
+    }
+
+    /// Moves the generation the kernel's per-task caches are checked against (families
+    /// without a cache have no `tracked_gen`). Never 0: a cache entry with gen 0 is invalid.
+    fn publish_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        for loaded in self.families.values_mut() {
+            let Some(map) = loaded.ebpf.map_mut("tracked_gen") else { continue };
+            let result = aya::maps::Array::<&mut MapData, u32>::try_from(map)
+                .and_then(|mut a| a.set(0, self.generation, 0));
+            if let Err(e) = result {
+                // Without it the programs keep using a stale tracked check: say so loudly.
+                tracing::error!(family = loaded.family.name, error = %e, "cannot write tracked_gen");
+            }
+        }
     }
 
     fn sync_family(&mut self, family: &'static Family) {
@@ -267,6 +290,8 @@ impl Probes {
         let mut loader = EbpfLoader::new();
         loader
             .btf(self.btf.as_ref())
+            // task_cache (task storage) has no aya type; only the kernel programs use it.
+            .allow_unsupported_maps()
             .map_max_entries("tracked", sizes.tracked)
             .map_max_entries("net_bytes", sizes.tracked)
             .map_max_entries("hists", sizes.histograms)

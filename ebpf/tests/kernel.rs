@@ -177,6 +177,7 @@ for _ in range(50):
 info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
 print('rtt_us=%d' % struct.unpack_from('I', info, 68)[0])
 s.close()
+print('comm=' + open('/proc/self/comm').read().strip())
 ";
     let out = python(Some(&cg), body, &[port.to_string()])?;
     echo.join().unwrap();
@@ -192,6 +193,11 @@ s.close()
     assert!(
         latest_us <= 4 * ss_rtt_us + 200 && ss_rtt_us <= 4 * latest_us + 200,
         "{latest_us} vs {ss_rtt_us}"
+    );
+    let comm = field(&out, "comm")?;
+    assert!(
+        snap.histograms_of(cg.id, Probe::TcpRtt).all(|s| s.series.process_name == comm),
+        "RTT series should carry the socket user's name {comm}"
     );
     untrack(&cg)
 }
@@ -367,7 +373,14 @@ fn a_thread_sleeping_10ms_a_hundred_times_is_off_cpu_in_the_10ms_bucket() -> Res
         return Ok(());
     }
     let cg = TestCgroup::new("cpu")?;
-    track(&cg, &[Probe::CpuBlock])?;
+    // First tracked for another probe only: the sleeper blocks a few times under its first
+    // name, so the kernel's per-task cache holds (not cpuBlock, "python3") when cpuBlock is
+    // turned on and when the thread renames itself. A cache that missed either change would
+    // put the blocks under the wrong name or nowhere.
+    track(&cg, &[Probe::NetworkBytes])?;
+    let dir = std::env::temp_dir().join(format!("podtrace-cpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (started, go) = (dir.join("started"), dir.join("go"));
     // The sleeper names itself and reports, for every sleep, its own context switches and how
     // long it took: the ground truth of each sample. A sleep during which the thread was
     // preempted (runnable, not blocked: a loaded 2-core machine does that) is rightly not a
@@ -380,6 +393,13 @@ def switches():
     get = lambda k: int([l for l in st if l.startswith(k)][0].split()[1])
     return get('voluntary_ctxt_switches'), get('nonvoluntary_ctxt_switches')
 def sleeper():
+    for _ in range(3):
+        time.sleep(0.002)
+    open(sys.argv[1], 'w').close()
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.005)
+    for _ in range(3):
+        time.sleep(0.002)
     with open('/proc/thread-self/comm', 'w') as f:
         f.write('pt-sleeper')
     clean, late, other, unblocked = 0, 0, 0, 0
@@ -414,7 +434,29 @@ t.start(); t.join()
     };
     let before = snapshot()?;
     let (missed_before, unclosed_before) = (misses(&before), before.drops.unclosed_blocks);
-    let out = python(Some(&cg), body, &[])?;
+    let args = [started.display().to_string(), go.display().to_string()];
+    let run = {
+        let cg_path = cg.path.clone();
+        let cg_id = cg.id;
+        std::thread::spawn(move || {
+            let cg = TestCgroup { path: cg_path, id: cg_id };
+            let out = python(Some(&cg), body, &args);
+            std::mem::forget(cg); // the test's own handle removes the directory
+            out
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline && !run.is_finished(),
+            "sleeper did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    track(&cg, &[Probe::CpuBlock])?;
+    std::fs::write(&go, b"")?;
+    let out = run.join().expect("workload thread")?;
+    std::fs::remove_dir_all(&dir)?;
     let n = |k: &str| -> Result<u64> { Ok(field(&out, k)?.parse()?) };
     let (voluntary, preempted) = (n("voluntary")?, n("preempted")?);
     let (clean, late, other, unblocked) = (n("clean")?, n("late")?, n("other")?, n("unblocked")?);
@@ -431,6 +473,14 @@ t.start(); t.join()
         );
     }
     let bucket = bucket_index(10_000_000);
+    // The three 2 ms sleeps after cpuBlock was turned on, under the thread's first name: the
+    // per-task cache saw the new tracked generation (and then the rename, above).
+    let before_rename = snap
+        .histograms_of(cg.id, Probe::CpuBlock)
+        .find(|h| h.series.process_name == "python3")
+        .map(|h| h.histogram.buckets[bucket_index(2_000_000)])
+        .unwrap_or_default();
+    assert!(before_rename >= 1, "no 2 ms block under the first name");
     // A program run the kernel skipped (recursion) is counted: a skipped wakeup is still closed
     // at the switch-in, a skipped switch-out loses its block. None was seen so far.
     let missed = misses(&snap) - missed_before;

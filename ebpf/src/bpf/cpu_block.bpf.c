@@ -24,6 +24,7 @@
  * switch-out (exit), and by the loader at untrack; a full map is counted (PT_ERR_INFLIGHT_FULL),
  * never an eviction: an LRU map would evict the entries of the threads blocked the longest.
  */
+#define PT_TASK_CACHE
 #include "podtrace_common.h"
 
 #define TASK_DEAD 0x80
@@ -35,8 +36,9 @@ struct {
 	__type(value, struct pt_block_start);
 } block_start SEC(".maps");
 
-/* `dead`: the thread's last switch-out (it exits); `blocked`: it switched out not runnable. */
-static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked)
+/* `dead`: the thread's last switch-out (it exits); `blocked`: it switched out not runnable.
+ * `btf`: the per-task cache may be used (tp_btf; a constant after inlining). */
+static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked, bool btf)
 {
 	if (dead) {
 		bpf_map_delete_elem(&block_start, &tid); /* once per exiting thread */
@@ -45,14 +47,22 @@ static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked)
 	if (!blocked)
 		return; /* preempted while runnable: not a block */
 	__u64 cg = bpf_get_current_cgroup_id();
-	if (!pt_tracked(cg, PT_PROBE_CPU_BLOCK))
+	struct pt_task_cache *c = btf ? pt_current(cg) : NULL;
+	if (c) {
+		if (!(c->probes & (1U << PT_PROBE_CPU_BLOCK)))
+			return;
+	} else if (!pt_tracked(cg, PT_PROBE_CPU_BLOCK)) {
 		return;
+	}
 	struct pt_block_start *s = bpf_map_lookup_elem(&block_start, &tid);
 	if (s) {
 		if (s->ts)
 			pt_count_error(PT_ERR_UNCLOSED); /* the previous block was never closed */
 		s->cgroup_id = cg;
-		bpf_get_current_comm(s->comm, sizeof(s->comm));
+		if (c)
+			__builtin_memcpy(s->comm, c->comm, PT_COMM_LEN);
+		else
+			bpf_get_current_comm(s->comm, sizeof(s->comm));
 		/* The start time last: a closer that sees it sees the fields above (x86 keeps stores
 		 * in order; the barrier keeps the compiler from reordering them). */
 		__u64 now = bpf_ktime_get_ns();
@@ -61,7 +71,10 @@ static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked)
 		return;
 	}
 	struct pt_block_start n = { .ts = bpf_ktime_get_ns(), .cgroup_id = cg };
-	bpf_get_current_comm(n.comm, sizeof(n.comm));
+	if (c)
+		__builtin_memcpy(n.comm, c->comm, PT_COMM_LEN);
+	else
+		bpf_get_current_comm(n.comm, sizeof(n.comm));
 	if (bpf_map_update_elem(&block_start, &tid, &n, BPF_ANY))
 		pt_count_error(PT_ERR_INFLIGHT_FULL);
 }
@@ -83,10 +96,12 @@ int BPF_PROG(pt_switch_btf, bool preempt, struct task_struct *prev, struct task_
 	     unsigned int prev_state)
 {
 	if (!preempt)
-		pt_switch_out(prev->pid, prev_state & TASK_DEAD, prev_state != 0);
+		pt_switch_out(prev->pid, prev_state & TASK_DEAD, prev_state != 0, true);
 	pt_wakeup(next->pid);
 	return 0;
 }
+
+PT_TASK_RENAME_PROG(pt_block_rename_btf)
 
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(pt_wakeup_btf, struct task_struct *p)
@@ -101,7 +116,7 @@ int pt_switch_raw(struct bpf_raw_tracepoint_args *ctx)
 	if (!ctx->args[0]) {
 		struct task_struct *prev = (struct task_struct *)ctx->args[1];
 		unsigned int state = (unsigned int)ctx->args[3];
-		pt_switch_out(BPF_CORE_READ(prev, pid), state & TASK_DEAD, state != 0);
+		pt_switch_out(BPF_CORE_READ(prev, pid), state & TASK_DEAD, state != 0, false);
 	}
 	struct task_struct *next = (struct task_struct *)ctx->args[2];
 	pt_wakeup(BPF_CORE_READ(next, pid));
@@ -123,7 +138,7 @@ int pt_switch_tp(struct trace_event_raw_sched_switch *ctx)
 	 * for preemption and 0x10/0x20 (EXIT_DEAD/EXIT_ZOMBIE) for an exiting task. */
 	long state = ctx->prev_state;
 	if (!(state & 0x100))
-		pt_switch_out(ctx->prev_pid, state & (0x10 | 0x20), state != 0);
+		pt_switch_out(ctx->prev_pid, state & (0x10 | 0x20), state != 0, false);
 	pt_wakeup(ctx->next_pid);
 	return 0;
 }

@@ -166,6 +166,71 @@ static __always_inline void pt_counter_add(__u64 cgroup_id, const char *comm, __
 	c->events += 1;
 }
 
+#ifdef PT_TASK_CACHE
+/* Per-task cache of the tracked check and the process name, for the programs that run in the
+ * task's own context with a BTF task pointer (tp_btf). One task-storage lookup (no hashing)
+ * replaces the `tracked` lookup and bpf_get_current_comm on every event. It is valid while the
+ * task's cgroup is the same and `tracked_gen` (bumped by the loader after every change of the
+ * tracked cgroups) has not moved; a rename (task_rename fires for prctl, /proc comm writes and
+ * exec) invalidates it. */
+struct pt_task_cache {
+	__u64 cgroup_id;
+	__u32 gen;    /* tracked_gen when filled, 0: invalid */
+	__u32 probes; /* the cgroup's PT_PROBE_* bits then, 0: not tracked */
+	char comm[PT_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct pt_task_cache);
+} task_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tracked_gen SEC(".maps");
+
+#define PT_STORAGE_CREATE 1 /* BPF_LOCAL_STORAGE_GET_F_CREATE */
+
+/* The current task's cache entry, filled if stale; NULL when it cannot be had (then the caller
+ * does the uncached check). */
+static __always_inline struct pt_task_cache *pt_current(__u64 cg)
+{
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&tracked_gen, &zero);
+	if (!gen || !*gen)
+		return NULL;
+	struct pt_task_cache *c =
+		bpf_task_storage_get(&task_cache, bpf_get_current_task_btf(), 0, PT_STORAGE_CREATE);
+	if (!c)
+		return NULL;
+	if (c->gen != *gen || c->cgroup_id != cg) {
+		struct pt_target *t = bpf_map_lookup_elem(&tracked, &cg);
+		c->probes = t ? t->probes : 0;
+		if (t)
+			bpf_get_current_comm(c->comm, sizeof(c->comm));
+		c->cgroup_id = cg;
+		c->gen = *gen;
+	}
+	return c;
+}
+
+/* task_rename: the cached name of that task is stale. */
+#define PT_TASK_RENAME_PROG(name)                                                           \
+	SEC("tp_btf/task_rename")                                                           \
+	int BPF_PROG(name, struct task_struct *task)                                        \
+	{                                                                                   \
+		struct pt_task_cache *c = bpf_task_storage_get(&task_cache, task, 0, 0);    \
+		if (c)                                                                      \
+			c->gen = 0;                                                         \
+		return 0;                                                                   \
+	}
+#endif /* PT_TASK_CACHE */
+
 /* The cgroup v2 id of a socket's owner (the cgroup it was created in), read with CO-RE. */
 static __always_inline __u64 pt_sock_cgroup_id(const struct sock *sk)
 {

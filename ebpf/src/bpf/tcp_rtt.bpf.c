@@ -8,37 +8,51 @@
  * happens to be on the CPU. Rungs: fentry on tcp_sendmsg/tcp_recvmsg, tp_btf, raw_tracepoint,
  * tracepoint; one body.
  */
+#define PT_TASK_CACHE
 #include "podtrace_common.h"
 
 #define IPPROTO_TCP 6
 
-/* `btf`: sk is a BTF pointer (fentry, tp_btf): bpf_skc_to_tcp_sock checks that it is a full TCP
- * socket and the field is a plain load; otherwise bpf_probe_read_kernel. A constant after
- * inlining. The tracked check comes first: most sockets of a node are not tracked. */
+/* `btf`: sk is a BTF pointer (fentry, tp_btf): the per-task cache replaces the tracked lookup
+ * and bpf_get_current_comm, bpf_skc_to_tcp_sock checks that it is a full TCP socket and the
+ * field is a plain load; otherwise the tracked lookup and bpf_probe_read_kernel. A constant
+ * after inlining. The tracked check comes first: most sockets of a node are not tracked. */
 static __always_inline void pt_rtt(struct sock *sk, bool btf)
 {
 	__u64 cg = bpf_get_current_cgroup_id();
-	if (!pt_tracked(cg, PT_PROBE_TCP_RTT) || !sk)
-		return;
+	char comm[PT_COMM_LEN];
 	__u32 srtt_us;
 	if (btf) {
+		struct pt_task_cache *c = pt_current(cg);
+		if (c) {
+			if (!(c->probes & (1U << PT_PROBE_TCP_RTT)))
+				return;
+			__builtin_memcpy(comm, c->comm, PT_COMM_LEN);
+		} else {
+			if (!pt_tracked(cg, PT_PROBE_TCP_RTT))
+				return;
+			bpf_get_current_comm(comm, sizeof(comm));
+		}
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 		if (!tp)
 			return;
 		srtt_us = tp->srtt_us >> 3;
 	} else {
+		if (!pt_tracked(cg, PT_PROBE_TCP_RTT) || !sk)
+			return;
 		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 			return;
 		srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+		bpf_get_current_comm(comm, sizeof(comm));
 	}
 	if (!srtt_us)
 		return; /* no RTT measured yet */
-	char comm[PT_COMM_LEN];
-	bpf_get_current_comm(comm, sizeof(comm));
 	/* jiffies order the CPUs' latest values: cheaper than a clock read, and a tie within a
 	 * tick is between two equally recent samples. */
 	pt_hist_add(cg, comm, PT_PROBE_TCP_RTT, PT_OP_NONE, (__u64)srtt_us * 1000, bpf_jiffies64());
 }
+
+PT_TASK_RENAME_PROG(pt_rtt_rename_btf)
 
 SEC("fentry/tcp_sendmsg")
 int BPF_PROG(pt_rtt_send_fentry, struct sock *sk)
