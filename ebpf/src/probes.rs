@@ -159,6 +159,7 @@ impl Probes {
                     None => self.targets.remove(&cgroup_id),
                 };
                 self.rewrite_targets_of(cgroup_id);
+                self.publish_generation(); // a task may have cached the half-written state
                 return Err(e);
             }
         }
