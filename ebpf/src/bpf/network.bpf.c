@@ -45,3 +45,39 @@ int pt_net_ingress(struct __sk_buff *skb)
 {
 	return pt_net(skb, PT_NET_RECV);
 }
+
+/* --- Fallback where cgroup_skb cannot attach: the socket calls' tracepoints. They run in the
+ * calling task's context (its cgroup is the filter) and count what the call moved: payload
+ * bytes of IPv4/IPv6 sockets, no headers, no retransmissions, and MSG_PEEK not at all. --- */
+#define AF_INET 2
+#define AF_INET6 10
+#define MSG_PEEK 2
+
+static __always_inline void pt_net_sock(struct sock *sk, int ret, int flags, int dir)
+{
+	if (ret <= 0 || (flags & MSG_PEEK))
+		return;
+	__u16 family = sk->__sk_common.skc_family; /* BTF pointer: a plain load */
+	if (family != AF_INET && family != AF_INET6)
+		return; /* unix sockets, netlink, ... */
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct pt_net_counters *v = bpf_map_lookup_elem(&net_bytes, &cg);
+	if (!v)
+		return;
+	v->dir[dir].bytes += ret;
+	v->dir[dir].events += 1;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(pt_net_send_btf, struct sock *sk, int ret, int flags)
+{
+	pt_net_sock(sk, ret, flags, PT_NET_SEND);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(pt_net_recv_btf, struct sock *sk, int ret, int flags)
+{
+	pt_net_sock(sk, ret, flags, PT_NET_RECV);
+	return 0;
+}
