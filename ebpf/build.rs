@@ -7,8 +7,10 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The probe families; each is one object file embedded by src/objects.rs.
-const FAMILIES: &[&str] = &["network", "dns", "tcp_rtt", "tcp_connect", "fs", "cpu_block"];
+/// The probe families; each is one object file embedded by src/ladder.rs.
+/// `floor` is not a family: empty programs on the same hooks, loaded only by the overhead
+/// benchmark (benches/overhead.rs) to measure what bpf_stats itself costs per run.
+const FAMILIES: &[&str] = &["network", "dns", "tcp_rtt", "tcp_connect", "fs", "cpu_block", "floor"];
 
 fn main() -> Result<()> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -87,14 +89,26 @@ const LAYOUT_C: &str = r#"
 int main(void) {
     SZ(pt_target); OFF(pt_target, index); OFF(pt_target, probes); OFF(pt_target, comms);
     SZ(pt_key); OFF(pt_key, cgroup_id); OFF(pt_key, comm); OFF(pt_key, probe); OFF(pt_key, op);
-    SZ(pt_hist); OFF(pt_hist, buckets); OFF(pt_hist, count); OFF(pt_hist, sum_ns); OFF(pt_hist, latest_ns);
+    SZ(pt_hist); OFF(pt_hist, buckets); OFF(pt_hist, count); OFF(pt_hist, sum_ns); OFF(pt_hist, latest_ns); OFF(pt_hist, latest_at);
     SZ(pt_counter); OFF(pt_counter, bytes); OFF(pt_counter, events);
+    SZ(pt_net_counters); K(PT_NET_SEND); K(PT_NET_RECV);
+    SZ(pt_block_start); OFF(pt_block_start, cgroup_id);
     SZ(pt_comm_key); OFF(pt_comm_key, cgroup_id); OFF(pt_comm_key, comm);
     K(PT_BUCKETS); K(PT_FINITE_BUCKETS); K(PT_BUCKET_BASE_NS); K(PT_COMM_LEN); K(PT_ERR_COUNT);
     K(PT_PROBE_TCP_RTT); K(PT_PROBE_TCP_CONNECT); K(PT_PROBE_DNS); K(PT_PROBE_FS_LATENCY);
     K(PT_PROBE_FS_BYTES); K(PT_PROBE_CPU_BLOCK); K(PT_PROBE_NETWORK_BYTES);
     K(PT_OP_NONE); K(PT_OP_READ); K(PT_OP_WRITE); K(PT_OP_FSYNC); K(PT_OP_SEND); K(PT_OP_RECV);
-    K(PT_ERR_HIST_FULL); K(PT_ERR_COUNTER_FULL); K(PT_ERR_COMM_FULL); K(PT_ERR_INFLIGHT_FULL);
+    /* pt_bucket on every bound, its neighbours and a spread of values, for the Rust test. */
+    printf("pub const PT_BUCKET_CASES: &[(u64, u32)] = &[");
+    for (int k = 0; k <= 22; k++) {
+        unsigned long long b = PT_BUCKET_BASE_NS << k;
+        for (long long d = -1; d <= 1; d++)
+            printf("(%llu, %u), ", b + d, pt_bucket(b + d));
+    }
+    for (unsigned long long v = 0; v < (1ULL << 40); v = v * 3 + 7)
+        printf("(%llu, %u), ", v, pt_bucket(v));
+    printf("(%llu, %u)];\n", ~0ULL, pt_bucket(~0ULL));
+    K(PT_ERR_HIST_FULL); K(PT_ERR_COUNTER_FULL); K(PT_ERR_COMM_FULL); K(PT_ERR_INFLIGHT_FULL); K(PT_ERR_UNCLOSED);
     return 0;
 }
 "#;

@@ -8,13 +8,18 @@
 //! - `no-fs`: every probe but fsLatency/fsBytes (whose sys_enter/sys_exit hooks put every
 //!   syscall of the machine on the kernel's syscall-tracing slow path), the workload tracked.
 //!
-//! bpf_stats is off in those four (its clock reads would slow the workload too); a fifth run per
-//! round, `stats`, repeats `tracked` with bpf_stats on for the per-program ns per run. It prints
-//! requests/s per configuration, the median over rounds of the ratio to `none` *in the same
-//! round* (paired, so that load from other processes cancels out), and the ns table.
+//! bpf_stats is off in those (its clock reads would slow the workload too); `stats` repeats
+//! `tracked` and `stats-other` repeats `other` with bpf_stats on, for the per-program ns per run.
+//! bpf_stats' own clock reads are part of every run's time, so those two runs also attach an
+//! empty program to every hook (`floor.bpf.c`): each program's ns per run is printed gross and
+//! net of the floor of its hook, measured in the same run. It prints requests/s per
+//! configuration, the median over rounds of the ratio to `none` *in the same round* (paired, so
+//! that load from other processes cancels out), and the ns tables.
+//! `PT_BENCH_CONFIGS` (comma-separated) runs a subset, e.g. `none,stats,stats-other`.
 //! Run with `make bench-ebpf` (bench/ebpf/run.sh).
 
 use anyhow::{Context, Result, bail};
+use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
 use podtrace_api::profile::Probe;
 use podtrace_ebpf::{ProbeConfig, Probes, Snapshot, cgroup_id, default_cgroup2_root};
 use std::collections::BTreeMap;
@@ -47,9 +52,16 @@ fn main() -> Result<()> {
     let work = Cgroup::new(root.join(format!("podtrace-bench-work-{}", std::process::id())))?;
     let idle = Cgroup::new(root.join(format!("podtrace-bench-idle-{}", std::process::id())))?;
 
-    let configs = ["none", "tracked", "other", "per-pod", "no-fs", "stats"];
+    let all = ["none", "tracked", "other", "per-pod", "no-fs", "stats", "stats-other"];
+    let configs: Vec<&'static str> = match std::env::var("PT_BENCH_CONFIGS") {
+        Ok(list) => all.into_iter().filter(|c| list.split(',').any(|l| l == *c)).collect(),
+        Err(_) => all.to_vec(),
+    };
+    if !configs.contains(&"none") {
+        bail!("PT_BENCH_CONFIGS must include none (the ratios are relative to it)");
+    }
     let mut rps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut per_program: BTreeMap<(&str, String), (u64, Duration)> = BTreeMap::new();
+    let mut per_program: BTreeMap<(&'static str, String), (u64, Duration)> = BTreeMap::new();
     let mut ratios: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut total_requests: BTreeMap<&str, u64> = BTreeMap::new();
     for round in 0..rounds {
@@ -59,26 +71,41 @@ fn main() -> Result<()> {
             let probes = match config {
                 "none" => None,
                 _ => {
-                    let mut pc =
-                        ProbeConfig { bpf_stats: config == "stats", ..ProbeConfig::default() };
+                    let stats = config.starts_with("stats");
+                    let mut pc = ProbeConfig { bpf_stats: stats, ..ProbeConfig::default() };
                     if config == "per-pod" {
                         pc.cgroup_skb_root = work.path.clone();
                     }
-                    let (mut p, _) = Probes::load(&pc)?;
                     if config == "no-fs" {
                         pc.probes.retain(|p| !matches!(p, Probe::FsLatency | Probe::FsBytes));
                     }
-                    let target = if config == "other" { idle.id } else { work.id };
+                    let (mut p, _) = Probes::load(&pc)?;
+                    let other = config == "other" || config == "stats-other";
+                    let target = if other { idle.id } else { work.id };
                     p.track(target, 0, Probe::ALL)?;
                     Some(p)
                 }
             };
             let mut probes = probes;
+            let mut floor =
+                if config.starts_with("stats") { Some(Floor::load(&root)?) } else { None };
             let before = match probes.as_mut() {
                 Some(p) => Some(p.snapshot()?),
                 None => None,
             };
+            let floor_before = floor.as_mut().map(Floor::stats).transpose()?;
             let requests = run_workload(&work, seconds)?;
+            if let (Some(f), Some(before)) = (floor.as_mut(), floor_before) {
+                for (program, runs, time) in f.stats()? {
+                    let b = before
+                        .iter()
+                        .find(|b| b.0 == program)
+                        .map_or((0, Duration::ZERO), |b| (b.1, b.2));
+                    let e = per_program.entry((config, program.to_string())).or_default();
+                    e.0 += runs - b.0;
+                    e.1 += time - b.1;
+                }
+            }
             rps.entry(config).or_default().push(requests as f64 / seconds);
             *total_requests.entry(config).or_default() += requests;
             round_rps.insert(config, requests as f64 / seconds);
@@ -91,16 +118,18 @@ fn main() -> Result<()> {
             ratios.entry(config).or_default().push(r / round_rps["none"]);
         }
     }
-    report(&rps, &ratios, &per_program, seconds * rounds as f64);
+    report(&configs, &rps, &ratios, &per_program, seconds * rounds as f64);
     let stats_ns: u128 = per_program
         .iter()
-        .filter(|((c, _), _)| *c == "stats")
+        .filter(|((c, p), _)| *c == "stats" && !p.starts_with("pt_floor_"))
         .map(|(_, (_, t))| t.as_nanos())
         .sum();
-    println!(
-        "\nBPF time per request (stats runs): {:.0} ns",
-        stats_ns as f64 / total_requests["stats"].max(1) as f64
-    );
+    if let Some(requests) = total_requests.get("stats") {
+        println!(
+            "\nBPF time per request (stats runs, gross): {:.0} ns",
+            stats_ns as f64 / (*requests).max(1) as f64
+        );
+    }
     Ok(())
 }
 
@@ -131,6 +160,7 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn report(
+    configs: &[&str],
     rps: &BTreeMap<&str, Vec<f64>>,
     ratios: &BTreeMap<&str, Vec<f64>>,
     per_program: &BTreeMap<(&str, String), (u64, Duration)>,
@@ -138,34 +168,119 @@ fn report(
 ) {
     println!("\n| configuration | requests/s (median) | ratio to none (median of paired rounds) |");
     println!("|---|---:|---:|");
-    for config in ["none", "tracked", "other", "per-pod", "no-fs", "stats"] {
+    for config in configs {
         let m = median(&rps[config]);
         println!("| {config} | {m:.0} | {:.3} |", median(&ratios[config]));
     }
-    println!("\n| configuration | program | runs/s | ns per run |");
-    println!("|---|---|---:|---:|");
-    let mut cost: BTreeMap<&str, (u64, Duration)> = BTreeMap::new();
+    let ns_of = |config: &str, program: &str| -> Option<f64> {
+        let (runs, time) = per_program.get(&(config, program.to_string()))?;
+        (*runs > 0).then(|| time.as_nanos() as f64 / *runs as f64)
+    };
+    println!(
+        "\n| configuration | program | runs/s | ns per run (gross) | floor of the hook | net of the floor |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    let mut cost: BTreeMap<&str, (u64, Duration, f64)> = BTreeMap::new();
     for ((config, program), (runs, time)) in per_program {
         if *runs == 0 {
             continue;
         }
         let ns = time.as_nanos() as f64 / *runs as f64;
-        println!("| {config} | {program} | {:.0} | {ns:.0} |", *runs as f64 / total_seconds);
+        let floor = floor_of(program).and_then(|f| ns_of(config, f));
+        let (floor_s, net_s) = match floor {
+            Some(f) => (format!("{f:.0}"), format!("{:.0}", ns - f)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {config} | {program} | {:.0} | {ns:.0} | {floor_s} | {net_s} |",
+            *runs as f64 / total_seconds
+        );
+        if program.starts_with("pt_floor_") {
+            continue;
+        }
         let c = cost.entry(config).or_default();
         c.0 += runs;
         c.1 += *time;
+        c.2 += floor.map_or(0.0, |f| f * *runs as f64);
     }
     println!(
-        "\n| configuration | BPF CPU (% of one core) | avg ns per run | % of a core at 100k runs/s |"
+        "\n| configuration | BPF CPU (% of one core, gross) | avg ns per run (gross) | avg net of floor | % of a core at 100k runs/s (gross / net) |"
     );
-    println!("|---|---:|---:|---:|");
-    for (config, (runs, time)) in cost {
+    println!("|---|---:|---:|---:|---:|");
+    for (config, (runs, time, floor_ns)) in cost {
         let ns = time.as_nanos() as f64 / runs as f64;
+        let net = ns - floor_ns / runs as f64;
         println!(
-            "| {config} | {:.2} | {ns:.0} | {:.2} |",
+            "| {config} | {:.2} | {ns:.0} | {net:.0} | {:.2} / {:.2} |",
             100.0 * time.as_secs_f64() / total_seconds,
-            ns * 100_000.0 / 1e9 * 100.0
+            ns * 100_000.0 / 1e9 * 100.0,
+            net * 100_000.0 / 1e9 * 100.0
         );
+    }
+}
+
+/// The empty program on the hook of a probe's program (tp_btf and cgroup_skb rungs).
+fn floor_of(program: &str) -> Option<&'static str> {
+    Some(match program {
+        "pt_fs_enter_btf" => "pt_floor_sys_enter",
+        "pt_fs_exit_btf" => "pt_floor_sys_exit",
+        "pt_switch_btf" => "pt_floor_sched_switch",
+        "pt_wakeup_btf" => "pt_floor_sched_wakeup",
+        "pt_rtt_send_btf" => "pt_floor_sock_send_length",
+        "pt_rtt_recv_btf" => "pt_floor_sock_recv_length",
+        "pt_connect_btf" => "pt_floor_inet_sock_set_state",
+        "pt_net_egress" | "pt_dns_egress" => "pt_floor_skb_egress",
+        "pt_net_ingress" | "pt_dns_ingress" => "pt_floor_skb_ingress",
+        _ => return None,
+    })
+}
+
+/// The empty programs of `floor.bpf.c`, attached to every hook the probes use.
+struct Floor {
+    ebpf: aya::Ebpf,
+}
+
+const FLOOR_BTF: &[(&str, &str)] = &[
+    ("pt_floor_sys_enter", "sys_enter"),
+    ("pt_floor_sys_exit", "sys_exit"),
+    ("pt_floor_sched_switch", "sched_switch"),
+    ("pt_floor_sched_wakeup", "sched_wakeup"),
+    ("pt_floor_sock_send_length", "sock_send_length"),
+    ("pt_floor_sock_recv_length", "sock_recv_length"),
+    ("pt_floor_inet_sock_set_state", "inet_sock_set_state"),
+];
+const FLOOR_SKB: &[(&str, CgroupSkbAttachType)] = &[
+    ("pt_floor_skb_egress", CgroupSkbAttachType::Egress),
+    ("pt_floor_skb_ingress", CgroupSkbAttachType::Ingress),
+];
+
+impl Floor {
+    fn load(cgroup_root: &std::path::Path) -> Result<Floor> {
+        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
+        let mut ebpf = aya::Ebpf::load(object)?;
+        let btf = aya::Btf::from_sys_fs()?;
+        for (name, hook) in FLOOR_BTF {
+            let p: &mut BtfTracePoint =
+                ebpf.program_mut(name).context("floor program")?.try_into()?;
+            p.load(hook, &btf)?;
+            p.attach()?;
+        }
+        for (name, direction) in FLOOR_SKB {
+            let p: &mut CgroupSkb = ebpf.program_mut(name).context("floor program")?.try_into()?;
+            p.load()?;
+            p.attach(std::fs::File::open(cgroup_root)?, *direction, CgroupAttachMode::Single)?;
+        }
+        Ok(Floor { ebpf })
+    }
+
+    fn stats(&mut self) -> Result<Vec<(&'static str, u64, Duration)>> {
+        let names = FLOOR_BTF.iter().map(|(n, _)| *n).chain(FLOOR_SKB.iter().map(|(n, _)| *n));
+        let mut out = Vec::new();
+        for name in names {
+            let info = self.ebpf.program(name).context("floor program")?.info()?;
+            out.push((name, info.run_count(), info.run_time()));
+        }
+        Ok(out)
     }
 }
 

@@ -13,7 +13,7 @@ pub const BUCKET_BASE_NS: u64 = 100_000;
 /// Length of a task's comm.
 pub const COMM_LEN: usize = 16;
 /// Slots of the per-CPU `errors` array.
-pub const ERR_COUNT: usize = 4;
+pub const ERR_COUNT: usize = 5;
 
 /// `PT_OP_*`: the `type`/`direction`/`operation` sub-key of a series.
 pub mod op {
@@ -41,6 +41,8 @@ pub mod err {
     pub const COMM_FULL: u32 = 2;
     /// A start-time map was full.
     pub const INFLIGHT_FULL: u32 = 3;
+    /// A block was never closed (see `Drops::unclosed_blocks`).
+    pub const UNCLOSED: u32 = 4;
 }
 
 /// Value of `tracked` (`struct pt_target`).
@@ -75,7 +77,7 @@ pub struct PtKey {
     pub _pad2: u32,
 }
 
-/// Value of `hists` (`struct pt_hist`), in nanoseconds.
+/// Value of `hists` (`struct pt_hist`), in nanoseconds; one per CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PtHist {
@@ -85,11 +87,13 @@ pub struct PtHist {
     pub count: u64,
     /// Sum of the samples.
     pub sum_ns: u64,
-    /// The last sample.
+    /// The last sample of this CPU.
     pub latest_ns: u64,
+    /// When it was taken (orders the CPUs' latest values within a series).
+    pub latest_at: u64,
 }
 
-/// Value of `counters` (`struct pt_counter`).
+/// Value of `counters` (`struct pt_counter`); one per CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PtCounter {
@@ -98,6 +102,20 @@ pub struct PtCounter {
     /// Events that added bytes.
     pub events: u64,
 }
+
+/// Index of the send counters in [`PtNetCounters`].
+pub const NET_SEND: usize = 0;
+/// Index of the receive counters in [`PtNetCounters`].
+pub const NET_RECV: usize = 1;
+
+/// Value of the network family's `net_bytes` (`struct pt_net_counters`, key: cgroup id).
+pub type PtNetCounters = [PtCounter; 2];
+
+/// Value of the cpu_block family's `block_start` (`struct pt_block_start`: ts, cgroup id,
+/// comm), read as words: only the cgroup id is used (at untrack).
+pub type PtBlockStart = [u64; 4];
+/// Index of the cgroup id in [`PtBlockStart`].
+pub const BLOCK_START_CGROUP: usize = 1;
 
 /// Key of `comms` (`struct pt_comm_key`).
 #[repr(C)]
@@ -153,13 +171,29 @@ mod tests {
         assert_eq!(offset_of!(PtHist, count), c::OFFSETOF_pt_hist_count);
         assert_eq!(offset_of!(PtHist, sum_ns), c::OFFSETOF_pt_hist_sum_ns);
         assert_eq!(offset_of!(PtHist, latest_ns), c::OFFSETOF_pt_hist_latest_ns);
+        assert_eq!(offset_of!(PtHist, latest_at), c::OFFSETOF_pt_hist_latest_at);
 
         assert_eq!(size_of::<PtCounter>(), c::SIZEOF_pt_counter);
         assert_eq!(offset_of!(PtCounter, bytes), c::OFFSETOF_pt_counter_bytes);
         assert_eq!(offset_of!(PtCounter, events), c::OFFSETOF_pt_counter_events);
 
+        assert_eq!(size_of::<PtNetCounters>(), c::SIZEOF_pt_net_counters);
+        assert_eq!(NET_SEND as u64, c::PT_NET_SEND);
+        assert_eq!(NET_RECV as u64, c::PT_NET_RECV);
+
+        assert_eq!(size_of::<PtBlockStart>(), c::SIZEOF_pt_block_start);
+        assert_eq!(BLOCK_START_CGROUP * 8, c::OFFSETOF_pt_block_start_cgroup_id);
+
         assert_eq!(size_of::<PtCommKey>(), c::SIZEOF_pt_comm_key);
         assert_eq!(offset_of!(PtCommKey, comm), c::OFFSETOF_pt_comm_key_comm);
+    }
+
+    #[test]
+    fn the_kernels_bucket_function_agrees_with_bucket_index() {
+        assert!(c::PT_BUCKET_CASES.len() > 60);
+        for &(ns, k) in c::PT_BUCKET_CASES {
+            assert_eq!(k as usize, crate::bucket_index(ns), "pt_bucket({ns})");
+        }
     }
 
     #[test]
@@ -184,6 +218,7 @@ mod tests {
         assert_eq!(u64::from(err::COUNTER_FULL), c::PT_ERR_COUNTER_FULL);
         assert_eq!(u64::from(err::COMM_FULL), c::PT_ERR_COMM_FULL);
         assert_eq!(u64::from(err::INFLIGHT_FULL), c::PT_ERR_INFLIGHT_FULL);
+        assert_eq!(u64::from(err::UNCLOSED), c::PT_ERR_UNCLOSED);
         // The kernel's probe bits are positions in Probe::ALL.
         use podtrace_api::profile::Probe;
         let bits = [

@@ -9,6 +9,7 @@
 //! fs           fsLatency, fsBytes     tracepoint syscalls/* > tp_btf > raw_tp (sys_enter/exit)
 //! cpu_block    cpuBlock               tp_btf > raw_tp > tracepoint   (sched_switch + wakeup)
 //! network      networkBytes           cgroup_skb (ingress + egress at the cgroup v2 root)
+//!                                     > tp_btf sock_send_length/sock_recv_length (payload bytes)
 //! ```
 //!
 //! A rung is taken only if *all* its programs load and attach; otherwise what it loaded is
@@ -86,6 +87,7 @@ pub(crate) static FAMILIES: &[Family] = &[
                 programs: &[
                     ("pt_rtt_send_fentry", Fentry("tcp_sendmsg")),
                     ("pt_rtt_recv_fentry", Fentry("tcp_recvmsg")),
+                    ("pt_rtt_rename_btf", TpBtf("task_rename")),
                 ],
             },
             Rung {
@@ -93,6 +95,7 @@ pub(crate) static FAMILIES: &[Family] = &[
                 programs: &[
                     ("pt_rtt_send_btf", TpBtf("sock_send_length")),
                     ("pt_rtt_recv_btf", TpBtf("sock_recv_length")),
+                    ("pt_rtt_rename_btf", TpBtf("task_rename")),
                 ],
             },
             Rung {
@@ -186,6 +189,7 @@ pub(crate) static FAMILIES: &[Family] = &[
                 programs: &[
                     ("pt_switch_btf", TpBtf("sched_switch")),
                     ("pt_wakeup_btf", TpBtf("sched_wakeup")),
+                    ("pt_block_rename_btf", TpBtf("task_rename")),
                 ],
             },
             Rung {
@@ -208,13 +212,24 @@ pub(crate) static FAMILIES: &[Family] = &[
         name: "network",
         object: object!("network"),
         probes: &[Probe::NetworkBytes],
-        rungs: &[Rung {
-            method: M::CgroupSkb,
-            programs: &[
-                ("pt_net_egress", CgroupSkb(CgroupSkbAttachType::Egress)),
-                ("pt_net_ingress", CgroupSkb(CgroupSkbAttachType::Ingress)),
-            ],
-        }],
+        rungs: &[
+            Rung {
+                method: M::CgroupSkb,
+                programs: &[
+                    ("pt_net_egress", CgroupSkb(CgroupSkbAttachType::Egress)),
+                    ("pt_net_ingress", CgroupSkb(CgroupSkbAttachType::Ingress)),
+                ],
+            },
+            // Without cgroup_skb (no cgroup v2 mounted for the root attach, no CAP_NET_ADMIN):
+            // payload bytes of the socket calls, in the caller's context.
+            Rung {
+                method: M::TpBtf,
+                programs: &[
+                    ("pt_net_send_btf", TpBtf("sock_send_length")),
+                    ("pt_net_recv_btf", TpBtf("sock_recv_length")),
+                ],
+            },
+        ],
     },
 ];
 

@@ -10,15 +10,18 @@
 //! the programs and maps. That is how a disabled probe and a dropped `Probes` leave nothing
 //! behind.
 
-use crate::abi::{BUCKETS, ERR_COUNT, PtCommKey, PtCounter, PtHist, PtKey, PtTarget, err};
+use crate::abi::{
+    BLOCK_START_CGROUP, ERR_COUNT, NET_RECV, NET_SEND, PtBlockStart, PtCommKey, PtCounter, PtHist,
+    PtKey, PtNetCounters, PtTarget, err,
+};
 use crate::config::ProbeConfig;
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
 use crate::ladder::{AttachEnv, FAMILIES, Family, Rung, family_of, try_rung};
 use crate::snapshot::{
-    CounterSample, HistogramSample, Op, ProgramStats, Series, Snapshot, process_name,
+    CounterSample, HistogramSample, OTHER_PROCESS, Op, ProgramStats, Series, Snapshot, process_name,
 };
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::{Btf, Ebpf, EbpfLoader};
 use podtrace_api::nodetrace::{AttachMethod, ProbeState, ProbeStatus};
 use podtrace_api::profile::Probe;
@@ -70,6 +73,9 @@ pub struct Probes {
     targets: BTreeMap<u64, Target>,
     /// Keeps kernel.bpf_stats_enabled on while held (BPF_ENABLE_STATS).
     _stats: Option<OwnedFd>,
+    /// Written to `tracked_gen` after every change of the tracked cgroups or of the enabled
+    /// probes: the kernel's per-task caches of the tracked check are stale when it moves.
+    generation: u32,
 }
 
 impl Probes {
@@ -105,10 +111,12 @@ impl Probes {
             statuses: BTreeMap::new(),
             targets: BTreeMap::new(),
             _stats: stats,
+            generation: 0,
         };
         for family in FAMILIES {
             probes.sync_family(family);
         }
+        probes.publish_generation();
         let statuses = probes.statuses();
         Ok((probes, statuses))
     }
@@ -129,6 +137,7 @@ impl Probes {
         }
         let family = family_of(probe);
         self.sync_family(family);
+        self.publish_generation();
         self.statuses[&probe].clone()
     }
 
@@ -150,9 +159,11 @@ impl Probes {
                     None => self.targets.remove(&cgroup_id),
                 };
                 self.rewrite_targets_of(cgroup_id);
+                self.publish_generation(); // a task may have cached the half-written state
                 return Err(e);
             }
         }
+        self.publish_generation();
         tracing::debug!(cgroup_id, target_index, "tracking cgroup");
         Ok(())
     }
@@ -166,8 +177,25 @@ impl Probes {
             let name = loaded.family.name;
             let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, name, "tracked")?;
             ignore_missing(tracked.remove(&cgroup_id)).map_err(|e| map_err(name, "tracked", e))?;
+            if name == NETWORK {
+                set_net_bytes(&mut loaded.ebpf, cgroup_id, false)?;
+            }
+            if name == CPU_BLOCK {
+                // Blocks in flight of its threads are dropped; the others' entries stay.
+                let mut m = typed_map::<u32, PtBlockStart>(&mut loaded.ebpf, name, "block_start")?;
+                let doomed: Vec<u32> = m
+                    .iter()
+                    .filter_map(|e| e.ok())
+                    .filter(|(_, v)| v[BLOCK_START_CGROUP] == cgroup_id)
+                    .map(|(tid, _)| tid)
+                    .collect();
+                for tid in doomed {
+                    ignore_missing(m.remove(&tid)).map_err(|e| map_err(name, "block_start", e))?;
+                }
+            }
             purge(&mut loaded.ebpf, name, |id| id == cgroup_id)?;
         }
+        self.publish_generation();
         Ok(was)
     }
 
@@ -185,6 +213,21 @@ impl Probes {
             read_family(loaded, &self.targets, &mut snap)?;
         }
         Ok(snap)
+    }
+
+    /// Moves the generation the kernel's per-task caches are checked against (families
+    /// without a cache have no `tracked_gen`). Never 0: a cache entry with gen 0 is invalid.
+    fn publish_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        for loaded in self.families.values_mut() {
+            let Some(map) = loaded.ebpf.map_mut("tracked_gen") else { continue };
+            let result = aya::maps::Array::<&mut MapData, u32>::try_from(map)
+                .and_then(|mut a| a.set(0, self.generation, 0));
+            if let Err(e) = result {
+                // Without it the programs keep using a stale tracked check: say so loudly.
+                tracing::error!(family = loaded.family.name, error = %e, "cannot write tracked_gen");
+            }
+        }
     }
 
     fn sync_family(&mut self, family: &'static Family) {
@@ -248,7 +291,10 @@ impl Probes {
         let mut loader = EbpfLoader::new();
         loader
             .btf(self.btf.as_ref())
+            // task_cache (task storage) has no aya type; only the kernel programs use it.
+            .allow_unsupported_maps()
             .map_max_entries("tracked", sizes.tracked)
+            .map_max_entries("net_bytes", sizes.tracked)
             .map_max_entries("hists", sizes.histograms)
             .map_max_entries("counters", sizes.counters)
             .map_max_entries("comms", sizes.process_names)
@@ -291,12 +337,21 @@ impl Probes {
         let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, family, "tracked")?;
         let comms = tracked.get(&cgroup_id, 0).map(|t| t.comms).unwrap_or(0);
         let value = PtTarget { index, probes, comms, _pad: 0 };
-        tracked.insert(cgroup_id, value, 0).map_err(|e| match &e {
+        let full = |map: &'static str, e: MapError| match &e {
             MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
                 Error::TrackedMapFull { capacity }
             }
-            _ => map_err(family, "tracked", e),
-        })
+            _ => map_err(family, map, e),
+        };
+        tracked.insert(cgroup_id, value, 0).map_err(|e| full("tracked", e))?;
+        if family == NETWORK {
+            let wanted = probes & (1 << probe_bit(Probe::NetworkBytes)) != 0;
+            set_net_bytes(&mut loaded.ebpf, cgroup_id, wanted).map_err(|e| match e {
+                Error::Map { source, .. } => full("net_bytes", *source),
+                other => other,
+            })?;
+        }
+        Ok(())
     }
 
     /// After a failed `track`, puts the kernel maps back to what `targets` says.
@@ -305,10 +360,13 @@ impl Probes {
         for name in names {
             if self.targets.contains_key(&cgroup_id) {
                 let _ = self.write_target(name, cgroup_id);
-            } else if let Some(l) = self.families.get_mut(name)
-                && let Ok(mut m) = typed_map::<u64, PtTarget>(&mut l.ebpf, name, "tracked")
-            {
-                let _ = m.remove(&cgroup_id);
+            } else if let Some(l) = self.families.get_mut(name) {
+                if let Ok(mut m) = typed_map::<u64, PtTarget>(&mut l.ebpf, name, "tracked") {
+                    let _ = m.remove(&cgroup_id);
+                }
+                if name == NETWORK {
+                    let _ = set_net_bytes(&mut l.ebpf, cgroup_id, false);
+                }
             }
         }
     }
@@ -356,11 +414,66 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+/// The family whose counters are keyed by cgroup id alone (`net_bytes`).
+const NETWORK: &str = "network";
+/// The family with a start entry per thread (`block_start`).
+const CPU_BLOCK: &str = "cpu_block";
+
+/// Creates (zero, if absent) or deletes a cgroup's entry of `net_bytes`: the entry is the
+/// network programs' tracked check.
+fn set_net_bytes(ebpf: &mut Ebpf, cgroup_id: u64, wanted: bool) -> Result<()> {
+    let mut m = per_cpu_map::<u64, PtNetCounters>(ebpf, NETWORK, "net_bytes")?;
+    if !wanted {
+        return ignore_missing(m.remove(&cgroup_id)).map_err(|e| map_err(NETWORK, "net_bytes", e));
+    }
+    let syscall = |call, io_error| {
+        map_err(
+            NETWORK,
+            "net_bytes",
+            MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
+        )
+    };
+    let cpus = aya::util::nr_cpus().map_err(|(call, e)| syscall(call, e))?;
+    let zero = aya::maps::PerCpuValues::try_from(vec![PtNetCounters::default(); cpus])
+        .map_err(|e| syscall("nr_cpus", e))?;
+    match m.insert(cgroup_id, zero, 1 /* BPF_NOEXIST */) {
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r.map_err(|e| map_err(NETWORK, "net_bytes", e)),
+    }
+}
+
+fn per_cpu_map<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    family: &'static str,
+    map: &'static str,
+) -> Result<PerCpuHashMap<&'a mut MapData, K, V>> {
+    let m = ebpf
+        .map_mut(map)
+        .ok_or_else(|| map_err(family, map, MapError::InvalidName { name: map.into() }))?;
+    PerCpuHashMap::try_from(m).map_err(|e| map_err(family, map, e))
+}
+
 /// Deletes the histogram, counter and process-name entries of the cgroups `doomed` selects.
 fn purge(ebpf: &mut Ebpf, family: &'static str, doomed: impl Fn(u64) -> bool) -> Result<()> {
-    purge_map::<PtKey, PtHist>(ebpf, family, "hists", |k| doomed(k.cgroup_id))?;
-    purge_map::<PtKey, PtCounter>(ebpf, family, "counters", |k| doomed(k.cgroup_id))?;
+    purge_series::<PtHist>(ebpf, family, "hists", &doomed)?;
+    purge_series::<PtCounter>(ebpf, family, "counters", &doomed)?;
     purge_map::<PtCommKey, u8>(ebpf, family, "comms", |k| doomed(k.cgroup_id))
+}
+
+/// `purge_map` for the per-CPU series maps.
+fn purge_series<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    family: &'static str,
+    map: &'static str,
+    doomed: &impl Fn(u64) -> bool,
+) -> Result<()> {
+    let mut m = per_cpu_map::<PtKey, V>(ebpf, family, map)?;
+    let keys: Vec<PtKey> =
+        m.keys().collect::<Result<_, _>>().map_err(|e| map_err(family, map, e))?;
+    for key in keys.iter().filter(|k| doomed(k.cgroup_id)) {
+        ignore_missing(m.remove(key)).map_err(|e| map_err(family, map, e))?;
+    }
+    Ok(())
 }
 
 fn purge_map<K: aya::Pod, V: aya::Pod>(
@@ -396,16 +509,13 @@ fn read_family(
         })
     };
     {
-        let mut hists = typed_map::<PtKey, PtHist>(&mut loaded.ebpf, name, "hists")?;
+        let mut hists = per_cpu_map::<PtKey, PtHist>(&mut loaded.ebpf, name, "hists")?;
         let mut stale = Vec::new();
         for entry in hists.iter() {
-            let (k, v) = entry.map_err(|e| map_err(name, "hists", e))?;
+            let (k, per_cpu) = entry.map_err(|e| map_err(name, "hists", e))?;
             match series(&k) {
                 Some(series) => {
-                    let mut buckets = [0; BUCKETS];
-                    buckets.copy_from_slice(&v.buckets);
-                    let (count, sum_ns, latest_ns) = (v.count, v.sum_ns, v.latest_ns);
-                    let histogram = Histogram { buckets, count, sum_ns, latest_ns };
+                    let histogram = sum_histograms(per_cpu.iter());
                     snap.histograms.push(HistogramSample { series, histogram });
                 }
                 None => stale.push(k),
@@ -416,19 +526,50 @@ fn read_family(
         }
     }
     {
-        let mut counters = typed_map::<PtKey, PtCounter>(&mut loaded.ebpf, name, "counters")?;
+        let mut counters = per_cpu_map::<PtKey, PtCounter>(&mut loaded.ebpf, name, "counters")?;
         let mut stale = Vec::new();
         for entry in counters.iter() {
-            let (k, v) = entry.map_err(|e| map_err(name, "counters", e))?;
+            let (k, per_cpu) = entry.map_err(|e| map_err(name, "counters", e))?;
             match series(&k) {
                 Some(series) => {
-                    snap.counters.push(CounterSample { series, bytes: v.bytes, events: v.events })
+                    let bytes = per_cpu.iter().map(|c| c.bytes).sum();
+                    let events = per_cpu.iter().map(|c| c.events).sum();
+                    snap.counters.push(CounterSample { series, bytes, events })
                 }
                 None => stale.push(k),
             }
         }
         for k in &stale {
             ignore_missing(counters.remove(k)).map_err(|e| map_err(name, "counters", e))?;
+        }
+    }
+    if name == NETWORK {
+        let mut net = per_cpu_map::<u64, PtNetCounters>(&mut loaded.ebpf, name, "net_bytes")?;
+        let mut stale = Vec::new();
+        for entry in net.iter() {
+            let (cgroup_id, per_cpu) = entry.map_err(|e| map_err(name, "net_bytes", e))?;
+            let Some(target) = targets.get(&cgroup_id) else {
+                stale.push(cgroup_id);
+                continue;
+            };
+            for (dir, op) in [(NET_SEND, Op::Send), (NET_RECV, Op::Recv)] {
+                let bytes = per_cpu.iter().map(|c| c[dir].bytes).sum();
+                let events: u64 = per_cpu.iter().map(|c| c[dir].events).sum();
+                if events == 0 {
+                    continue; /* a series appears with its first packet, as the others do */
+                }
+                let series = Series {
+                    cgroup_id,
+                    target_index: target.index,
+                    probe: Probe::NetworkBytes,
+                    op,
+                    process_name: OTHER_PROCESS.to_string(),
+                };
+                snap.counters.push(CounterSample { series, bytes, events });
+            }
+        }
+        for k in &stale {
+            ignore_missing(net.remove(k)).map_err(|e| map_err(name, "net_bytes", e))?;
         }
     }
     {
@@ -447,6 +588,7 @@ fn read_family(
         d.counters_full += sums[err::COUNTER_FULL as usize];
         d.process_names_full += sums[err::COMM_FULL as usize];
         d.inflight_full += sums[err::INFLIGHT_FULL as usize];
+        d.unclosed_blocks += sums[err::UNCLOSED as usize];
     }
     for (program, _) in loaded.rung.programs {
         let Some(p) = loaded.ebpf.program(program) else { continue };
@@ -464,6 +606,25 @@ fn read_family(
         }
     }
     Ok(())
+}
+
+/// One histogram from the per-CPU values of a series: buckets, counts and sums added, the
+/// latest value of the CPU that took a sample last.
+fn sum_histograms<'a>(per_cpu: impl Iterator<Item = &'a PtHist>) -> Histogram {
+    let mut out = Histogram::default();
+    let mut latest_at = None;
+    for v in per_cpu.filter(|v| v.count > 0) {
+        for (o, b) in out.buckets.iter_mut().zip(v.buckets) {
+            *o += b;
+        }
+        out.count += v.count;
+        out.sum_ns += v.sum_ns;
+        if latest_at.is_none_or(|at| v.latest_at >= at) {
+            latest_at = Some(v.latest_at);
+            out.latest_ns = v.latest_ns;
+        }
+    }
+    out
 }
 
 /// `recursion_misses` of a program, from its fdinfo (aya 0.14's ProgramInfo does not expose
@@ -484,6 +645,29 @@ fn fdinfo_field(text: &str, key: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_cpu_histograms_add_up_and_keep_the_most_recent_latest_value() {
+        let mut a =
+            PtHist { count: 2, sum_ns: 300, latest_ns: 200, latest_at: 50, ..Default::default() };
+        a.buckets[0] = 2;
+        let mut b = PtHist {
+            count: 1,
+            sum_ns: 5_000_000,
+            latest_ns: 5_000_000,
+            latest_at: 70,
+            ..Default::default()
+        };
+        b.buckets[6] = 1;
+        let idle = PtHist::default();
+        let h = sum_histograms([a, idle, b].iter());
+        assert_eq!((h.count, h.sum_ns, h.latest_ns), (3, 5_000_300, 5_000_000));
+        assert_eq!((h.buckets[0], h.buckets[6], h.buckets.iter().sum::<u64>()), (2, 1, 3));
+        // The order of the CPUs does not matter, an idle CPU never wins.
+        assert_eq!(sum_histograms([b, a, idle].iter()).latest_ns, 5_000_000);
+        b.latest_at = 10;
+        assert_eq!(sum_histograms([idle, b, a].iter()).latest_ns, 200);
+    }
 
     #[test]
     fn fdinfo_fields_are_parsed_by_exact_key() {

@@ -8,7 +8,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{TestCgroup, field, python, root_or_skip};
+use common::{TestCgroup, bpftool, field, python, root_or_skip};
 use podtrace_api::nodetrace::ProbeState;
 use podtrace_api::profile::Probe;
 use podtrace_ebpf::{Op, ProbeConfig, Probes, Snapshot, bucket_index};
@@ -177,6 +177,7 @@ for _ in range(50):
 info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
 print('rtt_us=%d' % struct.unpack_from('I', info, 68)[0])
 s.close()
+print('comm=' + open('/proc/self/comm').read().strip())
 ";
     let out = python(Some(&cg), body, &[port.to_string()])?;
     echo.join().unwrap();
@@ -192,6 +193,11 @@ s.close()
     assert!(
         latest_us <= 4 * ss_rtt_us + 200 && ss_rtt_us <= 4 * latest_us + 200,
         "{latest_us} vs {ss_rtt_us}"
+    );
+    let comm = field(&out, "comm")?;
+    assert!(
+        snap.histograms_of(cg.id, Probe::TcpRtt).all(|s| s.series.process_name == comm),
+        "RTT series should carry the socket user's name {comm}"
     );
     untrack(&cg)
 }
@@ -233,6 +239,68 @@ print('comm=' + open('/proc/self/comm').read().strip())
     let h = snap.merged_histogram(cg.id, Probe::Dns, Op::None);
     eprintln!("dns {h:?}");
     assert_eq!(h.count, k);
+    let expected = bucket_index(delay.as_nanos() as u64);
+    assert_eq!(h.quantile_bucket(0.5), Some(expected), "p50 bucket for {delay:?}");
+    assert!(h.sum_ns >= k * delay.as_nanos() as u64);
+    let comm = field(&out, "comm")?;
+    assert!(
+        snap.histograms_of(cg.id, Probe::Dns).all(|s| s.series.process_name == comm),
+        "DNS series should carry the querying process {comm}"
+    );
+    untrack(&cg)
+}
+
+#[test]
+fn dns_over_tcp_queries_answered_after_a_known_delay_land_in_its_bucket() -> Result<()> {
+    if !root_or_skip("dns_tcp") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("dnstcp")?;
+    track(&cg, &[Probe::Dns])?;
+    // The same delay as over UDP (see above). One connection per client, K queries each, every
+    // message framed by its 2-byte length (RFC 1035 4.2.2); the answer is written in one write.
+    let (k, control, delay) = (10u64, 5u64, Duration::from_millis(14));
+    let listener = TcpListener::bind(("127.0.0.1", DNS_PORT))?;
+    let answering = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut len = [0u8; 2];
+            while conn.read_exact(&mut len).is_ok() {
+                let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                conn.read_exact(&mut msg).expect("query");
+                std::thread::sleep(delay);
+                msg[2] |= 0x80; // QR: response
+                let mut answer = len.to_vec();
+                answer.extend_from_slice(&msg);
+                std::io::Write::write_all(&mut conn, &answer).expect("answer");
+            }
+        }
+    });
+    let body = "
+port, k = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(('127.0.0.1', port))
+q = b'\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01'
+def read(n):
+    got = b''
+    while len(got) < n:
+        got += s.recv(n - len(got))
+    return got
+for i in range(k):
+    msg = struct.pack('>HHHHHH', 4242 + i, 0x0100, 1, 0, 0, 0) + q
+    s.sendall(struct.pack('>H', len(msg)) + msg)
+    n = struct.unpack('>H', read(2))[0]
+    assert struct.unpack('>H', read(n)[:2])[0] == 4242 + i
+s.close()
+print('comm=' + open('/proc/self/comm').read().strip())
+";
+    let out = python(Some(&cg), body, &[DNS_PORT.to_string(), k.to_string()])?;
+    python(None, body, &[DNS_PORT.to_string(), control.to_string()])?;
+    answering.join().unwrap();
+
+    let snap = snapshot()?;
+    let h = snap.merged_histogram(cg.id, Probe::Dns, Op::None);
+    eprintln!("dns over tcp {h:?}");
+    assert_eq!(h.count, k, "one sample per query, none for the control's {control}");
     let expected = bucket_index(delay.as_nanos() as u64);
     assert_eq!(h.quantile_bucket(0.5), Some(expected), "p50 bucket for {delay:?}");
     assert!(h.sum_ns >= k * delay.as_nanos() as u64);
@@ -305,33 +373,93 @@ fn a_thread_sleeping_10ms_a_hundred_times_is_off_cpu_in_the_10ms_bucket() -> Res
         return Ok(());
     }
     let cg = TestCgroup::new("cpu")?;
-    track(&cg, &[Probe::CpuBlock])?;
-    // The sleeper names itself and reports its context switches: a sleep during which the
-    // thread was preempted (runnable, not blocked: a loaded 2-core machine does that) is
-    // rightly not a block, and shows up as a non-voluntary switch instead.
+    // First tracked for another probe only: the sleeper blocks a few times under its first
+    // name, so the kernel's per-task cache holds (not cpuBlock, "python3") when cpuBlock is
+    // turned on and when the thread renames itself. A cache that missed either change would
+    // put the blocks under the wrong name or nowhere.
+    track(&cg, &[Probe::NetworkBytes])?;
+    let dir = std::env::temp_dir().join(format!("podtrace-cpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (started, go) = (dir.join("started"), dir.join("go"));
+    // The sleeper names itself and reports, for every sleep, its own context switches and how
+    // long it took: the ground truth of each sample. A sleep during which the thread was
+    // preempted (runnable, not blocked: a loaded 2-core machine does that) is rightly not a
+    // block and shows up as a non-voluntary switch; a sleep whose timer expired before the
+    // thread reached schedule() (a long interrupt or a stalled vCPU after the timer was armed)
+    // never blocks at all: no switch, and no sample.
     let body = "
 def switches():
     st = open('/proc/thread-self/status').read().split('\\n')
     get = lambda k: int([l for l in st if l.startswith(k)][0].split()[1])
     return get('voluntary_ctxt_switches'), get('nonvoluntary_ctxt_switches')
 def sleeper():
+    for _ in range(3):
+        time.sleep(0.002)
+    open(sys.argv[1], 'w').close()
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.005)
+    for _ in range(3):
+        time.sleep(0.002)
     with open('/proc/thread-self/comm', 'w') as f:
         f.write('pt-sleeper')
+    clean, late, other, unblocked = 0, 0, 0, 0
     v0, n0 = switches()
     for _ in range(100):
+        a, b = switches()
+        t0 = time.monotonic()
         time.sleep(0.01)
+        took = time.monotonic() - t0
+        c, d = switches()
+        if (c - a, d - b) == (1, 0):
+            if took < 0.0128:
+                clean += 1
+            else:
+                late += 1
+        elif (c - a, d - b) == (0, 0):
+            unblocked += 1
+        else:
+            other += 1
     v1, n1 = switches()
+    # Blocks from here on (the prints, the thread's exit) go to another series.
+    with open('/proc/thread-self/comm', 'w') as f:
+        f.write('pt-done')
     print('voluntary=%d' % (v1 - v0)); print('preempted=%d' % (n1 - n0))
+    print('clean=%d' % clean); print('late=%d' % late)
+    print('other=%d' % other); print('unblocked=%d' % unblocked)
 t = threading.Thread(target=sleeper)
 t.start(); t.join()
 ";
     let misses = |snap: &Snapshot| -> u64 {
         snap.programs.iter().filter(|p| p.family == "cpu_block").map(|p| p.recursion_misses).sum()
     };
-    let missed_before = misses(&snapshot()?);
-    let out = python(Some(&cg), body, &[])?;
-    let voluntary: u64 = field(&out, "voluntary")?.parse()?;
-    let preempted: u64 = field(&out, "preempted")?.parse()?;
+    let before = snapshot()?;
+    let (missed_before, unclosed_before) = (misses(&before), before.drops.unclosed_blocks);
+    let args = [started.display().to_string(), go.display().to_string()];
+    let run = {
+        let cg_path = cg.path.clone();
+        let cg_id = cg.id;
+        std::thread::spawn(move || {
+            let cg = TestCgroup { path: cg_path, id: cg_id };
+            let out = python(Some(&cg), body, &args);
+            std::mem::forget(cg); // the test's own handle removes the directory
+            out
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline && !run.is_finished(),
+            "sleeper did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    track(&cg, &[Probe::CpuBlock])?;
+    std::fs::write(&go, b"")?;
+    let out = run.join().expect("workload thread")?;
+    std::fs::remove_dir_all(&dir)?;
+    let n = |k: &str| -> Result<u64> { Ok(field(&out, k)?.parse()?) };
+    let (voluntary, preempted) = (n("voluntary")?, n("preempted")?);
+    let (clean, late, other, unblocked) = (n("clean")?, n("late")?, n("other")?, n("unblocked")?);
     let snap = snapshot()?;
     let h = snap
         .histograms_of(cg.id, Probe::CpuBlock)
@@ -345,25 +473,66 @@ t.start(); t.join()
         );
     }
     let bucket = bucket_index(10_000_000);
-    // A wakeup that fires (timer interrupt) while the wakeup program runs on the same CPU is
-    // skipped by the kernel and counted as a recursion miss: allow exactly those, no more.
+    // The three 2 ms sleeps after cpuBlock was turned on, under the thread's first name: the
+    // per-task cache saw the new tracked generation (and then the rename, above).
+    let before_rename = snap
+        .histograms_of(cg.id, Probe::CpuBlock)
+        .find(|h| h.series.process_name == "python3")
+        .map(|h| h.histogram.buckets[bucket_index(2_000_000)])
+        .unwrap_or_default();
+    assert!(before_rename >= 1, "no 2 ms block under the first name");
+    // A program run the kernel skipped (recursion) is counted: a skipped wakeup is still closed
+    // at the switch-in, a skipped switch-out loses its block. None was seen so far.
     let missed = misses(&snap) - missed_before;
     eprintln!(
-        "off-cpu buckets {:?}; {voluntary} voluntary switches, {preempted} preempted, {missed} missed; drops {:?}",
+        "off-cpu buckets {:?}; {voluntary} voluntary switches, {preempted} preempted, {missed} missed; \
+         sleeps: {clean} clean, {late} late, {other} other, {unblocked} without a switch; drops {:?}",
         h.buckets, snap.drops
     );
-    // A sleep interrupted by a spurious wakeup is two voluntary switches, both shorter. One
-    // block in 100 is sometimes not recorded when other tests run in parallel (cause not found
-    // yet: no map-full drop and no recursion miss is counted; see the README): tolerated once.
-    let split = voluntary.saturating_sub(100);
+    assert_eq!(clean + late + other + unblocked, 100);
+    // A block the kernel never closed (neither program ran for the thread's wakeup and switch-in,
+    // see cpu_block.bpf.c) is counted, not recorded. The counter is shared with the other tests
+    // (they run in parallel on the same probes), so it bounds this thread's losses from above.
+    let unclosed = snap.drops.unclosed_blocks - unclosed_before;
+    let d = snap.drops;
+    assert_eq!(d.histograms_full + d.counters_full + d.inflight_full, 0, "{d:?}");
+    // Every voluntary switch of the thread is one block: recorded, or counted as lost.
     assert!(
-        h.buckets[bucket] + preempted + missed + split + 1 >= 100,
-        "{} samples in the 10 ms bucket, {preempted} preempted, {missed} missed, {split} split",
+        h.count <= voluntary && h.count + missed + unclosed >= voluntary,
+        "blocks {h:?} for {voluntary} voluntary switches ({missed} missed, {unclosed} unclosed)"
+    );
+    // A clean sleep (one voluntary switch, no preemption, back within 12.8 ms) is a block of
+    // 10 ms (+ the timer slack) minus the µs between arming the timer and switching out: in
+    // the bucket le=0.0128, every one. A late one (woken after 12.8 ms) or one that also saw a
+    // preemption may or may not be; nothing else may land there.
+    assert!(
+        h.buckets[bucket] + missed + unclosed >= clean && h.buckets[bucket] <= clean + late + other,
+        "{} samples in the 10 ms bucket for {clean} clean sleeps ({late} late, {other} other)",
         h.buckets[bucket]
     );
-    // Every voluntary switch is a block; one may be lost at most (above).
-    assert!(h.count + missed + 1 >= voluntary, "blocks {h:?} for {voluntary} voluntary switches");
-    assert!(h.count <= voluntary + 1, "no blocks beyond the voluntary switches: {h:?}");
-    assert!(h.sum_ns >= (99 - preempted - missed) * 10_000_000, "{h:?}");
+    assert!(h.sum_ns >= (clean + late).saturating_sub(missed + unclosed) * 9_500_000, "{h:?}");
+    // Every thread of the workload has exited: their start entries are gone with them.
+    let left = block_start_entries_of(cg.id)?;
+    assert_eq!(left, 0, "block_start entries of exited threads");
     untrack(&cg)
+}
+
+/// Entries of `block_start` (the cpu_block family's start per thread) whose cgroup is `cgroup_id`,
+/// read with bpftool (this test binary loads one instance of the map).
+fn block_start_entries_of(cgroup_id: u64) -> Result<usize> {
+    let dump = bpftool(&["map", "dump", "name", "block_start"])?;
+    let entries = dump.as_array().cloned().unwrap_or_default();
+    let cgroup = |e: &serde_json::Value| -> Option<u64> {
+        if let Some(v) = e.pointer("/formatted/value/cgroup_id") {
+            return v.as_u64();
+        }
+        // Raw dump: the value's bytes as "0x.." strings; the cgroup id is bytes 8..16 (LE).
+        let bytes: Vec<u8> = e["value"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+            .collect();
+        Some(u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?))
+    };
+    Ok(entries.iter().filter(|e| cgroup(e) == Some(cgroup_id)).count())
 }

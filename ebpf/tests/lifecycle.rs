@@ -10,6 +10,7 @@ use podtrace_api::nodetrace::{AttachMethod, ProbeState};
 use podtrace_api::profile::Probe;
 use podtrace_ebpf::{OTHER_PROCESS, Op, ProbeConfig, Probes};
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 
 /// Program ids of the loaded probes.
@@ -241,5 +242,54 @@ for name in ['pt-a', 'pt-b', 'pt-c', 'pt-d', 'pt-a']:
         vec![("other".to_string(), 2), ("pt-a".to_string(), 2), ("pt-b".to_string(), 1)],
     );
     assert_eq!(OTHER_PROCESS, "other");
+    Ok(())
+}
+
+#[test]
+fn without_cgroup_skb_network_bytes_fall_back_to_the_socket_calls_payload() -> Result<()> {
+    if !root_or_skip("network_fallback") {
+        return Ok(());
+    }
+    let config = ProbeConfig {
+        probes: [Probe::NetworkBytes].into(),
+        skip_methods: [AttachMethod::CgroupSkb].into(),
+        ..ProbeConfig::default()
+    };
+    let (mut probes, statuses) = Probes::load(&config)?;
+    let s = statuses.iter().find(|s| s.probe == Probe::NetworkBytes).unwrap();
+    assert_eq!(s.method, Some(AttachMethod::TpBtf), "{s:?}");
+    assert!(s.reason.as_deref().unwrap_or("").contains("cgroup_skb: skipped"), "{s:?}");
+    let cg = TestCgroup::new("netfb")?;
+    probes.track(cg.id, 0, [Probe::NetworkBytes])?;
+    // A server that reads the client's payload to its announced length and answers 4321 bytes.
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port().to_string();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut len = [0u8; 8];
+            conn.read_exact(&mut len).expect("length");
+            let mut payload = vec![0u8; u64::from_be_bytes(len) as usize];
+            conn.read_exact(&mut payload).expect("payload");
+            conn.write_all(&[b'a'; 4321]).expect("answer");
+        }
+    });
+    let body = "
+n = int(sys.argv[2])
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+s.sendall(struct.pack('>Q', n) + b'x' * n)
+got = 0
+while got < 4321:
+    got += len(s.recv(65536))
+s.close()
+";
+    let (inside, outside) = (1_000_000u64, 300_000u64);
+    python(Some(&cg), body, &[port.clone(), inside.to_string()])?;
+    python(None, body, &[port, outside.to_string()])?;
+    server.join().unwrap();
+    let snap = probes.snapshot()?;
+    // Exactly what the calls moved (the 8-byte length prefix included), nothing of the control.
+    assert_eq!(snap.bytes(cg.id, Probe::NetworkBytes, Op::Send), inside + 8);
+    assert_eq!(snap.bytes(cg.id, Probe::NetworkBytes, Op::Recv), 4321);
     Ok(())
 }

@@ -1,29 +1,37 @@
-// SPDX-License-Identifier: GPL-2.0
 /*
- * DNS latency (podtrace_dns_latency_seconds_*): UDP queries and responses seen by cgroup_skb,
- * matched by (cgroup, client port, DNS id).
+ * DNS latency (podtrace_dns_latency_seconds_*): queries and responses over UDP and TCP seen by
+ * cgroup_skb, matched by (cgroup, protocol, client port, DNS id).
  *
- * Egress: a UDP datagram to pt_dns_port with QR=0 is a query; its send time is remembered.
- * Ingress: a datagram from pt_dns_port with QR=1 and a remembered (port, id) is its answer.
- * The process name is taken at the query: a UDP send reaches cgroup_skb egress synchronously,
- * in the sender's context. Unanswered queries age out of the LRU map (a timeout is not a
- * latency). TCP/53 and DNS over TLS are not parsed.
+ * Egress: a UDP datagram or TCP segment to pt_dns_port whose DNS header has QR=0 is a query; its
+ * send time is remembered. Ingress: one from pt_dns_port with QR=1 and a remembered (port, id)
+ * is its answer. Over TCP a message starts with a 2-byte length (RFC 1035 4.2.2): the DNS header
+ * is read right after it, in a segment whose payload starts with a message (a message that
+ * starts in the middle of a segment, e.g. the second of two pipelined queries, is not seen).
+ * bpf_skb_load_bytes reads the headers wherever they are (linear data or fragments). The
+ * process name is taken at the query: a UDP send, and the first transmission of a TCP write
+ * on an idle connection, reach cgroup_skb egress synchronously, in the sender's context.
+ * Unanswered queries age out of the LRU map (a timeout is not a latency). DNS over TLS is not
+ * parsed.
  */
 #include "podtrace_common.h"
 
 /* The resolver port; the loader may override it (tests use a private port). */
 const volatile __u16 pt_dns_port = 53;
 
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+
 struct pt_dns_key {
 	__u64 cgroup_id;
-	__u16 port;
+	__u16 port; /* the client's port, network order */
 	__u16 id;
-	__u32 _pad;
+	__u8 proto;
+	__u8 _pad[3];
 };
 
 struct pt_dns_start {
 	__u64 ts;
-	char comm[PT_COMM_LEN]; /* the querying task: egress of a UDP send runs in its context */
+	char comm[PT_COMM_LEN]; /* the querying task (see above) */
 };
 
 struct {
@@ -36,28 +44,24 @@ struct {
 #define ETH_P_IP_BE 0x0008   /* htons(0x0800) */
 #define ETH_P_IPV6_BE 0xDD86 /* htons(0x86DD) */
 
-/* Offset of the UDP header, or -1 when the packet is not UDP. */
-static __always_inline int pt_udp_offset(struct __sk_buff *skb)
+/* Offset of the transport header and its protocol, or -1. */
+static __always_inline int pt_l4(struct __sk_buff *skb, __u8 *proto)
 {
 	__u8 b[10];
 	if (skb->protocol == ETH_P_IP_BE) {
 		if (bpf_skb_load_bytes(skb, 0, b, 10))
 			return -1;
-		return b[9] == 17 ? (b[0] & 0xF) * 4 : -1;
+		*proto = b[9];
+		return (b[0] & 0xF) * 4;
 	}
 	if (skb->protocol == ETH_P_IPV6_BE) {
 		if (bpf_skb_load_bytes(skb, 0, b, 8))
 			return -1;
-		return b[6] == 17 ? 40 : -1;
+		*proto = b[6];
+		return 40;
 	}
 	return -1;
 }
-
-struct pt_udp_dns {
-	__u16 sport, dport, len, csum; /* UDP header, network order */
-	__u16 id;                      /* DNS header */
-	__u8 flags1;
-};
 
 static __always_inline int pt_dns(struct __sk_buff *skb, bool egress)
 {
@@ -65,30 +69,50 @@ static __always_inline int pt_dns(struct __sk_buff *skb, bool egress)
 	struct pt_target *t = pt_tracked(cg, PT_PROBE_DNS);
 	if (!t)
 		return 1;
-	int off = pt_udp_offset(skb);
-	if (off < 0)
+	__u8 proto = 0;
+	int off = pt_l4(skb, &proto);
+	if (off < 0 || (proto != IPPROTO_UDP && proto != IPPROTO_TCP))
 		return 1;
-	struct pt_udp_dns h;
-	if (bpf_skb_load_bytes(skb, off & 0x3F, &h, sizeof(h)))
+	__u16 ports[2]; /* source, destination (network order): the same place in UDP and TCP */
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
 		return 1;
 	__u16 port = bpf_htons(pt_dns_port);
-	bool is_response = h.flags1 & 0x80;
-	struct pt_dns_key key = { .cgroup_id = cg, .id = h.id };
-	if (egress && h.dport == port && !is_response) {
-		key.port = h.sport;
+	if (egress ? ports[1] != port : ports[0] != port)
+		return 1; /* not to (egress) or from (ingress) the resolver */
+	__u32 dns = off + 8; /* after the UDP header */
+	if (proto == IPPROTO_TCP) {
+		__u8 doff;
+		if (bpf_skb_load_bytes(skb, off + 12, &doff, 1))
+			return 1;
+		dns = off + (doff >> 4) * 4 + 2; /* after the TCP header and the length prefix */
+	}
+	__u8 h[3]; /* DNS id (network order), then the byte with QR */
+	if (bpf_skb_load_bytes(skb, dns, h, sizeof(h)))
+		return 1; /* no payload (a handshake or an ACK) or too short */
+	bool is_response = h[2] & 0x80;
+	struct pt_dns_key key = { .cgroup_id = cg, .proto = proto };
+	__builtin_memcpy(&key.id, h, 2);
+	if (egress) {
+		if (is_response)
+			return 1;
+		key.port = ports[0];
 		struct pt_dns_start start = { .ts = bpf_ktime_get_ns() };
 		bpf_get_current_comm(start.comm, sizeof(start.comm));
 		if (bpf_map_update_elem(&dns_start, &key, &start, BPF_ANY))
 			pt_count_error(PT_ERR_INFLIGHT_FULL);
-	} else if (!egress && h.sport == port && is_response) {
-		key.port = h.dport;
-		struct pt_dns_start *start = bpf_map_lookup_elem(&dns_start, &key);
-		if (!start)
-			return 1;
-		struct pt_dns_start s = *start;
-		bpf_map_delete_elem(&dns_start, &key);
-		pt_hist_add(t, cg, s.comm, PT_PROBE_DNS, PT_OP_NONE, bpf_ktime_get_ns() - s.ts);
+		return 1;
 	}
+	if (!is_response)
+		return 1;
+	key.port = ports[1];
+	struct pt_dns_start *start = bpf_map_lookup_elem(&dns_start, &key);
+	if (!start)
+		return 1;
+	struct pt_dns_start s = *start;
+	if (bpf_map_delete_elem(&dns_start, &key))
+		return 1; /* a duplicate response on the other CPU took it */
+	__u64 now = bpf_ktime_get_ns();
+	pt_hist_add(cg, s.comm, PT_PROBE_DNS, PT_OP_NONE, now - s.ts, now);
 	return 1;
 }
 

@@ -11,25 +11,73 @@
  */
 #include "podtrace_common.h"
 
-static __always_inline int pt_net(struct __sk_buff *skb, __u8 op)
+/* The byte counters of the tracked cgroups, keyed by cgroup id alone: the loader creates an
+ * entry when it tracks a cgroup for networkBytes and deletes it at untrack, so that one lookup
+ * is both the tracked check and the series (no `tracked` lookup, no 32-byte series key). One
+ * value per CPU, no atomics; user space sums the CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct pt_net_counters);
+} net_bytes SEC(".maps");
+
+static __always_inline int pt_net(struct __sk_buff *skb, int dir)
 {
 	__u64 cg = bpf_skb_cgroup_id(skb);
-	struct pt_target *t = pt_tracked(cg, PT_PROBE_NETWORK_BYTES);
-	if (!t)
-		return 1;
-	char comm[PT_COMM_LEN] = {};
-	pt_counter_add(t, cg, comm, PT_PROBE_NETWORK_BYTES, op, skb->len);
+	struct pt_net_counters *v = bpf_map_lookup_elem(&net_bytes, &cg);
+	if (!v)
+		return 1; /* not tracked for networkBytes */
+	v->dir[dir].bytes += skb->len;
+	v->dir[dir].events += 1;
 	return 1; /* never drop: podtrace only observes */
 }
 
 SEC("cgroup_skb/egress")
 int pt_net_egress(struct __sk_buff *skb)
 {
-	return pt_net(skb, PT_OP_SEND);
+	return pt_net(skb, PT_NET_SEND);
 }
 
 SEC("cgroup_skb/ingress")
 int pt_net_ingress(struct __sk_buff *skb)
 {
-	return pt_net(skb, PT_OP_RECV);
+	return pt_net(skb, PT_NET_RECV);
+}
+
+/* --- Fallback where cgroup_skb cannot attach: the socket calls' tracepoints. They run in the
+ * calling task's context (its cgroup is the filter) and count what the call moved: payload
+ * bytes of IPv4/IPv6 sockets, no headers, no retransmissions, and MSG_PEEK not at all. --- */
+#define AF_INET 2
+#define AF_INET6 10
+#define MSG_PEEK 2
+
+static __always_inline void pt_net_sock(struct sock *sk, int ret, int flags, int dir)
+{
+	if (ret <= 0 || (flags & MSG_PEEK))
+		return;
+	__u16 family = sk->__sk_common.skc_family; /* BTF pointer: a plain load */
+	if (family != AF_INET && family != AF_INET6)
+		return; /* unix sockets, netlink, ... */
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct pt_net_counters *v = bpf_map_lookup_elem(&net_bytes, &cg);
+	if (!v)
+		return;
+	v->dir[dir].bytes += ret;
+	v->dir[dir].events += 1;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(pt_net_send_btf, struct sock *sk, int ret, int flags)
+{
+	pt_net_sock(sk, ret, flags, PT_NET_SEND);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(pt_net_recv_btf, struct sock *sk, int ret, int flags)
+{
+	pt_net_sock(sk, ret, flags, PT_NET_RECV);
+	return 0;
 }

@@ -37,12 +37,36 @@
 
 #define PT_COMM_LEN 16
 
+/* Bucket of a latency: smallest k with ns <= 100us * 2^k, or PT_FINITE_BUCKETS (+Inf). Without a
+ * division: L = bit length of ns - 1, so 2^(L-1) < ns <= 2^L; as 2^16 < 100000 < 2^17, the
+ * answer is L - 17 or L - 16, told apart by one compare. Here (not in podtrace_common.h) so
+ * that build.rs runs it on the host and a Rust test compares it with histogram::bucket_index. */
+static inline __u32 pt_bucket(__u64 ns)
+{
+	if (ns <= PT_BUCKET_BASE_NS)
+		return 0;
+	__u64 x = ns - 1; /* >= 100000 */
+	__u32 log = 0, shift;
+	shift = (x > 0xFFFFFFFFULL) << 5; x >>= shift; log |= shift;
+	shift = (x > 0xFFFF) << 4; x >>= shift; log |= shift;
+	shift = (x > 0xFF) << 3; x >>= shift; log |= shift;
+	shift = (x > 0xF) << 2; x >>= shift; log |= shift;
+	shift = (x > 0x3) << 1; x >>= shift; log |= shift;
+	log |= (x >> 1);
+	__u32 k = log + 1 - 17; /* bit length - 17, >= 0 */
+	if (k >= PT_FINITE_BUCKETS)
+		return PT_FINITE_BUCKETS;
+	return ns <= (PT_BUCKET_BASE_NS << k) ? k : k + 1;
+}
+
 /* Indexes of the per-CPU `errors` array: every dropped sample is counted under its reason. */
 #define PT_ERR_HIST_FULL 0     /* `hists` had no room for a new key */
 #define PT_ERR_COUNTER_FULL 1  /* `counters` had no room for a new key */
 #define PT_ERR_COMM_FULL 2     /* `comms` had no room; the sample went to "other" */
 #define PT_ERR_INFLIGHT_FULL 3 /* a start-time map had no room; the sample was lost */
-#define PT_ERR_COUNT 4
+#define PT_ERR_UNCLOSED 4      /* a thread blocked again while its previous block was still open:
+				* neither its wakeup nor its switch-in ran the programs */
+#define PT_ERR_COUNT 5
 
 /* Value of `tracked` (key: cgroup v2 id). Written by user space; `comms` is incremented by the
  * kernel each time a new process name of this cgroup gets its own series. */
@@ -63,18 +87,36 @@ struct pt_key {
 	__u32 _pad2;
 };
 
-/* Value of `hists`: a latency histogram in nanoseconds. */
+/* Value of `hists`, one per CPU (user space sums them): a latency histogram in nanoseconds.
+ * `latest_at` orders the CPUs' latest values (a clock that only increases, per series: the
+ * sample's end time in ns, or jiffies for RTT); user space keeps the latest_ns of the largest. */
 struct pt_hist {
 	__u64 buckets[PT_BUCKETS];
 	__u64 count;
 	__u64 sum_ns;
 	__u64 latest_ns;
+	__u64 latest_at;
 };
 
-/* Value of `counters`. */
+/* Value of `counters`, one per CPU. */
 struct pt_counter {
 	__u64 bytes;
 	__u64 events;
+};
+
+/* Value of the network family's `net_bytes` (key: cgroup v2 id), one per CPU. */
+#define PT_NET_SEND 0
+#define PT_NET_RECV 1
+struct pt_net_counters {
+	struct pt_counter dir[2]; /* PT_NET_SEND, PT_NET_RECV */
+};
+
+/* Value of the cpu_block family's `block_start` (key: thread id). The loader deletes the entries
+ * of an untracked cgroup. */
+struct pt_block_start {
+	__u64 ts; /* start of the block in flight, 0: none */
+	__u64 cgroup_id;
+	char comm[PT_COMM_LEN];
 };
 
 /* Key of `comms`: the process names of a cgroup that have their own series. */

@@ -10,8 +10,8 @@
  *   event -> tracked[cgroup id]? --no--> return (one hash lookup: the cost of untracked work)
  *                 | yes
  *                 v
- *   hists/counters[{cgroup, comm, probe, op}] += sample
- *                 | new key? -> comms[{cgroup, comm}] or budget left? else comm = "other"
+ *   hists/counters[{cgroup, comm, probe, op}] (this CPU's value) += sample
+ *                 | new key? -> still tracked? comms[{cgroup, comm}] or budget left? else "other"
  */
 #ifndef __PODTRACE_COMMON_H__
 #define __PODTRACE_COMMON_H__
@@ -38,8 +38,11 @@ struct {
 	__type(value, struct pt_target);
 } tracked SEC(".maps");
 
+/* The series maps are per CPU: both CPUs of a busy series never write the same cache line and
+ * need no atomic instruction (measured: the contended atomics were most of the cost of a
+ * tracked event); user space sums the CPUs at snapshot. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 4096);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct pt_key);
@@ -47,7 +50,7 @@ struct {
 } hists SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 4096);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct pt_key);
@@ -85,93 +88,148 @@ static __always_inline struct pt_target *pt_tracked(__u64 cgroup_id, __u32 probe
 	return t;
 }
 
-/* Bucket of a latency: smallest k with ns <= 100us * 2^k, or PT_FINITE_BUCKETS (+Inf). */
-static __always_inline __u32 pt_bucket(__u64 ns)
-{
-	if (ns <= PT_BUCKET_BASE_NS)
-		return 0;
-	__u64 q = (ns - 1) / PT_BUCKET_BASE_NS; /* >= 1 */
-	__u32 log = 0, shift;
-	shift = (q > 0xFFFFFFFFULL) << 5; q >>= shift; log |= shift;
-	shift = (q > 0xFFFF) << 4; q >>= shift; log |= shift;
-	shift = (q > 0xFF) << 3; q >>= shift; log |= shift;
-	shift = (q > 0xF) << 2; q >>= shift; log |= shift;
-	shift = (q > 0x3) << 1; q >>= shift; log |= shift;
-	log |= (q >> 1);
-	__u32 k = log + 1;
-	return k > PT_FINITE_BUCKETS ? PT_FINITE_BUCKETS : k;
-}
-
 /* Fills key->comm for a key that has no series yet: the name keeps its own series while the
- * cgroup's budget (pt_max_comms) lasts, then it is folded into "other" (all zero). */
-static __always_inline void pt_resolve_comm(struct pt_key *key, struct pt_target *t)
+ * cgroup's budget (pt_max_comms) lasts, then it is folded into "other" (all zero). Returns
+ * false when the cgroup is no longer tracked (an operation that started before `untrack`):
+ * then no series is created. */
+static __always_inline bool pt_resolve_comm(struct pt_key *key)
 {
+	struct pt_target *t = bpf_map_lookup_elem(&tracked, &key->cgroup_id);
+	if (!t)
+		return false;
+	if (!key->comm[0])
+		return true; /* already "other" */
 	struct pt_comm_key ck = { .cgroup_id = key->cgroup_id };
 	__builtin_memcpy(ck.comm, key->comm, PT_COMM_LEN);
 	if (bpf_map_lookup_elem(&comms, &ck))
-		return;
+		return true;
 	if (t->comms < pt_max_comms && __sync_fetch_and_add(&t->comms, 1) < pt_max_comms) {
 		__u8 one = 1;
 		if (bpf_map_update_elem(&comms, &ck, &one, BPF_NOEXIST) == 0)
-			return;
+			return true;
 		pt_count_error(PT_ERR_COMM_FULL);
 	}
 	__builtin_memset(key->comm, 0, PT_COMM_LEN);
+	return true;
 }
 
-static __always_inline void pt_hist_add(struct pt_target *t, __u64 cgroup_id, const char *comm,
-					__u8 probe, __u8 op, __u64 ns)
+/* This CPU's value of a series, created on first use. The common case is one lookup of an
+ * existing key: the tracked check and the name budget run only for a new series. */
+static __always_inline void *pt_series(void *map, struct pt_key *key, const void *zero,
+				       __u32 full_error)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+	if (v)
+		return v;
+	if (!pt_resolve_comm(key))
+		return NULL;
+	v = bpf_map_lookup_elem(map, key); /* the name may have been folded into "other" */
+	if (v)
+		return v;
+	long err = bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST: another CPU won the race */) {
+		pt_count_error(full_error);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* Adds a latency sample. `at` orders the latest values of the CPUs (see struct pt_hist). */
+static __always_inline void pt_hist_add(__u64 cgroup_id, const char *comm, __u8 probe, __u8 op,
+					__u64 ns, __u64 at)
 {
 	struct pt_key key = { .cgroup_id = cgroup_id, .probe = probe, .op = op };
 	__builtin_memcpy(key.comm, comm, PT_COMM_LEN);
-	struct pt_hist *h = bpf_map_lookup_elem(&hists, &key);
-	if (!h) {
-		pt_resolve_comm(&key, t);
-		h = bpf_map_lookup_elem(&hists, &key);
-		if (!h) {
-			struct pt_hist zero = {};
-			long err = bpf_map_update_elem(&hists, &key, &zero, BPF_NOEXIST);
-			if (err && err != -17 /* EEXIST: another CPU won the race */) {
-				pt_count_error(PT_ERR_HIST_FULL);
-				return;
-			}
-			h = bpf_map_lookup_elem(&hists, &key);
-			if (!h)
-				return;
-		}
-	}
+	static const struct pt_hist zero;
+	struct pt_hist *h = pt_series(&hists, &key, &zero, PT_ERR_HIST_FULL);
+	if (!h)
+		return;
 	__u32 b = pt_bucket(ns);
 	if (b < PT_BUCKETS)
-		__sync_fetch_and_add(&h->buckets[b], 1);
-	__sync_fetch_and_add(&h->count, 1);
-	__sync_fetch_and_add(&h->sum_ns, ns);
+		h->buckets[b] += 1; /* per-CPU value: no atomic needed */
+	h->count += 1;
+	h->sum_ns += ns;
 	h->latest_ns = ns;
+	h->latest_at = at;
 }
 
-static __always_inline void pt_counter_add(struct pt_target *t, __u64 cgroup_id, const char *comm,
-					   __u8 probe, __u8 op, __u64 bytes)
+static __always_inline void pt_counter_add(__u64 cgroup_id, const char *comm, __u8 probe, __u8 op,
+					   __u64 bytes)
 {
 	struct pt_key key = { .cgroup_id = cgroup_id, .probe = probe, .op = op };
 	__builtin_memcpy(key.comm, comm, PT_COMM_LEN);
-	struct pt_counter *c = bpf_map_lookup_elem(&counters, &key);
-	if (!c) {
-		pt_resolve_comm(&key, t);
-		c = bpf_map_lookup_elem(&counters, &key);
-		if (!c) {
-			struct pt_counter zero = {};
-			long err = bpf_map_update_elem(&counters, &key, &zero, BPF_NOEXIST);
-			if (err && err != -17) {
-				pt_count_error(PT_ERR_COUNTER_FULL);
-				return;
-			}
-			c = bpf_map_lookup_elem(&counters, &key);
-			if (!c)
-				return;
-		}
-	}
-	__sync_fetch_and_add(&c->bytes, bytes);
-	__sync_fetch_and_add(&c->events, 1);
+	static const struct pt_counter zero;
+	struct pt_counter *c = pt_series(&counters, &key, &zero, PT_ERR_COUNTER_FULL);
+	if (!c)
+		return;
+	c->bytes += bytes;
+	c->events += 1;
 }
+
+#ifdef PT_TASK_CACHE
+/* Per-task cache of the tracked check and the process name, for the programs that run in the
+ * task's own context with a BTF task pointer (tp_btf). One task-storage lookup (no hashing)
+ * replaces the `tracked` lookup and bpf_get_current_comm on every event. It is valid while the
+ * task's cgroup is the same and `tracked_gen` (bumped by the loader after every change of the
+ * tracked cgroups) has not moved; a rename (task_rename fires for prctl, /proc comm writes and
+ * exec) invalidates it. */
+struct pt_task_cache {
+	__u64 cgroup_id;
+	__u32 gen;    /* tracked_gen when filled, 0: invalid */
+	__u32 probes; /* the cgroup's PT_PROBE_* bits then, 0: not tracked */
+	char comm[PT_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct pt_task_cache);
+} task_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tracked_gen SEC(".maps");
+
+#define PT_STORAGE_CREATE 1 /* BPF_LOCAL_STORAGE_GET_F_CREATE */
+
+/* The current task's cache entry, filled if stale; NULL when it cannot be had (then the caller
+ * does the uncached check). */
+static __always_inline struct pt_task_cache *pt_current(__u64 cg)
+{
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&tracked_gen, &zero);
+	if (!gen || !*gen)
+		return NULL;
+	struct pt_task_cache *c =
+		bpf_task_storage_get(&task_cache, bpf_get_current_task_btf(), 0, PT_STORAGE_CREATE);
+	if (!c)
+		return NULL;
+	if (c->gen != *gen || c->cgroup_id != cg) {
+		struct pt_target *t = bpf_map_lookup_elem(&tracked, &cg);
+		c->probes = t ? t->probes : 0;
+		if (t)
+			bpf_get_current_comm(c->comm, sizeof(c->comm));
+		c->cgroup_id = cg;
+		c->gen = *gen;
+	}
+	return c;
+}
+
+/* task_rename: the cached name of that task is stale. */
+#define PT_TASK_RENAME_PROG(name)                                                           \
+	SEC("tp_btf/task_rename")                                                           \
+	int BPF_PROG(name, struct task_struct *task)                                        \
+	{                                                                                   \
+		struct pt_task_cache *c = bpf_task_storage_get(&task_cache, task, 0, 0);    \
+		if (c)                                                                      \
+			c->gen = 0;                                                         \
+		return 0;                                                                   \
+	}
+#endif /* PT_TASK_CACHE */
 
 /* The cgroup v2 id of a socket's owner (the cgroup it was created in), read with CO-RE. */
 static __always_inline __u64 pt_sock_cgroup_id(const struct sock *sk)

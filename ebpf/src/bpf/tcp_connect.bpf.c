@@ -46,10 +46,8 @@ static __always_inline void pt_state(const void *sk, int oldstate, int newstate)
 	if (!s)
 		return;
 	if (newstate == TCP_ESTABLISHED) {
-		struct pt_target *t = pt_tracked(s->cgroup_id, PT_PROBE_TCP_CONNECT);
-		if (t)
-			pt_hist_add(t, s->cgroup_id, s->comm, PT_PROBE_TCP_CONNECT, PT_OP_NONE,
-				    bpf_ktime_get_ns() - s->ts);
+		__u64 now = bpf_ktime_get_ns();
+		pt_hist_add(s->cgroup_id, s->comm, PT_PROBE_TCP_CONNECT, PT_OP_NONE, now - s->ts, now);
 	}
 	bpf_map_delete_elem(&connect_start, &key); /* established or failed */
 }

@@ -49,8 +49,8 @@ pub struct ProgramLabels {
 /// Labels of the kernel drop counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
-    /// `histograms_full`, `counters_full`, `process_names_full`, `inflight_full` or
-    /// `recursion_miss`.
+    /// `histograms_full`, `counters_full`, `process_names_full`, `inflight_full`,
+    /// `unclosed_blocks` or `recursion_miss`.
     pub reason: String,
 }
 
@@ -251,6 +251,7 @@ impl EbpfSource {
             ("counters_full", d.counters_full),
             ("process_names_full", d.process_names_full),
             ("inflight_full", d.inflight_full),
+            ("unclosed_blocks", d.unclosed_blocks),
         ] {
             self.add_drop(reason, reason, value);
         }
