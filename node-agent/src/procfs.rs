@@ -201,12 +201,22 @@ impl KeptFile {
 }
 
 /// The open file descriptors of a process: the size `stat` reports for `/proc/<pid>/fd` (one
-/// syscall; Linux ≥ 6.2), or the directory's entries on kernels that report 0.
-pub fn count_fds(fd_dir: &std::path::Path) -> crate::Result<u64> {
-    let size = std::fs::metadata(fd_dir)
-        .map_err(|source| crate::Error::Read { path: fd_dir.to_owned(), source })?
-        .len();
-    if size > 0 { Ok(size) } else { count_dir(fd_dir) }
+/// syscall; Linux ≥ 6.2), or the directory's entries on kernels that report 0. `fd_dir` is the
+/// directory kept open (an `fstat` walks no path), reopened after an error.
+pub fn count_fds(fd_dir: &mut KeptFile) -> crate::Result<u64> {
+    let err = |source| crate::Error::Read { path: fd_dir.path.clone(), source };
+    let file = match &fd_dir.file {
+        Some(f) => f,
+        None => fd_dir.file.insert(std::fs::File::open(&fd_dir.path).map_err(err)?),
+    };
+    match file.metadata() {
+        Ok(m) if m.len() > 0 => Ok(m.len()),
+        Ok(_) => count_dir(&fd_dir.path),
+        Err(e) => {
+            fd_dir.file = None;
+            Err(err(e))
+        }
+    }
 }
 
 /// The number of entries of a directory (`/proc/<pid>/fd`, `/proc/<pid>/task`).
@@ -281,11 +291,13 @@ mod tests {
             .spawn()
             .unwrap();
         let dir = std::path::PathBuf::from(format!("/proc/{}/fd", child.id()));
-        let fds = count_fds(&dir).unwrap();
+        let mut kept = KeptFile::new(&dir);
+        let fds = count_fds(&mut kept).unwrap();
         assert_eq!(fds, count_dir(&dir).unwrap());
         assert!(fds >= 3, "stdin, stdout, stderr: {fds}");
         child.kill().unwrap();
         child.wait().unwrap();
+        assert!(count_fds(&mut kept).is_err(), "a gone process has no descriptors to count");
     }
 
     #[test]

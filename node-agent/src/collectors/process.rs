@@ -10,7 +10,7 @@ use podtrace_api::MonitoringProfileSpec;
 use serde::Serialize;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    path::{Path, PathBuf},
+    path::Path,
     time::{Instant, SystemTime},
 };
 
@@ -167,7 +167,7 @@ struct ProcFiles {
     stat: KeptFile,
     statm: KeptFile,
     io: KeptFile,
-    fd_dir: PathBuf,
+    fd_dir: KeptFile,
     /// The inode of the process's network namespace (fixed for its life in practice), the key of
     /// the shared `net/dev` reading.
     netns: Option<u64>,
@@ -221,7 +221,7 @@ impl ProcessCollector {
                 stat: KeptFile::one_record(base.join("stat")),
                 statm: KeptFile::one_record(base.join("statm")),
                 io: KeptFile::one_record(base.join("io")),
-                fd_dir: base.join("fd"),
+                fd_dir: KeptFile::new(base.join("fd")),
                 netns: std::fs::metadata(base.join("ns/net")).ok().map(|m| m.ino()),
             }
         });
@@ -238,7 +238,7 @@ impl ProcessCollector {
                 .unwrap_or(0),
             io: files.io.parse(procfs::parse_pid_io).unwrap_or_default(),
             net: files.netns.map(|ns| net.read(proc, pid, ns)).unwrap_or_default(),
-            fds: procfs::count_fds(&files.fd_dir).unwrap_or(0),
+            fds: procfs::count_fds(&mut files.fd_dir).unwrap_or(0),
             stat: Some(stat),
         })
     }
