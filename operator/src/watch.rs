@@ -147,6 +147,7 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
         .default_backoff()
         .modify(|nt| {
             nt.spec.pods = Vec::new();
+            nt.spec.pod_settings = Vec::new();
             nt.spec.settings = Default::default();
             nt.managed_fields_mut().clear();
         })
