@@ -12,7 +12,7 @@
 //! leader consumes the marks.
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use crate::context::{Cache, Context};
 use crate::desired::{SPEC_HASH_ANNOTATION, selects};
 use crate::index::{ProjectedPod, Touched};
+use crate::watched_pod::WatchedPod;
 
 /// Pages of the initial lists: large pages list 10,000 pods in few round trips.
 const PAGE_SIZE: u32 = 500;
@@ -39,10 +40,11 @@ where
     }
 }
 
-/// Pods → the projected index. Each Pod is projected and dropped as it arrives.
+/// Pods → the projected index. Each Pod is decoded as a [`WatchedPod`] (only the projected
+/// fields), projected and dropped as it arrives.
 pub async fn pods(ctx: Arc<Context>) {
-    let stream = watcher(api::<Pod>(&ctx, true), watcher::Config::default().page_size(PAGE_SIZE))
-        .default_backoff();
+    let config = watcher::Config::default().page_size(PAGE_SIZE);
+    let stream = watcher(api::<WatchedPod>(&ctx, true), config).default_backoff();
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let touched = {
