@@ -2,11 +2,11 @@
 //!
 //! | watch | kept | a change marks |
 //! |---|---|---|
-//! | Pods | projection in the pod index | old and new node; PodTraces of the namespace that select it |
+//! | Pods (decoded as `WatchedPod`) | projection in the pod index | old and new node; PodTraces of the namespace that select it |
 //! | Nodes (metadata only) | names in the index | that node |
-//! | MonitoringProfiles | store | every node; every PodTrace |
-//! | NodeTraces (pods stripped) | store | that node; the PodTraces it lists |
-//! | PodTraces | store | nodes hosting its namespace's pods or listing it; itself |
+//! | MonitoringProfiles (managed fields stripped) | store | every node; every PodTrace |
+//! | NodeTraces (pods, settings and managed fields stripped) | store | that node; the PodTraces it lists |
+//! | PodTraces (managed fields stripped) | store | nodes hosting its namespace's pods or listing it; itself |
 //!
 //! All replicas run the watches (a standby is ready to take over with warm caches); only the
 //! leader consumes the marks.
@@ -131,6 +131,7 @@ pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
     let stream =
         watcher(Api::<MonitoringProfile>::all(ctx.client.clone()), watcher::Config::default())
             .default_backoff()
+            .modify(|p| p.managed_fields_mut().clear())
             .reflect(writer);
     for_each_change(stream, Cache::Profiles, &ctx, |ctx, _| {
         let nodes: Vec<Arc<str>> =
@@ -212,6 +213,9 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
 pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
     let stream = watcher(api::<PodTrace>(&ctx, true), watcher::Config::default())
         .default_backoff()
+        // Managed fields are never read, and the status entry's grows with every node listed in
+        // status.nodes (about 150 bytes per node, per PodTrace).
+        .modify(|pt| pt.managed_fields_mut().clear())
         .reflect(writer);
     // The generation seen per PodTrace: status writes and finalizer updates do not change what
     // it selects, so they do not cost a NodeTrace recomputation (a deletion bumps generation).
