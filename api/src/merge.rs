@@ -5,9 +5,9 @@
 //! use the most sensitive thresholds (the minimum of each, which keeps them ordered), and the
 //! series budget is the largest asked for (the union of probes produces more series).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::nodetrace::{NodeTraceSpec, PodTraceRef, TracedPod};
+use crate::nodetrace::{NodeTraceSpec, PodSettings, PodTraceRef, TracedPod, settings_key};
 use crate::profile::{MonitoringProfileSpec, ProbeSettings};
 
 /// Merges profiles; `None` when there are none.
@@ -74,14 +74,35 @@ fn normalize(p: &mut MonitoringProfileSpec) {
     p.labels.pod_labels.dedup();
 }
 
-/// Builds a node's NodeTrace spec from its traced pods: pods sorted by namespace and name, the
-/// node-wide merged settings, and every requesting PodTrace once.
-pub fn node_trace_spec(mut pods: Vec<TracedPod>) -> NodeTraceSpec {
+/// Builds a node's NodeTrace spec from its traced pods and their merged settings: pods sorted by
+/// namespace and name, each referring by `settingsKey` to its settings, listed once per distinct
+/// content in `podSettings` (sorted by key); the node-wide merged settings; and every requesting
+/// PodTrace once.
+pub fn node_trace_spec(pods: Vec<(TracedPod, MonitoringProfileSpec)>) -> NodeTraceSpec {
+    let mut table: BTreeMap<String, MonitoringProfileSpec> = BTreeMap::new();
+    let mut pods: Vec<TracedPod> = pods
+        .into_iter()
+        .map(|(mut pod, settings)| {
+            pod.settings_key = settings_key(&settings);
+            table.entry(pod.settings_key.clone()).or_insert(settings);
+            pod
+        })
+        .collect();
     pods.sort_by(|a, b| (&a.namespace, &a.name, &a.uid).cmp(&(&b.namespace, &b.name, &b.uid)));
-    let settings = merge_profiles(pods.iter().map(|p| &p.settings)).unwrap_or_default();
+    // Merging is idempotent (unions, minima, maxima), so the distinct settings merge to the same
+    // node-wide settings as one copy per pod.
+    let settings = merge_profiles(table.values()).unwrap_or_default();
     let requested_by: BTreeSet<PodTraceRef> =
         pods.iter().flat_map(|p| p.requested_by.iter().cloned()).collect();
-    NodeTraceSpec { settings, pods, requested_by: requested_by.into_iter().collect() }
+    NodeTraceSpec {
+        settings,
+        pods,
+        pod_settings: table
+            .into_iter()
+            .map(|(key, settings)| PodSettings { key, settings })
+            .collect(),
+        requested_by: requested_by.into_iter().collect(),
+    }
 }
 
 #[cfg(test)]
@@ -169,13 +190,15 @@ mod tests {
     #[test]
     fn node_trace_spec_sorts_pods_and_lists_each_requester_once() {
         let pt = |n: &str| PodTraceRef { namespace: "ns".into(), name: n.into() };
-        let pod = |name: &str, spec: MonitoringProfileSpec, by: Vec<PodTraceRef>| TracedPod {
-            uid: format!("uid-{name}"),
-            namespace: "ns".into(),
-            name: name.into(),
-            settings: spec,
-            requested_by: by,
-            ..Default::default()
+        let pod = |name: &str, spec: MonitoringProfileSpec, by: Vec<PodTraceRef>| {
+            let pod = TracedPod {
+                uid: format!("uid-{name}"),
+                namespace: "ns".into(),
+                name: name.into(),
+                requested_by: by,
+                ..Default::default()
+            };
+            (pod, spec)
         };
         let spec = node_trace_spec(vec![
             pod("b", Preset::Daemon.spec(), vec![pt("x"), pt("y")]),
@@ -185,6 +208,23 @@ mod tests {
         assert_eq!(spec.requested_by, vec![pt("x"), pt("y")]);
         assert_eq!(spec.settings.interval, "1s");
         assert_eq!(spec.settings.history.size, 1000);
+        assert_eq!(spec.settings_of(&spec.pods[0]), Some(&Preset::Intensive.spec()));
+        assert_eq!(spec.settings_of(&spec.pods[1]), Some(&Preset::Daemon.spec()));
+    }
+
+    #[test]
+    fn pods_with_equal_settings_share_one_entry_and_a_missing_key_finds_none() {
+        let pod = |name: &str| {
+            let pod = TracedPod { uid: name.into(), name: name.into(), ..Default::default() };
+            (pod, Preset::Standard.spec())
+        };
+        let spec = node_trace_spec(vec![pod("a"), pod("b"), pod("c")]);
+        assert_eq!(spec.pod_settings.len(), 1);
+        assert_eq!(spec.pod_settings[0].key, settings_key(&Preset::Standard.spec()));
+        assert!(spec.pods.iter().all(|p| p.settings_key == spec.pod_settings[0].key));
+        assert_eq!(spec.settings, Preset::Standard.spec());
+        let stray = TracedPod { settings_key: "0000000000000000".into(), ..Default::default() };
+        assert_eq!(spec.settings_of(&stray), None);
     }
 
     #[test]

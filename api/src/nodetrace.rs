@@ -1,6 +1,12 @@
 //! `NodeTrace`: the configuration of one node's agent (spec, by the operator) and what that agent
 //! achieved (status, by the agent). One object per node, so hundreds of agents never write the
 //! same object; the operator rolls the statuses up into each PodTrace.
+//!
+//! ```text
+//!  spec.settings         node-wide merge (which probes the agent loads)
+//!  spec.podSettings[]    {key, settings}: each distinct per-pod merge once, key = its hash
+//!  spec.pods[]           {uid, …, settingsKey} ──refers to──► podSettings[key]
+//! ```
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -10,8 +16,8 @@ use std::collections::BTreeMap;
 
 use crate::profile::{MonitoringProfileSpec, Probe};
 
-/// Spec of a NodeTrace, owned by the operator: every traced pod on the node with its containers
-/// and merged settings. Named after the node.
+/// Spec of a NodeTrace, owned by the operator: every traced pod on the node with its containers,
+/// and each distinct merged settings once. Named after the node.
 #[allow(
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) repeats the keys name/type_/json_path; clippy reads them as duplicates"
@@ -43,6 +49,14 @@ pub struct NodeTraceSpec {
     #[serde(default)]
     #[schemars(transform = without_cel_rules)]
     pub settings: MonitoringProfileSpec,
+    /// The distinct merged settings of the pods of this node, sorted by key; each pod names its
+    /// entry in `settingsKey`. Pods selected by the same PodTraces share one entry, so a node of
+    /// 100 pods carries a handful of settings instead of 100 copies.
+    #[serde(default)]
+    #[schemars(length(max = 2048), transform = without_cel_rules)]
+    // Atomic for the same reason as pods: written whole by the operator only.
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub pod_settings: Vec<PodSettings>,
     /// The traced pods on this node, sorted by namespace and name.
     #[serde(default)]
     #[schemars(length(max = 2048), transform = without_cel_rules)]
@@ -77,6 +91,31 @@ fn without_cel_rules(schema: &mut schemars::Schema) {
     *schema = value.try_into().expect("a schema stays a schema without its CEL rules");
 }
 
+impl NodeTraceSpec {
+    /// The settings `pod` refers to by `settingsKey`; `None` when no entry of `podSettings` has
+    /// that key (the agent then reports the pod Failed with reason `SettingsNotFound`).
+    pub fn settings_of(&self, pod: &TracedPod) -> Option<&MonitoringProfileSpec> {
+        self.pod_settings.iter().find(|s| s.key == pod.settings_key).map(|s| &s.settings)
+    }
+}
+
+/// One distinct merged settings of a NodeTrace, referred to by the pods that use it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSettings {
+    /// Content hash of the settings (16 hex digits of their SHA-256); the pods' `settingsKey`.
+    pub key: String,
+    /// The merge of the effective profiles of every PodTrace that selects the pods referring to
+    /// this entry.
+    pub settings: MonitoringProfileSpec,
+}
+
+/// The key of `settings` in `NodeTraceSpec.podSettings`: its content hash (16 hex digits), so
+/// equal settings share an entry whatever the order they were merged in.
+pub fn settings_key(settings: &MonitoringProfileSpec) -> String {
+    crate::effective::profile_hash(settings)
+}
+
 /// A pod the agent of the node traces.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -99,9 +138,9 @@ pub struct TracedPod {
     /// Names of the effective profiles merged for this pod.
     #[serde(default)]
     pub profiles: Vec<String>,
-    /// The settings for this pod: the merge of the effective profiles of every PodTrace that
-    /// selects it.
-    pub settings: MonitoringProfileSpec,
+    /// The key of this pod's entry in `spec.podSettings`: the merge of the effective profiles
+    /// of every PodTrace that selects it.
+    pub settings_key: String,
     /// The PodTraces that select this pod.
     #[serde(default)]
     pub requested_by: Vec<PodTraceRef>,
@@ -271,6 +310,9 @@ pub enum PodAttachReason {
     SeriesBudgetExceeded,
     /// The node's agent has not reported for three heartbeats.
     AgentNotReporting,
+    /// The pod's settingsKey names no entry of the NodeTrace's spec.podSettings, so the agent
+    /// does not know what to measure; the pod is not traced (the other pods are).
+    SettingsNotFound,
 }
 
 /// One pod's attach result on a node.

@@ -17,6 +17,7 @@ use podtrace_api::{
     NodeTrace, NodeTraceSpec, NodeTraceStatus, Probe,
     nodetrace::{
         KernelFeatures, PodAttachReason, PodAttachState, PodAttachStatus, ProbeState, ProbeStatus,
+        TracedPod,
     },
 };
 use std::{
@@ -57,8 +58,18 @@ pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec
     let mut targets = Vec::new();
     let mut pending = Vec::new();
     for pod in &spec.pods {
+        let Some(settings) = spec.settings_of(pod) else {
+            // `status` reports the pod Failed with this reason; the other pods keep running.
+            pending.push(Pending {
+                key: TargetKey::new(&pod.namespace, &pod.name, ""),
+                uid: pod.uid.clone(),
+                reason: PodAttachReason::SettingsNotFound,
+                message: settings_not_found(pod),
+            });
+            continue;
+        };
         let qos = pod.qos_class.as_deref().and_then(QosClass::parse);
-        let labels = pod_labels(&pod.labels, &pod.settings.labels.pod_labels);
+        let labels = pod_labels(&pod.labels, &settings.labels.pod_labels);
         if pod.containers.is_empty() {
             pending.push(Pending {
                 key: TargetKey::new(&pod.namespace, &pod.name, ""),
@@ -88,7 +99,7 @@ pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec
                     uid: pod.uid.clone(),
                     cgroup,
                     pids: None,
-                    profile: pod.settings.clone(),
+                    profile: settings.clone(),
                     pod_labels: labels.clone(),
                 }),
                 None => pending.push(Pending {
@@ -105,6 +116,15 @@ pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec
         }
     }
     (targets, pending)
+}
+
+/// Why a pod whose `settingsKey` is not in `spec.podSettings` is not traced.
+fn settings_not_found(pod: &TracedPod) -> String {
+    format!(
+        "settingsKey {:?} names no entry of spec.podSettings: the pod is not traced; the operator \
+         rewrites the NodeTrace whole, so this is a hand-edited NodeTrace or an operator bug",
+        pod.settings_key
+    )
 }
 
 /// Watches `NodeTrace/<node>` and keeps `desired` current; sets `changed` on every change and
@@ -192,7 +212,14 @@ pub fn status(
         let pending: Vec<&Pending> = engine.pending.iter().filter(|p| p.uid == pod.uid).collect();
         let attached: Vec<&(TargetKey, String, Option<u64>)> =
             engine.attached.iter().filter(|a| a.1 == pod.uid).collect();
-        let (state, reason, message) = if let Some(p) = pending.first() {
+        let settings = spec.settings_of(pod);
+        let (state, reason, message) = if settings.is_none() {
+            (
+                PodAttachState::Failed,
+                Some(PodAttachReason::SettingsNotFound),
+                Some(settings_not_found(pod)),
+            )
+        } else if let Some(p) = pending.first() {
             (PodAttachState::Pending, Some(p.reason), Some(p.message.clone()))
         } else if attached.is_empty() {
             (
@@ -215,7 +242,7 @@ pub fn status(
                 Some(PodAttachReason::SeriesBudgetExceeded),
                 Some(format!(
                     "the pod's series exceed maxSeriesPerPod ({}); some are dropped",
-                    pod.settings.max_series_per_pod
+                    settings.map_or(0, |s| s.max_series_per_pod)
                 )),
             )
         } else if attached.iter().any(|a| a.2.is_none()) {
@@ -383,7 +410,7 @@ pub fn summary(s: &NodeTraceStatus) -> BTreeMap<&'static str, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podtrace_api::nodetrace::{TracedContainer, TracedPod};
+    use podtrace_api::nodetrace::{PodSettings, TracedContainer};
 
     fn pod(uid: &str, qos: &str, runtime_id: Option<&str>) -> TracedPod {
         TracedPod {
@@ -395,6 +422,7 @@ mod tests {
                 name: "app".into(),
                 runtime_id: runtime_id.map(String::from),
             }],
+            settings_key: "k1".into(),
             ..Default::default()
         }
     }
@@ -411,7 +439,9 @@ mod tests {
                 pod("a-b", "Burstable", Some("containerd://abc")),
                 pod("c-d", "BestEffort", Some("cri-o://def")),
                 pod("e-f", "Guaranteed", None),
+                TracedPod { settings_key: "gone".into(), ..pod("g-h", "Burstable", None) },
             ],
+            pod_settings: vec![PodSettings { key: "k1".into(), settings: Default::default() }],
             ..Default::default()
         };
         let (targets, pending) = resolve(&spec, &layout);
@@ -420,7 +450,11 @@ mod tests {
         assert!(targets[0].cgroup.v2_id.is_some());
         assert_eq!(
             pending.iter().map(|p| p.reason).collect::<Vec<_>>(),
-            [PodAttachReason::CgroupNotFound, PodAttachReason::ContainerNotStarted]
+            [
+                PodAttachReason::CgroupNotFound,
+                PodAttachReason::ContainerNotStarted,
+                PodAttachReason::SettingsNotFound
+            ]
         );
 
         let engine = EngineStatus {
@@ -442,7 +476,10 @@ mod tests {
         let over = status(&spec, Some(3), &over, &kernel_features(&layout), 16, 0);
         assert_eq!(over.pods[0].state, PodAttachState::Attached);
         assert_eq!(over.pods[0].reason, Some(PodAttachReason::SeriesBudgetExceeded));
-        assert_eq!((s.tracked_pods, s.attached_pods, s.series), (3, 1, 12));
+        assert_eq!((s.tracked_pods, s.attached_pods, s.series), (4, 1, 12));
+        assert_eq!(s.pods[3].state, PodAttachState::Failed, "a missing settings entry fails");
+        assert_eq!(s.pods[3].reason, Some(PodAttachReason::SettingsNotFound));
+        assert!(s.pods[3].message.as_deref().unwrap().contains("\"gone\""));
         assert_eq!(s.pods[0].state, PodAttachState::Attached);
         assert_eq!(s.pods[1].reason, Some(PodAttachReason::CgroupNotFound));
         assert_eq!(s.pods[2].reason, Some(PodAttachReason::ContainerNotStarted));
@@ -450,6 +487,7 @@ mod tests {
         let c = conditions(&s, &[], &Time(Timestamp::UNIX_EPOCH));
         assert_eq!((c[0].type_.as_str(), c[0].status.as_str()), ("Ready", "False"));
         assert_eq!(summary(&s)["pending"], 2);
+        assert_eq!(summary(&s)["failed"], 1);
         std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -5,7 +5,8 @@
 //!  PodTraces of ns ──selects(pod)──► (PodTrace, EffectiveProfile) per pod  (effective::resolve)
 //!                                      │ merge::merge_profiles
 //!                                      ▼
-//!                                  TracedPod ──merge::node_trace_spec──► NodeTraceSpec
+//!                        (TracedPod, settings) ──merge::node_trace_spec──► NodeTraceSpec
+//!                                                  (pods refer to podSettings[] by settingsKey)
 //! ```
 
 use podtrace_api::effective::{self, EffectiveProfile, ProfileError};
@@ -85,9 +86,9 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
         result
     }
 
-    /// The traced pod for `pod`, or `None` when no active PodTrace with a resolvable profile
-    /// selects it.
-    pub fn traced_pod(&self, pod: &ProjectedPod) -> Option<TracedPod> {
+    /// The traced pod for `pod` and its merged settings, or `None` when no active PodTrace with
+    /// a resolvable profile selects it. `settingsKey` is filled in by `merge::node_trace_spec`.
+    pub fn traced_pod(&self, pod: &ProjectedPod) -> Option<(TracedPod, MonitoringProfileSpec)> {
         let selecting: Vec<(&PodTrace, Arc<EffectiveProfile>)> = self
             .by_namespace
             .get(&*pod.namespace)?
@@ -123,7 +124,7 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
         let profiles: BTreeSet<String> = selecting.iter().map(|(_, p)| p.name.clone()).collect();
         let requested_by: BTreeSet<PodTraceRef> =
             selecting.iter().map(|(pt, _)| reference(pt)).collect();
-        Some(TracedPod {
+        let traced = TracedPod {
             uid: pod.uid.to_string(),
             namespace: pod.namespace.to_string(),
             name: pod.name.to_string(),
@@ -131,9 +132,10 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
             containers,
             labels,
             profiles: profiles.into_iter().collect(),
-            settings,
+            settings_key: String::new(),
             requested_by: requested_by.into_iter().collect(),
-        })
+        };
+        Some((traced, settings))
     }
 
     /// The spec of `node`'s NodeTrace, or `None` when the node does not exist or has no traced
@@ -142,7 +144,7 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
         if !index.node_exists(node) {
             return None;
         }
-        let pods: Vec<TracedPod> = index.on_node(node).filter_map(|p| self.traced_pod(p)).collect();
+        let pods: Vec<_> = index.on_node(node).filter_map(|p| self.traced_pod(p)).collect();
         (!pods.is_empty()).then(|| merge::node_trace_spec(pods))
     }
 }
@@ -162,6 +164,7 @@ mod tests {
     use super::*;
     use crate::index::tests::pod;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use podtrace_api::nodetrace::{PodSettings, settings_key};
     use podtrace_api::podtrace::{PodTraceSpec, ProfileRef};
     use podtrace_api::presets::Preset;
 
@@ -233,8 +236,10 @@ mod tests {
         let spec = set.node_trace(&idx, "n1").unwrap();
         let settings =
             merge::merge_profiles([&Preset::Batch.spec(), &Preset::RealtimeApi.spec()]).unwrap();
+        let key = settings_key(&settings);
         let expected = NodeTraceSpec {
             settings: settings.clone(),
+            pod_settings: vec![PodSettings { key: key.clone(), settings }],
             pods: vec![TracedPod {
                 uid: "uid-ns-a".into(),
                 namespace: "ns".into(),
@@ -249,7 +254,7 @@ mod tests {
                 ],
                 labels: BTreeMap::new(),
                 profiles: vec!["batch".into(), "realtime-api".into()],
-                settings,
+                settings_key: key,
                 requested_by: vec![ptref("b"), ptref("r")],
             }],
             requested_by: vec![ptref("b"), ptref("r")],
@@ -275,7 +280,7 @@ mod tests {
         let mut two = podtrace("ns", "two", "web", None);
         two.spec.containers = vec!["side".into()];
         let set = TraceSet::new([&one, &two], presets);
-        let traced = set.traced_pod(idx.get("uid-ns-a").unwrap()).unwrap();
+        let (traced, _) = set.traced_pod(idx.get("uid-ns-a").unwrap()).unwrap();
         let names: Vec<&str> = traced.containers.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["app", "side"]);
         assert_eq!(traced.labels, BTreeMap::from([("team".to_string(), "x".to_string())]));
@@ -293,7 +298,8 @@ mod tests {
         let spec = set.node_trace(&idx, "n1").unwrap();
         let profiles: Vec<_> = spec.pods.iter().map(|p| p.profiles.clone()).collect();
         assert_eq!(profiles, [vec!["daemon".to_string()], vec!["standard".to_string()]]);
-        assert_eq!(spec.pods[0].settings, Preset::Daemon.spec());
+        assert_eq!(spec.settings_of(&spec.pods[0]), Some(&Preset::Daemon.spec()));
+        assert_eq!(spec.pod_settings.len(), 2, "daemon and standard, once each");
     }
 
     #[test]

@@ -2,18 +2,20 @@
 //!
 //! ```text
 //!  Pod watch ──project()──► ProjectedPod ──► PodIndex ──► pods by uid
-//!  (full Pod, dropped)      uid, ns, name,              ├─► uids by node
+//!  (WatchedPod, dropped)    uid, ns, name,              ├─► uids by node
 //!                           labels, node, owner kind,   └─► uids by namespace
 //!                           QoS, containers + IDs
 //!  Node watch (metadata) ──────────────────► PodIndex.nodes
 //! ```
 //!
-//! Full Pod objects are decoded one at a time and dropped; the index keeps a few hundred bytes per
-//! pod. Namespaces, node names, owner kinds, QoS classes and label keys/values repeat across
-//! thousands of pods, so they are interned (`Arc<str>`). Nothing here does I/O: the watchers in
-//! `watch.rs` feed it and every change reports the nodes whose NodeTrace may have changed.
+//! Pods are decoded as [`WatchedPod`]s (only the fields projected) one at a time and dropped; the
+//! index keeps a few hundred bytes per pod. Namespaces, node names, owner kinds, QoS classes and
+//! label keys/values repeat across thousands of pods, so they are interned (`Arc<str>`), and the
+//! strings no pod uses any more are dropped from the table every 1024 deletions. Nothing here does
+//! I/O: the watchers in `watch.rs` feed it and every change reports the nodes whose NodeTrace may
+//! have changed.
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::watched_pod::WatchedPod;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -32,7 +34,26 @@ impl Interner {
         self.0.insert(shared.clone());
         shared
     }
+
+    /// Forgets the strings no pod or node uses any more (label values of rolled-out
+    /// ReplicaSets, deleted namespaces), so the table follows the cluster instead of its history.
+    pub fn prune(&mut self) {
+        self.0.retain(|s| Arc::strong_count(s) > 1);
+    }
+
+    /// Number of strings kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no string is kept.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
+
+/// Deletions between two [`Interner::prune`]s.
+const PRUNE_EVERY: usize = 1024;
 
 /// A pod's labels: sorted pairs of interned strings (cheaper than a map for the handful of
 /// labels a pod has).
@@ -86,15 +107,16 @@ pub struct ProjectedPod {
 }
 
 impl ProjectedPod {
-    /// Projects a Pod, interning the strings that repeat across pods.
-    pub fn project(pod: &Pod, interner: &mut Interner) -> Option<Self> {
+    /// Projects a Pod, interning the strings that repeat across pods (not the uid, which is
+    /// unique: interning it would only add a table entry per pod that outlives the pod).
+    pub fn project(pod: &WatchedPod, interner: &mut Interner) -> Option<Self> {
         let meta = &pod.metadata;
-        let uid = interner.intern(meta.uid.as_deref()?);
+        let uid: Arc<str> = Arc::from(meta.uid.as_deref()?);
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
         let statuses = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
         let containers = spec
-            .map(|s| s.containers.as_slice())
+            .and_then(|s| s.containers.as_deref())
             .unwrap_or_default()
             .iter()
             .map(|c| ContainerRef {
@@ -151,6 +173,7 @@ pub struct PodIndex {
     by_namespace: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     nodes: BTreeSet<Arc<str>>,
     relisting: Option<HashSet<Arc<str>>>,
+    deletions: usize,
     /// Interns the strings of projected pods.
     pub interner: Interner,
 }
@@ -200,6 +223,11 @@ impl PodIndex {
         let mut touched = Touched::default();
         if let Some(old) = self.remove(uid) {
             touched.pod(&old);
+            self.deletions += 1;
+            if self.deletions.is_multiple_of(PRUNE_EVERY) {
+                drop(old);
+                self.interner.prune();
+            }
         }
         touched
     }
@@ -331,7 +359,7 @@ pub(crate) mod tests {
 
     #[test]
     fn projection_keeps_ids_owner_qos_and_phase_and_nothing_else() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let pod: WatchedPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1",
                 "labels": {"app": "web"}, "annotations": {"big": "x".repeat(1000)},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
@@ -388,6 +416,17 @@ pub(crate) mod tests {
         index.apply(pod("ns", "a", Some("n1"), &[], &[]));
         assert_eq!(index.relist_done().nodes, BTreeSet::from(["n2".into()]));
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn the_interner_forgets_strings_no_pod_uses() {
+        let mut interner = Interner::default();
+        let kept = interner.intern("kept");
+        interner.intern("gone");
+        assert_eq!(interner.len(), 2);
+        interner.prune();
+        assert_eq!(interner.len(), 1);
+        assert!(Arc::ptr_eq(&kept, &interner.intern("kept")));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod presets;
 pub mod selector;
 pub mod status;
 pub mod watch;
+pub mod watched_pod;
 
 pub use error::{Error, Result};
 

@@ -20,9 +20,10 @@ use crate::{Error, FIELD_MANAGER, Result};
 /// How long the writer waits after a mark for more marks, so that a burst of pod events (a
 /// rollout, the initial list) becomes one batch.
 const BATCH_DELAY: Duration = Duration::from_millis(20);
-/// Concurrent NodeTrace writes. The API server's apply of a large NodeTrace is CPU-bound, so
-/// more in flight only raises the operator's peak memory (specs, bodies, answers).
-const CONCURRENCY: usize = 4;
+/// Concurrent NodeTrace writes. Since pods refer to a shared settings table a NodeTrace of 100
+/// pods is ~30 KiB, so 16 specs and bodies in flight cost well under a MiB, and the API server's
+/// round trips (admission, etcd) overlap.
+const CONCURRENCY: usize = 16;
 /// When a write failed, the node is retried after this delay.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 

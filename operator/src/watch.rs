@@ -2,17 +2,17 @@
 //!
 //! | watch | kept | a change marks |
 //! |---|---|---|
-//! | Pods | projection in the pod index | old and new node; PodTraces of the namespace that select it |
+//! | Pods (decoded as `WatchedPod`) | projection in the pod index | old and new node; PodTraces of the namespace that select it |
 //! | Nodes (metadata only) | names in the index | that node |
-//! | MonitoringProfiles | store | every node; every PodTrace |
-//! | NodeTraces (pods stripped) | store | that node; the PodTraces it lists |
-//! | PodTraces | store | nodes hosting its namespace's pods or listing it; itself |
+//! | MonitoringProfiles (managed fields stripped) | store | every node; every PodTrace |
+//! | NodeTraces (pods, settings and managed fields stripped) | store | that node; the PodTraces it lists |
+//! | PodTraces (managed fields stripped) | store | nodes hosting its namespace's pods or listing it; itself |
 //!
 //! All replicas run the watches (a standby is ready to take over with warm caches); only the
 //! leader consumes the marks.
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use crate::context::{Cache, Context};
 use crate::desired::{SPEC_HASH_ANNOTATION, selects};
 use crate::index::{ProjectedPod, Touched};
+use crate::watched_pod::WatchedPod;
 
 /// Pages of the initial lists: large pages list 10,000 pods in few round trips.
 const PAGE_SIZE: u32 = 500;
@@ -39,10 +40,11 @@ where
     }
 }
 
-/// Pods → the projected index. Each Pod is projected and dropped as it arrives.
+/// Pods → the projected index. Each Pod is decoded as a [`WatchedPod`] (only the projected
+/// fields), projected and dropped as it arrives.
 pub async fn pods(ctx: Arc<Context>) {
-    let stream = watcher(api::<Pod>(&ctx, true), watcher::Config::default().page_size(PAGE_SIZE))
-        .default_backoff();
+    let config = watcher::Config::default().page_size(PAGE_SIZE);
+    let stream = watcher(api::<WatchedPod>(&ctx, true), config).default_backoff();
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let touched = {
@@ -129,6 +131,7 @@ pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
     let stream =
         watcher(Api::<MonitoringProfile>::all(ctx.client.clone()), watcher::Config::default())
             .default_backoff()
+            .modify(|p| p.managed_fields_mut().clear())
             .reflect(writer);
     for_each_change(stream, Cache::Profiles, &ctx, |ctx, _| {
         let nodes: Vec<Arc<str>> =
@@ -147,6 +150,7 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
         .default_backoff()
         .modify(|nt| {
             nt.spec.pods = Vec::new();
+            nt.spec.pod_settings = Vec::new();
             nt.spec.settings = Default::default();
             nt.managed_fields_mut().clear();
         })
@@ -209,6 +213,9 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
 pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
     let stream = watcher(api::<PodTrace>(&ctx, true), watcher::Config::default())
         .default_backoff()
+        // Managed fields are never read, and the status entry's grows with every node listed in
+        // status.nodes (about 150 bytes per node, per PodTrace).
+        .modify(|pt| pt.managed_fields_mut().clear())
         .reflect(writer);
     // The generation seen per PodTrace: status writes and finalizer updates do not change what
     // it selects, so they do not cost a NodeTrace recomputation (a deletion bumps generation).

@@ -168,6 +168,13 @@ async fn main() -> Result<()> {
     println!("| operator start → /readyz (every cache synced) | {sync:.2?} | |");
     println!("| sync / raw LIST | {:.2}× | ≤ 1.3× |", sync.as_secs_f64() / list.as_secs_f64());
     println!("| operator start → all {} NodeTraces written | {all_written:.2?} | |", s.nodes);
+    let spec_bytes: usize =
+        store.state().iter().map(|nt| serde_json::to_vec(&nt.spec).map_or(0, |v| v.len())).sum();
+    println!(
+        "| NodeTrace spec (JSON), average of {} | {:.1} KiB | |",
+        s.nodes,
+        spec_bytes as f64 / s.nodes as f64 / 1024.0
+    );
 
     let mut latencies = Vec::new();
     for k in 0..s.changes {

@@ -4,7 +4,7 @@ use kube::{
 };
 use podtrace_api::{
     NodeTrace, NodeTraceSpec,
-    nodetrace::{PodAttachReason, PodAttachState, TracedContainer, TracedPod},
+    nodetrace::{PodAttachReason, PodAttachState, PodSettings, TracedContainer, TracedPod},
     profile::MonitoringProfileSpec,
 };
 use podtrace_e2e::{free_port, with_crds};
@@ -125,10 +125,13 @@ fn pod(uid: &str, name: &str, runtime_id: &str) -> TracedPod {
             name: "app".into(),
             runtime_id: Some(runtime_id.into()),
         }],
-        settings: MonitoringProfileSpec { interval: "1s".into(), ..Default::default() },
+        settings_key: SETTINGS.into(),
         ..Default::default()
     }
 }
+
+/// The key of the one settings entry of the hand-made NodeTrace.
+const SETTINGS: &str = "every-second";
 
 async fn wait_status(
     api: &Api<NodeTrace>,
@@ -171,6 +174,10 @@ async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_
     let api: Api<NodeTrace> = Api::all(client.clone());
     let spec = NodeTraceSpec {
         settings: MonitoringProfileSpec { interval: "1s".into(), ..Default::default() },
+        pod_settings: vec![PodSettings {
+            key: SETTINGS.into(),
+            settings: MonitoringProfileSpec { interval: "1s".into(), ..Default::default() },
+        }],
         pods: vec![
             pod(&uid_a, "web", &format!("containerd://{id_a}")),
             pod(&uid_b, "worker", &format!("containerd://{id_b}")),

@@ -175,8 +175,8 @@ impl Fixture {
 /// server-side apply empties a `listType: set` owned by one manager it drops the field, and the
 /// CRD default (every probe) reads back. Everything else is compared exactly.
 fn without_disabled_probe_lists(mut spec: NodeTraceSpec) -> NodeTraceSpec {
-    let settings =
-        std::iter::once(&mut spec.settings).chain(spec.pods.iter_mut().map(|p| &mut p.settings));
+    let settings = std::iter::once(&mut spec.settings)
+        .chain(spec.pod_settings.iter_mut().map(|p| &mut p.settings));
     for s in settings {
         if !s.probes.enabled {
             s.probes.include.clear();
@@ -185,12 +185,13 @@ fn without_disabled_probe_lists(mut spec: NodeTraceSpec) -> NodeTraceSpec {
     spec
 }
 
-/// The TracedPod the operator should write for `pod`, traced by `by` with `profiles` (merged).
+/// The TracedPod the operator should write for `pod`, traced by `by` with `profiles`, and the
+/// merged settings it refers to (`node_trace_spec` fills in the key and the settings table).
 pub fn traced(
     pod: &Pod,
     profiles: &[(&str, MonitoringProfileSpec)],
     by: &[PodTraceRef],
-) -> TracedPod {
+) -> (TracedPod, MonitoringProfileSpec) {
     let status = pod.status.clone().unwrap_or_default();
     let ids = status.container_statuses.unwrap_or_default();
     let mut names: Vec<String> = profiles.iter().map(|(n, _)| n.to_string()).collect();
@@ -198,7 +199,7 @@ pub fn traced(
     names.dedup();
     let mut by = by.to_vec();
     by.sort();
-    TracedPod {
+    let traced = TracedPod {
         uid: pod.uid().unwrap(),
         namespace: pod.namespace().unwrap(),
         name: pod.name_any(),
@@ -219,9 +220,10 @@ pub fn traced(
             .collect(),
         labels: Default::default(),
         profiles: names,
-        settings: merge_profiles(profiles.iter().map(|(_, p)| p)).unwrap(),
+        settings_key: String::new(),
         requested_by: by,
-    }
+    };
+    (traced, merge_profiles(profiles.iter().map(|(_, p)| p)).unwrap())
 }
 
 /// A preset's name and settings.
