@@ -319,7 +319,7 @@ impl Engine {
                             process::samples(&labels, &procs, &t.profile, self.max_processes);
                         state.dropped +=
                             self.store.replace(catalog::PROCESS, &t.key, samples, budget);
-                        let sample = sum(&procs, wall);
+                        let sample = sum(procs.iter().map(|p| &p.sample), wall);
                         if history > 0 {
                             state.history.push_back(sample.clone());
                             while state.history.len() > history {
@@ -435,9 +435,12 @@ fn source(name: &str) -> crate::metrics::agent::SourceLabels {
 
 /// The container's sample: processes summed; network counters are per namespace, so the largest
 /// is taken instead of the sum; uptime is the oldest process's.
-pub fn sum(procs: &[process::ProcessReport], wall: SystemTime) -> ProcessSample {
+pub fn sum<'a>(
+    procs: impl IntoIterator<Item = &'a ProcessSample>,
+    wall: SystemTime,
+) -> ProcessSample {
     let mut s = ProcessSample { timestamp: wall, ..Default::default() };
-    for p in procs.iter().map(|p| &p.sample) {
+    for p in procs {
         s.cpu_usage_percent += p.cpu_usage_percent;
         s.memory_usage_bytes += p.memory_usage_bytes;
         s.memory_usage_percent += p.memory_usage_percent;

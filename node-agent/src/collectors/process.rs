@@ -342,20 +342,7 @@ pub fn top(reports: &[ProcessReport], max: usize) -> (Vec<&ProcessReport>, Optio
     });
     let rest = ranked.split_off(max);
     ranked.sort_by_key(|r| r.pid);
-    let mut other = ProcessSample { timestamp: rest[0].sample.timestamp, ..Default::default() };
-    for r in rest {
-        let s = &r.sample;
-        other.cpu_usage_percent += s.cpu_usage_percent;
-        other.memory_usage_bytes += s.memory_usage_bytes;
-        other.memory_usage_percent += s.memory_usage_percent;
-        other.disk_read_bytes += s.disk_read_bytes;
-        other.disk_write_bytes += s.disk_write_bytes;
-        other.network_rx_bytes = other.network_rx_bytes.max(s.network_rx_bytes);
-        other.network_tx_bytes = other.network_tx_bytes.max(s.network_tx_bytes);
-        other.uptime_seconds = other.uptime_seconds.max(s.uptime_seconds);
-        other.thread_count += s.thread_count;
-        other.file_descriptor_count += s.file_descriptor_count;
-    }
+    let other = crate::engine::sum(rest.iter().map(|r| &r.sample), rest[0].sample.timestamp);
     (ranked, Some(other))
 }
 
