@@ -20,9 +20,15 @@ fn main() -> Result<()> {
     let strip = std::env::var("LLVM_STRIP").unwrap_or_else(|_| "llvm-strip".into());
     let multiarch = multiarch_include();
 
-    for family in FAMILIES {
+    // Each family twice: filtered by cgroup v2 id, and by process (`<family>.tgid.bpf.o`, with
+    // PT_FILTER_TGID) for nodes without cgroup v2. The floor has no filter.
+    let variants = FAMILIES.iter().flat_map(|f| {
+        let tgid = (*f != "floor").then(|| (*f, format!("{f}.tgid"), true));
+        std::iter::once((*f, f.to_string(), false)).chain(tgid)
+    });
+    for (family, object, by_tgid) in variants {
         let input = src.join(format!("{family}.bpf.c"));
-        let obj = out.join(format!("{family}.bpf.o"));
+        let obj = out.join(format!("{object}.bpf.o"));
         let mut cmd = Command::new(&clang);
         cmd.args([
             "-target",
@@ -38,6 +44,9 @@ fn main() -> Result<()> {
         .arg(src)
         .arg("-I")
         .arg(src.join("vmlinux"));
+        if by_tgid {
+            cmd.arg("-DPT_FILTER_TGID");
+        }
         if let Some(dir) = &multiarch {
             cmd.arg("-I").arg(dir);
         }

@@ -19,6 +19,8 @@ pub struct MapSizes {
     pub process_names: u32,
     /// Operations in flight (connects, file syscalls, blocked threads, DNS queries).
     pub inflight: u32,
+    /// Processes of the tracked targets, with [`Filter::Process`] (unused otherwise).
+    pub processes: u32,
 }
 
 impl Default for MapSizes {
@@ -29,6 +31,7 @@ impl Default for MapSizes {
             counters: 16384,
             process_names: 16384,
             inflight: 16384,
+            processes: 32768,
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct ProbeConfig {
     pub dns_port: u16,
     /// Keep `kernel.bpf_stats_enabled` on while loaded, for per-program run counts and times.
     pub bpf_stats: bool,
+    /// How the programs tell a tracked task from the others.
+    pub filter: Filter,
     /// Attach methods never tried (for kernels where one misbehaves, and for tests of the
     /// ladder); reported as "skipped" in the probe's reason.
     pub skip_methods: BTreeSet<AttachMethod>,
@@ -65,6 +70,7 @@ impl Default for ProbeConfig {
             dns_port: 53,
             bpf_stats: true,
             skip_methods: BTreeSet::new(),
+            filter: Filter::Cgroup,
         }
     }
 }
@@ -77,5 +83,39 @@ pub fn default_cgroup2_root() -> PathBuf {
         unified.to_path_buf()
     } else {
         unified.join("unified")
+    }
+}
+
+/// How the kernel programs decide that an event belongs to a tracked target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Filter {
+    /// By the task's (or socket's) cgroup v2 id: the targets are tracked with
+    /// [`crate::Probes::track`] under their cgroup id. Needs a cgroup v2 hierarchy.
+    Cgroup,
+    /// By process: the programs look the current tgid up in a map that the agent fills from
+    /// each target's `cgroup.procs` ([`crate::Probes::set_processes`]), for nodes with no
+    /// cgroup v2 hierarchy. A target is tracked under any unique key (its cgroup directory's
+    /// inode). Costs one more hash lookup per event; `dns` is unavailable (its `cgroup_skb`
+    /// programs see only the socket's cgroup v2 id) and `networkBytes` counts payload bytes of
+    /// the socket calls; processes started since the last `set_processes` are not seen.
+    Process,
+}
+
+impl Filter {
+    /// `cgroup` or `process`, as in logs, metrics and NodeTrace status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Filter::Cgroup => "cgroup",
+            Filter::Process => "process",
+        }
+    }
+
+    /// The filter for a node: by cgroup when a cgroup v2 hierarchy is mounted at `cgroup2_root`
+    /// (`Some`), else by process.
+    pub fn for_node(cgroup2_root: Option<&Path>) -> Filter {
+        match cgroup2_root {
+            Some(root) if root.join("cgroup.procs").exists() => Filter::Cgroup,
+            _ => Filter::Process,
+        }
     }
 }

@@ -36,6 +36,14 @@ pub enum Error {
         /// Configured capacity.
         capacity: u32,
     },
+    /// The tracked-process map (process filter) has no room for another process.
+    #[error(
+        "the tracked-process map is full ({capacity} processes): raise ProbeConfig.map_sizes.processes"
+    )]
+    ProcessMapFull {
+        /// Configured capacity.
+        capacity: u32,
+    },
     /// A cgroup directory could not be read.
     #[error("cgroup {path}: {source}; is cgroup v2 mounted there?")]
     Cgroup {

@@ -53,6 +53,8 @@ pub(crate) struct Rung {
 pub(crate) struct Family {
     pub name: &'static str,
     pub object: &'static [u8],
+    /// The same programs filtering by process (`PT_FILTER_TGID`), for `Filter::Process`.
+    pub object_by_tgid: &'static [u8],
     pub probes: &'static [Probe],
     pub rungs: &'static [Rung],
 }
@@ -80,6 +82,7 @@ pub(crate) static FAMILIES: &[Family] = &[
     Family {
         name: "tcp_rtt",
         object: object!("tcp_rtt"),
+        object_by_tgid: object!("tcp_rtt.tgid"),
         probes: &[Probe::TcpRtt],
         rungs: &[
             Rung {
@@ -117,6 +120,7 @@ pub(crate) static FAMILIES: &[Family] = &[
     Family {
         name: "tcp_connect",
         object: object!("tcp_connect"),
+        object_by_tgid: object!("tcp_connect.tgid"),
         probes: &[Probe::TcpConnect],
         rungs: &[
             Rung {
@@ -136,6 +140,7 @@ pub(crate) static FAMILIES: &[Family] = &[
     Family {
         name: "dns",
         object: object!("dns"),
+        object_by_tgid: object!("dns.tgid"),
         probes: &[Probe::Dns],
         rungs: &[Rung {
             method: M::CgroupSkb,
@@ -148,6 +153,7 @@ pub(crate) static FAMILIES: &[Family] = &[
     Family {
         name: "fs",
         object: object!("fs"),
+        object_by_tgid: object!("fs.tgid"),
         probes: &[Probe::FsLatency, Probe::FsBytes],
         rungs: &[
             Rung {
@@ -182,6 +188,7 @@ pub(crate) static FAMILIES: &[Family] = &[
     Family {
         name: "cpu_block",
         object: object!("cpu_block"),
+        object_by_tgid: object!("cpu_block.tgid"),
         probes: &[Probe::CpuBlock],
         rungs: &[
             Rung {
@@ -211,6 +218,7 @@ pub(crate) static FAMILIES: &[Family] = &[
     Family {
         name: "network",
         object: object!("network"),
+        object_by_tgid: object!("network.tgid"),
         probes: &[Probe::NetworkBytes],
         rungs: &[
             Rung {
@@ -390,8 +398,10 @@ mod tests {
             for rung in family.rungs {
                 for (name, _) in rung.programs {
                     let symbol = format!("\0{name}\0");
-                    let found = family.object.windows(symbol.len()).any(|w| w == symbol.as_bytes());
-                    assert!(found, "{}: {name} not in the object", family.name);
+                    for object in [family.object, family.object_by_tgid] {
+                        let found = object.windows(symbol.len()).any(|w| w == symbol.as_bytes());
+                        assert!(found, "{}: {name} not in the object", family.name);
+                    }
                 }
             }
         }

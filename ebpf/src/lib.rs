@@ -55,7 +55,7 @@ mod probes;
 mod snapshot;
 
 pub use cgroup::cgroup_id;
-pub use config::{MapSizes, ProbeConfig, default_cgroup2_root};
+pub use config::{Filter, MapSizes, ProbeConfig, default_cgroup2_root};
 pub use error::{Error, Result};
 pub use histogram::{Histogram, UPPER_BOUNDS_SECONDS, bucket_index};
 pub use probes::{Probes, method_name, probe_bit};

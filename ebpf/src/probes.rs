@@ -4,6 +4,7 @@
 //! Probes
 //!  ├─ families: family name -> LoadedFamily { Ebpf (maps + programs + links), chosen rung }
 //!  ├─ targets:  cgroup id -> { target index, probes }   (mirrored into every family's `tracked`)
+//!  ├─ owners:   tgid -> cgroup id, process filter only   (mirrored into every `tracked_tgids`)
 //!  └─ enabled:  probes attached node-wide
 //! ```
 //! Dropping a `LoadedFamily` closes its object: aya detaches the links and the kernel frees
@@ -14,7 +15,7 @@ use crate::abi::{
     BLOCK_START_CGROUP, ERR_COUNT, NET_RECV, NET_SEND, PtBlockStart, PtCommKey, PtCounter, PtHist,
     PtKey, PtNetCounters, PtTarget, err,
 };
-use crate::config::ProbeConfig;
+use crate::config::{Filter, ProbeConfig};
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
 use crate::ladder::{AttachEnv, FAMILIES, Family, Rung, family_of, try_rung};
@@ -71,6 +72,8 @@ pub struct Probes {
     enabled: BTreeSet<Probe>,
     statuses: BTreeMap<Probe, ProbeStatus>,
     targets: BTreeMap<u64, Target>,
+    /// Process filter: the target key each tracked tgid belongs to (one owner per tgid).
+    owners: BTreeMap<u32, u64>,
     /// Keeps kernel.bpf_stats_enabled on while held (BPF_ENABLE_STATS).
     _stats: Option<OwnedFd>,
     /// Written to `tracked_gen` after every change of the tracked cgroups or of the enabled
@@ -110,6 +113,7 @@ impl Probes {
             enabled: config.probes.clone(),
             statuses: BTreeMap::new(),
             targets: BTreeMap::new(),
+            owners: BTreeMap::new(),
             _stats: stats,
             generation: 0,
         };
@@ -173,6 +177,7 @@ impl Probes {
     /// removed by the kernel when they complete.
     pub fn untrack(&mut self, cgroup_id: u64) -> Result<bool> {
         let was = self.targets.remove(&cgroup_id).is_some();
+        self.set_processes_unchecked(cgroup_id, &BTreeSet::new())?;
         for loaded in self.families.values_mut() {
             let name = loaded.family.name;
             let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, name, "tracked")?;
@@ -197,6 +202,73 @@ impl Probes {
         }
         self.publish_generation();
         Ok(was)
+    }
+
+    /// The filter the programs were loaded with.
+    pub fn filter(&self) -> Filter {
+        self.config.filter
+    }
+
+    /// With [`Filter::Process`]: makes `tgids` the processes of the tracked target `cgroup_id`
+    /// (new ones are added, the ones no longer listed removed). A tgid listed by two targets
+    /// belongs to the last that listed it. With [`Filter::Cgroup`] it does nothing. Call it for
+    /// every target every interval, from its `cgroup.procs`: a process started since is not
+    /// measured until then.
+    pub fn set_processes(&mut self, cgroup_id: u64, tgids: &BTreeSet<u32>) -> Result<()> {
+        if self.config.filter != Filter::Process || !self.targets.contains_key(&cgroup_id) {
+            return Ok(());
+        }
+        self.set_processes_unchecked(cgroup_id, tgids)
+    }
+
+    /// The tgids of a target, with the process filter.
+    pub fn processes(&self, cgroup_id: u64) -> impl Iterator<Item = u32> + '_ {
+        self.owners.iter().filter(move |(_, k)| **k == cgroup_id).map(|(t, _)| *t)
+    }
+
+    fn set_processes_unchecked(&mut self, cgroup_id: u64, tgids: &BTreeSet<u32>) -> Result<()> {
+        if self.config.filter != Filter::Process {
+            return Ok(());
+        }
+        let gone: Vec<u32> = self.processes(cgroup_id).filter(|t| !tgids.contains(t)).collect();
+        let new: Vec<u32> =
+            tgids.iter().copied().filter(|t| self.owners.get(t) != Some(&cgroup_id)).collect();
+        let capacity = self.config.map_sizes.processes;
+        for loaded in self.families.values_mut() {
+            let name = loaded.family.name;
+            let mut m = typed_map::<u32, u64>(&mut loaded.ebpf, name, TRACKED_TGIDS)?;
+            for tgid in &gone {
+                ignore_missing(m.remove(tgid)).map_err(|e| map_err(name, TRACKED_TGIDS, e))?;
+            }
+            for tgid in &new {
+                m.insert(tgid, cgroup_id, 0).map_err(|e| match &e {
+                    MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                        Error::ProcessMapFull { capacity }
+                    }
+                    _ => map_err(name, TRACKED_TGIDS, e),
+                })?;
+            }
+        }
+        for tgid in gone {
+            self.owners.remove(&tgid);
+        }
+        for tgid in new {
+            self.owners.insert(tgid, cgroup_id);
+        }
+        Ok(())
+    }
+
+    /// Writes every tracked tgid into a family loaded after they were set.
+    fn write_processes(&mut self, family: &'static str) -> Result<()> {
+        if self.config.filter != Filter::Process {
+            return Ok(());
+        }
+        let loaded = self.families.get_mut(family).expect("loaded family");
+        let mut m = typed_map::<u32, u64>(&mut loaded.ebpf, family, TRACKED_TGIDS)?;
+        for (tgid, key) in &self.owners {
+            m.insert(tgid, key, 0).map_err(|e| map_err(family, TRACKED_TGIDS, e))?;
+        }
+        Ok(())
     }
 
     /// The tracked cgroup ids.
@@ -243,6 +315,9 @@ impl Probes {
                         "probes attached"
                     );
                     self.families.insert(family.name, loaded);
+                    if let Err(e) = self.write_processes(family.name) {
+                        tracing::warn!(family = family.name, error = %e, "cannot track processes");
+                    }
                     let ids: Vec<u64> = self.targets.keys().copied().collect();
                     for id in ids {
                         if let Err(e) = self.write_target(family.name, id) {
@@ -299,19 +374,32 @@ impl Probes {
             .map_max_entries("counters", sizes.counters)
             .map_max_entries("comms", sizes.process_names)
             .override_global("pt_max_comms", &self.config.max_process_names, true);
+        // The cgroup filter's objects have no `tracked_tgids` (see podtrace_common.h).
+        let object = match self.config.filter {
+            Filter::Cgroup => family.object,
+            Filter::Process => {
+                loader.map_max_entries(TRACKED_TGIDS, sizes.processes.max(1));
+                family.object_by_tgid
+            }
+        };
         for inflight in ["connect_start", "block_start", "fs_start", "dns_start"] {
             loader.map_max_entries(inflight, sizes.inflight);
         }
         if family.name == "dns" {
             loader.override_global("pt_dns_port", &self.config.dns_port, true);
         }
-        let mut ebpf = loader.load(family.object).map_err(|e| format!("object: {e}"))?;
+        let mut ebpf = loader.load(object).map_err(|e| format!("object: {e}"))?;
         let env = AttachEnv { btf: self.btf.as_ref(), cgroup_root: &self.config.cgroup_skb_root };
         let mut reasons = Vec::new();
         for rung in family.rungs {
             let method = method_name(rung.method);
             if self.config.skip_methods.contains(&rung.method) {
                 reasons.push(format!("{method}: skipped by configuration"));
+                continue;
+            }
+            if self.config.filter == Filter::Process && rung.method == AttachMethod::CgroupSkb {
+                // Its programs see the socket's cgroup v2 id only, never the process.
+                reasons.push(format!("{method}: not used with the process filter"));
                 continue;
             }
             match try_rung(&mut ebpf, rung, &env) {
@@ -414,6 +502,8 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+/// The process filter's map (tgid -> target key), in every family.
+const TRACKED_TGIDS: &str = "tracked_tgids";
 /// The family whose counters are keyed by cgroup id alone (`net_bytes`).
 const NETWORK: &str = "network";
 /// The family with a start entry per thread (`block_start`).

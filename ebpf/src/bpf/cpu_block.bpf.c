@@ -46,7 +46,7 @@ static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked, bo
 	}
 	if (!blocked)
 		return; /* preempted while runnable: not a block */
-	__u64 cg = bpf_get_current_cgroup_id();
+	__u64 cg = pt_current_cgroup();
 	struct pt_task_cache *c = btf ? pt_current(cg) : NULL;
 	if (c) {
 		if (!(c->probes & (1U << PT_PROBE_CPU_BLOCK)))

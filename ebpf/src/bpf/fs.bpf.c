@@ -72,7 +72,7 @@ static __always_inline bool pt_is_regular(unsigned long fd, bool btf)
 
 static __always_inline void pt_fs_enter(unsigned long fd, __u8 op, bool btf)
 {
-	__u64 cg = bpf_get_current_cgroup_id();
+	__u64 cg = pt_current_cgroup();
 	struct pt_target *t = bpf_map_lookup_elem(&tracked, &cg);
 	if (!t || !(t->probes & PT_FS_PROBES))
 		return;

@@ -47,8 +47,9 @@ int pt_net_ingress(struct __sk_buff *skb)
 }
 
 /* --- Fallback where cgroup_skb cannot attach: the socket calls' tracepoints. They run in the
- * calling task's context (its cgroup is the filter) and count what the call moved: payload
- * bytes of IPv4/IPv6 sockets, no headers, no retransmissions, and MSG_PEEK not at all. --- */
+ * calling task's context (its cgroup, or its process with PT_FILTER_TGID, is the filter) and
+ * count what the call moved: payload bytes of IPv4/IPv6 sockets, no headers, no
+ * retransmissions, and MSG_PEEK not at all. The only network rung of the process filter. --- */
 #define AF_INET 2
 #define AF_INET6 10
 #define MSG_PEEK 2
@@ -60,7 +61,7 @@ static __always_inline void pt_net_sock(struct sock *sk, int ret, int flags, int
 	__u16 family = sk->__sk_common.skc_family; /* BTF pointer: a plain load */
 	if (family != AF_INET && family != AF_INET6)
 		return; /* unix sockets, netlink, ... */
-	__u64 cg = bpf_get_current_cgroup_id();
+	__u64 cg = pt_current_cgroup();
 	struct pt_net_counters *v = bpf_map_lookup_elem(&net_bytes, &cg);
 	if (!v)
 		return;

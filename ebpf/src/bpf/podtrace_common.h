@@ -28,6 +28,37 @@ char LICENSE[] SEC("license") = "GPL";
 /* Process names per cgroup that get their own series; the loader overrides it. */
 const volatile __u32 pt_max_comms = 16;
 
+#ifdef PT_FILTER_TGID
+/* The process filter, for nodes with no cgroup v2 hierarchy: build.rs compiles every family a
+ * second time with PT_FILTER_TGID, and the loader picks that object when asked. Separate objects
+ * rather than a flag in .rodata: the verifier prunes a constant branch but keeps the load of
+ * the flag, and the cgroup filter's programs are meant to stay exactly what they were.
+ *
+ * tgid -> the target key (what `tracked` and the series are keyed by in place of a cgroup id),
+ * kept by the agent from each target's cgroup.procs every interval; sized by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u64);
+} tracked_tgids SEC(".maps");
+
+/* The key of the current task's target: the key of its tgid, 0 (never tracked) if none. */
+static __always_inline __u64 pt_current_cgroup(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 *key = bpf_map_lookup_elem(&tracked_tgids, &tgid);
+	return key ? *key : 0;
+}
+#else
+/* The key of the current task's target: its cgroup v2 id. */
+static __always_inline __u64 pt_current_cgroup(void)
+{
+	return bpf_get_current_cgroup_id();
+}
+#endif
+
 /* Sizes are defaults; the loader sets them from ProbeConfig before loading. The series maps
  * are not preallocated: a family that never sees a tracked event (or has no counters) then
  * costs no memory, and a large max_entries is only a ceiling. New series pay one allocation. */

@@ -31,7 +31,7 @@ static __always_inline void pt_state(const void *sk, int oldstate, int newstate)
 {
 	__u64 key = (__u64)sk;
 	if (newstate == TCP_SYN_SENT) {
-		__u64 cg = bpf_get_current_cgroup_id();
+		__u64 cg = pt_current_cgroup();
 		if (!pt_tracked(cg, PT_PROBE_TCP_CONNECT))
 			return;
 		struct pt_connect_start s = { .ts = bpf_ktime_get_ns(), .cgroup_id = cg };

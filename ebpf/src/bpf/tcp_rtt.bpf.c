@@ -19,7 +19,7 @@
  * after inlining. The tracked check comes first: most sockets of a node are not tracked. */
 static __always_inline void pt_rtt(struct sock *sk, bool btf)
 {
-	__u64 cg = bpf_get_current_cgroup_id();
+	__u64 cg = pt_current_cgroup();
 	char comm[PT_COMM_LEN];
 	__u32 srtt_us;
 	if (btf) {

@@ -32,6 +32,12 @@ pub struct TestCgroup {
 }
 
 impl TestCgroup {
+    /// The tgids in the cgroup, from its `cgroup.procs` (what the agent reads).
+    pub fn procs(&self) -> Result<std::collections::BTreeSet<u32>> {
+        let text = std::fs::read_to_string(self.path.join("cgroup.procs"))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
     pub fn new(name: &str) -> Result<TestCgroup> {
         static N: AtomicU32 = AtomicU32::new(0);
         let root = podtrace_ebpf::default_cgroup2_root();
@@ -69,6 +75,17 @@ const PYTHON: &str = "/usr/bin/python3";
 /// *before* the script's body runs (the script first waits for a line on stdin). Returns
 /// its stdout (the workload's own ground truth, when it prints any).
 pub fn python(cgroup: Option<&TestCgroup>, body: &str, args: &[String]) -> Result<String> {
+    python_then(cgroup, body, args, || Ok(()))
+}
+
+/// [`python`], calling `moved` once the process is in its cgroup and before its body runs
+/// (where a process-filter test lists the cgroup's processes, as the agent does every interval).
+pub fn python_then(
+    cgroup: Option<&TestCgroup>,
+    body: &str,
+    args: &[String],
+    moved: impl FnOnce() -> Result<()>,
+) -> Result<String> {
     let script = format!(
         "import os, socket, struct, sys, threading, time\nprint('ready', flush=True)\nsys.stdin.readline()\n{body}\n"
     );
@@ -93,6 +110,7 @@ pub fn python(cgroup: Option<&TestCgroup>, body: &str, args: &[String]) -> Resul
     if let Some(cg) = cgroup {
         cg.add(child.id())?;
     }
+    moved()?;
     child.stdin.take().expect("stdin").write_all(b"go\n")?;
     let mut output = String::new();
     stdout.read_to_string(&mut output)?;
