@@ -228,6 +228,11 @@ pub struct KernelFeatures {
     /// Program attach types that loaded in the start-up probe.
     #[serde(default)]
     pub attach_types: Vec<AttachMethod>,
+    /// How the eBPF programs tell the traced pods' tasks from the others: "cgroup" (by cgroup
+    /// v2 id) or "process" (by process id, from each container's cgroup.procs, on nodes
+    /// without cgroup v2). Absent when the agent runs without eBPF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ebpf_filter: Option<String>,
 }
 
 /// How a probe is attached to the kernel, best first.

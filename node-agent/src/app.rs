@@ -79,12 +79,21 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = AgentMetrics::register(&mut registry);
     let exporters = Arc::new(Exporters::start(&exporter_args, &mut registry)?);
-    let ebpf = ebpf.enabled.then(|| {
+    let filter = ebpf.enabled.then(|| ebpf.ebpf_filter.resolve(layout.v2.as_deref()));
+    let ebpf = filter.map(|filter| {
+        tracing::info!(
+            filter = filter.name(),
+            requested = ?ebpf.ebpf_filter,
+            cgroup_v2 = layout.v2.is_some(),
+            "eBPF filter"
+        );
         let mut config = podtrace_ebpf::ProbeConfig {
             max_process_names: ebpf.max_process_names,
             dns_port: ebpf.dns_port,
+            filter,
             ..Default::default()
         };
+        config.map_sizes.processes = ebpf.ebpf_max_tracked_processes;
         if let Mode::Cluster { max_tracked_cgroups, .. } = &mode {
             config.map_sizes.tracked = u32::try_from(*max_tracked_cgroups).unwrap_or(u32::MAX);
         }
@@ -212,7 +221,7 @@ pub async fn run(
                     node: node.clone(),
                     desired: desired.clone(),
                     engine: engine_status.clone(),
-                    kernel: cluster::kernel_features(&layout),
+                    kernel: cluster::kernel_features(&layout, filter),
                     max_tracked: max_tracked_cgroups,
                 },
                 move || ex.health().exporters.iter().map(|e| e.dropped).sum(),

@@ -164,6 +164,38 @@ pub struct EbpfArgs {
     /// UDP/TCP port whose traffic the DNS probe times (queries to it, answers from it).
     #[arg(long, env = "PODTRACE_DNS_PORT", default_value_t = 53)]
     pub dns_port: u16,
+    /// How the eBPF programs tell the targets' tasks from the others: by cgroup v2 id
+    /// (`cgroup`), by process from each target's cgroup.procs (`process`: for nodes without
+    /// cgroup v2; no dns probe, payload-only network bytes, new processes seen at the next
+    /// interval), or `auto` (cgroup when a cgroup v2 hierarchy is mounted, else process).
+    #[arg(long, env = "PODTRACE_EBPF_FILTER", value_enum, default_value_t = EbpfFilter::Auto)]
+    pub ebpf_filter: EbpfFilter,
+    /// Most processes of all targets together that the process filter can track (its kernel
+    /// map's size); a full map is logged and the rest are not measured.
+    #[arg(long, env = "PODTRACE_EBPF_MAX_TRACKED_PROCESSES", default_value_t = 32768)]
+    pub ebpf_max_tracked_processes: u32,
+}
+
+/// `--ebpf-filter`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EbpfFilter {
+    /// `cgroup` when a cgroup v2 hierarchy is mounted, else `process`.
+    Auto,
+    /// By cgroup v2 id (needs cgroup v2).
+    Cgroup,
+    /// By process (tgid), kept from each target's cgroup.procs every interval.
+    Process,
+}
+
+impl EbpfFilter {
+    /// The filter to load with, given the node's cgroup v2 mount (if any).
+    pub fn resolve(self, cgroup2: Option<&std::path::Path>) -> podtrace_ebpf::Filter {
+        match self {
+            EbpfFilter::Auto => podtrace_ebpf::Filter::for_node(cgroup2),
+            EbpfFilter::Cgroup => podtrace_ebpf::Filter::Cgroup,
+            EbpfFilter::Process => podtrace_ebpf::Filter::Process,
+        }
+    }
 }
 
 /// Seconds (the reference's `INTERVAL=10`) or a Go duration.

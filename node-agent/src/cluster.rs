@@ -165,7 +165,10 @@ pub async fn watch(
 }
 
 /// What the kernel offers, read at start.
-pub fn kernel_features(layout: &CgroupLayout) -> KernelFeatures {
+pub fn kernel_features(
+    layout: &CgroupLayout,
+    filter: Option<podtrace_ebpf::Filter>,
+) -> KernelFeatures {
     let read =
         |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
     KernelFeatures {
@@ -174,6 +177,7 @@ pub fn kernel_features(layout: &CgroupLayout) -> KernelFeatures {
         cgroup_mode: layout.mode.name().into(),
         bpf_stats: read("/proc/sys/kernel/bpf_stats_enabled") == "1",
         attach_types: Vec::new(),
+        ebpf_filter: filter.map(|f| f.name().into()),
     }
 }
 
@@ -469,11 +473,11 @@ mod tests {
             over_budget: vec![],
             ..Default::default()
         };
-        let s = status(&spec, Some(3), &engine, &kernel_features(&layout), 16, 0);
-        let full = status(&spec, Some(3), &engine, &kernel_features(&layout), 0, 0);
+        let s = status(&spec, Some(3), &engine, &kernel_features(&layout, None), 16, 0);
+        let full = status(&spec, Some(3), &engine, &kernel_features(&layout, None), 0, 0);
         assert_eq!(full.pods[0].reason, Some(PodAttachReason::TrackedMapFull));
         let over = EngineStatus { over_budget: vec![targets[0].key.clone()], ..engine.clone() };
-        let over = status(&spec, Some(3), &over, &kernel_features(&layout), 16, 0);
+        let over = status(&spec, Some(3), &over, &kernel_features(&layout, None), 16, 0);
         assert_eq!(over.pods[0].state, PodAttachState::Attached);
         assert_eq!(over.pods[0].reason, Some(PodAttachReason::SeriesBudgetExceeded));
         assert_eq!((s.tracked_pods, s.attached_pods, s.series), (4, 1, 12));

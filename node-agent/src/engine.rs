@@ -200,10 +200,14 @@ impl Engine {
                 .values()
                 .filter_map(|s| {
                     let probes: BTreeSet<Probe> = s.target.profile.probes.active().collect();
-                    Some((s.target.cgroup.v2_id?, probes)).filter(|(_, p)| !p.is_empty())
+                    Some((ebpf.key_of(&s.target.cgroup)?, probes)).filter(|(_, p)| !p.is_empty())
                 })
                 .collect();
             ebpf.sync(&wanted);
+            // With the process filter a new target is measured from now, not from its first tick.
+            for state in self.targets.values_mut() {
+                sync_processes(ebpf, state);
+            }
         }
         self.pending = pending;
         let gauge =
@@ -252,6 +256,9 @@ impl Engine {
         let (mut resource_time, mut process_time) = (Duration::ZERO, Duration::ZERO);
         self.net.new_cycle();
         for state in self.targets.values_mut().filter(|s| now >= s.next_due) {
+            if let Some(ebpf) = self.ebpf.as_mut() {
+                sync_processes(ebpf, state);
+            }
             state.dropped = 0;
             state.next_due = now + state.target.interval();
             collected += 1;
@@ -260,7 +267,7 @@ impl Engine {
             let budget = Some(t.budget());
             // The memory limit read by the resource source, reused for the processes' percent.
             let mut memory_limit = None;
-            if let Some(id) = t.cgroup.v2_id
+            if let Some(id) = self.ebpf.as_ref().and_then(|e| e.key_of(&t.cgroup))
                 && t.profile.probes.active().next().is_some()
             {
                 let process_names = t.profile.labels.process_name;
@@ -400,10 +407,14 @@ impl Engine {
         let series = self.store.series();
         self.metrics.series.set(series as i64);
         let mut status = self.status.write().expect("status lock poisoned");
+        let ebpf = self.ebpf.as_ref();
         status.attached = self
             .targets
             .values()
-            .map(|s| (s.target.key.clone(), s.target.uid.clone(), s.target.cgroup.v2_id))
+            .map(|s| {
+                let key = ebpf.map_or(s.target.cgroup.v2_id, |e| e.key_of(&s.target.cgroup));
+                (s.target.key.clone(), s.target.uid.clone(), key)
+            })
             .collect();
         status.pending = self.pending.clone();
         status.series = series;
@@ -422,10 +433,36 @@ impl Engine {
         });
     }
 
-    /// The cgroup v2 ids of the attached targets: what the eBPF programs' tracked-cgroup map
-    /// must hold (the seam where `podtrace-ebpf` plugs in).
+    /// The keys of the attached targets in the eBPF programs' tracked map (cgroup v2 ids, or
+    /// with the process filter [`crate::cgroup::Cgroup::process_key`]).
     pub fn tracked_cgroup_ids(&self) -> Vec<u64> {
-        self.targets.values().filter_map(|s| s.target.cgroup.v2_id).collect()
+        let ebpf = self.ebpf.as_ref();
+        self.targets
+            .values()
+            .filter_map(|s| ebpf.map_or(s.target.cgroup.v2_id, |e| e.key_of(&s.target.cgroup)))
+            .collect()
+    }
+}
+
+/// With the process filter, hands the target's current processes (its own pid list, else its
+/// cgroup.procs) to the eBPF source: new processes start being measured, exited ones are
+/// dropped from the kernel map. Nothing to do with the cgroup filter.
+fn sync_processes(ebpf: &mut EbpfSource, state: &mut TargetState) {
+    if ebpf.filter() != podtrace_ebpf::Filter::Process
+        || state.target.profile.probes.active().next().is_none()
+    {
+        return;
+    }
+    let Some(key) = ebpf.key_of(&state.target.cgroup) else { return };
+    let pids = match &state.target.pids {
+        Some(p) => Ok(p.clone()),
+        None => state.files.pids(&state.target.cgroup),
+    };
+    match pids {
+        Ok(pids) => ebpf.set_processes(key, &pids),
+        Err(e) => {
+            tracing::debug!(target = ?state.target.key, error = %e, "listing processes for the eBPF process filter failed")
+        }
     }
 }
 

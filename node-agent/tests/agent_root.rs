@@ -4,15 +4,16 @@
 
 use podtrace_agent::{
     cgroup::CgroupLayout,
+    collectors::ebpf::EbpfSource,
     engine::Engine,
     metrics::{Labels, Sources, Store, TargetKey, agent::AgentMetrics},
     targets::Target,
     top::parse_line,
 };
-use podtrace_api::MonitoringProfileSpec;
+use podtrace_api::{MonitoringProfileSpec, profile::Probe};
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -453,4 +454,85 @@ fn standalone_agent_serves_the_cgroup_and_the_admin_channel_switches_a_source_of
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Degraded"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Waits for `go`, writes `n` bytes to `out` (a regular file), creates `done`, then sleeps.
+fn file_writer(go: &Path, out: &Path, n: u64, done: &Path) -> String {
+    format!(
+        "import os, time\n\
+         print('ready', flush=True)\n\
+         while not os.path.exists({go:?}): time.sleep(0.01)\n\
+         fd = os.open({out:?}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n\
+         os.write(fd, b'w' * {n})\n\
+         os.close(fd)\n\
+         open({done:?}, 'w').close()\n\
+         while True: time.sleep(1)\n"
+    )
+}
+
+fn wait_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_process_filter_measures_the_containers_processes_listed_every_interval() {
+    require_root!();
+    let mut g = TestCgroup::new("pfilter");
+    let dir = std::env::temp_dir().join(format!("podtrace-agent-pf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = |name: &str| dir.join(name);
+    let (n, m) = (40_000u64, 7_000u64);
+    g.spawn(&file_writer(&f("go-a"), &f("a"), n, &f("done-a")));
+
+    let (mut engine, store) = engine();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config =
+        podtrace_ebpf::ProbeConfig { filter: podtrace_ebpf::Filter::Process, ..Default::default() };
+    engine.set_ebpf(EbpfSource::load(config, &mut registry));
+    let mut profile = MonitoringProfileSpec::default();
+    profile.probes.include = [Probe::FsBytes].into_iter().collect();
+    engine.set_targets(vec![g.target(profile)], vec![]);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("podtrace_agent_ebpf_filter_info{filter=\"process\"} 1"), "{text}");
+
+    // Listed at set_targets: A's writes count; a control outside the cgroup writes more.
+    std::fs::write(f("go-a"), "").unwrap();
+    wait_file(&f("done-a"));
+    let control = Command::new("python3")
+        .arg("-c")
+        .arg(format!("open({:?}, 'wb').write(b'c' * 900000)", f("control")))
+        .status()
+        .unwrap();
+    assert!(control.success());
+    let written = |store: &Store| {
+        series(store)
+            .into_iter()
+            .filter(|(name, l, _)| {
+                name == "podtrace_filesystem_bytes_total"
+                    && l.get("operation").map(String::as_str) == Some("write")
+                    && l.get("pod").map(String::as_str) == Some("pod")
+                    && l.get("container").map(String::as_str) == Some("main")
+            })
+            .map(|(_, _, v)| v)
+            .sum::<f64>()
+    };
+    let mut now = Instant::now();
+    engine.tick(now);
+    assert_eq!(written(&store), n as f64, "A's bytes, none of the control's");
+
+    // B starts after the listing: measured from the next interval's listing on.
+    g.spawn(&file_writer(&f("go-b"), &f("b"), m, &f("done-b")));
+    now += Duration::from_secs(3600);
+    engine.tick(now);
+    std::fs::write(f("go-b"), "").unwrap();
+    wait_file(&f("done-b"));
+    now += Duration::from_secs(3600);
+    engine.tick(now);
+    assert_eq!(written(&store), (n + m) as f64);
+    let _ = std::fs::remove_dir_all(&dir);
 }

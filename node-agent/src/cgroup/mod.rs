@@ -195,13 +195,22 @@ impl Cgroup {
             || self.blkio.is_some()
     }
 
+    /// The directory whose `cgroup.procs` lists the group's processes: v2, else a v1 controller.
+    fn procs_dir(&self) -> Option<&PathBuf> {
+        [&self.v2, &self.memory, &self.cpu, &self.cpuacct, &self.blkio].into_iter().flatten().next()
+    }
+
+    /// The key of the group in the eBPF maps with the process filter: the v2 id, else the
+    /// inode of the v1 directory its processes are listed from (unique among the node's
+    /// groups, which all list from the same first controller, memory on every real node).
+    pub fn process_key(&self) -> Option<u64> {
+        self.v2_id.or_else(|| self.procs_dir().and_then(|d| cgroup_id(d)))
+    }
+
     /// The pids of the group's processes (`cgroup.procs` of v2, else of a v1 controller).
     pub fn pids(&self) -> std::io::Result<Vec<u32>> {
-        let dir = [&self.v2, &self.memory, &self.cpu, &self.cpuacct, &self.blkio]
-            .into_iter()
-            .flatten()
-            .next()
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        let dir =
+            self.procs_dir().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
         let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }

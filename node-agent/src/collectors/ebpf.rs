@@ -17,7 +17,7 @@ use podtrace_api::{
     nodetrace::{ProbeState, ProbeStatus},
     profile::Probe,
 };
-use podtrace_ebpf::{Histogram, HistogramSample, Op, ProbeConfig, Probes, Snapshot};
+use podtrace_ebpf::{Filter, Histogram, HistogramSample, Op, ProbeConfig, Probes, Snapshot};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -33,6 +33,13 @@ pub struct ProbeInfoLabels {
     pub probe: String,
     /// The attach method (`tp_btf`, `tracepoint`, `cgroup_skb`, …), `unavailable` or `disabled`.
     pub method: String,
+}
+
+/// Labels of `podtrace_agent_ebpf_filter_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterLabels {
+    /// `cgroup` or `process`.
+    pub filter: String,
 }
 
 /// Labels of the per-program overhead counters.
@@ -58,6 +65,7 @@ pub struct DropLabels {
 #[derive(Clone, Default)]
 struct EbpfMetrics {
     probe_info: Family<ProbeInfoLabels, Gauge>,
+    filter_info: Family<FilterLabels, Gauge>,
     runs: Family<ProgramLabels, Counter>,
     seconds: Family<ProgramLabels, Counter<f64>>,
     drops: Family<DropLabels, Counter>,
@@ -66,6 +74,7 @@ struct EbpfMetrics {
 /// The eBPF source.
 pub struct EbpfSource {
     probes: Option<Probes>,
+    filter: Filter,
     /// Why nothing could be loaded at all (no BTF, no permission), for every status.
     load_error: Option<String>,
     enabled: BTreeSet<Probe>,
@@ -83,6 +92,7 @@ impl EbpfSource {
     /// nothing is reported in every probe's status, never fatal.
     pub fn load(mut config: ProbeConfig, registry: &mut Registry) -> Self {
         config.probes.clear();
+        let filter = config.filter;
         let (probes, load_error) = match Probes::load(&config) {
             Ok((probes, _)) => (Some(probes), None),
             Err(e) => {
@@ -97,6 +107,12 @@ impl EbpfSource {
             "1 per probe with the attach method chosen on this kernel (unavailable: none loaded; disabled: no profile asks for it)",
             metrics.probe_info.clone(),
         );
+        r.register(
+            "ebpf_filter_info",
+            "1 for the filter the eBPF programs run with: cgroup (cgroup v2 id) or process (tgids from cgroup.procs, on nodes without cgroup v2)",
+            metrics.filter_info.clone(),
+        );
+        metrics.filter_info.get_or_create(&FilterLabels { filter: filter.name().into() }).set(1);
         r.register(
             "bpf_program_runs",
             "Runs of each eBPF program since it was loaded (bpf_stats)",
@@ -114,6 +130,7 @@ impl EbpfSource {
         );
         let source = Self {
             probes,
+            filter,
             load_error,
             enabled: BTreeSet::new(),
             tracked: BTreeMap::new(),
@@ -164,6 +181,34 @@ impl EbpfSource {
             }
         }
         self.publish_statuses();
+    }
+
+    /// The filter the programs run with.
+    pub fn filter(&self) -> Filter {
+        self.filter
+    }
+
+    /// With the process filter: makes `pids` the processes of the tracked target `key` (the
+    /// engine calls it every interval from the target's cgroup.procs). A failure is logged;
+    /// the processes that fit stay measured.
+    pub fn set_processes(&mut self, key: u64, pids: &[u32]) {
+        let Some(probes) = self.probes.as_mut() else { return };
+        if self.filter != Filter::Process || !self.tracked.contains_key(&key) {
+            return;
+        }
+        let pids: BTreeSet<u32> = pids.iter().copied().collect();
+        if let Err(e) = probes.set_processes(key, &pids) {
+            tracing::warn!(key, processes = pids.len(), error = %e, "tracking processes failed");
+        }
+    }
+
+    /// The key of a target's cgroup in the kernel maps: its v2 id, or with the process filter
+    /// [`crate::cgroup::Cgroup::process_key`]. `None`: it cannot be measured by eBPF.
+    pub fn key_of(&self, cgroup: &crate::cgroup::Cgroup) -> Option<u64> {
+        match self.filter {
+            Filter::Cgroup => cgroup.v2_id,
+            Filter::Process => cgroup.process_key(),
+        }
     }
 
     /// One read of the kernel maps (`None` when nothing is loaded or the read failed, which is
