@@ -20,6 +20,9 @@ use std::time::Duration;
 /// The DNS port of the shared instance: a private port so the test server needs no :53.
 const DNS_PORT: u16 = 35353;
 
+/// Held by the tests that listen on TCP `DNS_PORT`.
+static DNS_TCP_PORT: Mutex<()> = Mutex::new(());
+
 fn probes() -> &'static Mutex<Probes> {
     static PROBES: OnceLock<Mutex<Probes>> = OnceLock::new();
     PROBES.get_or_init(|| {
@@ -255,6 +258,7 @@ fn dns_over_tcp_queries_answered_after_a_known_delay_land_in_its_bucket() -> Res
     if !root_or_skip("dns_tcp") {
         return Ok(());
     }
+    let _port = DNS_TCP_PORT.lock().unwrap_or_else(|e| e.into_inner());
     let cg = TestCgroup::new("dnstcp")?;
     track(&cg, &[Probe::Dns])?;
     // The same delay as over UDP (see above). One connection per client, K queries each, every
@@ -309,6 +313,71 @@ print('comm=' + open('/proc/self/comm').read().strip())
         snap.histograms_of(cg.id, Probe::Dns).all(|s| s.series.process_name == comm),
         "DNS series should carry the querying process {comm}"
     );
+    untrack(&cg)
+}
+
+#[test]
+fn pipelined_dns_queries_in_one_tcp_segment_are_each_timed_up_to_eight() -> Result<()> {
+    if !root_or_skip("dns_tcp_pipelined") {
+        return Ok(());
+    }
+    let _port = DNS_TCP_PORT.lock().unwrap_or_else(|e| e.into_inner());
+    let cg = TestCgroup::new("dnspipe")?;
+    track(&cg, &[Probe::Dns])?;
+    // Each write of the client holds `per` length-prefixed queries (one segment on loopback);
+    // the server reads them all and answers them all in one write, after `delay`. A write of 9
+    // is beyond PT_DNS_MAX_MSGS (8): its ninth query and answer are not seen.
+    let writes = [2u64, 8, 9];
+    let expected: u64 = writes.iter().map(|w| (*w).min(8)).sum();
+    let delay = Duration::from_millis(14);
+    let listener = TcpListener::bind(("127.0.0.1", DNS_PORT))?;
+    let answering = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        for per in writes {
+            let mut answers = Vec::new();
+            for _ in 0..per {
+                let mut len = [0u8; 2];
+                conn.read_exact(&mut len).expect("length");
+                let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                conn.read_exact(&mut msg).expect("query");
+                msg[2] |= 0x80; // QR: response
+                answers.extend_from_slice(&len);
+                answers.extend_from_slice(&msg);
+            }
+            std::thread::sleep(delay);
+            std::io::Write::write_all(&mut conn, &answers).expect("answers");
+        }
+    });
+    let body = "
+port = int(sys.argv[1])
+s = socket.create_connection(('127.0.0.1', port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+q = b'\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01'
+def read(n):
+    got = b''
+    while len(got) < n:
+        got += s.recv(n - len(got))
+    return got
+qid = 5000
+for per in map(int, sys.argv[2].split(',')):
+    ids = list(range(qid, qid + per)); qid += per
+    msgs = [struct.pack('>HHHHHH', i, 0x0100, 1, 0, 0, 0) + q for i in ids]
+    s.sendall(b''.join(struct.pack('>H', len(m)) + m for m in msgs))
+    for i in ids:
+        n = struct.unpack('>H', read(2))[0]
+        assert struct.unpack('>H', read(n)[:2])[0] == i
+s.close()
+";
+    let per = writes.map(|w| w.to_string()).join(",");
+    python(Some(&cg), body, &[DNS_PORT.to_string(), per])?;
+    answering.join().unwrap();
+
+    let snap = snapshot()?;
+    let h = snap.merged_histogram(cg.id, Probe::Dns, Op::None);
+    eprintln!("pipelined dns over tcp {h:?}");
+    assert_eq!(h.count, expected, "one sample per query, at most 8 per segment");
+    let bucket = bucket_index(delay.as_nanos() as u64);
+    assert_eq!(h.quantile_bucket(0.5), Some(bucket), "p50 bucket for {delay:?}");
     untrack(&cg)
 }
 
