@@ -15,13 +15,17 @@
 //! net of the floor of its hook, measured in the same run. It prints requests/s per
 //! configuration, the median over rounds of the ratio to `none` *in the same round* (paired, so
 //! that load from other processes cancels out), and the ns tables.
+//! `stats-process` and `stats-process-other` repeat `stats` and `stats-other` with the process
+//! filter (`Filter::Process`: the workload's tgid, or none of it, in the tracked-process map;
+//! networkBytes on tp_btf, no dns). They are not in the default set: add them with
+//! `PT_BENCH_CONFIGS`.
 //! `PT_BENCH_CONFIGS` (comma-separated) runs a subset, e.g. `none,stats,stats-other`.
 //! Run with `make bench-ebpf` (bench/ebpf/run.sh).
 
 use anyhow::{Context, Result, bail};
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
 use podtrace_api::profile::Probe;
-use podtrace_ebpf::{ProbeConfig, Probes, Snapshot, cgroup_id, default_cgroup2_root};
+use podtrace_ebpf::{Filter, ProbeConfig, Probes, Snapshot, cgroup_id, default_cgroup2_root};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -53,8 +57,11 @@ fn main() -> Result<()> {
     let idle = Cgroup::new(root.join(format!("podtrace-bench-idle-{}", std::process::id())))?;
 
     let all = ["none", "tracked", "other", "per-pod", "no-fs", "stats", "stats-other"];
+    let process = ["stats-process", "stats-process-other"];
     let configs: Vec<&'static str> = match std::env::var("PT_BENCH_CONFIGS") {
-        Ok(list) => all.into_iter().filter(|c| list.split(',').any(|l| l == *c)).collect(),
+        Ok(list) => {
+            all.into_iter().chain(process).filter(|c| list.split(',').any(|l| l == *c)).collect()
+        }
         Err(_) => all.to_vec(),
     };
     if !configs.contains(&"none") {
@@ -79,8 +86,11 @@ fn main() -> Result<()> {
                     if config == "no-fs" {
                         pc.probes.retain(|p| !matches!(p, Probe::FsLatency | Probe::FsBytes));
                     }
+                    if config.starts_with("stats-process") {
+                        pc.filter = Filter::Process;
+                    }
                     let (mut p, _) = Probes::load(&pc)?;
-                    let other = config == "other" || config == "stats-other";
+                    let other = config.ends_with("other");
                     let target = if other { idle.id } else { work.id };
                     p.track(target, 0, Probe::ALL)?;
                     Some(p)
@@ -94,7 +104,18 @@ fn main() -> Result<()> {
                 None => None,
             };
             let floor_before = floor.as_mut().map(Floor::stats).transpose()?;
-            let requests = run_workload(&work, seconds)?;
+            let requests = run_workload(&work, seconds, |pid| {
+                // The process filter: the workload's tgid listed under its key, as the agent
+                // lists cgroup.procs; for "-other", the idle key lists this (waiting) process
+                // and the workload is not listed.
+                match probes.as_mut().filter(|_| config.starts_with("stats-process")) {
+                    Some(p) if config.ends_with("other") => {
+                        Ok(p.set_processes(idle.id, &[std::process::id()].into())?)
+                    }
+                    Some(p) => Ok(p.set_processes(work.id, &[pid].into())?),
+                    None => Ok(()),
+                }
+            })?;
             if let (Some(f), Some(before)) = (floor.as_mut(), floor_before) {
                 for (program, runs, time) in f.stats()? {
                     let b = before
@@ -231,6 +252,8 @@ fn floor_of(program: &str) -> Option<&'static str> {
         "pt_connect_btf" => "pt_floor_inet_sock_set_state",
         "pt_net_egress" | "pt_dns_egress" => "pt_floor_skb_egress",
         "pt_net_ingress" | "pt_dns_ingress" => "pt_floor_skb_ingress",
+        "pt_net_send_btf" => "pt_floor_sock_send_length",
+        "pt_net_recv_btf" => "pt_floor_sock_recv_length",
         _ => return None,
     })
 }
@@ -303,9 +326,9 @@ impl Drop for Cgroup {
     }
 }
 
-/// Starts this binary as the workload, moves it into the cgroup once it is ready, and
-/// returns the requests it completed.
-fn run_workload(cg: &Cgroup, seconds: f64) -> Result<u64> {
+/// Starts this binary as the workload, moves it into the cgroup once it is ready, calls
+/// `moved` with its pid, and returns the requests it completed.
+fn run_workload(cg: &Cgroup, seconds: f64, moved: impl FnOnce(u32) -> Result<()>) -> Result<u64> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--workload", &seconds.to_string()])
         .stdin(Stdio::piped())
@@ -318,6 +341,7 @@ fn run_workload(cg: &Cgroup, seconds: f64) -> Result<u64> {
         bail!("workload did not start: {line:?}");
     }
     std::fs::write(cg.path.join("cgroup.procs"), child.id().to_string())?;
+    moved(child.id())?;
     child.stdin.take().context("stdin")?.write_all(b"go\n")?;
     line.clear();
     out.read_line(&mut line)?;
