@@ -16,15 +16,27 @@
  * Such a block is found when the thread blocks again with its start still set: it is dropped
  * (a length is not known) and counted as PT_ERR_UNCLOSED, never silent.
  *
- * Hot path: a thread's entry in `block_start` is created at its first block and then reused in
- * place: a block writes its fields and its start time last; the wakeup (or the switch-in,
- * whichever comes first, possibly on two CPUs at once) takes the start time with an atomic
- * exchange against 0, so exactly one of them records the block and nothing is deleted or
- * inserted per block (no bucket lock, no allocation). The entry is deleted at the thread's last
- * switch-out (exit), and by the loader at untrack; a full map is counted (PT_ERR_INFLIGHT_FULL),
- * never an eviction: an LRU map would evict the entries of the threads blocked the longest.
+ * Hot path: a thread's block entry (its task storage on tp_btf, see PT_TASK_CACHE_EXTRA; its
+ * entry of `block_start` on the raw and classic tracepoints) is created at its first block and
+ * then reused in place: a block writes its fields and its start time last; the wakeup (or the
+ * switch-in, whichever comes first, possibly on two CPUs at once) takes the start time with an
+ * atomic exchange against 0, so exactly one of them records the block and nothing is deleted or
+ * inserted per block (no bucket lock, no allocation). Task storage is freed with the thread; a
+ * `block_start` entry is deleted at the thread's last switch-out (exit), and by the loader at
+ * untrack (a block on tp_btf of a cgroup untracked meanwhile closes into nothing: its series
+ * are gone and pt_series finds the cgroup no longer tracked). A full map or a task storage that
+ * cannot be had is counted (PT_ERR_INFLIGHT_FULL), never an eviction: an LRU map would evict the
+ * entries of the threads blocked the longest.
  */
 #define PT_TASK_CACHE
+/* On tp_btf the block in flight lives in the thread's task storage, beside the tracked check:
+ * the switch-out writes it into the entry it already has, and the closers find it from the task
+ * pointer without hashing (the untracked switch-in and wakeup, the common case, cost one task
+ * storage lookup instead of a hash lookup). Same fields and protocol as pt_block_start. */
+#define PT_TASK_CACHE_EXTRA                                                                 \
+	__u64 block_ts; /* start of the block in flight, 0: none */                         \
+	__u64 block_cg;                                                                     \
+	char block_comm[PT_COMM_LEN];
 #include "podtrace_common.h"
 
 #define TASK_DEAD 0x80
@@ -37,7 +49,7 @@ struct {
 } block_start SEC(".maps");
 
 /* `dead`: the thread's last switch-out (it exits); `blocked`: it switched out not runnable.
- * `btf`: the per-task cache may be used (tp_btf; a constant after inlining). */
+ * `btf`: tp_btf, where the block goes into the task's storage (a constant after inlining). */
 static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked, bool btf)
 {
 	if (dead) {
@@ -47,22 +59,35 @@ static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked, bo
 	if (!blocked)
 		return; /* preempted while runnable: not a block */
 	__u64 cg = pt_current_cgroup();
-	struct pt_task_cache *c = btf ? pt_current(cg) : NULL;
-	if (c) {
+	if (btf) {
+		struct pt_task_cache *c = pt_current(cg);
+		if (!c) {
+			/* No task storage (allocation failed, or busy on this CPU): the block cannot
+			 * be recorded; counted if the thread is tracked. */
+			if (pt_tracked(cg, PT_PROBE_CPU_BLOCK))
+				pt_count_error(PT_ERR_INFLIGHT_FULL);
+			return;
+		}
 		if (!(c->probes & (1U << PT_PROBE_CPU_BLOCK)))
 			return;
-	} else if (!pt_tracked(cg, PT_PROBE_CPU_BLOCK)) {
+		if (c->block_ts)
+			pt_count_error(PT_ERR_UNCLOSED); /* the previous block was never closed */
+		c->block_cg = cg;
+		__builtin_memcpy(c->block_comm, c->comm, PT_COMM_LEN);
+		__u64 now = bpf_ktime_get_ns(); /* the start time last, as below */
+		asm volatile("" ::: "memory");
+		*(volatile __u64 *)&c->block_ts = now;
 		return;
 	}
+	/* The hash map path (raw and classic tracepoints). */
+	if (!pt_tracked(cg, PT_PROBE_CPU_BLOCK))
+		return;
 	struct pt_block_start *s = bpf_map_lookup_elem(&block_start, &tid);
 	if (s) {
 		if (s->ts)
 			pt_count_error(PT_ERR_UNCLOSED); /* the previous block was never closed */
 		s->cgroup_id = cg;
-		if (c)
-			__builtin_memcpy(s->comm, c->comm, PT_COMM_LEN);
-		else
-			bpf_get_current_comm(s->comm, sizeof(s->comm));
+		bpf_get_current_comm(s->comm, sizeof(s->comm));
 		/* The start time last: a closer that sees it sees the fields above (x86 keeps stores
 		 * in order; the barrier keeps the compiler from reordering them). */
 		__u64 now = bpf_ktime_get_ns();
@@ -71,10 +96,7 @@ static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked, bo
 		return;
 	}
 	struct pt_block_start n = { .ts = bpf_ktime_get_ns(), .cgroup_id = cg };
-	if (c)
-		__builtin_memcpy(n.comm, c->comm, PT_COMM_LEN);
-	else
-		bpf_get_current_comm(n.comm, sizeof(n.comm));
+	bpf_get_current_comm(n.comm, sizeof(n.comm));
 	if (bpf_map_update_elem(&block_start, &tid, &n, BPF_ANY))
 		pt_count_error(PT_ERR_INFLIGHT_FULL);
 }
@@ -91,13 +113,27 @@ static __always_inline void pt_wakeup(__u32 tid)
 	pt_hist_add(s->cgroup_id, s->comm, PT_PROBE_CPU_BLOCK, PT_OP_NONE, now - ts, now);
 }
 
+/* The closer on tp_btf: the block in the task's storage (see PT_TASK_CACHE_EXTRA). */
+static __always_inline void pt_wakeup_task(struct task_struct *p)
+{
+	struct pt_task_cache *c = bpf_task_storage_get(&task_cache, p, 0, 0);
+	if (!c || !c->block_ts)
+		return;
+	__u64 ts = __sync_lock_test_and_set(&c->block_ts, 0);
+	if (!ts)
+		return; /* the other CPU closed it */
+	__u64 now = bpf_ktime_get_ns();
+	pt_hist_add(c->block_cg, c->block_comm, PT_PROBE_CPU_BLOCK, PT_OP_NONE, now - ts, now);
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(pt_switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	if (!preempt)
-		pt_switch_out(prev->pid, prev_state & TASK_DEAD, prev_state != 0, true);
-	pt_wakeup(next->pid);
+	/* An exiting thread's task storage goes with it: nothing to delete. */
+	if (!preempt && !(prev_state & TASK_DEAD))
+		pt_switch_out(prev->pid, false, prev_state != 0, true);
+	pt_wakeup_task(next);
 	return 0;
 }
 
@@ -106,7 +142,7 @@ PT_TASK_RENAME_PROG(pt_block_rename_btf)
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(pt_wakeup_btf, struct task_struct *p)
 {
-	pt_wakeup(p->pid);
+	pt_wakeup_task(p);
 	return 0;
 }
 

@@ -209,6 +209,9 @@ struct pt_task_cache {
 	__u32 gen;    /* tracked_gen when filled, 0: invalid */
 	__u32 probes; /* the cgroup's PT_PROBE_* bits then, 0: not tracked */
 	char comm[PT_COMM_LEN];
+#ifdef PT_TASK_CACHE_EXTRA
+	PT_TASK_CACHE_EXTRA /* a family's own per-task fields (cpu_block: the block in flight) */
+#endif
 };
 
 struct {
