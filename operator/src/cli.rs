@@ -125,6 +125,7 @@ impl OperatorArgs {
             scope,
             index: Default::default(),
             podtraces,
+            status_nodes: Default::default(),
             profiles,
             nodetraces,
             dirty: Default::default(),
@@ -137,6 +138,10 @@ impl OperatorArgs {
             recorder: Recorder::new(client.clone(), reporter),
         });
         let registry = Arc::new(registry);
+        tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.metrics.refresh_heap().await }
+        });
 
         let readiness = admin::Readiness::default();
         let tls = tls.files().map(podtrace_runtime::tls::ReloadingTls::load).transpose()?;

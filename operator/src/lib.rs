@@ -17,6 +17,7 @@ pub mod cli;
 pub mod context;
 pub mod desired;
 pub mod error;
+pub mod fingerprint;
 pub mod index;
 pub mod leader;
 pub mod metrics;

@@ -86,7 +86,7 @@ async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
             &now,
         )
     });
-    if pt.status.as_ref() != Some(&status) {
+    if ctx.status_changed(pt, &status) {
         publish_transitions(pt, pt.status.as_ref(), &status, ctx).await;
         let api: Api<PodTrace> =
             Api::namespaced(ctx.client.clone(), &pt.namespace().unwrap_or_default());

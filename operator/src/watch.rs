@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::{Cache, Context};
 use crate::desired::{SPEC_HASH_ANNOTATION, selects};
+use crate::fingerprint;
 use crate::index::{ProjectedPod, Touched};
 use crate::watched_pod::WatchedPod;
 
@@ -155,19 +156,22 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
             nt.managed_fields_mut().clear();
         })
         .reflect(writer);
-    // What the agent last reported per node, without its heartbeat: the roll-up only needs a
-    // PodTrace reconcile when that changes.
-    let reported: Mutex<HashMap<String, Option<NodeTraceStatus>>> = Mutex::default();
+    // A fingerprint of what the agent last reported per node, without its heartbeat: the roll-up
+    // only needs a PodTrace reconcile when that changes (a copy would hold every pod's result
+    // twice, since the store keeps the status too).
+    let reported: Mutex<HashMap<String, u64>> = Mutex::default();
+    let fingerprint = |status: &Option<NodeTraceStatus>| {
+        fingerprint::of(&status.as_ref().map(|s| NodeTraceStatus { heartbeat: None, ..s.clone() }))
+    };
     for_each_change(stream, Cache::NodeTraces, &ctx, |ctx, event| {
         let (nt, deleted) = match event {
             watcher::Event::Apply(nt) => (nt, false),
             watcher::Event::Delete(nt) => (nt, true),
             watcher::Event::InitApply(nt) => {
-                let status = nt.status.clone().map(|mut s| {
-                    s.heartbeat = None;
-                    s
-                });
-                reported.lock().expect("reported lock").insert(nt.name_any(), status);
+                reported
+                    .lock()
+                    .expect("reported lock")
+                    .insert(nt.name_any(), fingerprint(&nt.status));
                 return;
             }
             _ => return,
@@ -186,15 +190,12 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
                 ctx.dirty.mark([name.clone()]);
             }
         }
-        let status = nt.status.clone().map(|mut s| {
-            s.heartbeat = None;
-            s
-        });
         let mut reported = reported.lock().expect("reported lock");
         let changed = if deleted {
             reported.remove(&*name).is_some()
         } else {
-            reported.insert(name.to_string(), status.clone()) != Some(status)
+            let status = fingerprint(&nt.status);
+            reported.insert(name.to_string(), status) != Some(status)
         };
         if changed {
             for r in &nt.spec.requested_by {
@@ -214,8 +215,21 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
     let stream = watcher(api::<PodTrace>(&ctx, true), watcher::Config::default())
         .default_backoff()
         // Managed fields are never read, and the status entry's grows with every node listed in
-        // status.nodes (about 150 bytes per node, per PodTrace).
-        .modify(|pt| pt.managed_fields_mut().clear())
+        // status.nodes (about 150 bytes per node, per PodTrace), as does the list itself.
+        .modify({
+            let ctx = ctx.clone();
+            move |pt| {
+                pt.managed_fields_mut().clear();
+                // The node list is kept as a fingerprint only (Context::status_changed).
+                if let Some(status) = pt.status.as_mut() {
+                    let nodes = std::mem::take(&mut status.nodes);
+                    ctx.status_nodes
+                        .lock()
+                        .expect("status nodes lock")
+                        .insert(pt.uid().unwrap_or_default(), fingerprint::of(&nodes));
+                }
+            }
+        })
         .reflect(writer);
     // The generation seen per PodTrace: status writes and finalizer updates do not change what
     // it selects, so they do not cost a NodeTrace recomputation (a deletion bumps generation).
@@ -236,6 +250,7 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
             let mut seen = seen.lock().expect("seen lock");
             if deleted {
                 seen.remove(&key);
+                ctx.status_nodes.lock().expect("status nodes lock").remove(&key);
                 true
             } else {
                 seen.insert(key, pt.metadata.generation) != Some(pt.metadata.generation)

@@ -25,6 +25,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SCOPE_LABEL: &str = "podtrace.dev/e2e-scope";
+/// The operator's heap in use (jemalloc), beside the RSS: it does not count freed pages the
+/// allocator still holds, so it shows what the operator keeps per pod.
+const HEAP: &str = "podtrace_operator_heap_allocated_bytes";
+const MIB: f64 = 1024.0 * 1024.0;
 
 struct Scale {
     nodes: usize,
@@ -88,6 +92,7 @@ async fn main() -> Result<()> {
     op.wait_ready(Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_empty = op.rss_kib()?;
+    let heap_empty = op.metric(HEAP).await?;
     op.stop();
 
     // Half the pods: the second point of the marginal memory per pod.
@@ -105,6 +110,7 @@ async fn main() -> Result<()> {
     nodetraces_complete(&client, &scope, s.nodes, expected).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_half = op.rss_kib()?;
+    let heap_half = op.metric(HEAP).await?;
     op.stop();
 
     let started = Instant::now();
@@ -138,6 +144,7 @@ async fn main() -> Result<()> {
     let all_written = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_loaded = op.rss_kib()?;
+    let heap_loaded = op.metric(HEAP).await?;
     let writes_initial = op.metric("podtrace_operator_nodetrace_writes_total").await?;
 
     let per_pod = (rss_loaded as f64 - rss_empty as f64) / pods_total as f64;
@@ -164,6 +171,18 @@ async fn main() -> Result<()> {
         s.podtraces * half
     );
     println!("| average memory per pod over the no-pod baseline | {per_pod:.2} KiB | |");
+    println!(
+        "| heap in use (jemalloc), no pods / {} / {pods_total} pods | {:.1} / {:.1} / {:.1} MiB | |",
+        s.podtraces * half,
+        heap_empty / MIB,
+        heap_half / MIB,
+        heap_loaded / MIB
+    );
+    println!(
+        "| marginal heap in use per pod, {} → {pods_total} pods | {:.2} KiB | |",
+        s.podtraces * half,
+        (heap_loaded - heap_half) / 1024.0 / (pods_total - s.podtraces * half) as f64
+    );
     println!("| raw paginated LIST of the pods (500/page, decoded; median of 3) | {list:.2?} | |");
     println!("| operator start → /readyz (every cache synced) | {sync:.2?} | |");
     println!("| sync / raw LIST | {:.2}× | ≤ 1.3× |", sync.as_secs_f64() / list.as_secs_f64());
@@ -176,6 +195,7 @@ async fn main() -> Result<()> {
         spec_bytes as f64 / s.nodes as f64 / 1024.0
     );
 
+    let cpu_before = Cpu::sample(cp, &op)?;
     let mut latencies = Vec::new();
     for k in 0..s.changes {
         let name = format!("pt-{}", k % s.podtraces);
@@ -203,6 +223,7 @@ async fn main() -> Result<()> {
         latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
     };
     let writes_after = op.metric("podtrace_operator_nodetrace_writes_total").await?;
+    let cpu = Cpu::sample(cp, &op)?.since(&cpu_before);
     op.stop();
 
     println!(
@@ -216,7 +237,60 @@ async fn main() -> Result<()> {
         "| NodeTrace writes: initial / per change | {writes_initial} / {:.1} | |",
         (writes_after - writes_initial) / s.changes as f64
     );
+    let per_change = |ms: f64| format!("{:.0} ms", ms / s.changes as f64);
+    println!(
+        "| CPU per change: kube-apiserver / etcd / operator / this bench's NodeTrace watch | {} / {} / {} / {} | |",
+        per_change(cpu.apiserver),
+        per_change(cpu.etcd),
+        per_change(cpu.operator),
+        per_change(cpu.bench)
+    );
     Ok(())
+}
+
+/// CPU time (user + system, ms) of the processes a change goes through, to show where the
+/// change latency is spent.
+struct Cpu {
+    apiserver: f64,
+    etcd: f64,
+    operator: f64,
+    bench: f64,
+}
+
+impl Cpu {
+    fn sample(cp: &podtrace_e2e::ControlPlane, op: &Operator) -> Result<Self> {
+        let of_pid_file = |name: &str| -> Result<f64> {
+            let pid = std::fs::read_to_string(cp.dir.join(format!("{name}.pid")))?;
+            cpu_ms(pid.trim().parse()?)
+        };
+        Ok(Self {
+            apiserver: of_pid_file("apiserver")?,
+            etcd: of_pid_file("etcd")?,
+            operator: cpu_ms(op.child.as_ref().context("stopped")?.id())?,
+            bench: cpu_ms(std::process::id())?,
+        })
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            apiserver: self.apiserver - before.apiserver,
+            etcd: self.etcd - before.etcd,
+            operator: self.operator - before.operator,
+            bench: self.bench - before.bench,
+        }
+    }
+}
+
+/// utime + stime of `pid` from /proc/<pid>/stat, in milliseconds.
+fn cpu_ms(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // /proc counts in USER_HZ, which the kernel's ABI fixes at 100 on every architecture it
+    // reports through /proc (sysconf(_SC_CLK_TCK) answers the same).
+    Ok(ticks * 10.0)
 }
 
 /// Waits until all `nodes` NodeTraces of `scope` list `pods` pods each.

@@ -44,6 +44,10 @@ async fn a_restarted_operator_writes_nothing_when_nothing_changed() {
     assert_eq!(second.metric("podtrace_operator_status_writes_total").await, 0.0);
     assert!(second.metric("podtrace_operator_reconciles_total").await >= 2.0, "it did reconcile");
     assert_eq!(second.metric("podtrace_operator_pods_indexed").await, 2.0);
+    // The heap gauges are read from jemalloc (the default build) within a second of start.
+    let heap = second.metric("podtrace_operator_heap_allocated_bytes").await;
+    let resident = second.metric("podtrace_operator_heap_resident_bytes").await;
+    assert!(heap > 1e5 && resident >= heap, "heap {heap}, resident {resident}");
 
     // The counter does count: a container restart is one write.
     fx.set_container_id("a", "app", "containerd://a-app-1").await;
