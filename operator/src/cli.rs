@@ -128,6 +128,7 @@ impl OperatorArgs {
             status_nodes: Default::default(),
             profiles,
             nodetraces,
+            requested_by: Default::default(),
             dirty: Default::default(),
             written: Default::default(),
             write_lock: Default::default(),

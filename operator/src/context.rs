@@ -150,8 +150,11 @@ pub struct Context {
     pub status_nodes: Mutex<HashMap<String, u64>>,
     /// MonitoringProfiles (reflector store).
     pub profiles: Store<MonitoringProfile>,
-    /// NodeTraces with their pod lists stripped (reflector store): metadata, requestedBy, status.
+    /// NodeTraces with their spec stripped (reflector store): metadata and the agent's status.
     pub nodetraces: Store<NodeTrace>,
+    /// Fingerprints of each NodeTrace's `spec.requestedBy` entries, by node: which PodTraces a
+    /// node's pods belong to, at 8 bytes per PodTrace and node instead of two strings.
+    pub requested_by: Mutex<HashMap<Arc<str>, Vec<u64>>>,
     /// Nodes whose NodeTrace must be recomputed.
     pub dirty: Dirty,
     /// The spec hash last applied per node by this process, `None` once deleted by it (the
@@ -219,12 +222,16 @@ impl Context {
 
     /// The nodes whose NodeTrace lists `pt` in requestedBy.
     pub fn nodes_requested_by(&self, pt: &PodTrace) -> BTreeSet<Arc<str>> {
-        let me = reference(pt);
-        self.nodetraces
-            .state()
-            .iter()
-            .filter(|nt| nt.spec.requested_by.contains(&me))
-            .map(|nt| Arc::from(nt.name_any()))
-            .collect()
+        let me = fingerprint::of(&reference(pt));
+        let requested_by = self.requested_by.lock().expect("requested_by lock");
+        requested_by.iter().filter(|(_, refs)| refs.contains(&me)).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The PodTraces that `node`'s NodeTrace lists in requestedBy.
+    pub fn podtraces_on(&self, node: &str) -> Vec<Arc<PodTrace>> {
+        let requested_by = self.requested_by.lock().expect("requested_by lock");
+        let Some(refs) = requested_by.get(node) else { return Vec::new() };
+        let on_node = |pt: &Arc<PodTrace>| refs.contains(&fingerprint::of(&reference(pt)));
+        self.podtraces.state().into_iter().filter(on_node).collect()
     }
 }

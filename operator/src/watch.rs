@@ -14,7 +14,6 @@
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
@@ -149,11 +148,18 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
     let config = watcher::Config::default().labels(&ctx.scope.nodetrace_selector());
     let stream = watcher(Api::<NodeTrace>::all(ctx.client.clone()), config)
         .default_backoff()
-        .modify(|nt| {
-            nt.spec.pods = Vec::new();
-            nt.spec.pod_settings = Vec::new();
-            nt.spec.settings = Default::default();
-            nt.managed_fields_mut().clear();
+        .modify({
+            let ctx = ctx.clone();
+            move |nt| {
+                let refs = std::mem::take(&mut nt.spec.requested_by);
+                let refs = refs.iter().map(fingerprint::of).collect();
+                ctx.requested_by
+                    .lock()
+                    .expect("requested_by lock")
+                    .insert(nt.name_any().into(), refs);
+                nt.spec = Default::default();
+                nt.managed_fields_mut().clear();
+            }
         })
         .reflect(writer);
     // A fingerprint of what the agent last reported per node, without its heartbeat: the roll-up
@@ -162,6 +168,16 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
     let reported: Mutex<HashMap<String, u64>> = Mutex::default();
     let fingerprint = |status: &Option<NodeTraceStatus>| {
         fingerprint::of(&status.as_ref().map(|s| NodeTraceStatus { heartbeat: None, ..s.clone() }))
+    };
+    // Whether the agent's report changed (then the PodTraces of the node need a roll-up).
+    let changed_status = |nt: &NodeTrace, deleted: bool| {
+        let mut reported = reported.lock().expect("reported lock");
+        if deleted {
+            reported.remove(&nt.name_any()).is_some()
+        } else {
+            let status = fingerprint(&nt.status);
+            reported.insert(nt.name_any(), status) != Some(status)
+        }
     };
     for_each_change(stream, Cache::NodeTraces, &ctx, |ctx, event| {
         let (nt, deleted) = match event {
@@ -178,6 +194,10 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
         };
         let name: Arc<str> = nt.name_any().into();
         let hash = nt.annotations().get(SPEC_HASH_ANNOTATION);
+        let triggered = if changed_status(nt, deleted) { ctx.podtraces_on(&name) } else { vec![] };
+        if deleted {
+            ctx.requested_by.lock().expect("requested_by lock").remove(&name);
+        }
         {
             let mut written = ctx.written.lock().expect("written lock");
             if deleted {
@@ -190,20 +210,8 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
                 ctx.dirty.mark([name.clone()]);
             }
         }
-        let mut reported = reported.lock().expect("reported lock");
-        let changed = if deleted {
-            reported.remove(&*name).is_some()
-        } else {
-            let status = fingerprint(&nt.status);
-            reported.insert(name.to_string(), status) != Some(status)
-        };
-        if changed {
-            for r in &nt.spec.requested_by {
-                let key = ObjectRef::new(&r.name).within(&r.namespace);
-                if let Some(pt) = ctx.podtraces.get(&key) {
-                    ctx.trigger(&pt);
-                }
-            }
+        for pt in triggered {
+            ctx.trigger(&pt);
         }
     })
     .await;
