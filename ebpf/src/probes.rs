@@ -67,6 +67,9 @@ struct Target {
 /// The node's eBPF probes. See the crate documentation for the life cycle.
 pub struct Probes {
     config: ProbeConfig,
+    /// The kernel's BTF while families load ([`Probes::with_btf`]), `None` in between: parsed,
+    /// vmlinux's BTF holds ~13 MiB, which the agent would otherwise keep for its whole life to
+    /// serve the rare reloads of a profile change.
     btf: Option<Btf>,
     families: BTreeMap<&'static str, LoadedFamily>,
     enabled: BTreeSet<Probe>,
@@ -99,16 +102,9 @@ impl Probes {
         } else {
             None
         };
-        let btf = match Btf::from_sys_fs() {
-            Ok(btf) => Some(btf),
-            Err(e) => {
-                tracing::warn!(error = %e, "no kernel BTF: fentry and tp_btf rungs unavailable, CO-RE fails");
-                None
-            }
-        };
         let mut probes = Probes {
             config: config.clone(),
-            btf,
+            btf: None,
             families: BTreeMap::new(),
             enabled: config.probes.clone(),
             statuses: BTreeMap::new(),
@@ -117,9 +113,11 @@ impl Probes {
             _stats: stats,
             generation: 0,
         };
-        for family in FAMILIES {
-            probes.sync_family(family);
-        }
+        probes.with_btf(|probes| {
+            for family in FAMILIES {
+                probes.sync_family(family);
+            }
+        });
         probes.publish_generation();
         let statuses = probes.statuses();
         Ok((probes, statuses))
@@ -140,7 +138,7 @@ impl Probes {
             self.enabled.remove(&probe);
         }
         let family = family_of(probe);
-        self.sync_family(family);
+        self.with_btf(|probes| probes.sync_family(family));
         self.publish_generation();
         self.statuses[&probe].clone()
     }
@@ -358,6 +356,20 @@ impl Probes {
             };
             self.statuses.insert(*p, st);
         }
+    }
+
+    /// Runs `f` (which may load families) with the kernel's BTF parsed, and drops it after.
+    fn with_btf<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.btf = match Btf::from_sys_fs() {
+            Ok(btf) => Some(btf),
+            Err(e) => {
+                tracing::warn!(error = %e, "no kernel BTF: fentry and tp_btf rungs unavailable, CO-RE fails");
+                None
+            }
+        };
+        let out = f(self);
+        self.btf = None;
+        out
     }
 
     /// Loads a family's object and walks its ladder; the error is the reason of every rung.

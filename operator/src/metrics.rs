@@ -121,17 +121,9 @@ impl Metrics {
     /// Refreshes the heap gauges every second from jemalloc's statistics, until dropped. A
     /// no-op in builds without jemalloc (`--no-default-features`).
     pub async fn refresh_heap(&self) {
-        #[cfg(feature = "jemalloc")]
-        loop {
-            use tikv_jemalloc_ctl::{epoch, stats};
-            // jemalloc's statistics are a snapshot taken when the epoch advances.
-            if epoch::advance().is_ok()
-                && let (Ok(allocated), Ok(resident)) =
-                    (stats::allocated::read(), stats::resident::read())
-            {
-                self.heap_allocated.set(allocated as i64);
-                self.heap_resident.set(resident as i64);
-            }
+        while let Some((allocated, resident)) = podtrace_runtime::alloc::heap_stats() {
+            self.heap_allocated.set(allocated as i64);
+            self.heap_resident.set(resident as i64);
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
