@@ -2,7 +2,8 @@
 //! a real kube-apiserver + etcd (the e2e harness), run as a process like in production.
 //!
 //! It prints:
-//! - operator RSS with no pods and with every pod indexed, and the marginal KiB per pod;
+//! - operator RSS and heap in use with no pods, half and all the pods indexed (each the median of
+//!   three processes), and the marginal KiB per pod;
 //! - initial sync (process start → `/readyz`) as a ratio to a raw paginated LIST of the same pods
 //!   (500 per page, decoded into `Pod`s, the same work a client has to do);
 //! - the latency from a PodTrace change to every affected NodeTrace updated, p50/p99 over 50
@@ -90,10 +91,12 @@ async fn main() -> Result<()> {
     // Baseline: the operator with nodes and PodTraces but no pods.
     let mut op = Operator::start(cp, &ns, &scope, "baseline")?;
     op.wait_ready(Duration::from_secs(60)).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    op.settle().await?;
     let rss_empty = op.rss_kib()?;
     let heap_empty = op.metric(HEAP).await?;
     op.stop();
+    let (rss_empty, heap_empty) =
+        median_memory(cp, &ns, &scope, "baseline", (rss_empty, heap_empty)).await?;
 
     // Half the pods: the second point of the marginal memory per pod.
     let half = s.pods_per_podtrace / 2;
@@ -108,10 +111,12 @@ async fn main() -> Result<()> {
     op.wait_ready(Duration::from_secs(120)).await?;
     let expected = s.podtraces * half / s.nodes;
     nodetraces_complete(&client, &scope, s.nodes, expected).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    op.settle().await?;
     let rss_half = op.rss_kib()?;
     let heap_half = op.metric(HEAP).await?;
     op.stop();
+    let (rss_half, heap_half) =
+        median_memory(cp, &ns, &scope, "half", (rss_half, heap_half)).await?;
 
     let started = Instant::now();
     create_pods(&client, &ns, &s, half..s.pods_per_podtrace).await?;
@@ -142,47 +147,14 @@ async fn main() -> Result<()> {
         .await
         .context("NodeTraces never complete")?;
     let all_written = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    op.settle().await?;
     let rss_loaded = op.rss_kib()?;
     let heap_loaded = op.metric(HEAP).await?;
     let writes_initial = op.metric("podtrace_operator_nodetrace_writes_total").await?;
 
-    let per_pod = (rss_loaded as f64 - rss_empty as f64) / pods_total as f64;
-    let per_pod_half =
-        (rss_loaded as f64 - rss_half as f64) / (pods_total - s.podtraces * half) as f64;
     println!();
     println!("| figure | value | target |");
     println!("|---|---|---|");
-    println!(
-        "| operator RSS, nodes + PodTraces, no pods | {:.1} MiB | |",
-        rss_empty as f64 / 1024.0
-    );
-    println!(
-        "| operator RSS, {pods_total} pods indexed, NodeTraces written | {:.1} MiB | |",
-        rss_loaded as f64 / 1024.0
-    );
-    println!(
-        "| operator RSS, {} pods indexed, NodeTraces written | {:.1} MiB | |",
-        s.podtraces * half,
-        rss_half as f64 / 1024.0
-    );
-    println!(
-        "| marginal memory per pod, {} → {pods_total} pods | {per_pod_half:.2} KiB | ≤ 1 KiB |",
-        s.podtraces * half
-    );
-    println!("| average memory per pod over the no-pod baseline | {per_pod:.2} KiB | |");
-    println!(
-        "| heap in use (jemalloc), no pods / {} / {pods_total} pods | {:.1} / {:.1} / {:.1} MiB | |",
-        s.podtraces * half,
-        heap_empty / MIB,
-        heap_half / MIB,
-        heap_loaded / MIB
-    );
-    println!(
-        "| marginal heap in use per pod, {} → {pods_total} pods | {:.2} KiB | |",
-        s.podtraces * half,
-        (heap_loaded - heap_half) / 1024.0 / (pods_total - s.podtraces * half) as f64
-    );
     println!("| raw paginated LIST of the pods (500/page, decoded; median of 3) | {list:.2?} | |");
     println!("| operator start → /readyz (every cache synced) | {sync:.2?} | |");
     println!("| sync / raw LIST | {:.2}× | ≤ 1.3× |", sync.as_secs_f64() / list.as_secs_f64());
@@ -245,7 +217,76 @@ async fn main() -> Result<()> {
         per_change(cpu.operator),
         per_change(cpu.bench)
     );
+
+    // Two more processes on the final objects for the median of the loaded memory point.
+    let (rss_loaded, heap_loaded) =
+        median_memory(cp, &ns, &scope, "loaded", (rss_loaded, heap_loaded)).await?;
+    let per_pod = (rss_loaded as f64 - rss_empty as f64) / pods_total as f64;
+    let per_pod_half =
+        (rss_loaded as f64 - rss_half as f64) / (pods_total - s.podtraces * half) as f64;
+    println!(
+        "| operator RSS, nodes + PodTraces, no pods (median of 3 processes) | {:.1} MiB | |",
+        rss_empty as f64 / 1024.0
+    );
+    println!(
+        "| operator RSS, {pods_total} pods indexed, NodeTraces written (median of 3) | {:.1} MiB | |",
+        rss_loaded as f64 / 1024.0
+    );
+    println!(
+        "| operator RSS, {} pods indexed, NodeTraces written (median of 3) | {:.1} MiB | |",
+        s.podtraces * half,
+        rss_half as f64 / 1024.0
+    );
+    println!(
+        "| marginal memory per pod, {} → {pods_total} pods | {per_pod_half:.2} KiB | ≤ 1 KiB |",
+        s.podtraces * half
+    );
+    println!("| average memory per pod over the no-pod baseline | {per_pod:.2} KiB | |");
+    println!(
+        "| heap in use (jemalloc), no pods / {} / {pods_total} pods | {:.1} / {:.1} / {:.1} MiB | |",
+        s.podtraces * half,
+        heap_empty / MIB,
+        heap_half / MIB,
+        heap_loaded / MIB
+    );
+    println!(
+        "| marginal heap in use per pod, {} → {pods_total} pods | {:.2} KiB | |",
+        s.podtraces * half,
+        (heap_loaded - heap_half) / 1024.0 / (pods_total - s.podtraces * half) as f64
+    );
     Ok(())
+}
+
+/// The median RSS (KiB) and heap in use (bytes) of `first` and of two more operator processes
+/// started on the same objects, each sampled once ready and idle ([`Operator::settle`]; they
+/// write nothing: every NodeTrace is up to date). One process's figure varies with how its allocator laid out the
+/// initial list, by up to ±0.3 KiB per pod between runs.
+async fn median_memory(
+    cp: &podtrace_e2e::ControlPlane,
+    ns: &str,
+    scope: &str,
+    label: &str,
+    first: (u64, f64),
+) -> Result<(u64, f64)> {
+    let (mut rss, mut heap) = (vec![first.0], vec![first.1]);
+    for i in 1..3 {
+        let mut op = Operator::start(cp, ns, scope, &format!("{label}-{i}"))?;
+        op.wait_ready(Duration::from_secs(120)).await?;
+        op.settle().await?;
+        rss.push(op.rss_kib()?);
+        heap.push(op.metric(HEAP).await?);
+        op.stop();
+    }
+    let mib = |kib: &u64| format!("{:.1}", *kib as f64 / 1024.0);
+    let heap_mib = |b: &f64| format!("{:.1}", b / MIB);
+    println!(
+        "memory at {label}: RSS {} MiB, heap {} MiB (first process, then two restarts)",
+        rss.iter().map(mib).collect::<Vec<_>>().join(" / "),
+        heap.iter().map(heap_mib).collect::<Vec<_>>().join(" / ")
+    );
+    rss.sort_unstable();
+    heap.sort_by(f64::total_cmp);
+    Ok((rss[1], heap[1]))
 }
 
 /// CPU time (user + system, ms) of the processes a change goes through, to show where the
@@ -444,6 +485,27 @@ impl Operator {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Waits until the operator is idle: no NodeTrace or status write and no reconcile for 3 s
+    /// (at most 60 s), so that memory is sampled in the steady state, not during the status
+    /// writes that follow a start.
+    async fn settle(&self) -> Result<()> {
+        let activity = async || -> Result<f64> {
+            Ok(self.metric("podtrace_operator_nodetrace_writes_total").await?
+                + self.metric("podtrace_operator_status_writes_total").await?
+                + self.metric("podtrace_operator_reconciles_total").await?)
+        };
+        let (start, mut last, mut quiet) = (Instant::now(), activity().await?, 0);
+        while quiet < 3 && start.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = activity().await?;
+            quiet = if now == last { quiet + 1 } else { 0 };
+            last = now;
+        }
+        // jemalloc's background thread returns freed pages after 1 s.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(())
     }
 
     async fn metric(&self, name: &str) -> Result<f64> {
