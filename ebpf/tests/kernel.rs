@@ -238,19 +238,7 @@ print('comm=' + open('/proc/self/comm').read().strip())
     python(None, body, &[DNS_PORT.to_string(), control.to_string()])?;
     answering.join().unwrap();
 
-    let snap = snapshot()?;
-    let h = snap.merged_histogram(cg.id, Probe::Dns, Op::None);
-    eprintln!("dns {h:?}");
-    assert_eq!(h.count, k);
-    let expected = bucket_index(delay.as_nanos() as u64);
-    assert_eq!(h.quantile_bucket(0.5), Some(expected), "p50 bucket for {delay:?}");
-    assert!(h.sum_ns >= k * delay.as_nanos() as u64);
-    let comm = field(&out, "comm")?;
-    assert!(
-        snap.histograms_of(cg.id, Probe::Dns).all(|s| s.series.process_name == comm),
-        "DNS series should carry the querying process {comm}"
-    );
-    untrack(&cg)
+    assert_dns_samples(&cg, k, control, delay, &out)
 }
 
 #[test]
@@ -301,19 +289,33 @@ print('comm=' + open('/proc/self/comm').read().strip())
     python(None, body, &[DNS_PORT.to_string(), control.to_string()])?;
     answering.join().unwrap();
 
+    assert_dns_samples(&cg, k, control, delay, &out)
+}
+
+/// The DNS checks shared by UDP and TCP: exactly `k` samples in `cg` (none of the `control`
+/// queries from outside it), the p50 in the bucket of the server's `delay`, at least `delay` each,
+/// and every series named after the querying process (`comm=` in the client's output `out`).
+/// Untracks `cg`.
+fn assert_dns_samples(
+    cg: &TestCgroup,
+    k: u64,
+    control: u64,
+    delay: Duration,
+    out: &str,
+) -> Result<()> {
     let snap = snapshot()?;
     let h = snap.merged_histogram(cg.id, Probe::Dns, Op::None);
-    eprintln!("dns over tcp {h:?}");
+    eprintln!("dns {h:?}");
     assert_eq!(h.count, k, "one sample per query, none for the control's {control}");
     let expected = bucket_index(delay.as_nanos() as u64);
     assert_eq!(h.quantile_bucket(0.5), Some(expected), "p50 bucket for {delay:?}");
     assert!(h.sum_ns >= k * delay.as_nanos() as u64);
-    let comm = field(&out, "comm")?;
+    let comm = field(out, "comm")?;
     assert!(
         snap.histograms_of(cg.id, Probe::Dns).all(|s| s.series.process_name == comm),
         "DNS series should carry the querying process {comm}"
     );
-    untrack(&cg)
+    untrack(cg)
 }
 
 #[test]

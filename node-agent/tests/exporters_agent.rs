@@ -65,6 +65,12 @@ mod exporters {
                 .spawn()
                 .unwrap(),
         );
+        // The shell moves itself in before it execs: under load the agent could otherwise find
+        // the cgroup still empty at its first collection.
+        let procs = dir.join("cgroup.procs");
+        while std::fs::read_to_string(&procs).unwrap().trim().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
 
         let tmp = TempDir::new("agent-push");
         let config = tmp.0.join("agent.yaml");
