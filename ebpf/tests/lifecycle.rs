@@ -5,12 +5,11 @@
 mod common;
 
 use anyhow::Result;
-use common::{TestCgroup, bpftool, field, python, root_or_skip};
+use common::{TestCgroup, bpftool, field, payload_server, python, root_or_skip};
 use podtrace_api::nodetrace::{AttachMethod, ProbeState};
 use podtrace_api::profile::Probe;
 use podtrace_ebpf::{OTHER_PROCESS, Op, ProbeConfig, Probes};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 
 /// Program ids of the loaded probes.
@@ -261,19 +260,7 @@ fn without_cgroup_skb_network_bytes_fall_back_to_the_socket_calls_payload() -> R
     assert!(s.reason.as_deref().unwrap_or("").contains("cgroup_skb: skipped"), "{s:?}");
     let cg = TestCgroup::new("netfb")?;
     probes.track(cg.id, 0, [Probe::NetworkBytes])?;
-    // A server that reads the client's payload to its announced length and answers 4321 bytes.
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port().to_string();
-    let server = std::thread::spawn(move || {
-        for _ in 0..2 {
-            let (mut conn, _) = listener.accept().expect("accept");
-            let mut len = [0u8; 8];
-            conn.read_exact(&mut len).expect("length");
-            let mut payload = vec![0u8; u64::from_be_bytes(len) as usize];
-            conn.read_exact(&mut payload).expect("payload");
-            conn.write_all(&[b'a'; 4321]).expect("answer");
-        }
-    });
+    let (port, server) = payload_server(2)?;
     let body = "
 n = int(sys.argv[2])
 s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))

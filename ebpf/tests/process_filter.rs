@@ -6,13 +6,11 @@
 mod common;
 
 use anyhow::Result;
-use common::{TestCgroup, field, python, python_then, root_or_skip};
+use common::{TestCgroup, field, payload_server, python, python_then, root_or_skip};
 use podtrace_api::nodetrace::{AttachMethod, ProbeState};
 use podtrace_api::profile::Probe;
 use podtrace_ebpf::{Filter, Op, ProbeConfig, Probes};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::Mutex;
 
 fn load(probes: &[Probe]) -> Result<(Probes, Vec<podtrace_api::nodetrace::ProbeStatus>)> {
@@ -22,23 +20,6 @@ fn load(probes: &[Probe]) -> Result<(Probes, Vec<podtrace_api::nodetrace::ProbeS
         ..ProbeConfig::default()
     };
     Ok(Probes::load(&config)?)
-}
-
-/// A server that reads each client's payload to its announced length and answers 4321 bytes.
-fn server(connections: usize) -> Result<(String, std::thread::JoinHandle<()>)> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port().to_string();
-    let handle = std::thread::spawn(move || {
-        for _ in 0..connections {
-            let (mut conn, _) = listener.accept().expect("accept");
-            let mut len = [0u8; 8];
-            conn.read_exact(&mut len).expect("length");
-            let mut payload = vec![0u8; u64::from_be_bytes(len) as usize];
-            conn.read_exact(&mut payload).expect("payload");
-            conn.write_all(&[b'a'; 4321]).expect("answer");
-        }
-    });
-    Ok((port, handle))
 }
 
 /// Sends n bytes (after an 8-byte length) and reads the 4321-byte answer; then writes m bytes
@@ -91,7 +72,7 @@ fn process_filter_counts_the_listed_processes_bytes_exactly_and_nothing_outside(
     probes.lock().unwrap().track(key, 3, wanted)?;
     let dir = std::env::temp_dir().join(format!("podtrace-pf-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (port, server) = server(2)?;
+    let (port, server) = payload_server(2)?;
     let (n, m) = (700_000u64, 123_457u64);
     let args = |n: u64, m: u64, f: &str| {
         vec![port.clone(), n.to_string(), m.to_string(), dir.join(f).display().to_string()]

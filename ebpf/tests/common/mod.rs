@@ -138,3 +138,21 @@ pub fn bpftool(args: &[&str]) -> Result<serde_json::Value> {
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
+
+/// A loopback TCP server for `connections` clients: it reads each client's payload to the length
+/// announced in its first 8 bytes (big-endian) and answers 4321 bytes. Returns its port.
+pub fn payload_server(connections: usize) -> Result<(String, std::thread::JoinHandle<()>)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port().to_string();
+    let handle = std::thread::spawn(move || {
+        for _ in 0..connections {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut len = [0u8; 8];
+            conn.read_exact(&mut len).expect("length");
+            let mut payload = vec![0u8; u64::from_be_bytes(len) as usize];
+            conn.read_exact(&mut payload).expect("payload");
+            conn.write_all(&[b'a'; 4321]).expect("answer");
+        }
+    });
+    Ok((port, handle))
+}
