@@ -378,3 +378,21 @@ pub fn batch(seq: u64, n: usize) -> PushBatch {
         targets: (0..n).map(|i| target(seq, i)).collect(),
     }
 }
+
+/// Pushes `batches` batches of `targets` samples 5 ms apart and checks that `push` never waited
+/// on a broker: its median stays under 1 ms and its slowest under 100 ms (a push that waited on
+/// a slow subscriber would take that subscriber's 500 ms write deadline).
+pub async fn push_without_waiting(exporters: &Exporters, batches: u64, targets: usize) {
+    let mut took = Vec::new();
+    for seq in 0..batches {
+        let b = batch(seq, targets);
+        let t = std::time::Instant::now();
+        exporters.push(b);
+        took.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    took.sort();
+    let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
+    assert!(median < Duration::from_millis(1), "median push {median:?}");
+    assert!(slowest < Duration::from_millis(100), "slowest push {slowest:?}");
+}
