@@ -106,6 +106,14 @@ fn a_config_broken_at_start_is_reported_and_its_fix_is_picked_up_without_restart
         body.contains("podtrace_agent_errors_total{source=\"config\",reason=\"config\"} 1"),
         "the rejected file is counted: {body}"
     );
+    // The binary's allocator is jemalloc (default feature), and /metrics shows its heap.
+    let heap = |name: &str| -> f64 {
+        let line = body.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let allocated = heap("podtrace_agent_heap_allocated_bytes ");
+    let resident = heap("podtrace_agent_heap_resident_bytes ");
+    assert!(allocated > 1e5 && resident >= allocated, "heap {allocated}, resident {resident}");
     let health = agent.health();
     assert_eq!(health.status.code(), Some(1), "{}", String::from_utf8_lossy(&health.stdout));
     assert!(String::from_utf8_lossy(&health.stdout).starts_with("Degraded"));

@@ -139,10 +139,6 @@ impl OperatorArgs {
             recorder: Recorder::new(client.clone(), reporter),
         });
         let registry = Arc::new(registry);
-        tokio::spawn({
-            let ctx = ctx.clone();
-            async move { ctx.metrics.refresh_heap().await }
-        });
 
         let readiness = admin::Readiness::default();
         let tls = tls.files().map(podtrace_runtime::tls::ReloadingTls::load).transpose()?;

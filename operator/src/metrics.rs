@@ -47,11 +47,6 @@ pub struct Metrics {
     pub pods_indexed: Gauge,
     /// 1 while this process holds the leader Lease.
     pub leader: Gauge,
-    /// Bytes the program has allocated and not freed (jemalloc's `stats.allocated`).
-    pub heap_allocated: Gauge,
-    /// Bytes of physical memory the allocator holds (jemalloc's `stats.resident`): the heap's
-    /// share of the RSS, including freed pages not yet returned.
-    pub heap_resident: Gauge,
 }
 
 impl Metrics {
@@ -70,8 +65,6 @@ impl Metrics {
             status_writes: Counter::default(),
             pods_indexed: Gauge::default(),
             leader: Gauge::default(),
-            heap_allocated: Gauge::default(),
-            heap_resident: Gauge::default(),
         };
         registry.register(
             "reconciles",
@@ -104,28 +97,8 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             metrics.leader.clone(),
         );
-        registry.register(
-            "heap_allocated_bytes",
-            "Heap bytes in use (jemalloc stats.allocated; absent in builds without jemalloc)",
-            metrics.heap_allocated.clone(),
-        );
-        registry.register(
-            "heap_resident_bytes",
-            "Physical memory held by the allocator, freed pages not yet returned included \
-             (jemalloc stats.resident; absent in builds without jemalloc)",
-            metrics.heap_resident.clone(),
-        );
+        registry.register_collector(Box::new(podtrace_runtime::alloc::HeapCollector));
         (metrics, registry)
-    }
-
-    /// Refreshes the heap gauges every second from jemalloc's statistics, until dropped. A
-    /// no-op in builds without jemalloc (`--no-default-features`).
-    pub async fn refresh_heap(&self) {
-        while let Some((allocated, resident)) = podtrace_runtime::alloc::heap_stats() {
-            self.heap_allocated.set(allocated as i64);
-            self.heap_resident.set(resident as i64);
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
     }
 
     /// Counts a reconcile of `controller` and times it until the guard drops.

@@ -34,3 +34,32 @@ pub fn heap_stats() -> Option<(u64, u64)> {
     #[cfg(not(feature = "jemalloc"))]
     None
 }
+
+/// `heap_allocated_bytes` and `heap_resident_bytes` (under the registry's prefix), read from
+/// [`heap_stats`] at every scrape; nothing in builds without jemalloc. When the RSS grows, they
+/// tell whether the program keeps more or the allocator has not given freed pages back yet.
+#[derive(Debug)]
+pub struct HeapCollector;
+
+impl prometheus_client::collector::Collector for HeapCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let Some((allocated, resident)) = heap_stats() else { return Ok(()) };
+        let gauges = [
+            ("heap_allocated_bytes", "Heap bytes in use (jemalloc stats.allocated)", allocated),
+            (
+                "heap_resident_bytes",
+                "Physical memory the allocator holds, freed pages not yet returned included (jemalloc stats.resident)",
+                resident,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}

@@ -93,6 +93,7 @@ impl AgentMetrics {
             "Configuration changes applied without restart",
             m.config_reloads.clone(),
         );
+        r.register_collector(Box::new(podtrace_runtime::alloc::HeapCollector));
         m
     }
 
