@@ -107,6 +107,10 @@ impl Drop for TestCgroup {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            // The test's own parent (`/podtrace-e2e-scrape-<pid>`), created with the leaf.
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }
