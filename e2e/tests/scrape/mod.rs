@@ -100,16 +100,16 @@ impl Drop for TestCgroup {
         for c in &mut self.children {
             let _ = c.wait();
         }
-        for dir in &self.dirs {
+        // The leaves, then the test's own parents (`/podtrace-e2e-scrape-<pid>`). The kernel
+        // removes a cgroup asynchronously: its parent refuses rmdir (EBUSY) while it is dying.
+        let parents: Vec<PathBuf> =
+            self.dirs.iter().filter_map(|d| d.parent()).map(PathBuf::from).collect();
+        for dir in self.dirs.iter().chain(&parents) {
             for _ in 0..50 {
                 if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
-            }
-            // The test's own parent (`/podtrace-e2e-scrape-<pid>`), created with the leaf.
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::remove_dir(parent);
             }
         }
     }
