@@ -28,6 +28,7 @@ use podtrace_api::nodetrace::{AttachMethod, ProbeState, ProbeStatus};
 use podtrace_api::profile::Probe;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
+use std::sync::OnceLock;
 
 /// Bit of a probe in the kernel's `pt_target.probes` mask: its position in `Probe::ALL`.
 pub fn probe_bit(probe: Probe) -> u32 {
@@ -67,10 +68,11 @@ struct Target {
 /// The node's eBPF probes. See the crate documentation for the life cycle.
 pub struct Probes {
     config: ProbeConfig,
-    /// The kernel's BTF while families load ([`Probes::with_btf`]), `None` in between: parsed,
-    /// vmlinux's BTF holds ~13 MiB, which the agent would otherwise keep for its whole life to
-    /// serve the rare reloads of a profile change.
-    btf: Option<Btf>,
+    /// The kernel's BTF, parsed by the first family load of a change ([`Probes::kernel_btf`])
+    /// and dropped when the change is done ([`Probes::with_btf`]): parsed, vmlinux's BTF holds
+    /// ~13 MiB, which the agent would otherwise keep for its whole life to serve the rare reloads
+    /// of a profile change, and a start with no probe wanted never parses it.
+    btf: OnceLock<Option<Btf>>,
     families: BTreeMap<&'static str, LoadedFamily>,
     enabled: BTreeSet<Probe>,
     statuses: BTreeMap<Probe, ProbeStatus>,
@@ -104,7 +106,7 @@ impl Probes {
         };
         let mut probes = Probes {
             config: config.clone(),
-            btf: None,
+            btf: OnceLock::new(),
             families: BTreeMap::new(),
             enabled: config.probes.clone(),
             statuses: BTreeMap::new(),
@@ -358,18 +360,24 @@ impl Probes {
         }
     }
 
-    /// Runs `f` (which may load families) with the kernel's BTF parsed, and drops it after.
+    /// Runs `f` (which may load families) and drops the kernel BTF they parsed, if any.
     fn with_btf<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
-        self.btf = match Btf::from_sys_fs() {
-            Ok(btf) => Some(btf),
-            Err(e) => {
-                tracing::warn!(error = %e, "no kernel BTF: fentry and tp_btf rungs unavailable, CO-RE fails");
-                None
-            }
-        };
         let out = f(self);
-        self.btf = None;
+        self.btf = OnceLock::new();
         out
+    }
+
+    /// The kernel's BTF, parsed on first use within [`Probes::with_btf`].
+    fn kernel_btf(&self) -> Option<&Btf> {
+        self.btf
+            .get_or_init(|| match Btf::from_sys_fs() {
+                Ok(btf) => Some(btf),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no kernel BTF: fentry and tp_btf rungs unavailable, CO-RE fails");
+                    None
+                }
+            })
+            .as_ref()
     }
 
     /// Loads a family's object and walks its ladder; the error is the reason of every rung.
@@ -377,7 +385,7 @@ impl Probes {
         let sizes = &self.config.map_sizes;
         let mut loader = EbpfLoader::new();
         loader
-            .btf(self.btf.as_ref())
+            .btf(self.kernel_btf())
             // task_cache (task storage) has no aya type; only the kernel programs use it.
             .allow_unsupported_maps()
             .map_max_entries("tracked", sizes.tracked)
@@ -401,7 +409,7 @@ impl Probes {
             loader.override_global("pt_dns_port", &self.config.dns_port, true);
         }
         let mut ebpf = loader.load(object).map_err(|e| format!("object: {e}"))?;
-        let env = AttachEnv { btf: self.btf.as_ref(), cgroup_root: &self.config.cgroup_skb_root };
+        let env = AttachEnv { btf: self.kernel_btf(), cgroup_root: &self.config.cgroup_skb_root };
         let mut reasons = Vec::new();
         for rung in family.rungs {
             let method = method_name(rung.method);
