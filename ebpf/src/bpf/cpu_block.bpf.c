@@ -101,29 +101,30 @@ static __always_inline void pt_switch_out(__u32 tid, bool dead, bool blocked, bo
 		pt_count_error(PT_ERR_INFLIGHT_FULL);
 }
 
-static __always_inline void pt_wakeup(__u32 tid)
+/* Closes a block whose start is *start (taken atomically: the wakeup and the switch-in may
+ * race on two CPUs, and only one of them counts it). */
+static __always_inline void pt_close_block(__u64 *start, __u64 cgroup_id, const char *comm)
 {
-	struct pt_block_start *s = bpf_map_lookup_elem(&block_start, &tid);
-	if (!s || !s->ts)
-		return;
-	__u64 ts = __sync_lock_test_and_set(&s->ts, 0);
+	__u64 ts = __sync_lock_test_and_set(start, 0);
 	if (!ts)
 		return; /* the other CPU closed it */
 	__u64 now = bpf_ktime_get_ns();
-	pt_hist_add(s->cgroup_id, s->comm, PT_PROBE_CPU_BLOCK, PT_OP_NONE, now - ts, now);
+	pt_hist_add(cgroup_id, comm, PT_PROBE_CPU_BLOCK, PT_OP_NONE, now - ts, now);
+}
+
+static __always_inline void pt_wakeup(__u32 tid)
+{
+	struct pt_block_start *s = bpf_map_lookup_elem(&block_start, &tid);
+	if (s && s->ts)
+		pt_close_block(&s->ts, s->cgroup_id, s->comm);
 }
 
 /* The closer on tp_btf: the block in the task's storage (see PT_TASK_CACHE_EXTRA). */
 static __always_inline void pt_wakeup_task(struct task_struct *p)
 {
 	struct pt_task_cache *c = bpf_task_storage_get(&task_cache, p, 0, 0);
-	if (!c || !c->block_ts)
-		return;
-	__u64 ts = __sync_lock_test_and_set(&c->block_ts, 0);
-	if (!ts)
-		return; /* the other CPU closed it */
-	__u64 now = bpf_ktime_get_ns();
-	pt_hist_add(c->block_cg, c->block_comm, PT_PROBE_CPU_BLOCK, PT_OP_NONE, now - ts, now);
+	if (c && c->block_ts)
+		pt_close_block(&c->block_ts, c->block_cg, c->block_comm);
 }
 
 SEC("tp_btf/sched_switch")
