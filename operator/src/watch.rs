@@ -166,7 +166,7 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
     // only needs a PodTrace reconcile when that changes (a copy would hold every pod's result
     // twice, since the store keeps the status too).
     let reported: Mutex<HashMap<String, u64>> = Mutex::default();
-    let fingerprint = |status: &Option<NodeTraceStatus>| {
+    let report_of = |status: &Option<NodeTraceStatus>| {
         fingerprint::of(&status.as_ref().map(|s| NodeTraceStatus { heartbeat: None, ..s.clone() }))
     };
     // Whether the agent's report changed (then the PodTraces of the node need a roll-up).
@@ -175,7 +175,7 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
         if deleted {
             reported.remove(&nt.name_any()).is_some()
         } else {
-            let status = fingerprint(&nt.status);
+            let status = report_of(&nt.status);
             reported.insert(nt.name_any(), status) != Some(status)
         }
     };
@@ -187,7 +187,7 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
                 reported
                     .lock()
                     .expect("reported lock")
-                    .insert(nt.name_any(), fingerprint(&nt.status));
+                    .insert(nt.name_any(), report_of(&nt.status));
                 return;
             }
             _ => return,
