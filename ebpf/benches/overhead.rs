@@ -8,7 +8,12 @@
 //! - `no-fs`: every probe but fsLatency/fsBytes (whose sys_enter/sys_exit hooks put every
 //!   syscall of the machine on the kernel's syscall-tracing slow path), the workload tracked.
 //!
-//! bpf_stats is off in those (its clock reads would slow the workload too); `stats` repeats
+//! - `floor`: no probe, only an empty program on every hook the probes use (`floor.bpf.c`):
+//!   what any program on these hooks costs the workload, whatever it does;
+//! - `tracked-stats`: `tracked` with bpf_stats on, as the agent runs by default
+//!   (`--bpf-stats`): the price of the per-program self-metrics.
+//!
+//! bpf_stats is off in the others (its clock reads would slow the workload too); `stats` repeats
 //! `tracked` and `stats-other` repeats `other` with bpf_stats on, for the per-program ns per run.
 //! bpf_stats' own clock reads are part of every run's time, so those two runs also attach an
 //! empty program to every hook (`floor.bpf.c`): each program's ns per run is printed gross and
@@ -56,7 +61,17 @@ fn main() -> Result<()> {
     let work = Cgroup::new(root.join(format!("podtrace-bench-work-{}", std::process::id())))?;
     let idle = Cgroup::new(root.join(format!("podtrace-bench-idle-{}", std::process::id())))?;
 
-    let all = ["none", "tracked", "other", "per-pod", "no-fs", "stats", "stats-other"];
+    let all = [
+        "none",
+        "tracked",
+        "other",
+        "per-pod",
+        "no-fs",
+        "floor",
+        "tracked-stats",
+        "stats",
+        "stats-other",
+    ];
     let process = ["stats-process", "stats-process-other"];
     let configs: Vec<&'static str> = match std::env::var("PT_BENCH_CONFIGS") {
         Ok(list) => {
@@ -76,9 +91,9 @@ fn main() -> Result<()> {
         for k in 0..configs.len() {
             let config = configs[(round + k) % configs.len()]; // rotate the order per round
             let probes = match config {
-                "none" => None,
+                "none" | "floor" => None,
                 _ => {
-                    let stats = config.starts_with("stats");
+                    let stats = config.starts_with("stats") || config == "tracked-stats";
                     let mut pc = ProbeConfig { bpf_stats: stats, ..ProbeConfig::default() };
                     if config == "per-pod" {
                         pc.cgroup_skb_root = work.path.clone();
@@ -97,8 +112,8 @@ fn main() -> Result<()> {
                 }
             };
             let mut probes = probes;
-            let mut floor =
-                if config.starts_with("stats") { Some(Floor::load(&root)?) } else { None };
+            let with_floor = config.starts_with("stats") || config == "floor";
+            let mut floor = if with_floor { Some(Floor::load(&root)?) } else { None };
             let before = match probes.as_mut() {
                 Some(p) => Some(p.snapshot()?),
                 None => None,
