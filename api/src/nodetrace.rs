@@ -222,7 +222,8 @@ pub struct KernelFeatures {
     pub btf: bool,
     /// cgroup layout: "unified" (v2 only), "hybrid" (v1 controllers plus v2) or "legacy" (v1 only).
     pub cgroup_mode: String,
-    /// Whether kernel.bpf_stats_enabled is on (per-program run time is then reported).
+    /// Whether the kernel counted eBPF program runs at the agent's start (its --bpf-stats, or
+    /// kernel.bpf_stats_enabled): podtrace_agent_bpf_program_{runs,seconds}_total move only then.
     #[serde(default)]
     pub bpf_stats: bool,
     /// Program attach types that loaded in the start-up probe.

@@ -52,6 +52,8 @@ pub struct ProbeConfig {
     /// UDP port of DNS servers (53).
     pub dns_port: u16,
     /// Keep `kernel.bpf_stats_enabled` on while loaded, for per-program run counts and times.
+    /// Off by default: it is node-wide, and every program run then pays two clock reads
+    /// (`make bench-ebpf`, configuration `tracked-stats`).
     pub bpf_stats: bool,
     /// How the programs tell a tracked task from the others.
     pub filter: Filter,
@@ -68,7 +70,7 @@ impl Default for ProbeConfig {
             max_process_names: 16,
             cgroup_skb_root: default_cgroup2_root(),
             dns_port: 53,
-            bpf_stats: true,
+            bpf_stats: false,
             skip_methods: BTreeSet::new(),
             filter: Filter::Cgroup,
         }

@@ -58,7 +58,7 @@ pub use cgroup::cgroup_id;
 pub use config::{Filter, MapSizes, ProbeConfig, default_cgroup2_root};
 pub use error::{Error, Result};
 pub use histogram::{Histogram, UPPER_BOUNDS_SECONDS, bucket_index};
-pub use probes::{Probes, method_name, probe_bit};
+pub use probes::{Probes, bpf_stats_sysctl, method_name, probe_bit};
 pub use snapshot::{
     CounterSample, Drops, HistogramSample, OTHER_PROCESS, Op, ProgramStats, Series, Snapshot,
 };

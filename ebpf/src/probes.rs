@@ -79,8 +79,8 @@ pub struct Probes {
     targets: BTreeMap<u64, Target>,
     /// Process filter: the target key each tracked tgid belongs to (one owner per tgid).
     owners: BTreeMap<u32, u64>,
-    /// Keeps kernel.bpf_stats_enabled on while held (BPF_ENABLE_STATS).
-    _stats: Option<OwnedFd>,
+    /// Keeps the kernel's bpf_stats on while held (BPF_ENABLE_STATS).
+    stats: Option<OwnedFd>,
     /// Written to `tracked_gen` after every change of the tracked cgroups or of the enabled
     /// probes: the kernel's per-task caches of the tracked check are stale when it moves.
     generation: u32,
@@ -112,7 +112,7 @@ impl Probes {
             statuses: BTreeMap::new(),
             targets: BTreeMap::new(),
             owners: BTreeMap::new(),
-            _stats: stats,
+            stats,
             generation: 0,
         };
         probes.with_btf(|probes| {
@@ -269,6 +269,12 @@ impl Probes {
             m.insert(tgid, key, 0).map_err(|e| map_err(family, TRACKED_TGIDS, e))?;
         }
         Ok(())
+    }
+
+    /// Whether the kernel counts the programs' runs and run time now: this process holds
+    /// BPF_ENABLE_STATS ([`ProbeConfig::bpf_stats`]), or `kernel.bpf_stats_enabled` is on.
+    pub fn bpf_stats_active(&self) -> bool {
+        self.stats.is_some() || bpf_stats_sysctl()
     }
 
     /// The tracked cgroup ids.
@@ -750,6 +756,12 @@ fn fdinfo_field(text: &str, key: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// `kernel.bpf_stats_enabled`. It shows only what was written to it: stats enabled by a
+/// BPF_ENABLE_STATS fd (how [`Probes`] turns them on) still read 0 there.
+pub fn bpf_stats_sysctl() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ pub async fn run(
         let mut config = podtrace_ebpf::ProbeConfig {
             max_process_names: ebpf.max_process_names,
             dns_port: ebpf.dns_port,
+            bpf_stats: ebpf.bpf_stats,
             filter,
             ..Default::default()
         };
@@ -155,6 +156,8 @@ pub async fn run(
     let mut engine =
         Engine::new(proc_root.clone(), store.clone(), sources.clone(), metrics.clone(), interval);
     engine.set_max_processes(usize::from(max_processes));
+    let bpf_stats =
+        ebpf.as_ref().map_or_else(podtrace_ebpf::bpf_stats_sysctl, EbpfSource::bpf_stats_active);
     if let Some(ebpf) = ebpf {
         engine.set_ebpf(ebpf);
     }
@@ -221,7 +224,7 @@ pub async fn run(
                     node: node.clone(),
                     desired: desired.clone(),
                     engine: engine_status.clone(),
-                    kernel: cluster::kernel_features(&layout, filter),
+                    kernel: cluster::kernel_features(&layout, filter, bpf_stats),
                     max_tracked: max_tracked_cgroups,
                 },
                 move || ex.health().exporters.iter().map(|e| e.dropped).sum(),

@@ -174,6 +174,14 @@ pub struct EbpfArgs {
     /// map's size); a full map is logged and the rest are not measured.
     #[arg(long, env = "PODTRACE_EBPF_MAX_TRACKED_PROCESSES", default_value_t = 32768)]
     pub ebpf_max_tracked_processes: u32,
+    /// Keep the kernel's bpf_stats on while the agent runs, for
+    /// podtrace_agent_bpf_program_{runs,seconds}_total. It is node-wide: every eBPF program of
+    /// the node, not only podtrace's, then reads the clock twice per run (bench/ebpf: 10% fewer
+    /// requests/s of a loopback HTTP server with every probe on it). Off, the two counters move
+    /// only while something else keeps kernel.bpf_stats_enabled on
+    /// (podtrace_agent_bpf_stats_enabled says which).
+    #[arg(long, env = "PODTRACE_BPF_STATS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub bpf_stats: bool,
 }
 
 /// `--ebpf-filter`.

@@ -168,6 +168,7 @@ pub async fn watch(
 pub fn kernel_features(
     layout: &CgroupLayout,
     filter: Option<podtrace_ebpf::Filter>,
+    bpf_stats: bool,
 ) -> KernelFeatures {
     let read =
         |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
@@ -175,7 +176,7 @@ pub fn kernel_features(
         release: read("/proc/sys/kernel/osrelease"),
         btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         cgroup_mode: layout.mode.name().into(),
-        bpf_stats: read("/proc/sys/kernel/bpf_stats_enabled") == "1",
+        bpf_stats,
         attach_types: Vec::new(),
         ebpf_filter: filter.map(|f| f.name().into()),
     }
@@ -473,11 +474,11 @@ mod tests {
             over_budget: vec![],
             ..Default::default()
         };
-        let s = status(&spec, Some(3), &engine, &kernel_features(&layout, None), 16, 0);
-        let full = status(&spec, Some(3), &engine, &kernel_features(&layout, None), 0, 0);
+        let s = status(&spec, Some(3), &engine, &kernel_features(&layout, None, false), 16, 0);
+        let full = status(&spec, Some(3), &engine, &kernel_features(&layout, None, false), 0, 0);
         assert_eq!(full.pods[0].reason, Some(PodAttachReason::TrackedMapFull));
         let over = EngineStatus { over_budget: vec![targets[0].key.clone()], ..engine.clone() };
-        let over = status(&spec, Some(3), &over, &kernel_features(&layout, None), 16, 0);
+        let over = status(&spec, Some(3), &over, &kernel_features(&layout, None, false), 16, 0);
         assert_eq!(over.pods[0].state, PodAttachState::Attached);
         assert_eq!(over.pods[0].reason, Some(PodAttachReason::SeriesBudgetExceeded));
         assert_eq!((s.tracked_pods, s.attached_pods, s.series), (4, 1, 12));

@@ -536,3 +536,51 @@ fn the_process_filter_measures_the_containers_processes_listed_every_interval() 
     assert_eq!(written(&store), (n + m) as f64);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--bpf-stats`: on, the per-program counters count the runs of the tracked workload's file
+/// writes and the agent reports bpf_stats on; off (the default), with the first agent's probes
+/// dropped, the kernel counts nothing (a leaked BPF_ENABLE_STATS fd would count the second
+/// writer's runs), no program series is made up and the gauge says why. bpf_stats is
+/// node-wide, so the "off" half is only checked when the sysctl is off.
+#[test]
+fn bpf_program_counters_follow_the_bpf_stats_flag() {
+    require_root!();
+    let sysctl_on = podtrace_ebpf::bpf_stats_sysctl();
+    let mut g = TestCgroup::new("bpfstats");
+    let dir = std::env::temp_dir().join(format!("podtrace-agent-bpfstats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = |name: &str| dir.join(name);
+    for bpf_stats in [true, false] {
+        let (go, done) = (f(&format!("go-{bpf_stats}")), f(&format!("done-{bpf_stats}")));
+        g.spawn(&file_writer(&go, &f("out"), 10_000, &done));
+        let (mut engine, _store) = engine();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let config = podtrace_ebpf::ProbeConfig { bpf_stats, ..Default::default() };
+        engine.set_ebpf(EbpfSource::load(config, &mut registry));
+        let mut profile = MonitoringProfileSpec::default();
+        profile.probes.include = [Probe::FsBytes].into_iter().collect();
+        engine.set_targets(vec![g.target(profile)], vec![]);
+        std::fs::write(&go, "").unwrap();
+        wait_file(&done);
+        engine.tick(Instant::now());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let runs: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("podtrace_agent_bpf_program_runs_total{")
+                    && l.contains("program=\"pt_fs_enter_btf\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if bpf_stats {
+            // The writer's open, write and close, at least, ran while it was tracked.
+            assert!(runs >= 3.0, "runs {runs}\n{text}");
+            assert!(text.contains("podtrace_agent_bpf_stats_enabled 1"), "{text}");
+        } else if !sysctl_on {
+            assert!(!text.contains("podtrace_agent_bpf_program_runs_total{"), "{text}");
+            assert!(text.contains("podtrace_agent_bpf_stats_enabled 0"), "{text}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -68,6 +68,7 @@ struct EbpfMetrics {
     filter_info: Family<FilterLabels, Gauge>,
     runs: Family<ProgramLabels, Counter>,
     seconds: Family<ProgramLabels, Counter<f64>>,
+    stats_enabled: Gauge,
     drops: Family<DropLabels, Counter>,
 }
 
@@ -122,6 +123,11 @@ impl EbpfSource {
             "bpf_program_seconds",
             "Time spent running each eBPF program since it was loaded (bpf_stats)",
             metrics.seconds.clone(),
+        );
+        r.register(
+            "bpf_stats_enabled",
+            "1 while the kernel counts eBPF program runs (--bpf-stats, or kernel.bpf_stats_enabled set by another tool): the bpf_program counters move only then",
+            metrics.stats_enabled.clone(),
         );
         r.register(
             "bpf_drops",
@@ -186,6 +192,11 @@ impl EbpfSource {
     /// The filter the programs run with.
     pub fn filter(&self) -> Filter {
         self.filter
+    }
+
+    /// Whether the kernel counts the programs' runs (`--bpf-stats`, or the sysctl).
+    pub fn bpf_stats_active(&self) -> bool {
+        self.probes.as_ref().map_or_else(podtrace_ebpf::bpf_stats_sysctl, Probes::bpf_stats_active)
     }
 
     /// With the process filter: makes `pids` the processes of the tracked target `key` (the
@@ -270,13 +281,19 @@ impl EbpfSource {
     }
 
     fn record_overhead(&mut self, snap: &Snapshot) {
+        self.metrics.stats_enabled.set(i64::from(self.bpf_stats_active()));
         for p in &snap.programs {
+            self.add_drop(&format!("recursion/{}", p.id), "recursion_miss", p.recursion_misses);
+            let key = format!("prog/{}", p.id);
+            if p.run_count == 0 && !self.seen.contains_key(&key) {
+                // Not counted (bpf_stats off) or not run yet: no series that reads "never runs".
+                continue;
+            }
             let labels = ProgramLabels {
                 family: p.family.into(),
                 program: p.program.into(),
                 method: podtrace_ebpf::method_name(p.method).into(),
             };
-            let key = format!("prog/{}", p.id);
             let (runs, secs) = self.seen.get(&key).copied().unwrap_or_default();
             let now_secs = p.run_time.as_secs_f64();
             // A program reloaded (probe disabled and enabled again) restarts from zero.
@@ -288,7 +305,6 @@ impl EbpfSource {
             self.metrics.runs.get_or_create(&labels).inc_by(d_runs);
             self.metrics.seconds.get_or_create(&labels).inc_by(d_secs);
             self.seen.insert(key, (p.run_count, now_secs));
-            self.add_drop(&format!("recursion/{}", p.id), "recursion_miss", p.recursion_misses);
         }
         let d = snap.drops;
         for (reason, value) in [
