@@ -28,9 +28,10 @@ use crate::{
     collectors::{
         ebpf::{self, EbpfSource},
         kernel::{self, KernelReading},
-        process::{self, Aggregates, NetDevCache, ProcessCollector, ProcessSample},
+        process::{self, Aggregates, NetDevCache, ProcessCollector},
         resource::{self, GroupFiles, LIMITS_REFRESH, Reading},
     },
+    exporters::ProcessMetrics,
     metrics::{Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, catalog},
     procfs,
     targets::{Pending, Target},
@@ -46,7 +47,7 @@ pub struct TargetReport {
     /// The profile's exporters.
     pub export: ExportSettings,
     /// Sum over the processes (network: the largest, since processes share the namespace).
-    pub sample: ProcessSample,
+    pub sample: ProcessMetrics,
     /// Aggregates over the container's history.
     pub aggregates: Option<Aggregates>,
 }
@@ -86,7 +87,7 @@ struct TargetState {
     limits_at: Option<Instant>,
     files: GroupFiles,
     processes: ProcessCollector,
-    history: VecDeque<ProcessSample>,
+    history: VecDeque<ProcessMetrics>,
     dropped: usize,
 }
 
@@ -473,10 +474,10 @@ fn source(name: &str) -> crate::metrics::agent::SourceLabels {
 /// The container's sample: processes summed; network counters are per namespace, so the largest
 /// is taken instead of the sum; uptime is the oldest process's.
 pub fn sum<'a>(
-    procs: impl IntoIterator<Item = &'a ProcessSample>,
+    procs: impl IntoIterator<Item = &'a ProcessMetrics>,
     wall: SystemTime,
-) -> ProcessSample {
-    let mut s = ProcessSample { timestamp: wall, ..Default::default() };
+) -> ProcessMetrics {
+    let mut s = ProcessMetrics { timestamp: wall, ..Default::default() };
     for p in procs {
         s.cpu_usage_percent += p.cpu_usage_percent;
         s.memory_usage_bytes += p.memory_usage_bytes;

@@ -5,9 +5,7 @@ use std::{sync::Mutex, time::SystemTime};
 use crate::{
     collectors::kernel::KernelReading,
     engine::{Pusher, TargetReport},
-    exporters::{
-        AggregatedMetrics, Exporters, KernelSample, ProcessMetrics, PushBatch, TargetSample,
-    },
+    exporters::{AggregatedMetrics, Exporters, KernelSample, PushBatch, TargetSample},
 };
 
 /// Hands the engine's reports to the exporters.
@@ -29,7 +27,6 @@ pub fn batch(node: &str, kernel: KernelSample, targets: &[TargetReport]) -> Push
     let targets = targets
         .iter()
         .map(|t| {
-            let s = &t.sample;
             let a = t.aggregates.clone().unwrap_or_default();
             TargetSample {
                 node: node.to_owned(),
@@ -37,19 +34,7 @@ pub fn batch(node: &str, kernel: KernelSample, targets: &[TargetReport]) -> Push
                 pod: t.key.pod.clone(),
                 pod_uid: t.uid.clone(),
                 container: t.key.container.clone(),
-                metrics: ProcessMetrics {
-                    cpu_usage_percent: s.cpu_usage_percent,
-                    memory_usage_bytes: s.memory_usage_bytes,
-                    memory_usage_percent: s.memory_usage_percent,
-                    disk_read_bytes: s.disk_read_bytes,
-                    disk_write_bytes: s.disk_write_bytes,
-                    network_rx_bytes: s.network_rx_bytes,
-                    network_tx_bytes: s.network_tx_bytes,
-                    uptime_seconds: s.uptime_seconds,
-                    thread_count: s.thread_count,
-                    file_descriptor_count: s.file_descriptor_count,
-                    timestamp: s.timestamp,
-                },
+                metrics: t.sample.clone(),
                 aggregated: AggregatedMetrics {
                     avg_cpu_usage: a.avg_cpu_usage,
                     max_cpu_usage: a.max_cpu_usage,
@@ -87,10 +72,7 @@ impl Pusher for ToExporters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        collectors::process::{Aggregates, ProcessSample},
-        metrics::TargetKey,
-    };
+    use crate::{collectors::process::Aggregates, exporters::ProcessMetrics, metrics::TargetKey};
 
     #[test]
     fn reports_become_target_samples_with_the_reference_fields() {
@@ -98,7 +80,11 @@ mod tests {
             key: TargetKey::new("ns", "p", "c"),
             uid: "u1".into(),
             export: Default::default(),
-            sample: ProcessSample { memory_usage_bytes: 42, thread_count: 3, ..Default::default() },
+            sample: ProcessMetrics {
+                memory_usage_bytes: 42,
+                thread_count: 3,
+                ..Default::default()
+            },
             aggregates: Some(Aggregates {
                 avg_memory_usage: 41.6,
                 sample_count: 2,

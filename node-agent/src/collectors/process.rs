@@ -15,60 +15,10 @@ use std::{
 };
 
 use crate::{
+    exporters::ProcessMetrics,
     metrics::{Labels, Sample, catalog::*},
     procfs::{self, KeptFile, USER_HZ},
 };
-
-/// One sample of one process (the reference's `metrics` object).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ProcessSample {
-    /// CPU over the last interval, percent of one CPU (0 on the first sample).
-    pub cpu_usage_percent: f64,
-    /// Resident memory in bytes.
-    pub memory_usage_bytes: u64,
-    /// Resident memory in percent of the container's limit (or of the node's memory).
-    pub memory_usage_percent: f64,
-    /// Bytes read from storage since the process started.
-    pub disk_read_bytes: u64,
-    /// Bytes written to storage since the process started.
-    pub disk_write_bytes: u64,
-    /// Bytes received on the network namespace.
-    pub network_rx_bytes: u64,
-    /// Bytes transmitted on the network namespace.
-    pub network_tx_bytes: u64,
-    /// Seconds since the process started.
-    pub uptime_seconds: u64,
-    /// Threads.
-    pub thread_count: u64,
-    /// Open file descriptors.
-    pub file_descriptor_count: u64,
-    /// When the sample was taken (RFC 3339 in JSON).
-    #[serde(serialize_with = "rfc3339")]
-    pub timestamp: SystemTime,
-}
-
-impl Default for ProcessSample {
-    fn default() -> Self {
-        Self {
-            cpu_usage_percent: 0.0,
-            memory_usage_bytes: 0,
-            memory_usage_percent: 0.0,
-            disk_read_bytes: 0,
-            disk_write_bytes: 0,
-            network_rx_bytes: 0,
-            network_tx_bytes: 0,
-            uptime_seconds: 0,
-            thread_count: 0,
-            file_descriptor_count: 0,
-            timestamp: SystemTime::UNIX_EPOCH,
-        }
-    }
-}
-
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let ts = k8s_openapi::jiff::Timestamp::try_from(*t).map_err(serde::ser::Error::custom)?;
-    s.serialize_str(&ts.to_string())
-}
 
 /// Aggregates over a process's history (the reference's `aggregated` object). The totals are the
 /// growth of the cumulative counters over the window (last minus first sample).
@@ -95,7 +45,7 @@ pub struct Aggregates {
 }
 
 /// The aggregates of a history; `None` when it is empty.
-pub fn aggregate(history: &VecDeque<ProcessSample>) -> Option<Aggregates> {
+pub fn aggregate(history: &VecDeque<ProcessMetrics>) -> Option<Aggregates> {
     let (first, last) = (history.front()?, history.back()?);
     let n = history.len() as f64;
     Some(Aggregates {
@@ -119,7 +69,7 @@ pub struct ProcessReport {
     /// Command name.
     pub comm: String,
     /// The latest sample.
-    pub sample: ProcessSample,
+    pub sample: ProcessMetrics,
     /// Aggregates over the history (none with `history.size` 0).
     pub aggregates: Option<Aggregates>,
 }
@@ -129,7 +79,7 @@ struct ProcState {
     start_ticks: u64,
     last_ticks: u64,
     last_at: Instant,
-    history: VecDeque<ProcessSample>,
+    history: VecDeque<ProcessMetrics>,
 }
 
 /// The per-process state of one target: last CPU reading, the history and the open files.
@@ -286,7 +236,7 @@ impl ProcessCollector {
             };
             state.last_ticks = stat.cpu_ticks;
             state.last_at = now;
-            let sample = ProcessSample {
+            let sample = ProcessMetrics {
                 cpu_usage_percent: cpu,
                 memory_usage_bytes: raw.rss,
                 memory_usage_percent: raw.rss as f64 / memory_base.max(1) as f64 * 100.0,
@@ -328,7 +278,7 @@ pub const OTHER: &str = "other";
 /// processes would otherwise create series without bound. The sum adds CPU, memory, disk bytes,
 /// threads and descriptors; network bytes are those of the shared network namespace, so it
 /// takes their largest value instead of adding the same bytes up; uptime is the oldest's.
-pub fn top(reports: &[ProcessReport], max: usize) -> (Vec<&ProcessReport>, Option<ProcessSample>) {
+pub fn top(reports: &[ProcessReport], max: usize) -> (Vec<&ProcessReport>, Option<ProcessMetrics>) {
     if reports.len() <= max {
         return (reports.iter().collect(), None);
     }
@@ -486,7 +436,7 @@ mod tests {
         let report = |pid: u32, cpu: f64, mem: u64, net: u64| ProcessReport {
             pid,
             comm: format!("p{pid}"),
-            sample: ProcessSample {
+            sample: ProcessMetrics {
                 cpu_usage_percent: cpu,
                 memory_usage_bytes: mem,
                 network_rx_bytes: net,
@@ -527,13 +477,5 @@ mod tests {
         assert!(s.iter().any(|x| x.family == PROCESS_MEMORY
             && x.labels.as_str().ends_with("pid=\"other\",process_name=\"other\"")
             && x.value == 1000.0));
-    }
-
-    #[test]
-    fn aggregates_serialize_like_the_reference_message() {
-        let s = ProcessSample { timestamp: SystemTime::UNIX_EPOCH, ..Default::default() };
-        let json = serde_json::to_value(&s).unwrap();
-        assert_eq!(json["timestamp"], "1970-01-01T00:00:00Z");
-        assert!(json.get("file_descriptor_count").is_some());
     }
 }

@@ -58,7 +58,8 @@ pub struct TargetSample {
     pub export: ExportSettings,
 }
 
-/// The reference's "Metrics Structure": the latest sample of a target.
+/// The reference's "Metrics Structure": one sample of a process, or of a container (its
+/// processes summed), as the process collector takes it and the push messages carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessMetrics {
     /// CPU usage in percent of one CPU over the interval (0–100+).
@@ -84,6 +85,25 @@ pub struct ProcessMetrics {
     /// When the sample was taken (ISO 8601, microseconds, UTC).
     #[serde(with = "rfc3339")]
     pub timestamp: SystemTime,
+}
+
+impl Default for ProcessMetrics {
+    /// Zeros at the Unix epoch (`SystemTime` has no default).
+    fn default() -> Self {
+        Self {
+            cpu_usage_percent: 0.0,
+            memory_usage_bytes: 0,
+            memory_usage_percent: 0.0,
+            disk_read_bytes: 0,
+            disk_write_bytes: 0,
+            network_rx_bytes: 0,
+            network_tx_bytes: 0,
+            uptime_seconds: 0,
+            thread_count: 0,
+            file_descriptor_count: 0,
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
+    }
 }
 
 /// The reference's "Aggregated Metrics Structure": aggregates over the retained history.
