@@ -5,6 +5,8 @@
 //! - `tracked`: every probe, the workload's cgroup tracked (cgroup_skb at the v2 root);
 //! - `other`: every probe, a different (idle) cgroup tracked: the cost of the filter alone;
 //! - `per-pod`: every probe, the workload tracked, cgroup_skb attached at the workload's cgroup;
+//! - `per-pod-other`: `other` with cgroup_skb attached at the idle cgroup, so that the
+//!   workload's packets run no packet program at all;
 //! - `no-fs`: every probe but fsLatency/fsBytes (whose sys_enter/sys_exit hooks put every
 //!   syscall of the machine on the kernel's syscall-tracing slow path), the workload tracked.
 //!
@@ -66,6 +68,7 @@ fn main() -> Result<()> {
         "tracked",
         "other",
         "per-pod",
+        "per-pod-other",
         "no-fs",
         "floor",
         "tracked-stats",
@@ -95,8 +98,10 @@ fn main() -> Result<()> {
                 _ => {
                     let stats = config.starts_with("stats") || config == "tracked-stats";
                     let mut pc = ProbeConfig { bpf_stats: stats, ..ProbeConfig::default() };
-                    if config == "per-pod" {
-                        pc.cgroup_skb_root = work.path.clone();
+                    match config {
+                        "per-pod" => pc.cgroup_skb_root = work.path.clone(),
+                        "per-pod-other" => pc.cgroup_skb_root = idle.path.clone(),
+                        _ => {}
                     }
                     if config == "no-fs" {
                         pc.probes.retain(|p| !matches!(p, Probe::FsLatency | Probe::FsBytes));
