@@ -151,7 +151,7 @@ os.close(fd)
 /// that writes m bytes to a regular file and sends n bytes (after an 8-byte length) over
 /// loopback TCP, reads the 4321-byte answer and exits; the first child does the same again in
 /// a grandchild first. The parent itself only waits. Every process reports what it did on
-/// stdout (a pipe: not a regular file).
+/// stdout (a pipe: not a regular file); a failed child fails its parent.
 const FORKER: &str = "
 port, n, m, path, kids = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 sys.stdout.flush()
@@ -169,16 +169,21 @@ def work(tag):
 def spawn(tag, then):
     pid = os.fork()
     if pid == 0:
+        code = 1
         try:
             then()
             work(tag)
+            code = 0
         finally:
-            os._exit(0)
+            os._exit(code)
     return pid
+def reap(pid):
+    if os.waitpid(pid, 0)[1] != 0:
+        sys.exit('%d failed' % pid)
 def grandchild():
-    os.waitpid(spawn('grandchild', lambda: None), 0)
+    reap(spawn('grandchild', lambda: None))
 for i in range(kids):
-    os.waitpid(spawn('child', grandchild if i == 0 else (lambda: None)), 0)
+    reap(spawn('child', grandchild if i == 0 else (lambda: None)))
 os.write(1, b'parent_done=1\\n')
 ";
 
@@ -235,7 +240,12 @@ fn forks_are_followed(wanted: &[Probe], skip_methods: BTreeSet<AttachMethod>) ->
     let cg = TestCgroup::new("procfilter-forks")?;
     let key = cg.id ^ (1 << 62);
     probes.lock().unwrap().track(key, 4, wanted.iter().copied())?;
-    let dir = std::env::temp_dir().join(format!("podtrace-pf-forks-{}", std::process::id()));
+    // One directory per test: the two variants run in parallel.
+    let dir = std::env::temp_dir().join(format!(
+        "podtrace-pf-forks-{}-{}",
+        std::process::id(),
+        skip_methods.len()
+    ));
     std::fs::create_dir_all(&dir)?;
     let kids = 3;
     // kids + 1 grandchild connect inside, as many outside.
@@ -257,12 +267,12 @@ fn forks_are_followed(wanted: &[Probe], skip_methods: BTreeSet<AttachMethod>) ->
     // The control: a process never listed, outside the cgroup, forking the same way with
     // larger amounts.
     let control = python(None, FORKER, &args(3 * n, 3 * m, "outside"))?;
-    server.join().unwrap();
     std::fs::remove_dir_all(&dir)?;
-
+    // Before joining the server: a process that did not connect fails here, not hangs there.
     let inside = reported(&out);
     assert_eq!(inside.len(), kids + 1, "{out}");
     assert_eq!(reported(&control).len(), kids + 1, "{control}");
+    server.join().unwrap();
     assert_eq!(field(&out, "parent_done")?, "1");
     let written: u64 = inside.iter().map(|(_, w, _)| w).sum();
     let recvd: u64 = inside.iter().map(|(_, _, r)| r).sum();
