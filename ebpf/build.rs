@@ -9,8 +9,10 @@ use std::process::Command;
 
 /// The probe families; each is one object file embedded by src/ladder.rs.
 /// `floor` is not a family: empty programs on the same hooks, loaded only by the overhead
-/// benchmark (benches/overhead.rs) to measure what bpf_stats itself costs per run.
-const FAMILIES: &[&str] = &["network", "dns", "tcp_rtt", "tcp_connect", "fs", "cpu_block", "floor"];
+/// benchmark (benches/overhead.rs) to measure what bpf_stats itself costs per run. Neither is
+/// `follow`: the process filter's fork and exit programs (one object, always by tgid).
+const FAMILIES: &[&str] =
+    &["network", "dns", "tcp_rtt", "tcp_connect", "fs", "cpu_block", "floor", "follow"];
 
 fn main() -> Result<()> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -21,9 +23,10 @@ fn main() -> Result<()> {
     let multiarch = multiarch_include();
 
     // Each family twice: filtered by cgroup v2 id, and by process (`<family>.tgid.bpf.o`, with
-    // PT_FILTER_TGID) for nodes without cgroup v2. The floor has no filter.
+    // PT_FILTER_TGID) for nodes without cgroup v2. The floor has no filter; follow exists for
+    // the process filter only.
     let variants = FAMILIES.iter().flat_map(|f| {
-        let tgid = (*f != "floor").then(|| (*f, format!("{f}.tgid"), true));
+        let tgid = (!["floor", "follow"].contains(f)).then(|| (*f, format!("{f}.tgid"), true));
         std::iter::once((*f, f.to_string(), false)).chain(tgid)
     });
     for (family, object, by_tgid) in variants {
@@ -117,7 +120,7 @@ int main(void) {
     for (unsigned long long v = 0; v < (1ULL << 40); v = v * 3 + 7)
         printf("(%llu, %u), ", v, pt_bucket(v));
     printf("(%llu, %u)];\n", ~0ULL, pt_bucket(~0ULL));
-    K(PT_ERR_HIST_FULL); K(PT_ERR_COUNTER_FULL); K(PT_ERR_COMM_FULL); K(PT_ERR_INFLIGHT_FULL); K(PT_ERR_UNCLOSED);
+    K(PT_ERR_HIST_FULL); K(PT_ERR_COUNTER_FULL); K(PT_ERR_COMM_FULL); K(PT_ERR_INFLIGHT_FULL); K(PT_ERR_UNCLOSED); K(PT_ERR_PROCS_FULL);
     return 0;
 }
 "#;

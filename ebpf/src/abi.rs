@@ -13,7 +13,7 @@ pub const BUCKET_BASE_NS: u64 = 100_000;
 /// Length of a task's comm.
 pub const COMM_LEN: usize = 16;
 /// Slots of the per-CPU `errors` array.
-pub const ERR_COUNT: usize = 5;
+pub const ERR_COUNT: usize = 6;
 
 /// `PT_OP_*`: the `type`/`direction`/`operation` sub-key of a series.
 pub mod op {
@@ -43,6 +43,8 @@ pub mod err {
     pub const INFLIGHT_FULL: u32 = 3;
     /// A block was never closed (see `Drops::unclosed_blocks`).
     pub const UNCLOSED: u32 = 4;
+    /// The fork program could not add a child to `tracked_tgids` (see `Drops::processes_full`).
+    pub const PROCS_FULL: u32 = 5;
 }
 
 /// Value of `tracked` (`struct pt_target`).
@@ -219,6 +221,7 @@ mod tests {
         assert_eq!(u64::from(err::COMM_FULL), c::PT_ERR_COMM_FULL);
         assert_eq!(u64::from(err::INFLIGHT_FULL), c::PT_ERR_INFLIGHT_FULL);
         assert_eq!(u64::from(err::UNCLOSED), c::PT_ERR_UNCLOSED);
+        assert_eq!(u64::from(err::PROCS_FULL), c::PT_ERR_PROCS_FULL);
         // The kernel's probe bits are positions in Probe::ALL.
         use podtrace_api::profile::Probe;
         let bits = [

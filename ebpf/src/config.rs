@@ -99,7 +99,10 @@ pub enum Filter {
     /// cgroup v2 hierarchy. A target is tracked under any unique key (its cgroup directory's
     /// inode). Costs one more hash lookup per event; `dns` is unavailable (its `cgroup_skb`
     /// programs see only the socket's cgroup v2 id) and `networkBytes` counts payload bytes of
-    /// the socket calls; processes started since the last `set_processes` are not seen.
+    /// the socket calls. A child of a tracked process is tracked from its fork and an exited
+    /// process removed at its exit, by kernel programs loaded with this filter
+    /// ([`crate::Probes::fork_following`]); where they cannot attach, a process started since
+    /// the last `set_processes` is not seen until the next.
     Process,
 }
 

@@ -10,6 +10,8 @@
 //! cpu_block    cpuBlock               tp_btf > raw_tp > tracepoint   (sched_switch + wakeup)
 //! network      networkBytes           cgroup_skb (ingress + egress at the cgroup v2 root)
 //!                                     > tp_btf sock_send_length/sock_recv_length (payload bytes)
+//! follow       (process filter only)  tp_btf > raw_tp (sched_process_fork + sched_process_exit)
+//!                                     > tracepoint (task_newtask + sched_process_exit)
 //! ```
 //!
 //! A rung is taken only if *all* its programs load and attach; otherwise what it loaded is
@@ -241,6 +243,41 @@ pub(crate) static FAMILIES: &[Family] = &[
     },
 ];
 
+/// The process filter's fork and exit programs (`follow.bpf.c`): not a probe family (no probe,
+/// no series), loaded once with [`crate::Filter::Process`] so that a child of a tracked process
+/// is tracked from its fork instead of from the agent's next listing. Both objects are the same
+/// (it exists by tgid only). Every rung needs both programs: a fork hook without the exit hook
+/// would leave the entries of exited children behind.
+pub(crate) static FOLLOW: Family = Family {
+    name: "follow",
+    object: object!("follow"),
+    object_by_tgid: object!("follow"),
+    probes: &[],
+    rungs: &[
+        Rung {
+            method: M::TpBtf,
+            programs: &[
+                ("pt_follow_fork_btf", TpBtf("sched_process_fork")),
+                ("pt_follow_exit_btf", TpBtf("sched_process_exit")),
+            ],
+        },
+        Rung {
+            method: M::RawTracepoint,
+            programs: &[
+                ("pt_follow_fork_raw", Raw("sched_process_fork")),
+                ("pt_follow_exit_raw", Raw("sched_process_exit")),
+            ],
+        },
+        Rung {
+            method: M::Tracepoint,
+            programs: &[
+                ("pt_follow_fork_tp", Tracepoint("task", "task_newtask")),
+                ("pt_follow_exit_tp", Tracepoint("sched", "sched_process_exit")),
+            ],
+        },
+    ],
+};
+
 /// The family that serves a probe.
 pub(crate) fn family_of(probe: Probe) -> &'static Family {
     FAMILIES.iter().find(|f| f.probes.contains(&probe)).expect("every Probe has a family")
@@ -394,7 +431,7 @@ mod tests {
     fn every_program_of_every_rung_is_in_its_object() {
         // Program names are ELF symbols of the object: a rung naming a program that the C file
         // does not define (a typo, a renamed function) fails here rather than on a node.
-        for family in FAMILIES {
+        for family in FAMILIES.iter().chain([&FOLLOW]) {
             for rung in family.rungs {
                 for (name, _) in rung.programs {
                     let symbol = format!("\0{name}\0");

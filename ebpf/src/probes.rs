@@ -4,7 +4,9 @@
 //! Probes
 //!  ├─ families: family name -> LoadedFamily { Ebpf (maps + programs + links), chosen rung }
 //!  ├─ targets:  cgroup id -> { target index, probes }   (mirrored into every family's `tracked`)
-//!  ├─ owners:   tgid -> cgroup id, process filter only   (mirrored into every `tracked_tgids`)
+//!  ├─ owners:   tgid -> cgroup id, process filter only   (the tgids the agent listed)
+//!  ├─ tgids:    process filter only: the one `tracked_tgids` map every family reads, and the
+//!  │            follower (fork + exit programs) that adds children and removes exited tgids
 //!  └─ enabled:  probes attached node-wide
 //! ```
 //! Dropping a `LoadedFamily` closes its object: aya detaches the links and the kernel frees
@@ -18,16 +20,16 @@ use crate::abi::{
 use crate::config::{Filter, ProbeConfig};
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
-use crate::ladder::{AttachEnv, FAMILIES, Family, Rung, family_of, try_rung};
+use crate::ladder::{AttachEnv, FAMILIES, FOLLOW, Family, Rung, family_of, try_rung};
 use crate::snapshot::{
     CounterSample, HistogramSample, OTHER_PROCESS, Op, ProgramStats, Series, Snapshot, process_name,
 };
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::{Btf, Ebpf, EbpfLoader};
 use podtrace_api::nodetrace::{AttachMethod, ProbeState, ProbeStatus};
 use podtrace_api::profile::Probe;
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 
 /// Bit of a probe in the kernel's `pt_target.probes` mask: its position in `Probe::ALL`.
@@ -59,6 +61,24 @@ struct LoadedFamily {
     fallbacks: String,
 }
 
+/// The process filter's kernel state shared by every family.
+struct Tgids {
+    /// The one `tracked_tgids` (a `Map::HashMap`), created by [`shared_tgids_map`] and put in
+    /// place of each object's own copy by [`share_map`].
+    map: Map,
+    /// The fork and exit programs, or why they could not be attached anywhere.
+    follower: Result<LoadedFamily, String>,
+}
+
+impl Tgids {
+    fn fd(&self) -> Result<BorrowedFd<'_>, String> {
+        match &self.map {
+            Map::HashMap(data) => Ok(data.fd().as_fd()),
+            _ => Err(format!("{TRACKED_TGIDS} is not a hash map")),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Target {
     index: u32,
@@ -77,8 +97,12 @@ pub struct Probes {
     enabled: BTreeSet<Probe>,
     statuses: BTreeMap<Probe, ProbeStatus>,
     targets: BTreeMap<u64, Target>,
-    /// Process filter: the target key each tracked tgid belongs to (one owner per tgid).
+    /// Process filter: the target key each tgid the agent listed belongs to (one owner per
+    /// tgid). The kernel map also holds the children the follower added (`followed`) and no
+    /// longer holds the tgids that exited.
     owners: BTreeMap<u32, u64>,
+    /// Process filter only: the shared `tracked_tgids` and the follower.
+    tgids: Option<Tgids>,
     /// Keeps the kernel's bpf_stats on while held (BPF_ENABLE_STATS).
     stats: Option<OwnedFd>,
     /// Written to `tracked_gen` after every change of the tracked cgroups or of the enabled
@@ -112,9 +136,27 @@ impl Probes {
             statuses: BTreeMap::new(),
             targets: BTreeMap::new(),
             owners: BTreeMap::new(),
+            tgids: None,
             stats,
             generation: 0,
         };
+        if config.filter == Filter::Process {
+            let map = shared_tgids_map(config.map_sizes.processes.max(1))?;
+            probes.tgids = Some(Tgids { map, follower: Err(String::new()) });
+            let follower = probes.with_btf(|probes| probes.load_follower());
+            match &follower {
+                Ok(loaded) => tracing::info!(
+                    method = method_name(loaded.rung.method),
+                    fell_back_from = %loaded.fallbacks,
+                    "process filter: forks followed in the kernel (a child of a tracked process is tracked from its fork, an exited process is removed at its exit)"
+                ),
+                Err(reason) => tracing::warn!(
+                    %reason,
+                    "process filter: forks not followed; a new process is measured from the agent's next listing of its target, one that starts and exits between two listings is not seen"
+                ),
+            }
+            probes.tgids.as_mut().expect("just set").follower = follower;
+        }
         probes.with_btf(|probes| {
             for family in FAMILIES {
                 probes.sync_family(family);
@@ -209,11 +251,17 @@ impl Probes {
         self.config.filter
     }
 
-    /// With [`Filter::Process`]: makes `tgids` the processes of the tracked target `cgroup_id`
-    /// (new ones are added, the ones no longer listed removed). A tgid listed by two targets
-    /// belongs to the last that listed it. With [`Filter::Cgroup`] it does nothing. Call it for
-    /// every target every interval, from its `cgroup.procs`: a process started since is not
-    /// measured until then.
+    /// With [`Filter::Process`]: makes `tgids` the processes of the tracked target `cgroup_id`.
+    /// With [`Filter::Cgroup`] it does nothing. Call it for every target every interval, from
+    /// its `cgroup.procs`.
+    ///
+    /// Afterwards the kernel map holds, for this target, exactly `tgids` plus the children the
+    /// follower adds from then on (a tgid listed by two targets belongs to the last that listed
+    /// it). The children the follower added before the call and that are not listed are removed:
+    /// they left the target's cgroup (a dead one was already removed at its exit), or they were
+    /// forked between the read of `cgroup.procs` and this call (then they are measured again
+    /// from the next listing). Without the follower ([`Probes::fork_following`] is an error), a
+    /// process started since the last call is not measured until the next.
     pub fn set_processes(&mut self, cgroup_id: u64, tgids: &BTreeSet<u32>) -> Result<()> {
         if self.config.filter != Filter::Process || !self.targets.contains_key(&cgroup_id) {
             return Ok(());
@@ -221,52 +269,91 @@ impl Probes {
         self.set_processes_unchecked(cgroup_id, tgids)
     }
 
-    /// The tgids of a target, with the process filter.
+    /// The tgids the agent listed for a target, with the process filter (not the children the
+    /// kernel added since: see [`Probes::kernel_processes`]).
     pub fn processes(&self, cgroup_id: u64) -> impl Iterator<Item = u32> + '_ {
         self.owners.iter().filter(move |(_, k)| **k == cgroup_id).map(|(t, _)| *t)
     }
 
-    fn set_processes_unchecked(&mut self, cgroup_id: u64, tgids: &BTreeSet<u32>) -> Result<()> {
-        if self.config.filter != Filter::Process {
-            return Ok(());
-        }
-        let gone: Vec<u32> = self.processes(cgroup_id).filter(|t| !tgids.contains(t)).collect();
-        let new: Vec<u32> =
-            tgids.iter().copied().filter(|t| self.owners.get(t) != Some(&cgroup_id)).collect();
-        let capacity = self.config.map_sizes.processes;
-        for loaded in self.families.values_mut() {
-            let name = loaded.family.name;
-            let mut m = typed_map::<u32, u64>(&mut loaded.ebpf, name, TRACKED_TGIDS)?;
-            for tgid in &gone {
-                ignore_missing(m.remove(tgid)).map_err(|e| map_err(name, TRACKED_TGIDS, e))?;
-            }
-            for tgid in &new {
-                m.insert(tgid, cgroup_id, 0).map_err(|e| match &e {
-                    MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
-                        Error::ProcessMapFull { capacity }
-                    }
-                    _ => map_err(name, TRACKED_TGIDS, e),
-                })?;
-            }
-        }
-        for tgid in gone {
-            self.owners.remove(&tgid);
-        }
-        for tgid in new {
-            self.owners.insert(tgid, cgroup_id);
-        }
-        Ok(())
+    /// With the process filter: what the programs filter by, read from the kernel map (tgid ->
+    /// target key): the listed tgids that have not exited and the children the follower added.
+    /// Empty with the cgroup filter.
+    pub fn kernel_processes(&self) -> Result<BTreeMap<u32, u64>> {
+        let Some(tgids) = &self.tgids else { return Ok(BTreeMap::new()) };
+        let m = HashMap::<&MapData, u32, u64>::try_from(&tgids.map)
+            .map_err(|e| map_err(FOLLOW.name, TRACKED_TGIDS, e))?;
+        m.iter().collect::<Result<_, _>>().map_err(|e| map_err(FOLLOW.name, TRACKED_TGIDS, e))
     }
 
-    /// Writes every tracked tgid into a family loaded after they were set.
-    fn write_processes(&mut self, family: &'static str) -> Result<()> {
-        if self.config.filter != Filter::Process {
-            return Ok(());
+    /// With the process filter: the children the follower added and the agent has not listed
+    /// (or dropped) yet, read from the kernel (`followed`: tgid -> target key). Empty with the
+    /// cgroup filter or without the follower.
+    pub fn kernel_children(&self) -> Result<BTreeMap<u32, u64>> {
+        let Some(Ok(follower)) = self.tgids.as_ref().map(|t| &t.follower) else {
+            return Ok(BTreeMap::new());
+        };
+        let map = follower.ebpf.map(FOLLOWED).ok_or_else(|| {
+            map_err(FOLLOW.name, FOLLOWED, MapError::InvalidName { name: FOLLOWED.into() })
+        })?;
+        let m = HashMap::<&MapData, u32, u64>::try_from(map)
+            .map_err(|e| map_err(FOLLOW.name, FOLLOWED, e))?;
+        m.iter().collect::<Result<_, _>>().map_err(|e| map_err(FOLLOW.name, FOLLOWED, e))
+    }
+
+    /// With the process filter: the method of the programs that follow forks and exits in the
+    /// kernel, or why none could be attached (the reason of every rung); `None` with the cgroup
+    /// filter.
+    pub fn fork_following(&self) -> Option<std::result::Result<AttachMethod, &str>> {
+        let tgids = self.tgids.as_ref()?;
+        Some(tgids.follower.as_ref().map(|l| l.rung.method).map_err(String::as_str))
+    }
+
+    fn set_processes_unchecked(&mut self, cgroup_id: u64, tgids: &BTreeSet<u32>) -> Result<()> {
+        let Some(shared) = self.tgids.as_mut() else { return Ok(()) };
+        let family = FOLLOW.name;
+        let capacity = self.config.map_sizes.processes;
+        let mut m = HashMap::<&mut MapData, u32, u64>::try_from(&mut shared.map)
+            .map_err(|e| map_err(family, TRACKED_TGIDS, e))?;
+        // The children the kernel added for this target: the listed ones are the agent's from
+        // now on, the others go (unless another target listed them meanwhile).
+        if let Ok(follower) = shared.follower.as_mut() {
+            let mut followed = typed_map::<u32, u64>(&mut follower.ebpf, family, FOLLOWED)?;
+            // Collect first: deleting while walking a hash map restarts the walk.
+            let children: Vec<u32> = followed
+                .iter()
+                .filter_map(|e| e.ok())
+                .filter(|(_, key)| *key == cgroup_id)
+                .map(|(tgid, _)| tgid)
+                .collect();
+            for tgid in children {
+                ignore_missing(followed.remove(&tgid)).map_err(|e| map_err(family, FOLLOWED, e))?;
+                let other_owner = self.owners.get(&tgid).is_some_and(|k| *k != cgroup_id);
+                if !tgids.contains(&tgid) && !other_owner {
+                    ignore_missing(m.remove(&tgid))
+                        .map_err(|e| map_err(family, TRACKED_TGIDS, e))?;
+                }
+            }
         }
-        let loaded = self.families.get_mut(family).expect("loaded family");
-        let mut m = typed_map::<u32, u64>(&mut loaded.ebpf, family, TRACKED_TGIDS)?;
-        for (tgid, key) in &self.owners {
-            m.insert(tgid, key, 0).map_err(|e| map_err(family, TRACKED_TGIDS, e))?;
+        let gone: Vec<u32> = self
+            .owners
+            .iter()
+            .filter(|(t, k)| **k == cgroup_id && !tgids.contains(t))
+            .map(|(t, _)| *t)
+            .collect();
+        for tgid in gone {
+            ignore_missing(m.remove(&tgid)).map_err(|e| map_err(family, TRACKED_TGIDS, e))?;
+            self.owners.remove(&tgid);
+        }
+        // Every listed tgid is written, not only the new ones: the exit program removed the
+        // entries of the processes that exited, and a listed pid may be a reused one.
+        for tgid in tgids {
+            m.insert(tgid, cgroup_id, 0).map_err(|e| match &e {
+                MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                    Error::ProcessMapFull { capacity }
+                }
+                _ => map_err(family, TRACKED_TGIDS, e),
+            })?;
+            self.owners.insert(*tgid, cgroup_id);
         }
         Ok(())
     }
@@ -289,6 +376,10 @@ impl Probes {
         let mut snap = Snapshot::default();
         for loaded in self.families.values_mut() {
             read_family(loaded, &self.targets, &mut snap)?;
+        }
+        if let Some(Ok(follower)) = self.tgids.as_ref().map(|t| &t.follower) {
+            read_drops(&follower.ebpf, FOLLOW.name, &mut snap)?;
+            read_programs(follower, &mut snap);
         }
         Ok(snap)
     }
@@ -321,9 +412,6 @@ impl Probes {
                         "probes attached"
                     );
                     self.families.insert(family.name, loaded);
-                    if let Err(e) = self.write_processes(family.name) {
-                        tracing::warn!(family = family.name, error = %e, "cannot track processes");
-                    }
                     let ids: Vec<u64> = self.targets.keys().copied().collect();
                     for id in ids {
                         if let Err(e) = self.write_target(family.name, id) {
@@ -414,7 +502,32 @@ impl Probes {
         if family.name == "dns" {
             loader.override_global("pt_dns_port", &self.config.dns_port, true);
         }
-        let mut ebpf = loader.load(object).map_err(|e| format!("object: {e}"))?;
+        let ebpf = loader.load(object).map_err(|e| format!("object: {e}"))?;
+        if let Some(tgids) = &self.tgids {
+            share_map(&ebpf, TRACKED_TGIDS, tgids.fd()?)
+                .map_err(|e| format!("{TRACKED_TGIDS}: {e}"))?;
+        }
+        self.walk_ladder(family, ebpf)
+    }
+
+    /// Loads the follower (process filter): its object with the shared `tracked_tgids`, down
+    /// its ladder. The error is the reason of every rung.
+    fn load_follower(&self) -> Result<LoadedFamily, String> {
+        let tgids = self.tgids.as_ref().expect("process filter");
+        let size = self.config.map_sizes.processes.max(1);
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(self.kernel_btf())
+            .map_max_entries(TRACKED_TGIDS, size)
+            .map_max_entries(FOLLOWED, size);
+        let ebpf = loader.load(FOLLOW.object).map_err(|e| format!("object: {e}"))?;
+        share_map(&ebpf, TRACKED_TGIDS, tgids.fd()?)
+            .map_err(|e| format!("{TRACKED_TGIDS}: {e}"))?;
+        self.walk_ladder(&FOLLOW, ebpf)
+    }
+
+    /// Tries the rungs of `family` on its loaded object, best first.
+    fn walk_ladder(&self, family: &'static Family, mut ebpf: Ebpf) -> Result<LoadedFamily, String> {
         let env = AttachEnv { btf: self.kernel_btf(), cgroup_root: &self.config.cgroup_skb_root };
         let mut reasons = Vec::new();
         for rung in family.rungs {
@@ -528,8 +641,49 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
-/// The process filter's map (tgid -> target key), in every family.
+/// The process filter's map (tgid -> target key): one instance shared by every object.
 const TRACKED_TGIDS: &str = "tracked_tgids";
+/// The follower's map of the children it added (tgid -> target key).
+const FOLLOWED: &str = "followed";
+
+/// Creates the process filter's `tracked_tgids` (the definition of podtrace_tgids.h: hash,
+/// u32 -> u64, not preallocated).
+fn shared_tgids_map(max_entries: u32) -> Result<Map> {
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    let def =
+        aya_obj::Map::new_from_params(BPF_MAP_TYPE_HASH, 4, 8, max_entries, BPF_F_NO_PREALLOC);
+    MapData::create(def, TRACKED_TGIDS, None)
+        .and_then(Map::from_map_data)
+        .map_err(|e| map_err(FOLLOW.name, TRACKED_TGIDS, e))
+}
+
+/// Makes the map `name` of a loaded object (none of its programs loaded yet) the `shared` one.
+///
+/// aya 0.14 has no way to hand an existing map to an object short of pinning it in a mounted
+/// bpffs (which a node may not have, and which outlives a killed agent). But aya has already
+/// written the fd *number* of the object's own map into the programs' instructions, and the
+/// kernel resolves it only when a program is loaded: duplicating the shared map onto that
+/// number (dup3, keeping close-on-exec) makes every program of the object use the shared map.
+/// The object's own copy, referenced by nothing else, is freed. aya's `MapData` still owns
+/// that fd number and closes it on drop, which releases one reference to the shared map.
+#[allow(
+    unsafe_code,
+    reason = "dup3 onto an fd number aya owns: the number stays open and owned by aya's MapData, only the map behind it changes (see above)"
+)]
+fn share_map(ebpf: &Ebpf, name: &str, shared: BorrowedFd<'_>) -> std::result::Result<(), String> {
+    let map = ebpf.map(name).ok_or_else(|| "missing from the object".to_string())?;
+    let own = HashMap::<&MapData, u32, u64>::try_from(map).map_err(|e| e.to_string())?;
+    let target = own.map().fd().as_fd().as_raw_fd();
+    // SAFETY: both fds are open for the whole call; `target` is owned by aya's MapData, which
+    // keeps owning (and later closes) the same number.
+    let r = unsafe { libc::dup3(shared.as_raw_fd(), target, libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(crate::ladder::errno_text(&std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// The family whose counters are keyed by cgroup id alone (`net_bytes`).
 const NETWORK: &str = "network";
 /// The family with a start entry per thread (`block_start`).
@@ -688,24 +842,36 @@ fn read_family(
             ignore_missing(net.remove(k)).map_err(|e| map_err(name, "net_bytes", e))?;
         }
     }
-    {
-        let m = loaded.ebpf.map("errors").ok_or_else(|| {
-            map_err(name, "errors", MapError::InvalidName { name: "errors".into() })
-        })?;
-        let errors =
-            PerCpuArray::<&MapData, u64>::try_from(m).map_err(|e| map_err(name, "errors", e))?;
-        let mut sums = [0u64; ERR_COUNT];
-        for (i, sum) in sums.iter_mut().enumerate() {
-            let per_cpu = errors.get(&(i as u32), 0).map_err(|e| map_err(name, "errors", e))?;
-            *sum = per_cpu.iter().sum();
-        }
-        let d = &mut snap.drops;
-        d.histograms_full += sums[err::HIST_FULL as usize];
-        d.counters_full += sums[err::COUNTER_FULL as usize];
-        d.process_names_full += sums[err::COMM_FULL as usize];
-        d.inflight_full += sums[err::INFLIGHT_FULL as usize];
-        d.unclosed_blocks += sums[err::UNCLOSED as usize];
+    read_drops(&loaded.ebpf, name, snap)?;
+    read_programs(loaded, snap);
+    Ok(())
+}
+
+/// Adds a loaded object's `errors` to the snapshot's drops.
+fn read_drops(ebpf: &Ebpf, name: &'static str, snap: &mut Snapshot) -> Result<()> {
+    let m = ebpf
+        .map("errors")
+        .ok_or_else(|| map_err(name, "errors", MapError::InvalidName { name: "errors".into() }))?;
+    let errors =
+        PerCpuArray::<&MapData, u64>::try_from(m).map_err(|e| map_err(name, "errors", e))?;
+    let mut sums = [0u64; ERR_COUNT];
+    for (i, sum) in sums.iter_mut().enumerate() {
+        let per_cpu = errors.get(&(i as u32), 0).map_err(|e| map_err(name, "errors", e))?;
+        *sum = per_cpu.iter().sum();
     }
+    let d = &mut snap.drops;
+    d.histograms_full += sums[err::HIST_FULL as usize];
+    d.counters_full += sums[err::COUNTER_FULL as usize];
+    d.process_names_full += sums[err::COMM_FULL as usize];
+    d.inflight_full += sums[err::INFLIGHT_FULL as usize];
+    d.unclosed_blocks += sums[err::UNCLOSED as usize];
+    d.processes_full += sums[err::PROCS_FULL as usize];
+    Ok(())
+}
+
+/// Adds the run counts and times of a loaded object's programs (on its rung) to the snapshot.
+fn read_programs(loaded: &LoadedFamily, snap: &mut Snapshot) {
+    let name = loaded.family.name;
     for (program, _) in loaded.rung.programs {
         let Some(p) = loaded.ebpf.program(program) else { continue };
         match p.info() {
@@ -721,7 +887,6 @@ fn read_family(
             Err(e) => tracing::debug!(program, error = %e, "program info"),
         }
     }
-    Ok(())
 }
 
 /// One histogram from the per-CPU values of a series: buckets, counts and sums added, the
@@ -746,7 +911,6 @@ fn sum_histograms<'a>(per_cpu: impl Iterator<Item = &'a PtHist>) -> Histogram {
 /// `recursion_misses` of a program, from its fdinfo (aya 0.14's ProgramInfo does not expose
 /// it); 0 when unknown.
 fn recursion_misses(program: &aya::programs::Program) -> u64 {
-    use std::os::fd::{AsFd, AsRawFd};
     let Ok(fd) = program.fd() else { return 0 };
     let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
     std::fs::read_to_string(path).map(|text| fdinfo_field(&text, "recursion_misses")).unwrap_or(0)

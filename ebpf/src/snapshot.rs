@@ -6,7 +6,7 @@
 //!  ├─ histograms: [HistogramSample { series: Series, histogram: Histogram }]
 //!  ├─ counters:   [CounterSample   { series: Series, bytes, events }]
 //!  ├─ drops:      Drops { histograms_full, counters_full, process_names_full, inflight_full,
-//!  │                      unclosed_blocks }
+//!  │                      unclosed_blocks, processes_full }
 //!  └─ programs:   [ProgramStats { family, program, method, run_count, run_time }]
 //! Series = (cgroup_id, target_index, probe, op, process_name)
 //! ```
@@ -139,6 +139,10 @@ pub struct Drops {
     /// of the thread (seen on 6.18 about once per 400 blocks of a 10 ms sleeper on a busy VM,
     /// no recursion miss counted); found when the thread blocks again.
     pub unclosed_blocks: u64,
+    /// Process filter: children of tracked processes that the fork program could not add to
+    /// the full `tracked_tgids` (they are measured from the agent's next listing, if they are
+    /// still running then).
+    pub processes_full: u64,
 }
 
 impl Drops {
@@ -149,6 +153,7 @@ impl Drops {
             + self.process_names_full
             + self.inflight_full
             + self.unclosed_blocks
+            + self.processes_full
     }
 }
 

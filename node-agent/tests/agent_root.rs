@@ -498,7 +498,8 @@ fn the_process_filter_measures_the_containers_processes_listed_every_interval() 
     engine.set_targets(vec![g.target(profile)], vec![]);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(text.contains("podtrace_agent_ebpf_filter_info{filter=\"process\"} 1"), "{text}");
+    let info = "podtrace_agent_ebpf_filter_info{filter=\"process\",forks=\"tp_btf\"} 1";
+    assert!(text.contains(info), "{text}");
 
     // Listed at set_targets: A's writes count; a control outside the cgroup writes more.
     std::fs::write(f("go-a"), "").unwrap();

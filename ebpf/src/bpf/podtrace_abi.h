@@ -66,7 +66,10 @@ static inline __u32 pt_bucket(__u64 ns)
 #define PT_ERR_INFLIGHT_FULL 3 /* a start-time map had no room; the sample was lost */
 #define PT_ERR_UNCLOSED 4      /* a thread blocked again while its previous block was still open:
 				* neither its wakeup nor its switch-in ran the programs */
-#define PT_ERR_COUNT 5
+#define PT_ERR_PROCS_FULL 5    /* process filter: a forked child of a tracked process could not
+				* be added to `tracked_tgids` (full): it is seen from the agent's
+				* next listing only */
+#define PT_ERR_COUNT 6
 
 /* Value of `tracked` (key: cgroup v2 id). Written by user space; `comms` is incremented by the
  * kernel each time a new process name of this cgroup gets its own series. */

@@ -5,7 +5,8 @@
  *
  * Each family's object gets its own copy of these maps (aya loads objects independently and
  * cannot share a map between them without pinning); the loader writes `tracked` of every
- * loaded family on track/untrack.
+ * loaded family on track/untrack. The one exception is the process filter's `tracked_tgids`
+ * (podtrace_tgids.h), a single instance the loader substitutes into every object.
  *
  *   event -> tracked[cgroup id]? --no--> return (one hash lookup: the cost of untracked work)
  *                 | yes
@@ -34,15 +35,8 @@ const volatile __u32 pt_max_comms = 16;
  * rather than a flag in .rodata: the verifier prunes a constant branch but keeps the load of
  * the flag, and the cgroup filter's programs are meant to stay exactly what they were.
  *
- * tgid -> the target key (what `tracked` and the series are keyed by in place of a cgroup id),
- * kept by the agent from each target's cgroup.procs every interval; sized by the loader. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 32768);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u32);
-	__type(value, __u64);
-} tracked_tgids SEC(".maps");
+ * tgid -> the target key: see podtrace_tgids.h. */
+#include "podtrace_tgids.h"
 
 /* The key of the current task's target: the key of its tgid, 0 (never tracked) if none. */
 static __always_inline __u64 pt_current_cgroup(void)

@@ -40,6 +40,11 @@ pub struct ProbeInfoLabels {
 pub struct FilterLabels {
     /// `cgroup` or `process`.
     pub filter: String,
+    /// How a new process of a target is seen from its start: `by_cgroup` (the cgroup filter
+    /// sees it by its cgroup), or with the process filter the method of the kernel programs
+    /// that follow forks (`tp_btf`, `raw_tracepoint`, `tracepoint`), `unavailable` when they
+    /// could not attach (then it is seen from the agent's next listing of its target).
+    pub forks: String,
 }
 
 /// Labels of the per-program overhead counters.
@@ -57,7 +62,8 @@ pub struct ProgramLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     /// `histograms_full`, `counters_full`, `process_names_full`, `inflight_full`,
-    /// `unclosed_blocks` or `recursion_miss`.
+    /// `unclosed_blocks`, `processes_full` (process filter: a forked child that did not fit in
+    /// the tracked-process map) or `recursion_miss`.
     pub reason: String,
 }
 
@@ -110,10 +116,16 @@ impl EbpfSource {
         );
         r.register(
             "ebpf_filter_info",
-            "1 for the filter the eBPF programs run with: cgroup (cgroup v2 id) or process (tgids from cgroup.procs, on nodes without cgroup v2)",
+            "1 for the filter the eBPF programs run with: cgroup (cgroup v2 id) or process (tgids from cgroup.procs, on nodes without cgroup v2); forks: how a new process is seen from its start (by_cgroup, the method of the fork-following programs, or unavailable: from the next listing)",
             metrics.filter_info.clone(),
         );
-        metrics.filter_info.get_or_create(&FilterLabels { filter: filter.name().into() }).set(1);
+        let forks = match probes.as_ref().map(Probes::fork_following) {
+            _ if filter == Filter::Cgroup => "by_cgroup",
+            Some(Some(Ok(method))) => podtrace_ebpf::method_name(method),
+            _ => "unavailable",
+        };
+        let labels = FilterLabels { filter: filter.name().into(), forks: forks.into() };
+        metrics.filter_info.get_or_create(&labels).set(1);
         r.register(
             "bpf_program_runs",
             "Runs of each eBPF program since it was loaded (bpf_stats)",
@@ -313,6 +325,7 @@ impl EbpfSource {
             ("process_names_full", d.process_names_full),
             ("inflight_full", d.inflight_full),
             ("unclosed_blocks", d.unclosed_blocks),
+            ("processes_full", d.processes_full),
         ] {
             self.add_drop(reason, reason, value);
         }

@@ -81,11 +81,20 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	atomic_t live; /* threads of the group not yet exited */
+};
+
 struct task_struct {
 	int pid;
 	int tgid;
 	char comm[16];
 	struct files_struct *files;
+	struct signal_struct *signal;
 };
 
 /* Classic tracepoint contexts (include/trace/events/), relocated like any other struct. */
@@ -133,6 +142,14 @@ struct trace_event_raw_sock_msg_length {
 	__u16 protocol;
 	int ret;
 	int flags;
+};
+
+struct trace_event_raw_task_newtask {
+	struct trace_entry ent;
+	int pid;
+	char comm[16];
+	unsigned long clone_flags;
+	short oom_score_adj;
 };
 
 #pragma clang attribute pop
