@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::nodetrace::{NodeTraceSpec, PodSettings, PodTraceRef, TracedPod, settings_key};
+use crate::nodetrace::{NodeTraceSpec, PodSettings, TracedPod, settings_key};
 use crate::profile::{MonitoringProfileSpec, ProbeSettings};
 
 /// Merges profiles; `None` when there are none.
@@ -92,8 +92,6 @@ pub fn node_trace_spec(pods: Vec<(TracedPod, MonitoringProfileSpec)>) -> NodeTra
     // Merging is idempotent (unions, minima, maxima), so the distinct settings merge to the same
     // node-wide settings as one copy per pod.
     let settings = merge_profiles(table.values()).unwrap_or_default();
-    let requested_by: BTreeSet<PodTraceRef> =
-        pods.iter().flat_map(|p| p.requested_by.iter().cloned()).collect();
     NodeTraceSpec {
         settings,
         pods,
@@ -101,13 +99,13 @@ pub fn node_trace_spec(pods: Vec<(TracedPod, MonitoringProfileSpec)>) -> NodeTra
             .into_iter()
             .map(|(key, settings)| PodSettings { key, settings })
             .collect(),
-        requested_by: requested_by.into_iter().collect(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nodetrace::PodTraceRef;
     use crate::presets::Preset;
     use crate::profile::Probe;
 
@@ -205,7 +203,7 @@ mod tests {
             pod("a", Preset::Intensive.spec(), vec![pt("x")]),
         ]);
         assert_eq!(spec.pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(spec.requested_by, vec![pt("x"), pt("y")]);
+        assert_eq!(spec.requested_by(), [&pt("x"), &pt("y")].into_iter().collect());
         assert_eq!(spec.settings.interval, "1s");
         assert_eq!(spec.settings.history.size, 1000);
         assert_eq!(spec.settings_of(&spec.pods[0]), Some(&Preset::Intensive.spec()));
@@ -230,6 +228,6 @@ mod tests {
     #[test]
     fn node_without_pods_gets_default_settings() {
         let spec = node_trace_spec(vec![]);
-        assert!(spec.pods.is_empty() && spec.requested_by.is_empty());
+        assert!(spec.pods.is_empty() && spec.requested_by().is_empty());
     }
 }

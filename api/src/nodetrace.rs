@@ -6,7 +6,6 @@
 //!  spec.settings         node-wide merge (which probes the agent loads)
 //!  spec.podSettings[]    {key, settings}: each distinct per-pod merge once, key = its hash
 //!  spec.pods[]           "ns/name uid=… settings=<key> …" ──refers to──► podSettings[key]
-//!  spec.requestedBy[]    "ns/name" of every PodTrace with a pod here
 //! ```
 //!
 //! Pods are one line of text each ([`TracedPod`]'s `Display`), not objects: the API server's
@@ -70,9 +69,6 @@ pub struct NodeTraceSpec {
     // server about three times as much.
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub pods: Vec<TracedPod>,
-    /// Every PodTrace that selects a pod on this node.
-    #[serde(default)]
-    pub requested_by: Vec<PodTraceRef>,
 }
 
 /// Removes the CEL rules of embedded profiles from a NodeTrace schema.
@@ -97,6 +93,14 @@ fn without_cel_rules(schema: &mut schemars::Schema) {
 }
 
 impl NodeTraceSpec {
+    /// Every PodTrace that selects a pod on this node (the union of the pods' `by=`).
+    ///
+    /// Derived rather than a field of its own: a list of 100 PodTraces cost the API server
+    /// about as much per write as the 100 pod lines.
+    pub fn requested_by(&self) -> std::collections::BTreeSet<&PodTraceRef> {
+        self.pods.iter().flat_map(|p| &p.requested_by).collect()
+    }
+
     /// The settings `pod` refers to by `settingsKey`; `None` when no entry of `podSettings` has
     /// that key (the agent then reports the pod Failed with reason `SettingsNotFound`).
     pub fn settings_of(&self, pod: &TracedPod) -> Option<&MonitoringProfileSpec> {
@@ -169,7 +173,7 @@ pub struct TracedContainer {
     pub runtime_id: Option<String>,
 }
 
-/// A PodTrace, by namespace and name; `namespace/name` in a NodeTrace.
+/// A PodTrace, by namespace and name; `namespace/name` in a pod line's `by=`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PodTraceRef {
     /// Namespace of the PodTrace.
@@ -302,7 +306,7 @@ impl std::str::FromStr for PodTraceRef {
 /// Serialized as their line (`Display`) and read back with `FromStr`, with a schema of type
 /// string that documents the format for `kubectl explain`.
 macro_rules! as_line {
-    ($ty:ty, $name:literal, $description:literal) => {
+    ($ty:ty, $name:literal, $pattern:literal, $description:literal) => {
         impl Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -321,15 +325,19 @@ macro_rules! as_line {
                 $name.into()
             }
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({"type": "string", "description": $description})
+                schemars::json_schema!({"type": "string", "pattern": $pattern, "description": $description})
             }
         }
     };
 }
 
+// The patterns let the API server refuse a hand-edited line that an agent could not read,
+// naming the field (`spec.pods[3]: … should match …`), instead of the agent failing to decode
+// the whole NodeTrace.
 as_line!(
     TracedPod,
     "TracedPod",
+    "^[^ /]+/[^ /]+ uid=[^ ]+ settings=[^ ]+( [^ ]+)*$",
     "A traced pod, one line: `<namespace>/<name> uid=<uid> settings=<settingsKey> [qos=<QoS class>] \
      [profiles=<profile>,…] [by=<namespace>/<PodTrace>,…] [container:<name>[=<runtime ID>]]… \
      [label:<key>=<value>]…`. settings names the pod's entry of spec.podSettings; the runtime ID \
@@ -337,7 +345,8 @@ as_line!(
      allow-list. One line per pod instead of an object keeps each write of a NodeTrace cheap for \
      the API server."
 );
-as_line!(PodTraceRef, "PodTraceRef", "A PodTrace: `<namespace>/<name>`.");
+// Serialized too by the operator's fingerprints of the requesters.
+as_line!(PodTraceRef, "PodTraceRef", "^[^ /,]+/[^ /,]+$", "A PodTrace: `<namespace>/<name>`.");
 
 /// Observed state of a NodeTrace, written by the node's agent (field manager podtrace-agent).
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
@@ -560,14 +569,12 @@ mod tests {
         };
         assert_eq!(minimal.to_string(), "n/p uid=u settings=k");
         assert_eq!("n/p  uid=u settings=k ".parse::<TracedPod>().unwrap(), minimal);
-        let spec = NodeTraceSpec {
-            pods: vec![web()],
-            requested_by: web().requested_by,
-            ..Default::default()
-        };
+        let spec = NodeTraceSpec { pods: vec![web(), minimal], ..Default::default() };
         let json = serde_json::to_value(&spec).unwrap();
-        assert_eq!(json["requestedBy"], serde_json::json!(["shop/web", "shop/all"]));
+        assert_eq!(json["pods"][1], "n/p uid=u settings=k");
         assert_eq!(serde_json::from_value::<NodeTraceSpec>(json).unwrap(), spec);
+        let by: Vec<String> = spec.requested_by().iter().map(|r| r.to_string()).collect();
+        assert_eq!(by, ["shop/all", "shop/web"]);
     }
 
     #[test]

@@ -257,7 +257,6 @@ mod tests {
                 settings_key: key,
                 requested_by: vec![ptref("b"), ptref("r")],
             }],
-            requested_by: vec![ptref("b"), ptref("r")],
         };
         assert_eq!(spec, expected);
         assert_eq!(spec.settings.interval, "5s");

@@ -151,8 +151,9 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
         .modify({
             let ctx = ctx.clone();
             move |nt| {
-                let refs = std::mem::take(&mut nt.spec.requested_by);
-                let refs = refs.iter().map(fingerprint::of).collect();
+                let refs: std::collections::BTreeSet<u64> =
+                    nt.spec.requested_by().into_iter().map(fingerprint::of).collect();
+                let refs = refs.into_iter().collect();
                 ctx.requested_by
                     .lock()
                     .expect("requested_by lock")

@@ -188,7 +188,7 @@ async fn main() -> Result<()> {
             .await
             .with_context(|| format!("change {k} never arrived"))?;
         latencies.push(t0.elapsed());
-        eprintln!("change {k}: {:.0?}", t0.elapsed());
+        eprintln!("change {k}: {} ms", t0.elapsed().as_millis());
     }
     latencies.sort();
     let pct = |q: f64| {
@@ -199,11 +199,11 @@ async fn main() -> Result<()> {
     op.stop();
 
     println!(
-        "| PodTrace change → every affected NodeTrace updated ({} changes × {} NodeTraces) | p50 {:.0?}, p99 {:.0?} | p99 ≤ 1 s |",
+        "| PodTrace change → every affected NodeTrace updated ({} changes × {} NodeTraces) | p50 {} ms, p99 {} ms | p99 ≤ 1 s |",
         s.changes,
         s.nodes,
-        pct(0.5),
-        pct(0.99)
+        pct(0.5).as_millis(),
+        pct(0.99).as_millis()
     );
     println!(
         "| NodeTrace writes: initial / per change | {writes_initial} / {:.1} | |",

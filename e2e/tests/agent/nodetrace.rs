@@ -182,7 +182,6 @@ async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_
             pod(&uid_a, "web", &format!("containerd://{id_a}")),
             pod(&uid_b, "worker", &format!("containerd://{id_b}")),
         ],
-        requested_by: vec![],
     };
     api.create(&PostParams::default(), &NodeTrace::new(&node, spec.clone())).await.unwrap();
 

@@ -17,6 +17,8 @@ fn kubectl_explain_shows_the_field_docs() {
     assert!(interval.contains("between 1s and 1h"), "{interval}");
     let status = explain("nodetrace.status.probes.method");
     assert!(status.contains("How a probe is attached to the kernel"), "{status}");
+    let pods = explain("nodetrace.spec.pods");
+    assert!(pods.contains("A traced pod, one line: `<namespace>/<name> uid=<uid>"), "{pods}");
     let kind = explain("podtrace");
     assert!(kind.contains("PodTrace selects pods of its namespace by label"), "{kind}");
 }

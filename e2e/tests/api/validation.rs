@@ -6,6 +6,8 @@ use podtrace_e2e::with_crds;
 const PROFILE: &str = "apiVersion: podtrace.dev/v1alpha1\nkind: MonitoringProfile\nmetadata: {name: invalid-profile}\nspec: ";
 const TRACE: &str =
     "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {name: invalid-trace}\nspec: ";
+const NODE: &str =
+    "apiVersion: podtrace.dev/v1alpha1\nkind: NodeTrace\nmetadata: {name: invalid-node}\nspec: ";
 
 /// (case, kind prefix, spec, substrings the error must contain: the field path first).
 const CASES: &[(&str, &str, &str, &[&str])] = &[
@@ -145,6 +147,18 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "{selector: {}, paused: sometimes}",
         &["spec.paused", "expected boolean"],
     ),
+    (
+        "NodeTrace pod line without uid",
+        NODE,
+        "{pods: [\"shop/web-1 uid=u settings=k\", \"shop/web-2 settings=k\"]}",
+        &["spec.pods[1]", "should match"],
+    ),
+    (
+        "NodeTrace pod line without namespace",
+        NODE,
+        "{pods: [\"web-1 uid=u settings=k\"]}",
+        &["spec.pods[0]", "should match"],
+    ),
 ];
 
 #[tokio::test]
@@ -172,7 +186,8 @@ async fn invalid_objects_are_rejected_with_a_message_naming_the_field() {
     // Nothing was stored by the rejected applies.
     let left = cp
         .kubectl_ok(&["get", "podtraces,monitoringprofiles", "-n", &ns.name, "-o", "name"])
-        .unwrap();
+        .unwrap()
+        + &cp.kubectl_ok(&["get", "nodetraces", "-o", "name"]).unwrap();
     assert!(!left.contains("invalid-"), "rejected objects were stored: {left}");
     assert!(
         failures.is_empty(),
