@@ -33,6 +33,7 @@
 #include <bpf/bpf_tracing.h>
 #include "podtrace_abi.h"
 #include "podtrace_tgids.h"
+#include "podtrace_errors.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -49,19 +50,6 @@ struct {
 	__type(value, __u64);
 } followed SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PT_ERR_COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} errors SEC(".maps");
-
-static __always_inline void pt_count_error(__u32 reason)
-{
-	__u64 *v = bpf_map_lookup_elem(&errors, &reason);
-	if (v)
-		*v += 1;
-}
 
 /* A new process `child` (its tgid) of the current task. */
 static __always_inline void pt_follow_fork(__u32 child)

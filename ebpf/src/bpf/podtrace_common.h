@@ -90,19 +90,7 @@ struct {
 	__type(value, __u8);
 } comms SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PT_ERR_COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} errors SEC(".maps");
-
-static __always_inline void pt_count_error(__u32 reason)
-{
-	__u64 *v = bpf_map_lookup_elem(&errors, &reason);
-	if (v)
-		*v += 1; /* per-CPU: no atomic needed */
-}
+#include "podtrace_errors.h"
 
 /* The tracked target of a cgroup if `probe` is enabled for it, else NULL. */
 static __always_inline struct pt_target *pt_tracked(__u64 cgroup_id, __u32 probe)
