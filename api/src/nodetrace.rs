@@ -303,50 +303,48 @@ impl std::str::FromStr for PodTraceRef {
     }
 }
 
-/// Serialized as their line (`Display`) and read back with `FromStr`, with a schema of type
-/// string that documents the format for `kubectl explain`.
-macro_rules! as_line {
-    ($ty:ty, $name:literal, $pattern:literal, $description:literal) => {
-        impl Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let line = std::borrow::Cow::<'de, str>::deserialize(d)?;
-                line.parse().map_err(serde::de::Error::custom)
-            }
-        }
-
-        impl JsonSchema for $ty {
-            fn schema_name() -> std::borrow::Cow<'static, str> {
-                $name.into()
-            }
-            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({"type": "string", "pattern": $pattern, "description": $description})
-            }
-        }
-    };
+/// As its line (`Display`).
+impl Serialize for TracedPod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
-// The patterns let the API server refuse a hand-edited line that an agent could not read,
-// naming the field (`spec.pods[3]: … should match …`), instead of the agent failing to decode
-// the whole NodeTrace.
-as_line!(
-    TracedPod,
-    "TracedPod",
-    "^[^ /]+/[^ /]+ uid=[^ ]+ settings=[^ ]+( [^ ]+)*$",
-    "A traced pod, one line: `<namespace>/<name> uid=<uid> settings=<settingsKey> [qos=<QoS class>] \
-     [profiles=<profile>,…] [by=<namespace>/<PodTrace>,…] [container:<name>[=<runtime ID>]]… \
-     [label:<key>=<value>]…`. settings names the pod's entry of spec.podSettings; the runtime ID \
-     is absent while the container has not started; labels are those of the profile's \
-     allow-list. One line per pod instead of an object keeps each write of a NodeTrace cheap for \
-     the API server."
-);
-// Serialized too by the operator's fingerprints of the requesters.
-as_line!(PodTraceRef, "PodTraceRef", "^[^ /,]+/[^ /,]+$", "A PodTrace: `<namespace>/<name>`.");
+/// From its line (`FromStr`).
+impl<'de> Deserialize<'de> for TracedPod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let line = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        line.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string that documents the line for `kubectl explain`. The pattern lets the API server
+/// refuse a hand-edited line that an agent could not read, naming the field (`spec.pods[3]:
+/// … should match …`), instead of the agent failing to decode the whole NodeTrace.
+impl JsonSchema for TracedPod {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TracedPod".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[^ /]+/[^ /]+ uid=[^ ]+ settings=[^ ]+( [^ ]+)*$",
+            "description": "A traced pod, one line: `<namespace>/<name> uid=<uid> settings=<settingsKey> [qos=<QoS class>] \
+        [profiles=<profile>,…] [by=<namespace>/<PodTrace>,…] [container:<name>[=<runtime ID>]]… \
+        [label:<key>=<value>]…`. settings names the pod's entry of spec.podSettings; the runtime ID \
+        is absent while the container has not started; labels are those of the profile's \
+        allow-list. One line per pod instead of an object keeps each write of a NodeTrace cheap for \
+        the API server."
+        })
+    }
+}
+/// As its `namespace/name`: what the operator's fingerprints of the requesters hash (a
+/// PodTraceRef is never a JSON field of its own; in a NodeTrace it is part of a pod line).
+impl Serialize for PodTraceRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 /// Observed state of a NodeTrace, written by the node's agent (field manager podtrace-agent).
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]

@@ -151,9 +151,8 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
         .modify({
             let ctx = ctx.clone();
             move |nt| {
-                let refs: std::collections::BTreeSet<u64> =
-                    nt.spec.requested_by().into_iter().map(fingerprint::of).collect();
-                let refs = refs.into_iter().collect();
+                // requested_by() is already a set: one fingerprint per PodTrace.
+                let refs = nt.spec.requested_by().into_iter().map(fingerprint::of).collect();
                 ctx.requested_by
                     .lock()
                     .expect("requested_by lock")
