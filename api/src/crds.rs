@@ -61,4 +61,26 @@ mod tests {
         assert!(crds[1].contains("x-kubernetes-validations"));
         assert!(!crds[2].contains("x-kubernetes-validations"));
     }
+
+    /// kubectl resolves a category before a resource name: a category spelled like a CRD's
+    /// singular made `kubectl get podtrace web` fail with "you must specify only one resource".
+    #[test]
+    fn no_category_shadows_a_resource_name() {
+        let crds = all();
+        let names: Vec<String> = crds
+            .iter()
+            .flat_map(|c| {
+                let n = &c.spec.names;
+                let mut v = vec![n.plural.clone(), n.kind.to_lowercase()];
+                v.extend(n.singular.clone());
+                v.extend(n.short_names.clone().unwrap_or_default());
+                v
+            })
+            .collect();
+        for c in &crds {
+            for category in c.spec.names.categories.clone().unwrap_or_default() {
+                assert!(!names.contains(&category), "category {category} shadows a resource name");
+            }
+        }
+    }
 }

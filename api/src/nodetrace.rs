@@ -33,7 +33,7 @@ use crate::profile::{MonitoringProfileSpec, Probe};
     kind = "NodeTrace",
     plural = "nodetraces",
     shortname = "nt",
-    category = "podtrace",
+    category = "podtrace-all",
     status = "NodeTraceStatus",
     derive = "PartialEq",
     doc = "NodeTrace is the podtrace agent configuration of one node, named after the node. The \

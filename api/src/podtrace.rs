@@ -21,7 +21,7 @@ use crate::profile::MonitoringProfileSpec;
     kind = "PodTrace",
     plural = "podtraces",
     shortname = "pt",
-    category = "podtrace",
+    category = "podtrace-all",
     namespaced,
     status = "PodTraceStatus",
     derive = "PartialEq",

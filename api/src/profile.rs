@@ -28,7 +28,7 @@ use crate::duration;
     kind = "MonitoringProfile",
     plural = "monitoringprofiles",
     shortname = "mprof",
-    category = "podtrace",
+    category = "podtrace-all",
     doc = "MonitoringProfile is a reusable, cluster-scoped set of monitoring settings: the collectors \
            and eBPF probes to run, the collection interval, the history kept per pod, resource-limit \
            alert thresholds and the exporters that receive the samples. PodTraces refer to it by name.",
