@@ -39,6 +39,8 @@ pub enum Mode {
         kube_auth: bool,
         /// Size of the eBPF tracked-cgroup map.
         max_tracked_cgroups: usize,
+        /// The kubelet's cgroupRoot.
+        kubelet_cgroup_root: String,
     },
     /// A local config file.
     Standalone(PathBuf),
@@ -203,7 +205,7 @@ pub async fn run(
                 standalone::resolve(&config, &layout, &proc_root)
             })
         }
-        Mode::Cluster { max_tracked_cgroups, .. } => {
+        Mode::Cluster { max_tracked_cgroups, kubelet_cgroup_root, .. } => {
             if node.is_empty() || exporter_args.node_name.is_empty() {
                 return Err(Error::Config { path: "NODE_NAME".into(), message: "cluster mode needs the node name: set NODE_NAME (the chart sets it from spec.nodeName)".into() });
             }
@@ -234,7 +236,7 @@ pub async fn run(
             Box::new(move || {
                 let d = desired.read().expect("desired lock").clone();
                 match d.spec {
-                    Some(spec) => cluster::resolve(&spec, &layout),
+                    Some(spec) => cluster::resolve(&spec, &layout, &kubelet_cgroup_root),
                     None => (Vec::new(), Vec::new()),
                 }
             })

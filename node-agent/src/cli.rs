@@ -38,6 +38,10 @@ pub enum Command {
         /// Failed with reason TrackedMapFull.
         #[arg(long, env = "PODTRACE_MAX_TRACKED_CGROUPS", default_value_t = 16384)]
         max_tracked_cgroups: usize,
+        /// The kubelet's `cgroupRoot` (its KubeletConfiguration), when it is not `/`: pods are
+        /// then under `<root>/kubepods…` instead of `/kubepods…` (kind nodes use `/kubelet`).
+        #[arg(long, env = "PODTRACE_KUBELET_CGROUP_ROOT", default_value = "/")]
+        kubelet_cgroup_root: String,
     },
     /// Standalone mode: trace local cgroups and processes selected by a config file of
     /// MonitoringProfile and PodTrace documents (reloaded on change).

@@ -53,8 +53,12 @@ pub struct Desired {
     pub generation: Option<i64>,
 }
 
-/// Resolves the containers of `spec` to cgroups.
-pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec<Pending>) {
+/// Resolves the containers of `spec` to cgroups, under the kubelet's cgroupRoot `kubelet_root`.
+pub fn resolve(
+    spec: &NodeTraceSpec,
+    layout: &CgroupLayout,
+    kubelet_root: &str,
+) -> (Vec<Target>, Vec<Pending>) {
     let mut targets = Vec::new();
     let mut pending = Vec::new();
     for pod in &spec.pods {
@@ -92,7 +96,7 @@ pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec
                 });
                 continue;
             };
-            let candidates = container_candidates(qos, &pod.uid, runtime, id);
+            let candidates = container_candidates(kubelet_root, qos, &pod.uid, runtime, id);
             match layout.resolve_first(&candidates) {
                 Some(cgroup) => targets.push(Target {
                     key,
@@ -107,7 +111,9 @@ pub fn resolve(spec: &NodeTraceSpec, layout: &CgroupLayout) -> (Vec<Target>, Vec
                     uid: pod.uid.clone(),
                     reason: PodAttachReason::CgroupNotFound,
                     message: format!(
-                        "no cgroup at {} (and {} other paths); retrying",
+                        "no cgroup at {} (and {} other paths); retrying. If the kubelet runs \
+                         with a cgroupRoot, give it with --kubelet-cgroup-root (chart value \
+                         agent.kubeletCgroupRoot)",
                         candidates[0],
                         candidates.len() - 1
                     ),
@@ -449,7 +455,7 @@ mod tests {
             pod_settings: vec![PodSettings { key: "k1".into(), settings: Default::default() }],
             ..Default::default()
         };
-        let (targets, pending) = resolve(&spec, &layout);
+        let (targets, pending) = resolve(&spec, &layout, "/");
         assert_eq!(targets.len(), 1);
         assert_eq!(targets[0].key, TargetKey::new("ns", "pod-a-b", "app"));
         assert!(targets[0].cgroup.v2_id.is_some());

@@ -11,10 +11,20 @@ use podtrace_agent::{
 async fn main() -> anyhow::Result<()> {
     let Cli { log, command } = Cli::parse();
     match command {
-        Command::Run { agent, exporters, metrics_kube_auth, max_tracked_cgroups } => {
+        Command::Run {
+            agent,
+            exporters,
+            metrics_kube_auth,
+            max_tracked_cgroups,
+            kubelet_cgroup_root,
+        } => {
             let handle = log.init()?;
             app::run(
-                Mode::Cluster { kube_auth: metrics_kube_auth, max_tracked_cgroups },
+                Mode::Cluster {
+                    kube_auth: metrics_kube_auth,
+                    max_tracked_cgroups,
+                    kubelet_cgroup_root,
+                },
                 agent,
                 exporters,
                 Box::new(handle),

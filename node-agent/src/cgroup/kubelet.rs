@@ -114,9 +114,10 @@ pub fn container_path(
     format!("{}/{leaf}", pod_path(driver, qos, uid))
 }
 
-/// Every path a container may have, the known QoS class first (or all three when unknown),
-/// systemd before cgroupfs.
+/// Every path a container may have under the kubelet's cgroupRoot `root` (`/` by default), the
+/// known QoS class first (or all three when unknown), systemd before cgroupfs.
 pub fn container_candidates(
+    root: &str,
     qos: Option<QosClass>,
     uid: &str,
     runtime: Runtime,
@@ -126,10 +127,11 @@ pub fn container_candidates(
         Some(q) => vec![q],
         None => QosClass::ALL.to_vec(),
     };
+    let root = root.trim_end_matches('/');
     let mut out = Vec::new();
     for driver in [Driver::Systemd, Driver::Cgroupfs] {
         for &q in &classes {
-            out.push(container_path(driver, q, uid, runtime, id));
+            out.push(format!("{root}{}", container_path(driver, q, uid, runtime, id)));
         }
     }
     out
@@ -247,15 +249,24 @@ mod tests {
 
     #[test]
     fn unknown_qos_tries_all_three_classes_under_both_drivers() {
-        let c = container_candidates(None, UID, Runtime::Containerd, ID);
+        let c = container_candidates("/", None, UID, Runtime::Containerd, ID);
         assert_eq!(c.len(), 6);
         assert!(c[0].starts_with("/kubepods.slice/kubepods-burstable.slice"));
         assert!(c[5].starts_with(&format!("/kubepods/pod{UID}")));
         assert_eq!(
-            container_candidates(Some(QosClass::Guaranteed), UID, Runtime::CriO, ID).len(),
+            container_candidates("/", Some(QosClass::Guaranteed), UID, Runtime::CriO, ID).len(),
             2
         );
         assert_eq!(QosClass::parse("Burstable"), Some(QosClass::Burstable));
+    }
+
+    #[test]
+    fn a_kubelet_cgroup_root_prefixes_every_candidate() {
+        for root in ["/kubelet", "/kubelet/"] {
+            let c =
+                container_candidates(root, Some(QosClass::Burstable), UID, Runtime::Containerd, ID);
+            assert_eq!(c[1], format!("/kubelet/kubepods/burstable/pod{UID}/{ID}"), "{root}");
+        }
         assert_eq!(QosClass::parse("nope"), None);
     }
 }
