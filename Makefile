@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 DEMO_DIR ?= $(HOME)/.cache/podtrace/demo
 
-.PHONY: help setup build generate check-generated lint unit e2e test demo demo-cluster demo-down
+.PHONY: help setup build images generate check-generated lint unit e2e test demo demo-cluster demo-down
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,8 +33,13 @@ lint: ## rustfmt and clippy with -D warnings
 unit: ## Unit tests (no cluster, no root)
 	$(CARGO) test --workspace --exclude podtrace-e2e
 
-e2e: ## End-to-end tests against a real kube-apiserver + etcd
+images: ## Build the operator and agent images (OCI archives in target/images, no daemon needed)
+	bash scripts/images.sh
+
+e2e: images ## End-to-end tests: a real kube-apiserver + etcd, and a real node (kubelet, containerd) running the images
 	$(CARGO) build -p podtrace-operator -p podtrace-agent
+	$(CARGO) build -p podtrace-ebpf --example probe_status
+	bash scripts/images.sh pause workload
 	$(CARGO) test -p podtrace-e2e
 	bash e2e/scripts/assert-clean.sh
 
@@ -51,22 +56,12 @@ demo: ## Run the agent standalone on a demo workload in its own cgroups and show
 	bash scripts/setup.sh --packages-only
 	bash node-agent/demo/demo.sh
 
-demo-cluster: setup generate ## Start a local control plane with the CRDs and samples installed
-	bash e2e/scripts/control-plane.sh down $(DEMO_DIR)
-	bash e2e/scripts/control-plane.sh up $(DEMO_DIR)
-	@K="$$(bash e2e/scripts/control-plane.sh bin)/kubectl --kubeconfig $(DEMO_DIR)/kubeconfig"; \
-	$$K apply --server-side -f crds/ >/dev/null; \
-	$$K wait --for=condition=Established crd --all --timeout=60s >/dev/null; \
-	$$K create namespace demo >/dev/null; \
-	$$K apply --server-side -n demo -f manifests/samples/; \
-	echo; $$K get monitoringprofiles; echo; $$K get podtraces -n demo; echo; \
-	echo "The API server runs in the background. Use it with:"; \
-	echo "  export KUBECONFIG=$(DEMO_DIR)/kubeconfig PATH=$$(bash e2e/scripts/control-plane.sh bin):\$$PATH"; \
-	echo "  kubectl explain podtrace.spec"; \
-	echo "Stop it with: make demo-down"
+demo-cluster: setup images ## A one-node cluster (kubelet, containerd) with podtrace installed by Helm and a demo workload traced
+	bash scripts/images.sh pause workload
+	bash scripts/demo-cluster.sh up $(DEMO_DIR)
 
-demo-down: ## Stop the demo control plane
-	bash e2e/scripts/control-plane.sh down $(DEMO_DIR)
+demo-down: ## Stop the demo cluster
+	bash scripts/demo-cluster.sh down $(DEMO_DIR)
 
 .PHONY: bench bench-operator bench-agent bench-exporters
 bench-operator: setup ## Operator: 10k pods/100 nodes/100 PodTraces against a real API server (RSS, sync, change latency)

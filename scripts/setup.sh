@@ -7,8 +7,12 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
 
 # Debian packages: clang/llvm/libbpf for the eBPF programs, openssl for test certificates,
-# bpftool to inspect loaded programs, python3 for small test helpers.
-PACKAGES=(clang llvm libbpf-dev openssl bpftool python3 ca-certificates nats-server mosquitto mosquitto-clients influxdb prometheus)
+# bpftool to inspect loaded programs, python3 for small test helpers, the brokers and
+# Prometheus the exporter tests talk to; umoci to build the images (scripts/images.sh) and
+# busybox-static for the test workload image; containerd, runc, the CNI plugins, iptables,
+# conntrack, dnsmasq and socat for the test node (e2e/scripts/node.sh).
+PACKAGES=(clang llvm libbpf-dev openssl bpftool python3 ca-certificates nats-server mosquitto mosquitto-clients influxdb prometheus
+  umoci busybox-static containerd runc containernetworking-plugins iptables conntrack dnsmasq-base socat)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl and etcd from the Go module proxy and caches them under
-# ~/.cache/podtrace/k8s/<version>/bin. A second run with the binaries present does nothing.
+# Builds the Kubernetes binaries the tests run (kube-apiserver, kubectl, and for the real node
+# kubelet, kube-controller-manager, kube-scheduler, kube-proxy) and etcd from the Go module
+# proxy, and caches them under ~/.cache/podtrace/k8s/<version>/bin. A second run with the
+# binaries present does nothing; a run with some missing builds only those.
 #
 # Why a wrapper module: `go install k8s.io/kubernetes/cmd/kube-apiserver@vX` fails because
 # k8s.io/kubernetes requires its staging modules at v0.0.0 with `replace => ./staging/...`.
@@ -14,7 +16,10 @@ VERSION="${PODTRACE_K8S_VERSION:-v1.36.3}"
 CACHE="${PODTRACE_CACHE:-$HOME/.cache/podtrace}/k8s/$VERSION"
 BIN="$CACHE/bin"
 
-if [[ -x "$BIN/kube-apiserver" && -x "$BIN/etcd" && -x "$BIN/kubectl" ]]; then
+COMMANDS=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler kube-proxy)
+missing=()
+for cmd in "${COMMANDS[@]}" etcd; do [[ -x "$BIN/$cmd" ]] || missing+=("$cmd"); done
+if ((${#missing[@]} == 0)); then
   echo "k8s $VERSION: cached in $BIN"
   exit 0
 fi
@@ -22,7 +27,7 @@ fi
 command -v go >/dev/null || { echo "error: Go is required to build kube-apiserver (install Go ≥ 1.26)" >&2; exit 1; }
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 SRC="$CACHE/src"
-rm -rf "$SRC"; mkdir -p "$SRC/etcd" "$BIN"
+mkdir -p "$SRC/etcd" "$BIN"
 cd "$SRC"
 
 echo "k8s $VERSION: resolving staging modules"
@@ -48,7 +53,11 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
 cat > etcd/main.go <<'GO'
@@ -67,12 +76,14 @@ GO
 echo "k8s $VERSION: go mod tidy"
 go mod tidy >/dev/null 2>&1 || go mod tidy
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$VERSION -X k8s.io/client-go/pkg/version.gitVersion=$VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
-for cmd in kube-apiserver kubectl; do
-  echo "k8s $VERSION: building $cmd (a cold build takes 10-20 minutes on 2 cores)"
-  go build -trimpath -ldflags "$ldflags" -o "$BIN/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+for cmd in "${missing[@]}"; do
+  if [[ $cmd == etcd ]]; then
+    echo "k8s $VERSION: building etcd"
+    go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" ./etcd
+  else
+    echo "k8s $VERSION: building $cmd (the first one takes 5-20 minutes on 2 cores, the next ones less)"
+    go build -trimpath -ldflags "$ldflags" -o "$BIN/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+  fi
   mv "$BIN/$cmd.tmp" "$BIN/$cmd"
 done
-echo "k8s $VERSION: building etcd"
-go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" ./etcd
-mv "$BIN/etcd.tmp" "$BIN/etcd"
 echo "k8s $VERSION: built into $BIN"

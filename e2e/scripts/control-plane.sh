@@ -11,58 +11,13 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VERSION="${PODTRACE_K8S_VERSION:-v1.36.3}"
-BIN="${PODTRACE_CACHE:-$HOME/.cache/podtrace}/k8s/$VERSION/bin"
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Starts "$@" in its own session (so `down` can stop its whole process group), logging to $log.
-start() {
-  local name=$1; shift
-  setsid "$@" >"$DIR/$name.log" 2>&1 < /dev/null &
-  echo $! > "$DIR/$name.pid"
-}
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 certs() {
-  local c="$DIR/pki"; mkdir -p "$c"
-  openssl req -x509 -new -nodes -newkey rsa:2048 -days 3650 -subj "/CN=podtrace-e2e-ca" \
-    -keyout "$c/ca.key" -out "$c/ca.crt" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  # leaf NAME SUBJECT EXTENSIONS: an X.509 v3 certificate signed by the CA (rustls rejects v1).
-  leaf() {
-    openssl req -new -nodes -newkey rsa:2048 -subj "$2" -keyout "$c/$1.key" -out "$c/$1.csr" 2>/dev/null
-    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" "$3" > "$c/$1.ext"
-    openssl x509 -req -in "$c/$1.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial \
-      -days 3650 -extfile "$c/$1.ext" -out "$c/$1.crt" 2>/dev/null
-  }
+  ca
   leaf apiserver "/CN=kube-apiserver" $'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc'
   leaf admin "/O=system:masters/CN=podtrace-admin" "extendedKeyUsage=clientAuth"
-  openssl genrsa -out "$c/sa.key" 2048 2>/dev/null
-  openssl rsa -in "$c/sa.key" -pubout -out "$c/sa.pub" 2>/dev/null
-}
-
-kubeconfig() {
-  local c="$DIR/pki"
-  cat > "$DIR/kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: podtrace-e2e
-  cluster:
-    server: https://127.0.0.1:$API_PORT
-    certificate-authority-data: $(base64 -w0 "$c/ca.crt")
-users:
-- name: admin
-  user:
-    client-certificate-data: $(base64 -w0 "$c/admin.crt")
-    client-key-data: $(base64 -w0 "$c/admin.key")
-contexts:
-- name: podtrace-e2e
-  context: {cluster: podtrace-e2e, user: admin}
-current-context: podtrace-e2e
-KC
 }
 
 wait_ready() {
@@ -93,31 +48,21 @@ up() {
     --service-account-key-file "$c/sa.pub" --service-account-signing-key-file "$c/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --authorization-mode RBAC --allow-privileged=true \
     --disable-admission-plugins ServiceAccount --profiling=false
-  kubeconfig
-  if [[ -n "$OWNER" ]]; then
-    # Watchdog: stop everything once the owner is gone (also after SIGKILL of the owner).
-    setsid bash -c 'while kill -0 "$1" 2>/dev/null && [[ -e "$2/apiserver.pid" ]]; do sleep 1; done; "$3" down "$2"' \
-      _ "$OWNER" "$DIR" "$HERE/control-plane.sh" >/dev/null 2>&1 < /dev/null &
-  fi
+  kubeconfig "$DIR/kubeconfig" "https://127.0.0.1:$API_PORT" admin
+  touch "$DIR/up"
+  # Watchdog: stop everything once the owner is gone (also after SIGKILL of the owner).
+  [[ -z "$OWNER" ]] || watchdog "$OWNER" "$HERE/control-plane.sh"
   wait_ready || { down; return 1; }
   echo "control plane ready: https://127.0.0.1:$API_PORT (kubeconfig $DIR/kubeconfig, kubectl $BIN/kubectl)"
 }
 
 down() {
+  rm -f "$DIR/up"
   local pids=()
   for p in apiserver etcd; do
     [[ -e "$DIR/$p.pid" ]] && pids+=("$(cat "$DIR/$p.pid")") && rm -f "$DIR/$p.pid"
   done
-  [[ ${#pids[@]} -gt 0 ]] || return 0
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  # A test control plane holds nothing worth a graceful shutdown: give it 3s, then SIGKILL.
-  for _ in $(seq 1 15); do
-    local alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [[ $alive == 0 ]] && return 0
-    sleep 0.2
-  done
-  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  stop_pids "${pids[@]}"
 }
 
 cmd="${1:-}"; DIR="${2:-}"; OWNER=""

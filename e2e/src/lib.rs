@@ -6,6 +6,7 @@
 //! `--owner-pid`, and a watchdog stops it as soon as the test process is gone (success, panic,
 //! Ctrl-C or SIGKILL alike).
 
+pub mod node;
 pub mod prometheus;
 
 use anyhow::{Context, Result, bail};
@@ -38,6 +39,18 @@ pub fn binary(name: &str) -> PathBuf {
     assert!(
         bin.exists(),
         "{} not found: run `cargo build -p {name}` first (`make e2e` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// An example of the workspace (`probe_status`), built by `cargo build --example <name>` next to
+/// the test binary (`make e2e` builds it first).
+pub fn example(name: &str) -> PathBuf {
+    let bin = binary("podtrace-agent").with_file_name("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p podtrace-ebpf --example {name}` first (`make e2e` does)",
         bin.display()
     );
     bin
