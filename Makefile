@@ -39,7 +39,7 @@ images: ## Build the operator and agent images (OCI archives in target/images, n
 e2e: images ## End-to-end tests: a real kube-apiserver + etcd, and a real node (kubelet, containerd) running the images
 	$(CARGO) build -p podtrace-operator -p podtrace-agent
 	$(CARGO) build -p podtrace-ebpf --example probe_status
-	bash scripts/images.sh pause workload
+	bash scripts/images.sh pause workload prometheus prometheus-operator prometheus-config-reloader
 	$(CARGO) test -p podtrace-e2e
 	bash e2e/scripts/assert-clean.sh
 

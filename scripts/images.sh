@@ -12,6 +12,8 @@
 #   agent     ghcr.io/podtrace/podtrace-agent:<version>     release binary (eBPF embedded), uid 0
 #   pause     podtrace.test/pause:1                         the test node's sandbox (images/pause)
 #   workload  podtrace.test/workload:1                      busybox-static: sh, httpd, nc, nslookup, dd
+#   prometheus, prometheus-operator, prometheus-config-reloader
+#             podtrace.test/<name>:<version>                built by e2e/scripts/build-tools.sh
 #
 # Why umoci: it writes an OCI image layout from a plain directory as a file operation, with no
 # daemon, storage driver or registry (buildah needs a storage configuration and a mount for a
@@ -37,8 +39,9 @@ copy_with_libs() {
   local bin=$1 rootfs=$2 dest=$3
   install -D -m 0755 "$bin" "$rootfs$dest"
   strip --strip-unneeded "$rootfs$dest"
-  if ldd "$bin" 2>&1 | grep -q 'not a dynamic executable'; then return 0; fi
-  ldd "$bin" | awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]+ \(/{print $1}' | while read -r lib; do
+  local libs; libs=$(ldd "$bin" 2>&1 || true)
+  [[ $libs == *"not a dynamic executable"* ]] && return 0
+  awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]+ \(/{print $1}' <<<"$libs" | while read -r lib; do
     install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
   done
 }
@@ -79,7 +82,7 @@ PY
   mkdir -p "$OUT"
   tar --sort=name --mtime="@0" --owner=0 --group=0 -C "$layout" -cf "$OUT/$name.tar.tmp" .
   mv "$OUT/$name.tar.tmp" "$OUT/$name.tar"
-  printf '%-9s %-50s %6.1f MiB uncompressed\n' "$name" "$ref" \
+  printf '%-26s %-56s %6.1f MiB uncompressed\n' "$name" "$ref" \
     "$(du -sb "$rootfs" | awk '{print $1 / 1048576}')"
 }
 
@@ -95,8 +98,8 @@ rust=()
 for n in "${names[@]}"; do
   case "$n" in
     operator | agent) rust+=("podtrace-$n") ;;
-    pause | workload) ;;
-    *) echo "usage: $0 [operator|agent|pause|workload ...]" >&2; exit 2 ;;
+    pause | workload | prometheus | prometheus-operator | prometheus-config-reloader) ;;
+    *) echo "usage: $0 [operator|agent|pause|workload|prometheus|prometheus-operator|prometheus-config-reloader ...]" >&2; exit 2 ;;
   esac
 done
 ((${#rust[@]} == 0)) || build_release "${rust[@]}"
@@ -132,6 +135,15 @@ for n in "${names[@]}"; do
         [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
       done
       pack workload podtrace.test/workload:1 "$rootfs" 0:0 /bin/sh "podtrace test workload"
+      ;;
+    prometheus | prometheus-operator | prometheus-config-reloader)
+      tools="$ROOT/e2e/scripts/build-tools.sh"
+      bash "$tools" >&2
+      copy_with_libs "$(bash "$tools" bin "$n")" "$rootfs" "/bin/$n"
+      install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+      tag=$(bash "$tools" bin version)
+      [[ $n == prometheus ]] && tag=$(bash "$tools" bin prometheus-version)
+      pack "$n" "podtrace.test/$n:$tag" "$rootfs" 65534:65534 "/bin/$n" "$n"
       ;;
   esac
 done

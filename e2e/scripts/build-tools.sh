@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Builds Helm and the Prometheus Operator from the Go module proxy and caches them by version:
+# Builds Helm, the Prometheus Operator (with its config reloader) and Prometheus from the Go
+# module proxy and caches them by version:
 #   ~/.cache/podtrace/helm/<version>/helm
 #   ~/.cache/podtrace/prometheus-operator/<version>/prometheus-operator
-# Prints nothing else when both are cached. `build-tools.sh bin helm|prometheus-operator` prints a path.
+#   ~/.cache/podtrace/prometheus-operator/<version>/prometheus-config-reloader
+#   ~/.cache/podtrace/prometheus/<version>/prometheus
+# Prometheus is built because Debian's lacks Kubernetes service discovery (it is built without
+# it: "field kubernetes_sd_configs not found"), which the Prometheus Operator's configuration
+# needs. Its Go module is tagged v0.<major*100+minor>.<patch> (v0.316.0 is Prometheus 3.16.0).
+# Prints nothing else when all are cached. `build-tools.sh bin NAME` prints a path.
 #
 # Helm has no replace directives, so `go install` works. The Prometheus Operator's module
 # replaces its two nested modules with local paths, so it is built from a wrapper module that
@@ -13,9 +19,20 @@ PROMOP_VERSION="${PODTRACE_PROMETHEUS_OPERATOR_VERSION:-v0.93.0}"
 CACHE="${PODTRACE_CACHE:-$HOME/.cache/podtrace}"
 HELM="$CACHE/helm/$HELM_VERSION/helm"
 PROMOP="$CACHE/prometheus-operator/$PROMOP_VERSION/prometheus-operator"
+RELOADER="$CACHE/prometheus-operator/$PROMOP_VERSION/prometheus-config-reloader"
+PROMETHEUS_VERSION="${PODTRACE_PROMETHEUS_VERSION:-3.16.0}"
+PROMETHEUS="$CACHE/prometheus/v$PROMETHEUS_VERSION/prometheus"
 
 if [[ "${1:-}" == bin ]]; then
-  case "${2:-}" in helm) echo "$HELM" ;; prometheus-operator) echo "$PROMOP" ;; *) exit 2 ;; esac
+  case "${2:-}" in
+    helm) echo "$HELM" ;;
+    prometheus-operator) echo "$PROMOP" ;;
+    prometheus-config-reloader) echo "$RELOADER" ;;
+    version) echo "$PROMOP_VERSION" ;;
+    prometheus) echo "$PROMETHEUS" ;;
+    prometheus-version) echo "v$PROMETHEUS_VERSION" ;;
+    *) exit 2 ;;
+  esac
   exit 0
 fi
 
@@ -26,7 +43,7 @@ if [[ ! -x "$HELM" ]]; then
   GOBIN="$(dirname "$HELM").tmp" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   mv "$(dirname "$HELM").tmp/helm" "$HELM"; rmdir "$(dirname "$HELM").tmp"
 fi
-if [[ ! -x "$PROMOP" ]]; then
+if [[ ! -x "$PROMOP" || ! -x "$RELOADER" ]]; then
   echo "tools: building prometheus-operator $PROMOP_VERSION"
   src="$(dirname "$PROMOP")/src"; rm -rf "$src"; mkdir -p "$src"; cd "$src"
   m=github.com/prometheus-operator/prometheus-operator
@@ -46,5 +63,16 @@ MOD
   # compute/metadata ambiguous; the operator's own build graph is unaffected.
   go mod tidy -e >/dev/null 2>&1
   go build -trimpath -ldflags "-s -w" -o "$PROMOP.tmp" "$m/cmd/operator"
-  mv "$PROMOP.tmp" "$PROMOP"
+  go build -trimpath -ldflags "-s -w" -o "$RELOADER.tmp" "$m/cmd/prometheus-config-reloader"
+  mv "$PROMOP.tmp" "$PROMOP"; mv "$RELOADER.tmp" "$RELOADER"
+fi
+if [[ ! -x "$PROMETHEUS" ]]; then
+  echo "tools: building prometheus $PROMETHEUS_VERSION (about 8 minutes on 2 cores)"
+  IFS=. read -r major minor patch <<<"$PROMETHEUS_VERSION"
+  module_version="v0.$((major * 100 + minor)).$patch"
+  mkdir -p "$(dirname "$PROMETHEUS")"
+  GOBIN="$(dirname "$PROMETHEUS").tmp" go install -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+    "github.com/prometheus/prometheus/cmd/prometheus@$module_version"
+  mv "$(dirname "$PROMETHEUS").tmp/prometheus" "$PROMETHEUS"; rmdir "$(dirname "$PROMETHEUS").tmp"
 fi

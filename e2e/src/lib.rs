@@ -8,6 +8,7 @@
 
 pub mod node;
 pub mod prometheus;
+pub mod promql;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;

@@ -156,6 +156,22 @@ impl Node {
         ])
     }
 
+    /// Evaluates the instant PromQL query `promql` on the Prometheus behind `service`
+    /// (`name:port`) of `namespace`, through the API server's service proxy.
+    pub fn prometheus_query(
+        &self,
+        namespace: &str,
+        service: &str,
+        promql: &str,
+    ) -> Result<Vec<crate::prometheus::Sample>> {
+        let url = reqwest::Url::parse_with_params("http://x/api/v1/query", &[("query", promql)])?;
+        let path = format!(
+            "/api/v1/namespaces/{namespace}/services/{service}/proxy/api/v1/query?{}",
+            url.query().unwrap_or_default()
+        );
+        crate::prometheus::parse_query(promql, &self.kubectl_ok(&["get", "--raw", &path])?)
+    }
+
     /// The directory of the cgroup `relative` (under the kubelet's root) in `hierarchy`
     /// (`memory`, `cpu`, `unified`, …) of the host's cgroup tree.
     pub fn cgroup_dir(&self, hierarchy: &str, relative: &str) -> PathBuf {

@@ -82,26 +82,30 @@ impl Prometheus {
 
     /// Evaluates an instant PromQL query.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>> {
-        let body = self.get("/api/v1/query", &[("query", promql)])?;
-        let json: Value = serde_json::from_str(&body)?;
-        if json["status"] != "success" {
-            bail!("query {promql:?} failed: {body}");
-        }
-        let result = &json["data"]["result"];
-        let samples = match json["data"]["resultType"].as_str() {
-            Some("vector") => result.as_array().cloned().unwrap_or_default(),
-            Some("scalar") => vec![serde_json::json!({"metric": {}, "value": result})],
-            other => bail!("query {promql:?}: unexpected result type {other:?}"),
-        };
-        samples
-            .iter()
-            .map(|s| {
-                let value = s["value"][1].as_str().context("sample value")?;
-                Ok(Sample {
-                    labels: s["metric"].as_object().cloned().unwrap_or_default(),
-                    value: value.parse().unwrap_or(f64::NAN),
-                })
-            })
-            .collect()
+        parse_query(promql, &self.get("/api/v1/query", &[("query", promql)])?)
     }
+}
+
+/// The samples of Prometheus' answer `body` to the instant query `promql` (`/api/v1/query`).
+pub fn parse_query(promql: &str, body: &str) -> Result<Vec<Sample>> {
+    let json: Value = serde_json::from_str(body)?;
+    if json["status"] != "success" {
+        bail!("query {promql:?} failed: {body}");
+    }
+    let result = &json["data"]["result"];
+    let samples = match json["data"]["resultType"].as_str() {
+        Some("vector") => result.as_array().cloned().unwrap_or_default(),
+        Some("scalar") => vec![serde_json::json!({"metric": {}, "value": result})],
+        other => bail!("query {promql:?}: unexpected result type {other:?}"),
+    };
+    samples
+        .iter()
+        .map(|s| {
+            let value = s["value"][1].as_str().context("sample value")?;
+            Ok(Sample {
+                labels: s["metric"].as_object().cloned().unwrap_or_default(),
+                value: value.parse().unwrap_or(f64::NAN),
+            })
+        })
+        .collect()
 }

@@ -1,10 +1,11 @@
 //! A Helm release on the real node traces a real Deployment end to end.
 
 use super::{
-    How, Installed, RELEASE_NAMESPACE, agent_metrics, diagnostics, get_json, namespace, pod_name,
-    samples, wait_ready,
+    How, Installed, RELEASE_NAMESPACE, agent_metrics, get_json, namespace, pod_name, samples,
+    wait_ready,
+    workload::{self, MEMORY_LIMIT, cgroup_memory, fill_memory, memory_dir},
 };
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use podtrace_e2e::{
     node::{Node, node, wait_until},
     repo_root,
@@ -14,62 +15,6 @@ use std::time::{Duration, Instant};
 
 const RELEASE: &str = "podtrace";
 const WORKLOAD_NAMESPACE: &str = "shop";
-const MEMORY_LIMIT: u64 = 128 << 20;
-
-/// Serves HTTP on :8080, and every half second requests a page from its own pod IP, resolves a
-/// name (dnsmasq on the node answers `*.podtrace.test`) and writes a file with fsync, until
-/// /tmp/exit exists (then the container exits with 1 and the kubelet restarts it).
-const WORKLOAD_SCRIPT: &str = r#"
-mkdir -p /www && echo hello > /www/index.html
-httpd -p 8080 -h /www
-ip=$(hostname -i)
-while [ ! -e /tmp/exit ]; do
-  printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc "$ip" 8080 > /dev/null
-  nslookup web.podtrace.test > /dev/null 2>&1
-  dd if=/dev/zero of=/tmp/file bs=4096 count=16 conv=fsync 2> /dev/null
-  sleep 0.5
-done
-exit 1
-"#;
-
-/// The workload: `web` (traced) and `other` (same image, not selected).
-fn workload(name: &str) -> String {
-    let script = serde_json::to_string(WORKLOAD_SCRIPT).unwrap();
-    format!(
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {WORKLOAD_NAMESPACE}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: app
-          image: podtrace.test/workload:1
-          imagePullPolicy: Never
-          command: [sh, -c, {script}]
-          resources:
-            requests: {{cpu: 50m, memory: 32Mi}}
-            limits: {{cpu: 500m, memory: {MEMORY_LIMIT}}}
-          volumeMounts: [{{name: fill, mountPath: /fill}}]
-      volumes: [{{name: fill, emptyDir: {{medium: Memory}}}}]
-"#
-    )
-}
-
-const PODTRACE: &str = r#"
-apiVersion: podtrace.dev/v1alpha1
-kind: PodTrace
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  profileRef: {name: intensive}
-"#;
-
 /// `helm install` of the chart with the images of `make images`; the steps of a user's first
 /// day: operator and agent Ready through their gRPC probes, a PodTrace selects a Deployment,
 /// the real containers' cgroups are resolved and measured, status rolls up, a restart is
@@ -104,28 +49,10 @@ fn a_helm_release_traces_real_pods_end_to_end() {
     });
 
     namespace(node, WORKLOAD_NAMESPACE);
-    let manifests = format!("{}---{}", workload("web"), workload("other"));
-    node.kubectl_ok(&["apply", "-f", &write_temp(node, "workload.yaml", &manifests)]).unwrap();
-    for d in ["web", "other"] {
-        let out = node.kubectl(
-            &[
-                "rollout",
-                "status",
-                &format!("deployment/{d}"),
-                "-n",
-                WORKLOAD_NAMESPACE,
-                "--timeout=120s",
-            ],
-            None,
-        );
-        assert!(
-            out.status.success(),
-            "{d}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            diagnostics(node)
-        );
-    }
-    node.kubectl_ok(&["apply", "-f", &write_temp(node, "podtrace.yaml", PODTRACE)]).unwrap();
+    workload::start(node, WORKLOAD_NAMESPACE, &["web", "other"]);
+    let podtrace = workload::podtrace(WORKLOAD_NAMESPACE, "web", "intensive");
+    let out = node.kubectl(&["apply", "-f", "-"], Some(&podtrace));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The operator writes the real container ID into the node's NodeTrace.
     let web = pod_name(node, WORKLOAD_NAMESPACE, "app=web").unwrap();
@@ -235,19 +162,9 @@ fn a_helm_release_traces_real_pods_end_to_end() {
     node.kubectl_ok(&["get", "crd", "podtraces.podtrace.dev"]).expect("crds.keep keeps the CRDs");
 }
 
-/// Writes `text` to a file in the node's folder and returns its path.
-fn write_temp(node: &Node, name: &str, text: &str) -> String {
-    let path = node.dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
-/// The `containerd://…` ID of pod `pod`'s container `app`.
+/// The `containerd://…` ID of web's container.
 fn container_id(node: &Node, pod: &str) -> Result<String> {
-    let p = get_json(node, &["pod", pod, "-n", WORKLOAD_NAMESPACE])?;
-    let id = p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap_or_default();
-    ensure!(id.starts_with("containerd://"), "no container ID yet: {:#}", p["status"]);
-    Ok(id.to_owned())
+    workload::container_id(node, WORKLOAD_NAMESPACE, pod)
 }
 
 /// The NodeTrace line of pod `shop/<pod>`.
@@ -264,40 +181,10 @@ fn node_trace_line(node: &Node, pod: &str) -> Result<String> {
         .with_context(|| format!("no {prefix}line in NodeTrace {}: {:#}", node.name, nt["spec"]))
 }
 
-/// The container's cgroup directory in the v1 memory hierarchy (or v2), from the pod's UID,
-/// QoS class and container ID as the kubelet lays them out (cgroupfs driver).
-fn memory_dir(node: &Node, pod: &str, container_id: &str) -> Result<std::path::PathBuf> {
-    let p = get_json(node, &["pod", pod, "-n", WORKLOAD_NAMESPACE])?;
-    let uid = p["metadata"]["uid"].as_str().context("uid")?;
-    let qos = p["status"]["qosClass"].as_str().context("qosClass")?.to_lowercase();
-    let id = container_id.trim_start_matches("containerd://");
-    let relative = match qos.as_str() {
-        "guaranteed" => format!("kubepods/pod{uid}/{id}"),
-        q => format!("kubepods/{q}/pod{uid}/{id}"),
-    };
-    for h in ["memory", "unified"] {
-        let dir = node.cgroup_dir(h, &relative);
-        if dir.is_dir() {
-            return Ok(dir);
-        }
-    }
-    bail!("no memory cgroup for {relative}")
-}
-
-/// Ground truth: the cgroup's own memory usage (v1 `memory.usage_in_bytes`, v2 `memory.current`).
-fn cgroup_memory(dir: &std::path::Path) -> Result<f64> {
-    let file = ["memory.usage_in_bytes", "memory.current"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.exists())
-        .context("no memory usage file")?;
-    Ok(std::fs::read_to_string(&file)?.trim().parse()?)
-}
-
 /// The agent's memory usage of web's container equals the cgroup's within 2 MiB (they are read
 /// up to a second apart while the workload runs).
 fn check_memory_close(node: &Node, pod: &str, container_id: &str) -> Result<()> {
-    let truth = cgroup_memory(&memory_dir(node, pod, container_id)?)?;
+    let truth = cgroup_memory(&memory_dir(node, WORKLOAD_NAMESPACE, pod, container_id)?)?;
     let m = agent_metrics(node, RELEASE)?;
     let labels = [("resource_type", "memory"), ("pod", pod), ("container", "app")];
     let got = samples(&m, "podtrace_resource_usage_bytes", &labels);
@@ -323,30 +210,10 @@ fn check_memory_against_the_cgroup(node: &Node, pod: &str, container_id: &str) {
 /// emergency 95), with the utilization the cgroup itself shows.
 fn check_alert_levels(node: &Node, pod: &str) {
     let id = container_id(node, pod).unwrap();
-    let dir = memory_dir(node, pod, &id).unwrap();
+    let dir = memory_dir(node, WORKLOAD_NAMESPACE, pod, &id).unwrap();
     let labels = [("resource_type", "memory"), ("pod", pod), ("container", "app")];
     for (percent, level) in [(85.0, 1.0), (92.0, 2.0), (97.0, 3.0)] {
-        let usage = cgroup_memory(&dir).unwrap();
-        let current = node
-            .kubectl_ok(&["exec", "-n", WORKLOAD_NAMESPACE, pod, "--", "du", "-sk", "/fill"])
-            .unwrap();
-        let filled_kib: f64 = current.split_whitespace().next().unwrap().parse().unwrap();
-        let target = MEMORY_LIMIT as f64 * percent / 100.0;
-        let add_kib = ((target - usage) / 1024.0).ceil().max(0.0);
-        let total_kib = (filled_kib + add_kib) as u64;
-        node.kubectl_ok(&[
-            "exec",
-            "-n",
-            WORKLOAD_NAMESPACE,
-            pod,
-            "--",
-            "dd",
-            "if=/dev/zero",
-            "of=/fill/data",
-            "bs=1024",
-            &format!("count={total_kib}"),
-        ])
-        .unwrap();
+        fill_memory(node, WORKLOAD_NAMESPACE, pod, &dir, percent);
         wait_until(&format!("alert level {level} at {percent} %"), Duration::from_secs(30), || {
             let m = agent_metrics(node, RELEASE)?;
             let alert = samples(&m, "podtrace_resource_alert_level", &labels);

@@ -3,7 +3,9 @@
 //! tracing real pods. Needs root (namespaces, cgroups, eBPF).
 
 mod install;
+mod prometheus;
 mod rbac;
+mod workload;
 
 use anyhow::{Context, Result, bail};
 use podtrace_e2e::node::{Node, wait_until};

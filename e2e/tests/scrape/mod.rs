@@ -3,7 +3,12 @@
 //! PromQL example of the reference and every panel query of the shipped dashboard must return
 //! data with plausible values. Needs root (cgroups, eBPF); prints SKIPPED otherwise.
 
-use podtrace_e2e::{binary, free_port, prometheus::Prometheus, repo_root};
+use podtrace_e2e::{
+    binary, free_port,
+    prometheus::Prometheus,
+    promql::{dashboard_queries, plausible, reference_queries},
+    repo_root,
+};
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -133,37 +138,6 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The dashboard's panel queries with its variables replaced as Grafana would for "All".
-fn dashboard_queries() -> Vec<(String, String)> {
-    let text =
-        std::fs::read_to_string(repo_root().join("charts/podtrace/files/dashboard.json")).unwrap();
-    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut out = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$namespace", ".*")
-                .replace("$pod", ".*")
-                .replace("$__rate_interval", "1m");
-            out.push((panel["title"].as_str().unwrap().to_owned(), expr));
-        }
-    }
-    assert!(out.len() >= 10, "{out:?}");
-    out
-}
-
-/// The reference's examples (e2e/promql/reference-examples.promql).
-fn reference_queries() -> Vec<String> {
-    std::fs::read_to_string(repo_root().join("e2e/promql/reference-examples.promql"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn reference_examples_match_the_reference_document() {
     let reference = repo_root().join("../shared/reference/podtrace-metrics.md");
@@ -179,24 +153,6 @@ fn reference_examples_match_the_reference_document() {
     for q in queries {
         assert!(doc.contains(&squash(&q)), "not in the reference: {q}");
     }
-}
-
-/// Whether a query's samples are plausible: present, finite, not negative, and (for latency
-/// quantiles and averages) below a minute.
-fn plausible(query: &str, samples: &[podtrace_e2e::prometheus::Sample]) -> Result<(), String> {
-    if samples.is_empty() {
-        return Err("no data".into());
-    }
-    for s in samples {
-        if !s.value.is_finite() || s.value < 0.0 {
-            return Err(format!("value {} for {:?}", s.value, s.labels));
-        }
-        let latency = query.contains("histogram_quantile") || query.contains("_sum[");
-        if latency && s.value > 60.0 {
-            return Err(format!("latency {}s for {:?}", s.value, s.labels));
-        }
-    }
-    Ok(())
 }
 
 #[test]
