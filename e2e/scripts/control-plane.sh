@@ -63,6 +63,8 @@ down() {
     [[ -e "$DIR/$p.pid" ]] && pids+=("$(cat "$DIR/$p.pid")") && rm -f "$DIR/$p.pid"
   done
   stop_pids "${pids[@]}"
+  # The logs and certificates stay for a look after a failure; etcd's data (~120 MiB) goes.
+  rm -rf "$DIR/etcd-data"
 }
 
 cmd="${1:-}"; DIR="${2:-}"; OWNER=""
