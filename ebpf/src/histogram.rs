@@ -55,6 +55,18 @@ impl Histogram {
         out
     }
 
+    /// Adds `other` (another series of the same metric, e.g. of another process): buckets,
+    /// counts and sums add up. The kernel keeps no time with a latest value across series, so
+    /// the merged latest value is the larger one.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (o, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *o += b;
+        }
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        self.latest_ns = self.latest_ns.max(other.latest_ns);
+    }
+
     /// Sum of the samples in seconds (`_sum`).
     pub fn sum_seconds(&self) -> f64 {
         self.sum_ns as f64 / 1e9

@@ -1,10 +1,11 @@
 //! Starting and stopping the agent: servers, configuration source, engine thread, health.
 
+use parking_lot::RwLock;
 use prometheus_client::registry::Registry;
 use std::{
     path::PathBuf,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -199,7 +200,7 @@ pub async fn run(
             )));
             let layout = layout.clone();
             Box::new(move || {
-                let config = slot.read().expect("config lock").clone();
+                let config = slot.read().clone();
                 standalone::resolve(&config, &layout, &proc_root)
             })
         }
@@ -232,7 +233,7 @@ pub async fn run(
             )));
             let layout = layout.clone();
             Box::new(move || {
-                let d = desired.read().expect("desired lock").clone();
+                let d = desired.read().clone();
                 match d.spec {
                     Some(spec) => cluster::resolve(&spec, &layout),
                     None => (Vec::new(), Vec::new()),
@@ -262,12 +263,12 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let resolved = engine_status.read().expect("status lock").resolved;
+                let resolved = engine_status.read().resolved;
                 let running = resolved && !engine_alive.is_finished();
                 readiness.set(running);
                 health.set("", running).await;
                 health.set("podtrace.kubernetes", config_ok.load(Ordering::Relaxed)).await;
-                let probes_ok = engine_status.read().expect("status lock").probes_ok;
+                let probes_ok = engine_status.read().probes_ok;
                 health.set("podtrace.probes", probes_ok).await;
                 health.set("podtrace.exporters", exporters.health().serving()).await;
             }
@@ -307,7 +308,7 @@ async fn watch_file(
         match standalone::load(&path) {
             Ok(config) => {
                 tracing::info!(path = %path.display(), traces = config.traces.len(), "standalone config reloaded");
-                *slot.write().expect("config lock") = config;
+                *slot.write() = config;
                 changed.store(true, Ordering::Relaxed);
                 ok.store(true, Ordering::Relaxed);
                 metrics.config_reloads.inc();

@@ -13,17 +13,16 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{WatchStreamExt, watcher},
 };
+use parking_lot::RwLock;
 use podtrace_api::{
     NodeTrace, NodeTraceSpec, NodeTraceStatus, Probe,
-    nodetrace::{
-        KernelFeatures, PodAttachReason, PodAttachState, PodAttachStatus, ProbeState, ProbeStatus,
-        TracedPod,
-    },
+    nodetrace::{KernelFeatures, PodAttachStatus, TracedPod},
+    status::{PodAttachReason, PodAttachState, ProbeState, ProbeStatus, condition},
 };
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -142,7 +141,7 @@ pub async fn watch(
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Apply(nt) | watcher::Event::InitApply(nt)) => {
-                let mut d = desired.write().expect("desired lock");
+                let mut d = desired.write();
                 d.generation = nt.metadata.generation;
                 d.spec = Some(nt.spec);
                 changed.store(true, Ordering::Relaxed);
@@ -150,7 +149,7 @@ pub async fn watch(
                 tracing::info!(node, generation = ?d.generation, "NodeTrace changed");
             }
             Ok(watcher::Event::Delete(_)) => {
-                *desired.write().expect("desired lock") = Desired::default();
+                *desired.write() = Desired::default();
                 changed.store(true, Ordering::Relaxed);
                 tracing::info!(node, "NodeTrace deleted: tracing nothing");
             }
@@ -286,19 +285,7 @@ fn conditions(s: &NodeTraceStatus, previous: &[Condition], now: &Time) -> Vec<Co
     let all_attached = s.attached_pods == s.tracked_pods;
     let probes_missing = s.probes.iter().any(|p| p.state == ProbeState::Unavailable);
     let make = |type_: &str, ok: bool, reason: &str, message: String| {
-        let status = if ok { "True" } else { "False" }.to_owned();
-        let last = previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.into(),
-            status,
-            reason: reason.into(),
-            message,
-            last_transition_time: last,
-            observed_generation: s.observed_generation,
-        }
+        condition(previous, type_, ok, reason, message, s.observed_generation, now)
     };
     vec![
         make(
@@ -356,11 +343,11 @@ pub async fn write_status(
     loop {
         tick.tick().await;
         let (spec, generation) = {
-            let d = desired.read().expect("desired lock");
+            let d = desired.read();
             (d.spec.clone(), d.generation)
         };
         let Some(spec) = spec else { continue };
-        let engine = engine.read().expect("engine status lock").clone();
+        let engine = engine.read().clone();
         if !engine.resolved {
             continue;
         }

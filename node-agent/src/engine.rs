@@ -9,19 +9,20 @@
 //!
 //! It runs on a thread of its own: the collectors do blocking file I/O.
 
+use parking_lot::RwLock;
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     path::PathBuf,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
 
 use podtrace_api::{
-    nodetrace::ProbeStatus,
     profile::{ExportSettings, Probe},
+    status::ProbeStatus,
 };
 
 use crate::{
@@ -407,7 +408,7 @@ impl Engine {
         self.dropped_seen = dropped;
         let series = self.store.series();
         self.metrics.series.set(series as i64);
-        let mut status = self.status.write().expect("status lock poisoned");
+        let mut status = self.status.write();
         let ebpf = self.ebpf.as_ref();
         status.attached = self
             .targets
@@ -430,7 +431,7 @@ impl Engine {
             status
                 .probes
                 .iter()
-                .any(|s| s.probe == *p && s.state == podtrace_api::nodetrace::ProbeState::Attached)
+                .any(|s| s.probe == *p && s.state == podtrace_api::status::ProbeState::Attached)
         });
     }
 

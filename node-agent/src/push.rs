@@ -1,6 +1,7 @@
 //! The seam to the push exporters: every engine tick becomes one [`PushBatch`].
 
-use std::{sync::Mutex, time::SystemTime};
+use parking_lot::Mutex;
+use std::time::SystemTime;
 
 use crate::{
     collectors::kernel::KernelReading,
@@ -55,7 +56,7 @@ pub fn batch(node: &str, kernel: KernelSample, targets: &[TargetReport]) -> Push
 
 impl Pusher for ToExporters {
     fn push(&self, kernel: Option<(KernelReading, SystemTime)>, targets: &[TargetReport]) {
-        let mut last = self.kernel.lock().expect("kernel sample lock");
+        let mut last = self.kernel.lock();
         if let Some((k, at)) = kernel {
             *last = Some(KernelSample {
                 context_switches_total: k.context_switches,

@@ -16,11 +16,12 @@ use k8s_openapi::api::{
 use prometheus_client::registry::Registry;
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use crate::metrics::{Sources, Store, catalog};
+use parking_lot::Mutex;
 use podtrace_runtime::admin::MetricsEncoder;
 
 /// The encoder of `/metrics`: the enabled sources of the store, then the self-metrics (source
@@ -97,7 +98,6 @@ async fn check(State(auth): State<Auth>, request: Request, next: Next) -> Respon
         Auth::Kubernetes(client, cache) => {
             let cached = cache
                 .lock()
-                .expect("auth cache")
                 .get(&token)
                 .filter(|(_, at)| at.elapsed() < DECISION_TTL)
                 .map(|(ok, _)| *ok);
@@ -105,7 +105,7 @@ async fn check(State(auth): State<Auth>, request: Request, next: Next) -> Respon
                 Some(ok) => ok,
                 None => match review(client, &token).await {
                     Ok(ok) => {
-                        cache.lock().expect("auth cache").insert(token, (ok, Instant::now()));
+                        cache.lock().insert(token, (ok, Instant::now()));
                         ok
                     }
                     Err(e) => {

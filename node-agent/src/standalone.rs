@@ -18,8 +18,8 @@
 //! one of the six presets; `profile` is inline; neither means `standard`.
 
 use podtrace_api::{
-    MonitoringProfile, MonitoringProfileSpec, PodTrace, effective, nodetrace::PodAttachReason,
-    presets::Preset,
+    MonitoringProfile, MonitoringProfileSpec, PodTrace, effective, presets::Preset,
+    status::PodAttachReason,
 };
 use serde::Deserialize;
 use std::{collections::BTreeMap, path::Path};

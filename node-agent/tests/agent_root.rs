@@ -19,20 +19,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
+/// Returns from the test unless it runs as root (SKIPPED, or a failure under CI).
 macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (real cgroups)");
+    () => {{
+        fn here() {}
+        let test = std::any::type_name_of_val(&here).trim_end_matches("::here");
+        if !podtrace_test_support::require_root(test, "real cgroups") {
             return;
         }
-    };
+    }};
 }
 
 /// A cgroup of its own in every hierarchy the node mounts, removed on drop (its processes

@@ -36,12 +36,10 @@ mod exporters {
 
     #[tokio::test]
     async fn the_agent_pushes_its_targets_and_the_kernel_to_nats_every_interval() {
-        if !std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with("Uid:\t0\t"))
-        {
-            println!("SKIPPED: needs root for cgroups");
+        if !podtrace_test_support::require_root(
+            "the_agent_pushes_its_targets_and_the_kernel_to_nats_every_interval",
+            "cgroups",
+        ) {
             return;
         }
         let broker = Broker::nats();

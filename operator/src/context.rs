@@ -4,10 +4,11 @@ use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
+use parking_lot::{Mutex, RwLock};
 use podtrace_api::{MonitoringProfile, MonitoringProfileSpec, NodeTrace, PodTrace, PodTraceStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 
 use crate::desired::{TraceSet, reference};
@@ -62,7 +63,7 @@ pub struct Dirty {
 impl Dirty {
     /// Marks `nodes` for recomputation.
     pub fn mark(&self, nodes: impl IntoIterator<Item = Arc<str>>) {
-        let mut set = self.nodes.lock().expect("dirty set lock");
+        let mut set = self.nodes.lock();
         let before = set.len();
         set.extend(nodes);
         if set.len() != before {
@@ -72,13 +73,13 @@ impl Dirty {
 
     /// Takes every marked node without waiting.
     pub fn take_now(&self) -> BTreeSet<Arc<str>> {
-        std::mem::take(&mut *self.nodes.lock().expect("dirty set lock"))
+        std::mem::take(&mut *self.nodes.lock())
     }
 
     /// Waits until some node is marked, then takes every marked node.
     pub async fn take(&self) -> BTreeSet<Arc<str>> {
         loop {
-            let taken = std::mem::take(&mut *self.nodes.lock().expect("dirty set lock"));
+            let taken = std::mem::take(&mut *self.nodes.lock());
             if !taken.is_empty() {
                 return taken;
             }
@@ -189,7 +190,7 @@ impl Context {
         let lookup = |name: &str| self.profile(name);
         let lookup: &dyn Fn(&str) -> Option<MonitoringProfileSpec> = &lookup;
         let set = TraceSet::new(podtraces.iter().map(|p| &**p), lookup);
-        let index = self.index.read().expect("pod index lock");
+        let index = self.index.read();
         f(&set, &index)
     }
 
@@ -213,9 +214,7 @@ impl Context {
     /// Whether `status` differs from what `pt` (from the store, nodes stripped) last showed.
     pub fn status_changed(&self, pt: &PodTrace, status: &PodTraceStatus) -> bool {
         let Some(seen) = &pt.status else { return true };
-        let seen_nodes = pt.uid().and_then(|uid| {
-            self.status_nodes.lock().expect("status nodes lock").get(&uid).copied()
-        });
+        let seen_nodes = pt.uid().and_then(|uid| self.status_nodes.lock().get(&uid).copied());
         seen_nodes != Some(fingerprint::of(&status.nodes))
             || *seen != PodTraceStatus { nodes: Vec::new(), ..status.clone() }
     }
@@ -223,13 +222,13 @@ impl Context {
     /// The nodes whose NodeTrace lists `pt` in requestedBy.
     pub fn nodes_requested_by(&self, pt: &PodTrace) -> BTreeSet<Arc<str>> {
         let me = fingerprint::of(&reference(pt));
-        let requested_by = self.requested_by.lock().expect("requested_by lock");
+        let requested_by = self.requested_by.lock();
         requested_by.iter().filter(|(_, refs)| refs.contains(&me)).map(|(n, _)| n.clone()).collect()
     }
 
     /// The PodTraces that `node`'s NodeTrace lists in requestedBy.
     pub fn podtraces_on(&self, node: &str) -> Vec<Arc<PodTrace>> {
-        let requested_by = self.requested_by.lock().expect("requested_by lock");
+        let requested_by = self.requested_by.lock();
         let Some(refs) = requested_by.get(node) else { return Vec::new() };
         let on_node = |pt: &Arc<PodTrace>| refs.contains(&fingerprint::of(&reference(pt)));
         self.podtraces.state().into_iter().filter(on_node).collect()

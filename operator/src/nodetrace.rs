@@ -31,8 +31,7 @@ const RETRY_DELAY: Duration = Duration::from_secs(2);
 pub async fn run(ctx: Arc<Context>) {
     // A new leader (or a restarted operator) checks every node once; the hashes make this free
     // of writes when nothing changed.
-    let mut all: BTreeSet<Arc<str>> =
-        ctx.index.read().expect("pod index lock").nodes().cloned().collect();
+    let mut all: BTreeSet<Arc<str>> = ctx.index.read().nodes().cloned().collect();
     all.extend(ctx.nodetraces.state().iter().map(|nt| Arc::from(nt.name_any())));
     ctx.dirty.mark(all);
     loop {
@@ -99,7 +98,7 @@ async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) 
     let api: Api<NodeTrace> = Api::all(ctx.client.clone());
     let stored = ctx.nodetraces.get(&ObjectRef::new(node));
     // What this process wrote last is ahead of the watch: `Some(None)` means "deleted by us".
-    let written = ctx.written.lock().expect("written lock").get(node).cloned();
+    let written = ctx.written.lock().get(node).cloned();
     let current: Option<String> = match &written {
         Some(w) => w.clone(),
         None => stored.as_ref().and_then(|nt| nt.annotations().get(SPEC_HASH_ANNOTATION).cloned()),
@@ -137,7 +136,7 @@ async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) 
                 .map_err(Error::kube(format!("applying NodeTrace/{node}")))?;
             ctx.metrics.write("apply");
             tracing::info!(node = %node, pods = spec.pods.len(), hash = %hash, "NodeTrace applied");
-            ctx.written.lock().expect("written lock").insert(node.clone(), Some(hash));
+            ctx.written.lock().insert(node.clone(), Some(hash));
         }
         None if current.is_some() || (stored.is_some() && written.is_none()) => {
             match api.delete(node, &DeleteParams::default()).await {
@@ -147,7 +146,7 @@ async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) 
             }
             ctx.metrics.write("delete");
             tracing::info!(node = %node, "NodeTrace deleted: no traced pods left or node gone");
-            ctx.written.lock().expect("written lock").insert(node.clone(), None);
+            ctx.written.lock().insert(node.clone(), None);
         }
         None => {}
     }

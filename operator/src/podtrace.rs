@@ -116,12 +116,7 @@ async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
 
 async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
     let mut nodes = ctx.nodes_requested_by(pt);
-    nodes.extend(
-        ctx.index
-            .read()
-            .expect("pod index lock")
-            .nodes_of_namespace(&pt.namespace().unwrap_or_default()),
-    );
+    nodes.extend(ctx.index.read().nodes_of_namespace(&pt.namespace().unwrap_or_default()));
     let count = nodes.len();
     nodetrace::sync_nodes(ctx, nodes).await?;
     publish(

@@ -17,9 +17,10 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use parking_lot::Mutex;
 use podtrace_api::{MonitoringProfile, NodeTrace, NodeTraceStatus, PodTrace};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::context::{Cache, Context};
 use crate::desired::{SPEC_HASH_ANNOTATION, selects};
@@ -48,7 +49,7 @@ pub async fn pods(ctx: Arc<Context>) {
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let touched = {
-            let mut index = ctx.index.write().expect("pod index lock");
+            let mut index = ctx.index.write();
             let touched = match event {
                 Ok(watcher::Event::Init) => {
                     index.relist_start();
@@ -94,7 +95,7 @@ pub async fn nodes(ctx: Arc<Context>) {
     let mut listed = Vec::new();
     while let Some(event) = stream.next().await {
         let changed: Vec<Arc<str>> = {
-            let mut index = ctx.index.write().expect("pod index lock");
+            let mut index = ctx.index.write();
             match event {
                 Ok(watcher::Event::Init) => {
                     listed.clear();
@@ -134,8 +135,7 @@ pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
             .modify(|p| p.managed_fields_mut().clear())
             .reflect(writer);
     for_each_change(stream, Cache::Profiles, &ctx, |ctx, _| {
-        let nodes: Vec<Arc<str>> =
-            ctx.index.read().expect("pod index lock").nodes().cloned().collect();
+        let nodes: Vec<Arc<str>> = ctx.index.read().nodes().cloned().collect();
         ctx.dirty.mark(nodes);
         ctx.trigger_namespace(None);
     })
@@ -153,10 +153,7 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
             move |nt| {
                 // requested_by() is already a set: one fingerprint per PodTrace.
                 let refs = nt.spec.requested_by().into_iter().map(fingerprint::of).collect();
-                ctx.requested_by
-                    .lock()
-                    .expect("requested_by lock")
-                    .insert(nt.name_any().into(), refs);
+                ctx.requested_by.lock().insert(nt.name_any().into(), refs);
                 nt.spec = Default::default();
                 nt.managed_fields_mut().clear();
             }
@@ -171,7 +168,7 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
     };
     // Whether the agent's report changed (then the PodTraces of the node need a roll-up).
     let changed_status = |nt: &NodeTrace, deleted: bool| {
-        let mut reported = reported.lock().expect("reported lock");
+        let mut reported = reported.lock();
         if deleted {
             reported.remove(&nt.name_any()).is_some()
         } else {
@@ -184,10 +181,7 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
             watcher::Event::Apply(nt) => (nt, false),
             watcher::Event::Delete(nt) => (nt, true),
             watcher::Event::InitApply(nt) => {
-                reported
-                    .lock()
-                    .expect("reported lock")
-                    .insert(nt.name_any(), report_of(&nt.status));
+                reported.lock().insert(nt.name_any(), report_of(&nt.status));
                 return;
             }
             _ => return,
@@ -196,10 +190,10 @@ pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
         let hash = nt.annotations().get(SPEC_HASH_ANNOTATION);
         let triggered = if changed_status(nt, deleted) { ctx.podtraces_on(&name) } else { vec![] };
         if deleted {
-            ctx.requested_by.lock().expect("requested_by lock").remove(&name);
+            ctx.requested_by.lock().remove(&name);
         }
         {
-            let mut written = ctx.written.lock().expect("written lock");
+            let mut written = ctx.written.lock();
             if deleted {
                 written.remove(&name);
             }
@@ -233,7 +227,6 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
                     let nodes = std::mem::take(&mut status.nodes);
                     ctx.status_nodes
                         .lock()
-                        .expect("status nodes lock")
                         .insert(pt.uid().unwrap_or_default(), fingerprint::of(&nodes));
                 }
             }
@@ -248,17 +241,17 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
             watcher::Event::Delete(pt) => (pt, true),
             watcher::Event::InitApply(pt) => {
                 let key = pt.uid().unwrap_or_default();
-                seen.lock().expect("seen lock").insert(key, pt.metadata.generation);
+                seen.lock().insert(key, pt.metadata.generation);
                 return;
             }
             _ => return,
         };
         let key = pt.uid().unwrap_or_default();
         let changed = {
-            let mut seen = seen.lock().expect("seen lock");
+            let mut seen = seen.lock();
             if deleted {
                 seen.remove(&key);
-                ctx.status_nodes.lock().expect("status nodes lock").remove(&key);
+                ctx.status_nodes.lock().remove(&key);
                 true
             } else {
                 seen.insert(key, pt.metadata.generation) != Some(pt.metadata.generation)
@@ -267,7 +260,7 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
         if changed {
             let mut nodes = ctx.nodes_requested_by(pt);
             let ns = pt.namespace().unwrap_or_default();
-            nodes.extend(ctx.index.read().expect("pod index lock").nodes_of_namespace(&ns));
+            nodes.extend(ctx.index.read().nodes_of_namespace(&ns));
             ctx.dirty.mark(nodes);
         }
         ctx.trigger(pt);
@@ -293,8 +286,7 @@ async fn for_each_change<K, S>(
                 ctx.synced.done(cache);
                 if relisted {
                     // Objects may have changed or gone while the watch was down: recheck all.
-                    let nodes: Vec<Arc<str>> =
-                        ctx.index.read().expect("pod index lock").nodes().cloned().collect();
+                    let nodes: Vec<Arc<str>> = ctx.index.read().nodes().cloned().collect();
                     ctx.dirty.mark(nodes);
                     ctx.trigger_namespace(None);
                 }

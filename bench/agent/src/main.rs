@@ -345,11 +345,7 @@ fn main() {
             ours / peer
         );
     }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root {
+    if !podtrace_test_support::is_root() {
         println!("\ncollector and RSS benchmarks skipped: they need root (real cgroups)");
         return;
     }

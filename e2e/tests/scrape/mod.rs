@@ -125,14 +125,6 @@ impl Drop for Process {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// The dashboard's panel queries with its variables replaced as Grafana would for "All".
 fn dashboard_queries() -> Vec<(String, String)> {
     let text =
@@ -201,8 +193,10 @@ fn plausible(query: &str, samples: &[podtrace_e2e::prometheus::Sample]) -> Resul
 
 #[test]
 fn prometheus_gets_data_for_every_reference_example_and_dashboard_panel() {
-    if !is_root() {
-        println!("SKIPPED: needs root for cgroups and eBPF");
+    if !podtrace_test_support::require_root(
+        "prometheus_gets_data_for_every_reference_example_and_dashboard_panel",
+        "cgroups and eBPF",
+    ) {
         return;
     }
     let name = format!("podtrace-e2e-scrape-{}", std::process::id());

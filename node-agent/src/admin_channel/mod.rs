@@ -9,11 +9,7 @@
 
 pub mod command;
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
@@ -21,6 +17,7 @@ use tokio::{
 
 use crate::metrics::{Sources, Store};
 use command::{Command, Query};
+use parking_lot::Mutex;
 
 /// Longest accepted line.
 const MAX_LINE: u64 = 4096;
@@ -113,7 +110,7 @@ impl AdminChannel {
     fn run(&self, cmd: Command) -> Result<String, String> {
         match cmd {
             Command::SetLog { default, targets } => {
-                let mut log = self.log.lock().expect("log lock poisoned");
+                let mut log = self.log.lock();
                 let mut next = log.clone();
                 if let Some(d) = default {
                     next.default = d.name().into();
@@ -129,7 +126,7 @@ impl AdminChannel {
                 Ok("ok".into())
             }
             Command::GetLog(q) => {
-                let log = self.log.lock().expect("log lock poisoned");
+                let log = self.log.lock();
                 let mut parts = Vec::new();
                 match q {
                     Query::Changed | Query::All => {
@@ -261,7 +258,7 @@ pub struct RecordingLog(pub Mutex<Vec<String>>);
 impl LogControl for RecordingLog {
     fn set(&self, filter: &str) -> Result<(), String> {
         podtrace_runtime::logging::parse_filter(filter).map_err(|e| e.to_string())?;
-        self.0.lock().expect("lock").push(filter.to_owned());
+        self.0.lock().push(filter.to_owned());
         Ok(())
     }
 }
@@ -293,7 +290,7 @@ mod tests {
         let (ch, log) = channel(None);
         assert_eq!(ch.execute("l"), "*:info,h2:warn");
         assert_eq!(ch.execute("Lpodtrace_agent:debug"), "ok");
-        assert_eq!(log.0.lock().unwrap().last().unwrap(), "info,h2=warn,podtrace_agent=debug");
+        assert_eq!(log.0.lock().last().unwrap(), "info,h2=warn,podtrace_agent=debug");
         assert_eq!(ch.execute("lpodtrace_agent,kube"), "podtrace_agent:debug,kube:info");
         assert_eq!(ch.execute("L*:warning"), "ok");
         assert_eq!(ch.execute("l*"), "*:warn");

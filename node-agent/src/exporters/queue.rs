@@ -8,13 +8,11 @@
 //!
 //! Invariant: items pushed = items sent + items dropped + items queued (+ a chunk in flight).
 
+use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use std::{
     collections::VecDeque,
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
 };
 use tokio::sync::Notify;
 
@@ -120,10 +118,8 @@ impl<T> Queue<T> {
         excess as u64
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<T>> {
-        // A panic while holding this lock cannot leave the deque inconsistent (every operation
-        // is a single VecDeque call), so a poisoned lock is still usable.
-        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
+        self.items.lock()
     }
 }
 

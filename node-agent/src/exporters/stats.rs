@@ -11,12 +11,13 @@
 //!
 //! An "item" is one message for NATS and MQTT and one target's (or the node's) lines for Influx.
 
+use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The `exporter` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,7 +134,7 @@ impl Stats {
         self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Link> {
-        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Link> {
+        self.link.lock()
     }
 }

@@ -4,10 +4,8 @@
 //! A disabled source is neither collected nor encoded: its series disappear from `/metrics` at the
 //! next scrape.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::RwLock,
-};
+use parking_lot::RwLock;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The status of the sources.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,24 +63,24 @@ impl Sources {
 
     /// Adds a source, enabled as the default says.
     pub fn register(&self, name: &str, tags: &[&str]) {
-        let mut s = self.0.write().expect("sources lock poisoned");
+        let mut s = self.0.write();
         let on = s.default;
         s.sources.insert(name.to_owned(), (tags.iter().map(|t| t.to_string()).collect(), on));
     }
 
     /// Whether `name` is enabled (unknown sources are not).
     pub fn enabled(&self, name: &str) -> bool {
-        self.0.read().expect("sources lock poisoned").sources.get(name).is_some_and(|s| s.1)
+        self.0.read().sources.get(name).is_some_and(|s| s.1)
     }
 
     /// A copy of the current state.
     pub fn state(&self) -> SourcesState {
-        self.0.read().expect("sources lock poisoned").clone()
+        self.0.read().clone()
     }
 
     /// Applies an update; nothing changes when it names an unknown source.
     pub fn apply(&self, update: &SourcesUpdate) -> Result<(), UnknownSource> {
-        let mut s = self.0.write().expect("sources lock poisoned");
+        let mut s = self.0.write();
         if let Some((name, _)) = update.sources.iter().find(|(n, _)| !s.sources.contains_key(n)) {
             return Err(UnknownSource(name.clone()));
         }

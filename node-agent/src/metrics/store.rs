@@ -10,13 +10,11 @@
 //! [`Store::remove_target`]. Labels are formatted once when a sample is stored, which keeps
 //! encoding a copy of bytes (see bench/agent for the figures).
 
+use parking_lot::RwLock;
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    sync::{
-        RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use super::catalog::{FAMILIES, FamilyId, Kind, of_source};
@@ -190,7 +188,7 @@ impl Store {
         samples: Vec<Sample>,
         budget: Option<usize>,
     ) -> usize {
-        let mut inner = self.inner.write().expect("store lock poisoned");
+        let mut inner = self.inner.write();
         let own: Vec<FamilyId> = of_source(source).collect();
         let Some(source) = own.first().map(|f| FAMILIES[*f].source) else {
             debug_assert!(samples.is_empty(), "{source} has no families");
@@ -248,7 +246,7 @@ impl Store {
 
     /// Removes every series of `target`.
     pub fn remove_target(&self, target: &TargetKey) {
-        let mut inner = self.inner.write().expect("store lock poisoned");
+        let mut inner = self.inner.write();
         for by_target in inner.by_family.iter_mut() {
             by_target.remove(target);
         }
@@ -265,7 +263,7 @@ impl Store {
 
     /// Removes every series of `source`.
     pub fn clear_source(&self, source: &str) {
-        let mut inner = self.inner.write().expect("store lock poisoned");
+        let mut inner = self.inner.write();
         for f in of_source(source) {
             inner.by_family[f].clear();
         }
@@ -282,7 +280,7 @@ impl Store {
 
     /// The targets with at least one series.
     pub fn targets(&self) -> Vec<TargetKey> {
-        let families = &self.inner.read().expect("store lock poisoned").by_family;
+        let families = &self.inner.read().by_family;
         let mut out: Vec<TargetKey> = families.iter().flat_map(|m| m.keys().cloned()).collect();
         out.sort();
         out.dedup();
@@ -291,12 +289,12 @@ impl Store {
 
     /// Number of series stored.
     pub fn series(&self) -> usize {
-        self.inner.read().expect("store lock poisoned").by_pod.values().sum()
+        self.inner.read().by_pod.values().sum()
     }
 
     /// Number of series of one pod (all containers, all sources).
     pub fn series_of_pod(&self, namespace: &str, pod: &str) -> usize {
-        let inner = self.inner.read().expect("store lock poisoned");
+        let inner = self.inner.read();
         inner.by_pod.get(&(namespace.to_owned(), pod.to_owned())).copied().unwrap_or(0)
     }
 
@@ -307,7 +305,7 @@ impl Store {
 
     /// Writes the families of the enabled sources as OpenMetrics text (without `# EOF`).
     pub fn encode(&self, out: &mut String, enabled: impl Fn(&str) -> bool) -> std::fmt::Result {
-        let families = &self.inner.read().expect("store lock poisoned").by_family;
+        let families = &self.inner.read().by_family;
         for (f, by_target) in families.iter().enumerate() {
             let family = &FAMILIES[f];
             if by_target.is_empty() || !enabled(family.source) {
