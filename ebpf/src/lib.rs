@@ -48,6 +48,7 @@ mod abi;
 mod cgroup;
 mod config;
 mod error;
+mod family;
 pub mod histogram;
 mod ladder;
 mod maps;

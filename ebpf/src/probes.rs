@@ -13,7 +13,7 @@
 //! behind. Reading the maps is in `read.rs`, the map helpers in `maps.rs`.
 
 use aya::maps::MapData;
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Btf, EbpfLoader};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
@@ -21,7 +21,8 @@ use std::sync::OnceLock;
 use crate::abi::{BLOCK_START_CGROUP, PtBlockStart, PtTarget};
 use crate::config::{Filter, ProbeConfig};
 use crate::error::{Error, Result};
-use crate::ladder::{AttachEnv, FAMILIES, FOLLOW, Family, Rung, family_of, try_rung};
+use crate::family::{LoadedFamily, walk_ladder};
+use crate::ladder::{FAMILIES, FOLLOW, Family, family_of};
 use crate::maps::{
     NETWORK, full_or, ignore_missing, map_err, purge, retain, set_net_bytes, typed_map,
 };
@@ -32,15 +33,6 @@ use crate::snapshot::Snapshot;
 
 /// The family with a start entry per thread (`block_start`).
 const CPU_BLOCK: &str = "cpu_block";
-
-/// A family's object, attached on one rung of its ladder.
-pub(crate) struct LoadedFamily {
-    pub(crate) family: &'static Family,
-    pub(crate) rung: &'static Rung,
-    pub(crate) ebpf: Ebpf,
-    /// Why the better rungs were not taken ("fentry: …; …"), empty on the first rung.
-    pub(crate) fallbacks: String,
-}
 
 /// The node's eBPF probes. See the crate documentation for the life cycle.
 pub struct Probes {
@@ -95,7 +87,8 @@ impl Probes {
         };
         if config.filter == Filter::Process {
             let capacity = config.map_sizes.processes;
-            probes.tgids = Some(probes.with_btf(|probes| Tgids::load(probes, capacity))?);
+            let tgids = probes.with_btf(|p| Tgids::load(&p.config, p.kernel_btf(), capacity));
+            probes.tgids = Some(tgids?);
         }
         probes.with_btf(|probes| {
             for family in FAMILIES {
@@ -209,20 +202,52 @@ impl Probes {
         Ok(snap)
     }
 
-    pub(crate) fn config(&self) -> &ProbeConfig {
-        &self.config
+    /// With [`Filter::Process`]: makes `tgids` the processes of the tracked target `cgroup_id`.
+    /// With [`Filter::Cgroup`] it does nothing. Call it for every target every interval, from
+    /// its `cgroup.procs`.
+    ///
+    /// Afterwards the kernel map holds, for this target, exactly `tgids` plus the children the
+    /// follower adds from then on (a tgid listed by two targets belongs to the last that listed
+    /// it). The children the follower added before the call and that are not listed are removed:
+    /// they left the target's cgroup (a dead one was already removed at its exit), or they were
+    /// forked between the read of `cgroup.procs` and this call (then they are measured again
+    /// from the next listing). Without the follower ([`Probes::fork_following`] is an error), a
+    /// process started since the last call is not measured until the next.
+    pub fn set_processes(&mut self, cgroup_id: u64, tgids: &BTreeSet<u32>) -> Result<()> {
+        let capacity = self.config.map_sizes.processes;
+        match self.tgids.as_mut() {
+            Some(shared) if self.targets.contains_key(&cgroup_id) => {
+                shared.set(cgroup_id, tgids, capacity)
+            }
+            _ => Ok(()),
+        }
     }
 
-    pub(crate) fn is_tracked(&self, cgroup_id: u64) -> bool {
-        self.targets.contains_key(&cgroup_id)
+    /// The tgids the agent listed for a target, with the process filter (not the children the
+    /// kernel added since: see [`Probes::kernel_processes`]).
+    pub fn processes(&self, cgroup_id: u64) -> impl Iterator<Item = u32> + '_ {
+        self.tgids.iter().flat_map(move |t| t.listed(cgroup_id))
     }
 
-    pub(crate) fn tgids(&self) -> Option<&Tgids> {
-        self.tgids.as_ref()
+    /// With the process filter: what the programs filter by, read from the kernel map (tgid ->
+    /// target key): the listed tgids that have not exited and the children the follower added.
+    /// Empty with the cgroup filter.
+    pub fn kernel_processes(&self) -> Result<BTreeMap<u32, u64>> {
+        self.tgids.as_ref().map_or(Ok(BTreeMap::new()), Tgids::kernel_processes)
     }
 
-    pub(crate) fn tgids_mut(&mut self) -> Option<&mut Tgids> {
-        self.tgids.as_mut()
+    /// With the process filter: the children the follower added and the agent has not listed
+    /// (or dropped) yet, read from the kernel (`followed`: tgid -> target key). Empty with the
+    /// cgroup filter or without the follower.
+    pub fn kernel_children(&self) -> Result<BTreeMap<u32, u64>> {
+        self.tgids.as_ref().map_or(Ok(BTreeMap::new()), Tgids::kernel_children)
+    }
+
+    /// With the process filter: the method of the programs that follow forks and exits in the
+    /// kernel, or why none could be attached (the reason of every rung); `None` with the cgroup
+    /// filter.
+    pub fn fork_following(&self) -> Option<std::result::Result<AttachMethod, &str>> {
+        self.tgids.as_ref().map(Tgids::fork_following)
     }
 
     /// Moves the generation the kernel's per-task caches are checked against (families
@@ -298,7 +323,7 @@ impl Probes {
     }
 
     /// The kernel's BTF, parsed on first use within [`Probes::with_btf`].
-    pub(crate) fn kernel_btf(&self) -> Option<&Btf> {
+    fn kernel_btf(&self) -> Option<&Btf> {
         self.btf
             .get_or_init(|| match Btf::from_sys_fs() {
                 Ok(btf) => Some(btf),
@@ -343,40 +368,7 @@ impl Probes {
             share_map(&ebpf, TRACKED_TGIDS, tgids.fd()?)
                 .map_err(|e| format!("{TRACKED_TGIDS}: {e}"))?;
         }
-        self.walk_ladder(family, ebpf)
-    }
-
-    /// Tries the rungs of `family` on its loaded object, best first.
-    pub(crate) fn walk_ladder(
-        &self,
-        family: &'static Family,
-        mut ebpf: Ebpf,
-    ) -> Result<LoadedFamily, String> {
-        let env = AttachEnv { btf: self.kernel_btf(), cgroup_root: &self.config.cgroup_skb_root };
-        let mut reasons = Vec::new();
-        for rung in family.rungs {
-            let method = rung.method.name();
-            if self.config.skip_methods.contains(&rung.method) {
-                reasons.push(format!("{method}: skipped by configuration"));
-                continue;
-            }
-            if self.config.filter == Filter::Process && rung.method == AttachMethod::CgroupSkb {
-                // Its programs see the socket's cgroup v2 id only, never the process.
-                reasons.push(format!("{method}: not used with the process filter"));
-                continue;
-            }
-            match try_rung(&mut ebpf, rung, &env) {
-                Ok(()) => {
-                    if !reasons.is_empty() {
-                        tracing::info!(family = family.name, method, fell_back_from = %reasons.join("; "), "ladder");
-                    }
-                    let fallbacks = reasons.join("; ");
-                    return Ok(LoadedFamily { family, rung, ebpf, fallbacks });
-                }
-                Err(reason) => reasons.push(format!("{method}: {reason}")),
-            }
-        }
-        Err(reasons.join("; "))
+        walk_ladder(family, ebpf, &self.config, self.kernel_btf())
     }
 
     /// Writes a tracked cgroup's entry (its enabled probes) into one family's maps.

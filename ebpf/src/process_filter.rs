@@ -11,16 +11,16 @@
 //! ```
 
 use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
-use aya::{Ebpf, EbpfLoader};
+use aya::{Btf, Ebpf, EbpfLoader};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use crate::config::Filter;
+use crate::config::ProbeConfig;
 use crate::error::{Error, Result};
+use crate::family::{LoadedFamily, walk_ladder};
 use crate::ladder::FOLLOW;
 use crate::maps::{full_or, ignore_missing, map_err, retain, typed_map};
 use crate::probe::AttachMethod;
-use crate::probes::{LoadedFamily, Probes};
 
 /// The process filter's map (tgid -> target key): one instance shared by every object.
 pub(crate) const TRACKED_TGIDS: &str = "tracked_tgids";
@@ -43,10 +43,10 @@ pub(crate) struct Tgids {
 impl Tgids {
     /// Creates `tracked_tgids` with room for `capacity` processes and loads the follower
     /// (its error is kept: the filter then works from the agent's listings alone).
-    pub(crate) fn load(probes: &Probes, capacity: u32) -> Result<Tgids> {
+    pub(crate) fn load(config: &ProbeConfig, btf: Option<&Btf>, capacity: u32) -> Result<Tgids> {
         let map = shared_tgids_map(capacity.max(1))?;
         let fd = map_fd(&map).map_err(|e| map_err(FOLLOW.name, TRACKED_TGIDS, e))?;
-        let follower = load_follower(probes, fd, capacity.max(1));
+        let follower = load_follower(config, btf, fd, capacity.max(1));
         match &follower {
             Ok(loaded) => tracing::info!(
                 method = loaded.rung.method.name(),
@@ -71,7 +71,31 @@ impl Tgids {
         self.follower.as_ref().ok()
     }
 
-    /// Makes `tgids` the processes of `key` (see [`Probes::set_processes`]).
+    /// The tgids the agent listed for `key`.
+    pub(crate) fn listed(&self, key: u64) -> impl Iterator<Item = u32> + '_ {
+        self.owners.iter().filter(move |(_, k)| **k == key).map(|(t, _)| *t)
+    }
+
+    /// What the programs filter by, read from the kernel map (tgid -> target key).
+    pub(crate) fn kernel_processes(&self) -> Result<BTreeMap<u32, u64>> {
+        read_all(&self.map, TRACKED_TGIDS)
+    }
+
+    /// The children the follower added and the agent has not listed yet (`followed`).
+    pub(crate) fn kernel_children(&self) -> Result<BTreeMap<u32, u64>> {
+        let Some(follower) = self.follower() else { return Ok(BTreeMap::new()) };
+        let map = follower.ebpf.map(FOLLOWED).ok_or_else(|| {
+            map_err(FOLLOW.name, FOLLOWED, MapError::InvalidName { name: FOLLOWED.into() })
+        })?;
+        read_all(map, FOLLOWED)
+    }
+
+    /// The follower's attach method, or why it could not attach (the reason of every rung).
+    pub(crate) fn fork_following(&self) -> std::result::Result<AttachMethod, &str> {
+        self.follower.as_ref().map(|l| l.rung.method).map_err(String::as_str)
+    }
+
+    /// Makes `tgids` the processes of `key` (see `Probes::set_processes`).
     pub(crate) fn set(&mut self, key: u64, tgids: &BTreeSet<u32>, capacity: u32) -> Result<()> {
         let family = FOLLOW.name;
         let mut m = HashMap::<&mut MapData, u32, u64>::try_from(&mut self.map)
@@ -111,66 +135,6 @@ impl Tgids {
     }
 }
 
-impl Probes {
-    /// With [`Filter::Process`]: makes `tgids` the processes of the tracked target `cgroup_id`.
-    /// With [`Filter::Cgroup`] it does nothing. Call it for every target every interval, from
-    /// its `cgroup.procs`.
-    ///
-    /// Afterwards the kernel map holds, for this target, exactly `tgids` plus the children the
-    /// follower adds from then on (a tgid listed by two targets belongs to the last that listed
-    /// it). The children the follower added before the call and that are not listed are removed:
-    /// they left the target's cgroup (a dead one was already removed at its exit), or they were
-    /// forked between the read of `cgroup.procs` and this call (then they are measured again
-    /// from the next listing). Without the follower ([`Probes::fork_following`] is an error), a
-    /// process started since the last call is not measured until the next.
-    pub fn set_processes(&mut self, cgroup_id: u64, tgids: &BTreeSet<u32>) -> Result<()> {
-        if self.filter() != Filter::Process || !self.is_tracked(cgroup_id) {
-            return Ok(());
-        }
-        let capacity = self.config().map_sizes.processes;
-        match self.tgids_mut() {
-            Some(shared) => shared.set(cgroup_id, tgids, capacity),
-            None => Ok(()),
-        }
-    }
-
-    /// The tgids the agent listed for a target, with the process filter (not the children the
-    /// kernel added since: see [`Probes::kernel_processes`]).
-    pub fn processes(&self, cgroup_id: u64) -> impl Iterator<Item = u32> + '_ {
-        let owners = self.tgids().map(|t| &t.owners).into_iter().flatten();
-        owners.filter(move |(_, k)| **k == cgroup_id).map(|(t, _)| *t)
-    }
-
-    /// With the process filter: what the programs filter by, read from the kernel map (tgid ->
-    /// target key): the listed tgids that have not exited and the children the follower added.
-    /// Empty with the cgroup filter.
-    pub fn kernel_processes(&self) -> Result<BTreeMap<u32, u64>> {
-        let Some(tgids) = self.tgids() else { return Ok(BTreeMap::new()) };
-        read_all(&tgids.map, TRACKED_TGIDS)
-    }
-
-    /// With the process filter: the children the follower added and the agent has not listed
-    /// (or dropped) yet, read from the kernel (`followed`: tgid -> target key). Empty with the
-    /// cgroup filter or without the follower.
-    pub fn kernel_children(&self) -> Result<BTreeMap<u32, u64>> {
-        let Some(follower) = self.tgids().and_then(Tgids::follower) else {
-            return Ok(BTreeMap::new());
-        };
-        let map = follower.ebpf.map(FOLLOWED).ok_or_else(|| {
-            map_err(FOLLOW.name, FOLLOWED, MapError::InvalidName { name: FOLLOWED.into() })
-        })?;
-        read_all(map, FOLLOWED)
-    }
-
-    /// With the process filter: the method of the programs that follow forks and exits in the
-    /// kernel, or why none could be attached (the reason of every rung); `None` with the cgroup
-    /// filter.
-    pub fn fork_following(&self) -> Option<std::result::Result<AttachMethod, &str>> {
-        let tgids = self.tgids()?;
-        Some(tgids.follower.as_ref().map(|l| l.rung.method).map_err(String::as_str))
-    }
-}
-
 /// Every entry of a `u32 -> u64` hash map.
 fn read_all(map: &Map, name: &'static str) -> Result<BTreeMap<u32, u64>> {
     let m =
@@ -200,18 +164,16 @@ fn shared_tgids_map(max_entries: u32) -> Result<Map> {
 /// Loads the follower: its object with the shared `tracked_tgids`, down its ladder. The error
 /// is the reason of every rung.
 fn load_follower(
-    probes: &Probes,
+    config: &ProbeConfig,
+    btf: Option<&Btf>,
     tgids: BorrowedFd<'_>,
     capacity: u32,
 ) -> Result<LoadedFamily, String> {
     let mut loader = EbpfLoader::new();
-    loader
-        .btf(probes.kernel_btf())
-        .map_max_entries(TRACKED_TGIDS, capacity)
-        .map_max_entries(FOLLOWED, capacity);
+    loader.btf(btf).map_max_entries(TRACKED_TGIDS, capacity).map_max_entries(FOLLOWED, capacity);
     let ebpf = loader.load(FOLLOW.object).map_err(|e| format!("object: {e}"))?;
     share_map(&ebpf, TRACKED_TGIDS, tgids).map_err(|e| format!("{TRACKED_TGIDS}: {e}"))?;
-    probes.walk_ladder(&FOLLOW, ebpf)
+    walk_ladder(&FOLLOW, ebpf, config, btf)
 }
 
 /// Makes the map `name` of a loaded object (none of its programs loaded yet) the `shared` one.

@@ -18,10 +18,10 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use crate::abi::{ERR_COUNT, NET_RECV, NET_SEND, PtCounter, PtHist, PtKey, PtNetCounters, err};
 use crate::error::Result;
+use crate::family::LoadedFamily;
 use crate::histogram::Histogram;
 use crate::maps::{NETWORK, map_err, per_cpu_map, retain};
 use crate::probe::Probe;
-use crate::probes::LoadedFamily;
 use crate::snapshot::{
     CounterSample, HistogramSample, OTHER_PROCESS, Op, ProgramStats, Series, Snapshot, process_name,
 };
