@@ -11,6 +11,7 @@
 pub mod admin_channel;
 pub mod app;
 pub mod cgroup;
+pub mod channel;
 pub mod cli;
 pub mod cluster;
 pub mod collectors;
@@ -21,7 +22,7 @@ pub mod glob;
 pub mod health;
 pub mod metrics;
 pub mod procfs;
-pub mod push;
+pub mod sample;
 pub mod serve;
 pub mod standalone;
 pub mod targets;

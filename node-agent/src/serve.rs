@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::metrics::{Sources, Store, catalog};
+use crate::metrics::{Sources, Store, sources::Source};
 use parking_lot::Mutex;
 use podtrace_runtime::admin::MetricsEncoder;
 
@@ -35,7 +35,7 @@ pub fn encoder(
     Arc::new(move |out| {
         let started = Instant::now();
         store.encode(out, |s| sources.enabled(s))?;
-        if sources.enabled(catalog::AGENT) {
+        if sources.enabled(Source::Agent) {
             prometheus_client::encoding::text::encode_registry(out, &registry)?;
         }
         prometheus_client::encoding::text::encode_eof(out)?;
@@ -166,7 +166,7 @@ mod tests {
     #[tokio::test]
     async fn static_token_guards_metrics_but_not_probes() {
         let store = Arc::new(Store::default());
-        let sources = Arc::new(Sources::agent());
+        let sources = Arc::new(Sources::default());
         let enc = encoder(
             store,
             sources,

@@ -181,7 +181,7 @@ fn engine() -> (Engine, Arc<Store>) {
         Engine::new(
             "/proc".into(),
             store.clone(),
-            Arc::new(Sources::agent()),
+            Arc::new(Sources::default()),
             metrics,
             Duration::from_secs(10),
         ),

@@ -15,7 +15,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::metrics::{Sources, Store};
+use crate::metrics::{
+    Sources, Store,
+    sources::{Source, SourcesUpdate, UnknownSource},
+};
 use command::{Command, Query};
 use parking_lot::Mutex;
 
@@ -148,11 +151,18 @@ impl AdminChannel {
                 }
                 Ok(parts.join(","))
             }
-            Command::SetMetrics(update) => {
-                self.sources.apply(&update).map_err(|e| e.to_string())?;
-                for (name, (_, on)) in self.sources.state().sources {
+            Command::SetMetrics(switches) => {
+                let sources = switches
+                    .sources
+                    .iter()
+                    .map(|(name, on)| Ok((name.parse::<Source>()?, *on)))
+                    .collect::<Result<_, UnknownSource>>()
+                    .map_err(|e| e.to_string())?;
+                let update = SourcesUpdate { all: switches.all, tags: switches.tags, sources };
+                self.sources.apply(&update);
+                for (source, on) in self.sources.state().sources {
                     if !on {
-                        self.store.clear_source(&name);
+                        self.store.clear_source(source);
                     }
                 }
                 Ok("ok".into())
@@ -167,7 +177,7 @@ impl AdminChannel {
                         if matches!(q, Query::All) {
                             parts.extend(s.enabled_tags.iter().map(|t| format!("tag:{t}:enable")));
                         }
-                        for (n, (_, on)) in &s.sources {
+                        for (n, on) in &s.sources {
                             if matches!(q, Query::All) || *on != s.default {
                                 parts.push(format!("{n}:{}", word(*on)));
                             }
@@ -175,9 +185,8 @@ impl AdminChannel {
                     }
                     Query::Named(names) => {
                         for n in names {
-                            let (_, on) =
-                                s.sources.get(&n).ok_or(format!("unknown metrics source {n:?}"))?;
-                            parts.push(format!("{n}:{}", word(*on)));
+                            let source = n.parse::<Source>().map_err(|e| e.to_string())?;
+                            parts.push(format!("{n}:{}", word(s.sources[&source])));
                         }
                     }
                 }
@@ -276,7 +285,7 @@ mod tests {
     fn channel(token: Option<&str>) -> (Arc<AdminChannel>, Arc<RecordingLog>) {
         let log = Arc::new(RecordingLog::default());
         let ch = AdminChannel::new(
-            Arc::new(Sources::agent()),
+            Arc::new(Sources::default()),
             Arc::new(Store::default()),
             "info,h2=warn",
             Box::new(log.clone()),

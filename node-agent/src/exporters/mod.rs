@@ -30,9 +30,9 @@ pub mod queue;
 pub mod stats;
 pub mod topic;
 
+use crate::sample::{KernelSample, PushBatch, TargetSample};
 pub use args::ExporterArgs;
 pub use error::ExportError;
-pub use message::{AggregatedMetrics, KernelSample, ProcessMetrics, PushBatch, TargetSample};
 
 use podtrace_api::profile::ExportSettings;
 use prometheus_client::registry::Registry;
@@ -68,6 +68,7 @@ impl Item {
 /// The running push exporters. Dropping it stops their tasks.
 pub struct Exporters {
     sinks: Vec<Sink>,
+    families: Families,
 }
 
 /// One running exporter: its queue, its stats and its task.
@@ -152,7 +153,7 @@ impl Exporters {
             let tasks = vec![tokio::spawn(influx::run(config, queue.clone(), stats.clone()))];
             sinks.push(Sink { queue, stats, wants: |e| e.influx, kernel: true, tasks });
         }
-        Ok(Exporters { sinks })
+        Ok(Exporters { sinks, families })
     }
 
     /// Hands one interval's samples to every exporter that wants them. Never blocks on I/O:
@@ -169,6 +170,11 @@ impl Exporters {
             let kernel = sink.kernel.then(|| Item::Kernel(kernel.clone()));
             sink.queue.push(items.chain(kernel));
         }
+    }
+
+    /// Wakes whenever an exporter connects or becomes degraded.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.families.subscribe()
     }
 
     /// Connection state and counters of every configured exporter.
@@ -200,6 +206,12 @@ impl Exporters {
             }
         };
         tokio::time::timeout(timeout, drained).await.is_ok()
+    }
+}
+
+impl crate::engine::Pusher for Exporters {
+    fn push(&self, batch: PushBatch) {
+        Exporters::push(self, batch);
     }
 }
 
@@ -256,8 +268,7 @@ mod tests {
             timestamp: std::time::SystemTime::now(),
         };
         for _ in 0..2 {
-            let batch =
-                PushBatch { kernel: kernel.clone(), targets: vec![no.clone(), yes.clone()] };
+            let batch = PushBatch { kernel, targets: vec![no.clone(), yes.clone()] };
             exporters.push(batch);
         }
         let h = &exporters.health().exporters[0];

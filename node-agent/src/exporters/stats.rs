@@ -18,6 +18,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The `exporter` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,9 +35,16 @@ pub struct Families {
     errors: Family<ExporterLabel, Counter>,
     connected: Family<ExporterLabel, Gauge>,
     queued: Family<ExporterLabel, Gauge>,
+    /// Marked whenever an exporter connects or becomes degraded (health waits on it).
+    changed: Arc<watch::Sender<()>>,
 }
 
 impl Families {
+    /// Wakes whenever an exporter's link changes.
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
     /// Registers the families in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let f = Families::default();
@@ -76,6 +84,7 @@ impl Families {
                 connected: false,
                 reason: Some("not connected yet".into()),
             })),
+            changed: self.changed.clone(),
         }
     }
 }
@@ -104,6 +113,7 @@ pub struct Stats {
     /// Items waiting (set by the queue).
     pub queued: Gauge,
     link: Arc<Mutex<Link>>,
+    changed: Arc<watch::Sender<()>>,
 }
 
 impl Stats {
@@ -113,7 +123,7 @@ impl Stats {
         if !link.connected {
             tracing::info!(exporter = self.exporter, "connected");
         }
-        *link = Link { connected: true, reason: None };
+        self.replace(&mut link, Link { connected: true, reason: None });
         self.connected.set(1);
     }
 
@@ -125,8 +135,16 @@ impl Stats {
         if link.connected || link.reason.as_deref() != Some(reason.as_str()) {
             tracing::warn!(exporter = self.exporter, %reason, "degraded");
         }
-        *link = Link { connected: false, reason: Some(reason) };
+        self.replace(&mut link, Link { connected: false, reason: Some(reason) });
         self.connected.set(0);
+    }
+
+    /// Sets the link, waking health when it changed.
+    fn replace(&self, link: &mut Link, next: Link) {
+        if *link != next {
+            *link = next;
+            self.changed.send_replace(());
+        }
     }
 
     /// The current link state.

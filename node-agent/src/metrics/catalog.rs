@@ -1,5 +1,9 @@
 //! Every metric family the collectors produce: name, help, type and the source that produces
-//! it. The README's metrics catalog lists the same names and labels.
+//! it. `docs/metrics.md` is generated from it (`podtrace-agent metrics-doc`), with the agent's
+//! own `podtrace_agent_*` metrics.
+
+use super::sources::Source;
+use Source::{Ebpf as EBPF, Kernel as KERNEL, Process as PROCESS, Resource as RESOURCE};
 
 /// Prometheus metric type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,20 +27,9 @@ pub struct Family {
     pub help: &'static str,
     /// Gauge or counter.
     pub kind: Kind,
-    /// The metric source that produces it (see [`super::sources`]).
-    pub source: &'static str,
+    /// The metric source that produces it.
+    pub source: Source,
 }
-
-/// Source of the cgroup limit and usage metrics.
-pub const RESOURCE: &str = "resource";
-/// Source of the per-process `/proc` metrics.
-pub const PROCESS: &str = "process";
-/// Source of the node kernel metrics.
-pub const KERNEL: &str = "kernel";
-/// Source of the eBPF probe metrics (latency histograms, byte counters).
-pub const EBPF: &str = "ebpf";
-/// Source of the agent's own `podtrace_agent_*` metrics.
-pub const AGENT: &str = "agent";
 
 /// Index of a family in [`FAMILIES`].
 pub type FamilyId = usize;
@@ -131,6 +124,6 @@ families! {
 }
 
 /// The families of a source.
-pub fn of_source(source: &str) -> impl Iterator<Item = FamilyId> + '_ {
+pub fn of_source(source: Source) -> impl Iterator<Item = FamilyId> {
     FAMILIES.iter().enumerate().filter(move |(_, f)| f.source == source).map(|(i, _)| i)
 }

@@ -17,6 +17,8 @@
 //! processes are (grouped by their cgroup). `profileRef` names a MonitoringProfile of the file or
 //! one of the six presets; `profile` is inline; neither means `standard`.
 
+pub mod reload;
+
 use podtrace_api::{
     MonitoringProfile, MonitoringProfileSpec, PodTrace, effective, presets::Preset,
     status::PodAttachReason,
