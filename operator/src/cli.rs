@@ -105,7 +105,6 @@ impl OperatorArgs {
         let (metrics, registry) = Metrics::new();
         let (podtraces, pt_writer) = reflector::store();
         let (profiles, profile_writer) = reflector::store();
-        let (nodetraces, nt_writer) = reflector::store();
         let (triggers, trigger_rx) = futures::channel::mpsc::unbounded();
         let reporter =
             Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(identity.clone()) };
@@ -114,12 +113,8 @@ impl OperatorArgs {
             scope,
             index: Default::default(),
             podtraces,
-            status_nodes: Default::default(),
             profiles,
-            nodetraces,
-            requested_by: Default::default(),
             dirty: Default::default(),
-            written: Default::default(),
             write_lock: Default::default(),
             triggers,
             leading: Default::default(),
@@ -142,7 +137,7 @@ impl OperatorArgs {
             tokio::spawn(watches::pods(ctx.clone())),
             tokio::spawn(watches::nodes(ctx.clone())),
             tokio::spawn(watches::profiles(ctx.clone(), profile_writer)),
-            tokio::spawn(watches::nodetraces(ctx.clone(), nt_writer)),
+            tokio::spawn(watches::nodetraces(ctx.clone())),
             tokio::spawn(watches::podtraces(ctx.clone(), pt_writer)),
         ];
         {

@@ -4,9 +4,8 @@
 //! the applied object has no status, so the agent's status fields are never claimed.
 
 use futures::StreamExt;
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
 use podtrace_api::{NodeTrace, NodeTraceSpec};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use tracing::instrument;
 
 use crate::context::Context;
 use crate::desired::{SPEC_HASH_ANNOTATION, spec_hash};
+use crate::index::Write;
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// How long the writer waits after a mark for more marks, so that a burst of pod events (a
@@ -31,8 +31,10 @@ const RETRY_DELAY: Duration = Duration::from_secs(2);
 pub async fn run(ctx: Arc<Context>) {
     // A new leader (or a restarted operator) checks every node once; the hashes make this free
     // of writes when nothing changed.
-    let mut all: BTreeSet<Arc<str>> = ctx.index.read().nodes().cloned().collect();
-    all.extend(ctx.nodetraces.state().iter().map(|nt| Arc::from(nt.name_any())));
+    let all: BTreeSet<Arc<str>> = {
+        let index = ctx.index.read();
+        index.pods.nodes().chain(index.nodetraces()).cloned().collect()
+    };
     ctx.dirty.mark(all);
     loop {
         let mut nodes = ctx.dirty.take().await;
@@ -54,7 +56,7 @@ pub async fn sync_nodes(ctx: &Arc<Context>, nodes: BTreeSet<Arc<str>>) -> Result
     // each at 100 pods) are alive at once instead of every node's.
     let results: Vec<(Arc<str>, Result<()>)> = futures::stream::iter(nodes)
         .map(|node| async move {
-            let spec = ctx.with_traces(|set, index| set.node_trace(index, &node));
+            let spec = ctx.with_traces(|set, index| set.node_trace(&index.pods, &node));
             let result = sync_node(ctx, &node, spec).await;
             (node, result)
         })
@@ -95,50 +97,17 @@ struct ApplyMeta<'a> {
 }
 
 async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) -> Result<()> {
-    let api: Api<NodeTrace> = Api::all(ctx.client.clone());
-    let stored = ctx.nodetraces.get(&ObjectRef::new(node));
-    // What this process wrote last is ahead of the watch: `Some(None)` means "deleted by us".
-    let written = ctx.written.lock().get(node).cloned();
-    let current: Option<String> = match &written {
-        Some(w) => w.clone(),
-        None => stored.as_ref().and_then(|nt| nt.annotations().get(SPEC_HASH_ANNOTATION).cloned()),
-    };
-    match spec {
-        Some(spec) => {
-            let hash = spec_hash(&spec);
-            if current.as_deref() == Some(hash.as_str()) {
-                return Ok(());
-            }
-            let body = ApplyBody {
-                api_version: "podtrace.dev/v1alpha1",
-                kind: "NodeTrace",
-                metadata: ApplyMeta {
-                    name: node,
-                    labels: ctx.scope.nodetrace_labels(),
-                    annotations: [(SPEC_HASH_ANNOTATION, hash.as_str())].into(),
-                },
-                spec: &spec,
-            };
-            // Serialized straight to bytes (no JSON value tree) and the answer is not decoded:
-            // at 100 pods a NodeTrace is ~100 KiB, and both copies only raised the peak memory.
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            let request =
-                kube::core::Request::new(<NodeTrace as kube::Resource>::url_path(&(), None))
-                    .patch(node, &params, &Patch::Apply(&body))
-                    .map_err(|e| {
-                        Error::kube(format!("applying NodeTrace/{node}"))(
-                            kube::Error::BuildRequest(e),
-                        )
-                    })?;
-            ctx.client
-                .request_text(request)
-                .await
-                .map_err(Error::kube(format!("applying NodeTrace/{node}")))?;
+    let hash = spec.as_ref().map(spec_hash);
+    let write = ctx.index.read().write_for(node, hash.as_deref());
+    match (write, spec, hash) {
+        (Write::Apply, Some(spec), Some(hash)) => {
+            apply(ctx, node, &spec, &hash).await?;
             ctx.metrics.write("apply");
             tracing::info!(node = %node, pods = spec.pods.len(), hash = %hash, "NodeTrace applied");
-            ctx.written.lock().insert(node.clone(), Some(hash));
+            ctx.index.write().wrote(node.clone(), Some(hash));
         }
-        None if current.is_some() || (stored.is_some() && written.is_none()) => {
+        (Write::Delete, ..) => {
+            let api: Api<NodeTrace> = Api::all(ctx.client.clone());
             match api.delete(node, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -146,9 +115,32 @@ async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) 
             }
             ctx.metrics.write("delete");
             tracing::info!(node = %node, "NodeTrace deleted: no traced pods left or node gone");
-            ctx.written.lock().insert(node.clone(), None);
+            ctx.index.write().wrote(node.clone(), None);
         }
-        None => {}
+        _ => {}
     }
+    Ok(())
+}
+
+/// Server-side-applies the spec of `NodeTrace/<node>` with its hash annotation.
+async fn apply(ctx: &Context, node: &str, spec: &NodeTraceSpec, hash: &str) -> Result<()> {
+    let body = ApplyBody {
+        api_version: "podtrace.dev/v1alpha1",
+        kind: "NodeTrace",
+        metadata: ApplyMeta {
+            name: node,
+            labels: ctx.scope.nodetrace_labels(),
+            annotations: [(SPEC_HASH_ANNOTATION, hash)].into(),
+        },
+        spec,
+    };
+    // Serialized straight to bytes (no JSON value tree) and the answer is not decoded: at 100
+    // pods a NodeTrace is ~100 KiB, and both copies only raised the peak memory.
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let failed = || Error::kube(format!("applying NodeTrace/{node}"));
+    let request = kube::core::Request::new(<NodeTrace as kube::Resource>::url_path(&(), None))
+        .patch(node, &params, &Patch::Apply(&body))
+        .map_err(|e| failed()(kube::Error::BuildRequest(e)))?;
+    ctx.client.request_text(request).await.map_err(failed())?;
     Ok(())
 }

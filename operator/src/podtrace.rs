@@ -19,6 +19,7 @@ use std::time::Duration;
 use tracing::instrument;
 
 use crate::context::Context;
+use crate::desired::reference;
 use crate::status::{self, READY, podtrace_status};
 use crate::{Error, FIELD_MANAGER, Result, nodetrace};
 
@@ -80,19 +81,12 @@ pub fn error_policy(_pt: Arc<PodTrace>, error: &Error, ctx: Arc<Context>) -> Act
 
 async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let status = ctx.with_traces(|set, index| {
-        let nodetraces = ctx.nodetraces.state();
-        podtrace_status(
-            pt,
-            index,
-            set,
-            |node| {
-                nodetraces.iter().find(|nt| nt.name_any() == node).and_then(|nt| nt.status.as_ref())
-            },
-            &now,
-        )
+    let (status, changed) = ctx.with_traces(|set, index| {
+        let status = podtrace_status(pt, &index.pods, set, |node| index.node_status(node), &now);
+        let changed = index.status_changed(pt, &status);
+        (status, changed)
     });
-    if ctx.status_changed(pt, &status) {
+    if changed {
         publish_transitions(pt, pt.status.as_ref(), &status, ctx).await;
         let api: Api<PodTrace> =
             Api::namespaced(ctx.client.clone(), &pt.namespace().unwrap_or_default());
@@ -115,8 +109,12 @@ async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
 }
 
 async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
-    let mut nodes = ctx.nodes_requested_by(pt);
-    nodes.extend(ctx.index.read().nodes_of_namespace(&pt.namespace().unwrap_or_default()));
+    let nodes = {
+        let index = ctx.index.read();
+        let mut nodes = index.nodes_requested_by(&reference(pt));
+        nodes.extend(index.pods.nodes_of_namespace(&pt.namespace().unwrap_or_default()));
+        nodes
+    };
     let count = nodes.len();
     nodetrace::sync_nodes(ctx, nodes).await?;
     publish(
