@@ -18,6 +18,8 @@ pub mod context;
 pub mod desired;
 pub mod error;
 pub mod fingerprint;
+#[cfg(test)]
+mod fixtures;
 pub mod index;
 pub mod leader;
 pub mod metrics;

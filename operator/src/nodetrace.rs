@@ -144,3 +144,64 @@ async fn apply(ctx: &Context, node: &str, spec: &NodeTraceSpec, hash: &str) -> R
     ctx.client.request_text(request).await.map_err(failed())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{Fixture, PATIENCE, podtrace, status};
+    use crate::index::Write;
+    use http::Method;
+
+    async fn sync(ctx: &Arc<Context>, node: &str) -> Result<()> {
+        let nodes = [Arc::from(node)].into();
+        tokio::time::timeout(PATIENCE, sync_nodes(ctx, nodes)).await.expect("no stray request")
+    }
+
+    const NODETRACE: &str = "/apis/podtrace.dev/v1alpha1/nodetraces/n1?";
+
+    #[tokio::test]
+    async fn a_changed_spec_is_applied_once_and_its_echo_costs_nothing() {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        fx.store(&podtrace(true, None));
+        let ctx = fx.ctx.clone();
+        let task = tokio::spawn(async move { sync(&ctx, "n1").await });
+        let applied = fx.api.expect(Method::PATCH, NODETRACE, serde_json::json!({})).await;
+        assert!(applied.uri.contains("fieldManager=podtrace-operator"), "{}", applied.uri);
+        assert!(applied.uri.contains("force=true"), "{}", applied.uri);
+        let pod = applied.body["spec"]["pods"][0].as_str().unwrap();
+        assert!(pod.starts_with("ns/a uid=uid-ns-a settings="), "{pod}");
+        assert_eq!(
+            applied.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            FIELD_MANAGER
+        );
+        assert!(applied.body.get("status").is_none(), "the agent's status is never claimed");
+        task.await.unwrap().unwrap();
+        assert_eq!(fx.ctx.metrics.nodetrace_writes.get_or_create(&write("apply")).get(), 1);
+
+        sync(&fx.ctx, "n1").await.unwrap(); // unchanged: no request
+        let echo: NodeTrace = serde_json::from_value(applied.body.clone()).unwrap();
+        let change = fx.ctx.index.write().nodetrace_applied(&echo);
+        assert_eq!(change.recompute, None, "our own write coming back");
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_an_error_with_its_reason_and_is_not_recorded() {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        fx.store(&podtrace(true, None));
+        let ctx = fx.ctx.clone();
+        let task = tokio::spawn(async move { sync(&ctx, "n1").await });
+        fx.api.answer(409, status(409, "Conflict")).await;
+        let err = task.await.unwrap().unwrap_err();
+        assert_eq!(err.metric_label(), "conflict");
+        let labels = crate::metrics::ErrorLabels { controller: "nodetrace", reason: "conflict" };
+        assert_eq!(fx.ctx.metrics.errors.get_or_create(&labels).get(), 1);
+        let hash = spec_hash(&fx.ctx.with_traces(|s, i| s.node_trace(&i.pods, "n1")).unwrap());
+        assert_eq!(fx.ctx.index.read().write_for("n1", Some(&hash)), Write::Apply);
+    }
+
+    fn write(op: &'static str) -> crate::metrics::WriteLabels {
+        crate::metrics::WriteLabels { op }
+    }
+}
