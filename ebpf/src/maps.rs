@@ -7,7 +7,7 @@
 //!                               rejects: stale series at each read, a cgroup's entries at untrack
 //! ```
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues};
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuHashMap, PerCpuValues};
 use aya::{Ebpf, Pod};
 
 use crate::abi::{PtCommKey, PtCounter, PtHist, PtKey, PtNetCounters};
@@ -16,16 +16,24 @@ use crate::error::{Error, Result};
 /// The family whose counters are keyed by cgroup id alone (`net_bytes`).
 pub(crate) const NETWORK: &str = "network";
 
+/// The map `map` of a loaded object as the typed map `M` (a hash map, per-CPU or not).
+fn map_as<'a, M>(ebpf: &'a mut Ebpf, family: &'static str, map: &'static str) -> Result<M>
+where
+    M: TryFrom<&'a mut Map, Error = MapError>,
+{
+    let m = ebpf
+        .map_mut(map)
+        .ok_or_else(|| map_err(family, map, MapError::InvalidName { name: map.into() }))?;
+    M::try_from(m).map_err(|e| map_err(family, map, e))
+}
+
 /// The map `map` of a loaded object as a hash map.
 pub(crate) fn typed_map<'a, K: Pod, V: Pod>(
     ebpf: &'a mut Ebpf,
     family: &'static str,
     map: &'static str,
 ) -> Result<HashMap<&'a mut MapData, K, V>> {
-    let m = ebpf
-        .map_mut(map)
-        .ok_or_else(|| map_err(family, map, MapError::InvalidName { name: map.into() }))?;
-    HashMap::try_from(m).map_err(|e| map_err(family, map, e))
+    map_as(ebpf, family, map)
 }
 
 /// The map `map` of a loaded object as a per-CPU hash map.
@@ -34,10 +42,7 @@ pub(crate) fn per_cpu_map<'a, K: Pod, V: Pod>(
     family: &'static str,
     map: &'static str,
 ) -> Result<PerCpuHashMap<&'a mut MapData, K, V>> {
-    let m = ebpf
-        .map_mut(map)
-        .ok_or_else(|| map_err(family, map, MapError::InvalidName { name: map.into() }))?;
-    PerCpuHashMap::try_from(m).map_err(|e| map_err(family, map, e))
+    map_as(ebpf, family, map)
 }
 
 /// An aya map error with the family and map it happened on.

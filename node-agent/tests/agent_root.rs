@@ -78,13 +78,8 @@ impl TestCgroup {
 
     /// Starts `python3 -c script` inside the group and waits for its first output line.
     fn spawn(&mut self, script: &str) -> u32 {
-        let procs: Vec<String> =
-            self.dirs.iter().map(|d| d.join("cgroup.procs").display().to_string()).collect();
-        let enter = procs.iter().map(|p| format!("echo $$ > {p}")).collect::<Vec<_>>().join("; ");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{enter}; exec python3 -u -c \"$0\""))
-            .arg(script)
+        let mut child = podtrace_test_support::command_in_cgroups(&self.dirs, "python3")
+            .args(["-u", "-c", script])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

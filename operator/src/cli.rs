@@ -3,7 +3,6 @@
 use clap::Args;
 use futures::FutureExt;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use podtrace_runtime::{
     admin, identity,
@@ -106,22 +105,9 @@ impl OperatorArgs {
         let (podtraces, pt_writer) = reflector::store();
         let (profiles, profile_writer) = reflector::store();
         let (triggers, trigger_rx) = futures::channel::mpsc::unbounded();
-        let reporter =
-            Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(identity.clone()) };
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            scope,
-            index: Default::default(),
-            podtraces,
-            profiles,
-            dirty: Default::default(),
-            write_lock: Default::default(),
-            triggers,
-            leading: Default::default(),
-            synced: Default::default(),
-            metrics,
-            recorder: Recorder::new(client.clone(), reporter),
-        });
+        let stores = (podtraces, profiles);
+        let ctx =
+            Arc::new(Context::new(client.clone(), scope, stores, triggers, metrics, &identity));
         let encoder = admin::registry_encoder(Arc::new(registry));
         let endpoints = Endpoints {
             metrics: metrics_addr,

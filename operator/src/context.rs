@@ -1,7 +1,7 @@
 //! What the watchers, the NodeTrace writer and the PodTrace controller share.
 
 use futures::channel::mpsc::UnboundedSender;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use parking_lot::{Mutex, RwLock};
@@ -166,6 +166,35 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context that does not lead yet, with an empty index; `identity` signs its Events.
+    pub fn new(
+        client: Client,
+        scope: Scope,
+        (podtraces, profiles): (Store<PodTrace>, Store<MonitoringProfile>),
+        triggers: UnboundedSender<ObjectRef<PodTrace>>,
+        metrics: Metrics,
+        identity: &str,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: crate::FIELD_MANAGER.into(),
+            instance: Some(identity.to_owned()).filter(|i| !i.is_empty()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            scope,
+            index: Default::default(),
+            podtraces,
+            profiles,
+            dirty: Default::default(),
+            write_lock: Default::default(),
+            triggers,
+            leading: Default::default(),
+            synced: Default::default(),
+            metrics,
+        }
+    }
+
     /// The MonitoringProfile spec of `name` in the cache.
     pub fn profile(&self, name: &str) -> Option<MonitoringProfileSpec> {
         self.profiles.get(&ObjectRef::new(name)).map(|p| p.spec.clone())

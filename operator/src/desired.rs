@@ -161,27 +161,11 @@ pub const SPEC_HASH_ANNOTATION: &str = "podtrace.dev/spec-hash";
 mod tests {
     use super::*;
     use crate::index::tests::pod;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-    use podtrace_api::podtrace::{PodTraceSpec, ProfileRef};
     use podtrace_api::presets::Preset;
     use podtrace_api::{hash::settings_key, nodetrace::PodSettings};
 
     fn podtrace(ns: &str, name: &str, app: &str, profile: Option<&str>) -> PodTrace {
-        let mut pt = PodTrace::new(
-            name,
-            PodTraceSpec {
-                selector: LabelSelector {
-                    match_labels: Some([("app".to_string(), app.to_string())].into()),
-                    ..Default::default()
-                },
-                containers: vec![],
-                profile_ref: profile.map(|n| ProfileRef { name: n.into() }),
-                profile: None,
-                paused: false,
-            },
-        );
-        pt.metadata.namespace = Some(ns.into());
-        pt
+        crate::fixtures::podtrace_of(ns, name, app, profile)
     }
 
     fn presets(name: &str) -> Option<MonitoringProfileSpec> {

@@ -10,7 +10,6 @@
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
@@ -107,21 +106,9 @@ impl Fixture {
         let (podtraces, podtraces_writer) = reflector::store();
         let (profiles, _) = reflector::store();
         let (triggers, _) = futures::channel::mpsc::unbounded();
-        let reporter = Reporter { controller: crate::FIELD_MANAGER.into(), instance: None };
-        let ctx = Context {
-            client: client.clone(),
-            scope: Scope::default(),
-            index: Default::default(),
-            podtraces,
-            profiles,
-            dirty: Default::default(),
-            write_lock: Default::default(),
-            triggers,
-            leading: true.into(),
-            synced: Default::default(),
-            metrics: Metrics::new().0,
-            recorder: Recorder::new(client, reporter),
-        };
+        let stores = (podtraces, profiles);
+        let ctx = Context::new(client, Scope::default(), stores, triggers, Metrics::new().0, "");
+        ctx.leading.store(true, std::sync::atomic::Ordering::SeqCst);
         Fixture { ctx: Arc::new(ctx), api: ApiServer(handle), podtraces: podtraces_writer }
     }
 
@@ -145,12 +132,12 @@ impl Fixture {
     }
 }
 
-/// PodTrace `ns/t` selecting `app=web`, with uid, generation and, when `finalized`, the
-/// finalizer; `profile` names a MonitoringProfile (none: the automatic choice).
-pub fn podtrace(finalized: bool, profile: Option<&str>) -> PodTrace {
+/// PodTrace `ns/name` selecting the pods labelled `app`; `profile` names a MonitoringProfile
+/// (none: the automatic choice).
+pub fn podtrace_of(ns: &str, name: &str, app: &str, profile: Option<&str>) -> PodTrace {
     let spec = PodTraceSpec {
         selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-            match_labels: Some([("app".to_string(), "web".to_string())].into()),
+            match_labels: Some([("app".to_string(), app.to_string())].into()),
             ..Default::default()
         },
         containers: vec![],
@@ -158,9 +145,16 @@ pub fn podtrace(finalized: bool, profile: Option<&str>) -> PodTrace {
         profile: None,
         paused: false,
     };
-    let mut pt = PodTrace::new("t", spec);
+    let mut pt = PodTrace::new(name, spec);
+    pt.meta_mut().namespace = Some(ns.into());
+    pt
+}
+
+/// PodTrace `ns/t` selecting `app=web`, with uid, generation and, when `finalized`, the
+/// finalizer.
+pub fn podtrace(finalized: bool, profile: Option<&str>) -> PodTrace {
+    let mut pt = podtrace_of("ns", "t", "web", profile);
     let meta = pt.meta_mut();
-    meta.namespace = Some("ns".into());
     meta.uid = Some("pt-uid".into());
     meta.generation = Some(1);
     if finalized {

@@ -182,9 +182,7 @@ pub fn find<'a>(status: Option<&'a PodTraceStatus>, type_: &str) -> Option<&'a C
 mod tests {
     use super::*;
     use crate::index::tests::pod;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use podtrace_api::nodetrace::PodAttachStatus;
-    use podtrace_api::podtrace::{PodTraceSpec, ProfileRef};
     use podtrace_api::presets::Preset;
 
     fn now() -> Time {
@@ -192,20 +190,7 @@ mod tests {
     }
 
     fn podtrace(profile: Option<&str>) -> PodTrace {
-        let mut pt = PodTrace::new(
-            "t",
-            PodTraceSpec {
-                selector: LabelSelector {
-                    match_labels: Some([("app".to_string(), "web".to_string())].into()),
-                    ..Default::default()
-                },
-                containers: vec![],
-                profile_ref: profile.map(|n| ProfileRef { name: n.into() }),
-                profile: None,
-                paused: false,
-            },
-        );
-        pt.metadata.namespace = Some("ns".into());
+        let mut pt = crate::fixtures::podtrace_of("ns", "t", "web", profile);
         pt.metadata.generation = Some(3);
         pt
     }

@@ -4,6 +4,11 @@
 //! and return, so that `cargo test` works for a developer without sudo; under CI (the `CI`
 //! environment variable set, as every CI service sets it) a test that cannot run fails instead,
 //! so that a green CI run means the kernel tests really ran.
+//!
+//! It also holds what those tests do alike: starting a workload inside cgroups, and reading a
+//! metric from `/metrics` text.
+
+use std::{path::Path, process::Command};
 
 /// Whether this process runs with effective uid 0 (what the kernel checks for eBPF and
 /// cgroups). Read from `/proc/self/status` (`Uid: real effective saved fs`): no `unsafe` call.
@@ -36,6 +41,26 @@ pub fn skip(test: &str, reason: &str) -> bool {
     false
 }
 
+/// A command that runs `program` inside the cgroup directories `dirs` (one per hierarchy) from
+/// its first instruction: a shell writes its own pid into each `cgroup.procs`, then execs
+/// `program` with the command's arguments, so the program never runs outside them.
+pub fn command_in_cgroups(dirs: &[impl AsRef<Path>], program: &str) -> Command {
+    let enter: String =
+        dirs.iter().map(|d| format!("echo $$ > {}/cgroup.procs; ", d.as_ref().display())).collect();
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!("{enter}exec \"$0\" \"$@\"")).arg(program);
+    command
+}
+
+/// The sum of the values of the series of `name` (every label set) in Prometheus text.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +70,22 @@ mod tests {
         assert_eq!(effective_uid("Name:\tx\nUid:\t1000\t0\t0\t0\n"), Some(0));
         assert_eq!(effective_uid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
         assert_eq!(effective_uid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_metric_is_summed_over_its_label_sets_and_not_its_namesakes() {
+        let text = "a_total{x=\"1\"} 2\na_total 3\na_total_more 7\n# HELP a_total x\n";
+        assert_eq!(metric_sum(text, "a_total"), 5.0);
+    }
+
+    #[test]
+    fn the_workload_runs_inside_the_cgroups() {
+        let dir = std::env::temp_dir().join(format!("pt-ts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = command_in_cgroups(&[&dir], "echo").arg("hi").output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert!(procs.trim().parse::<u32>().is_ok(), "the shell wrote its pid: {procs:?}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

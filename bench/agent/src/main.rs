@@ -176,14 +176,8 @@ impl Cgroups {
             for d in &dirs {
                 std::fs::create_dir_all(d).unwrap();
             }
-            let enter = dirs
-                .iter()
-                .map(|d| format!("echo $$ > {}/cgroup.procs", d.display()))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let child = Command::new("sh")
-                .arg("-c")
-                .arg(format!("{enter}; exec sleep 3600"))
+            let child = podtrace_test_support::command_in_cgroups(&dirs, "sleep")
+                .arg("3600")
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap();

@@ -510,11 +510,7 @@ impl Operator {
 
     async fn metric(&self, name: &str) -> Result<f64> {
         let (_, body) = self.get("/metrics").await?;
-        Ok(body
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(podtrace_test_support::metric_sum(&body, name))
     }
 
     fn rss_kib(&self) -> Result<u64> {

@@ -54,13 +54,8 @@ impl KubeletCgroup {
         for d in &dirs {
             std::fs::create_dir_all(d).unwrap();
         }
-        let enter = dirs
-            .iter()
-            .map(|d| format!("echo $$ > {}/cgroup.procs", d.display()))
-            .collect::<Vec<_>>()
-            .join("; ");
         let child =
-            Command::new("sh").arg("-c").arg(format!("{enter}; exec sleep 600")).spawn().unwrap();
+            podtrace_test_support::command_in_cgroups(&dirs, "sleep").arg("600").spawn().unwrap();
         let probe = dirs[0].join("cgroup.procs");
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::fs::read_to_string(&probe).unwrap_or_default().trim().is_empty() {

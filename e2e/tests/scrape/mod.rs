@@ -72,12 +72,7 @@ impl TestCgroup {
 
     /// Starts `program args…` inside the cgroup (every hierarchy).
     fn spawn(&mut self, program: &str, args: &[&str]) {
-        let enter: String =
-            self.dirs.iter().map(|d| format!("echo $$ > {}/cgroup.procs; ", d.display())).collect();
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{enter}exec \"$0\" \"$@\""))
-            .arg(program)
+        let child = podtrace_test_support::command_in_cgroups(&self.dirs, program)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -68,6 +68,27 @@ pub struct Config {
     pub traces: Vec<LocalTrace>,
 }
 
+/// `podtrace-agent health config FILE`: prints whether the file is valid and what it traces;
+/// returns the exit code (0 valid, 1 not).
+pub fn check(file: &Path) -> i32 {
+    match load(file) {
+        Ok(c) => {
+            println!("{}: valid, {} PodTrace(s)", file.display(), c.traces.len());
+            for t in &c.traces {
+                println!(
+                    "  {}/{}: profile {}, cgroups {:?}, process names {:?}, pids {:?}",
+                    t.namespace, t.name, t.profile_name, t.cgroups, t.process_names, t.pids
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            1
+        }
+    }
+}
+
 /// Parses and validates a configuration file's text. Errors name the document and field.
 pub fn parse(text: &str) -> Result<Config, String> {
     let mut profiles: BTreeMap<String, MonitoringProfileSpec> = BTreeMap::new();
