@@ -56,7 +56,7 @@ pub struct DropLabels {
 
 /// The eBPF self-metrics, and the kernel values already counted.
 #[derive(Default)]
-pub(super) struct EbpfMetrics {
+pub struct EbpfMetrics {
     probe_info: Family<ProbeInfoLabels, Gauge>,
     filter_info: Family<FilterLabels, Gauge>,
     runs: Family<ProgramLabels, Counter>,
@@ -69,7 +69,7 @@ pub(super) struct EbpfMetrics {
 
 impl EbpfMetrics {
     /// Registers the metrics and sets the filter's info series (`forks`: see [`FilterLabels`]).
-    pub(super) fn register(registry: &mut Registry, filter: Filter, forks: &str) -> Self {
+    pub fn register(registry: &mut Registry, filter: Filter, forks: &str) -> Self {
         let metrics = Self::default();
         let r = registry.sub_registry_with_prefix("podtrace_agent");
         r.register(
@@ -108,7 +108,7 @@ impl EbpfMetrics {
     }
 
     /// One `probe_info` series per probe, with its method, `unavailable` or `disabled`.
-    pub(super) fn publish_statuses(&self, statuses: &[ProbeStatus]) {
+    pub fn publish_statuses(&self, statuses: &[ProbeStatus]) {
         self.probe_info.clear();
         for s in statuses {
             let method = match (s.state, s.method) {
@@ -123,7 +123,7 @@ impl EbpfMetrics {
 
     /// Adds what the programs' run counters and the drop counters grew by since the last
     /// snapshot.
-    pub(super) fn record(&mut self, snap: &Snapshot, stats_active: bool) {
+    pub fn record(&mut self, snap: &Snapshot, stats_active: bool) {
         self.stats_enabled.set(i64::from(stats_active));
         for p in &snap.programs {
             self.add_drop(&format!("recursion/{}", p.id), "recursion_miss", p.recursion_misses);
