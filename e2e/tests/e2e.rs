@@ -4,5 +4,6 @@
 mod agent;
 mod api;
 mod chart;
+mod docs;
 mod operator;
 mod scrape;

@@ -61,6 +61,61 @@ pub fn metric_sum(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A fenced code block of a Markdown file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// The file, relative to the repository.
+    pub file: String,
+    /// The line of the opening fence (1-based).
+    pub line: usize,
+    /// The text between the fences.
+    pub text: String,
+}
+
+/// The blocks of `markdown` (the text of `file`) whose info string is exactly `info` (e.g.
+/// `sh`, `sh cluster`).
+pub fn fenced_blocks(file: &str, markdown: &str, info: &str) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, String, Vec<&str>)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        match open.as_mut() {
+            None => {
+                if let Some(rest) = line.strip_prefix("```") {
+                    open = Some((i + 1, rest.trim().to_owned(), Vec::new()));
+                }
+            }
+            Some((start, kind, lines)) => {
+                if line.trim_end() == "```" {
+                    if kind == info {
+                        let text = lines.join("\n") + "\n";
+                        out.push(Block { file: file.to_owned(), line: *start, text });
+                    }
+                    open = None;
+                } else {
+                    lines.push(line);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The Markdown files whose commands the tests run: README.md and docs/*.md, relative to the
+/// repository at `root`, in a stable order.
+pub fn documents(root: &Path) -> Vec<String> {
+    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".md"))
+                .map(|n| format!("docs/{n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    docs.sort();
+    docs.insert(0, "README.md".into());
+    docs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +125,15 @@ mod tests {
         assert_eq!(effective_uid("Name:\tx\nUid:\t1000\t0\t0\t0\n"), Some(0));
         assert_eq!(effective_uid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
         assert_eq!(effective_uid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn blocks_are_found_by_their_exact_info_string() {
+        let md = "a\n```sh\nmake demo\n```\n```sh cluster\nkubectl get pt\n```\n```\nx\n```\n";
+        let sh = fenced_blocks("R.md", md, "sh");
+        assert_eq!(sh, vec![Block { file: "R.md".into(), line: 2, text: "make demo\n".into() }]);
+        assert_eq!(fenced_blocks("R.md", md, "sh cluster")[0].text, "kubectl get pt\n");
+        assert!(fenced_blocks("R.md", md, "bash").is_empty());
     }
 
     #[test]
