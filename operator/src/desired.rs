@@ -148,14 +148,12 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
     }
 }
 
-/// The content hash of a NodeTrace spec, stored in the annotation [`SPEC_HASH_ANNOTATION`] so
+/// The content hash of a NodeTrace spec, stored in the annotation
+/// [`crate::SPEC_HASH_ANNOTATION`] so
 /// that an operator (also a restarted or newly elected one) writes only when the content changed.
 pub fn spec_hash(spec: &NodeTraceSpec) -> String {
     podtrace_api::hash::content_hash(spec)
 }
-
-/// Annotation holding [`spec_hash`] of the spec the operator last applied.
-pub const SPEC_HASH_ANNOTATION: &str = "podtrace.dev/spec-hash";
 
 #[cfg(test)]
 mod tests {

@@ -175,7 +175,7 @@ pub fn nodetrace(node: &str, hash: &str) -> NodeTrace {
         ..Default::default()
     };
     let mut nt = NodeTrace::new(node, NodeTraceSpec { pods: vec![pod], ..Default::default() });
-    let annotations = [(crate::desired::SPEC_HASH_ANNOTATION.into(), hash.into())];
+    let annotations = [(crate::SPEC_HASH_ANNOTATION.into(), hash.into())];
     nt.meta_mut().annotations = Some(annotations.into());
     nt
 }

@@ -35,3 +35,7 @@ pub use error::{Error, Result};
 
 /// Field manager of every write of the operator (server-side apply and creates).
 pub const FIELD_MANAGER: &str = "podtrace-operator";
+
+/// Annotation holding [`desired::spec_hash`] of the spec the operator last applied to a
+/// NodeTrace: a restarted or newly elected operator compares with it instead of writing.
+pub const SPEC_HASH_ANNOTATION: &str = "podtrace.dev/spec-hash";

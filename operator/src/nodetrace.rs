@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::instrument;
 
+use crate::SPEC_HASH_ANNOTATION;
 use crate::context::Context;
-use crate::desired::{SPEC_HASH_ANNOTATION, spec_hash};
+use crate::desired::spec_hash;
 use crate::index::Write;
 use crate::{Error, FIELD_MANAGER, Result};
 

@@ -21,7 +21,7 @@ use podtrace_api::{NodeTrace, NodeTraceStatus, PodTrace, PodTraceStatus, nodetra
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::desired::SPEC_HASH_ANNOTATION;
+use crate::SPEC_HASH_ANNOTATION;
 use crate::fingerprint;
 pub use pods::{ContainerRef, Interner, Labels, PodIndex, ProjectedPod, Touched};
 
