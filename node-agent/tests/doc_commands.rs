@@ -11,7 +11,7 @@
 //! Anything else (`console`, `text`, `yaml`, …) is an example or an output, not a command. The
 //! demo runs for a few seconds here (`DEMO_SECONDS`), on ports of its own.
 
-use podtrace_test_support::{Block, documents, fenced_blocks};
+use podtrace_test_support::{Block, documents, fenced_blocks, run_block};
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -31,7 +31,7 @@ fn blocks(info: &str) -> Vec<Block> {
     out
 }
 
-/// The commands of a block: its lines without comments, blanks and continuation-free.
+/// The commands of a block: its lines without comments and blank lines.
 fn commands(block: &Block) -> Vec<String> {
     block
         .text
@@ -45,28 +45,21 @@ fn commands(block: &Block) -> Vec<String> {
 fn every_sh_block_of_the_documentation_runs() {
     let agent = PathBuf::from(env!("CARGO_BIN_EXE_podtrace-agent"));
     let path = format!("{}:{}", agent.parent().unwrap().display(), std::env::var("PATH").unwrap());
-    let port = |()| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let found = blocks("sh");
     assert!(found.iter().any(|b| b.file == "README.md"), "the README has commands to run");
     for block in found {
-        let out = Command::new("bash")
-            .args(["-euo", "pipefail", "-c", &block.text])
-            .current_dir(root())
-            .env("PATH", &path)
-            .env("DEMO_SECONDS", "2")
-            .env("PODTRACE_METRICS_ADDR", port(()).to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}:{} failed ({}):\n{}\n--- stdout\n{}\n--- stderr\n{}",
-            block.file,
-            block.line,
-            out.status,
-            block.text,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // A port of its own for the demo's /metrics.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let env = [
+            ("PATH", path.as_ref()),
+            ("DEMO_SECONDS", "2".as_ref()),
+            ("PODTRACE_METRICS_ADDR", addr.as_ref()),
+        ];
+        if let Err(failure) = run_block(&block, &root(), &env) {
+            panic!("{failure}");
+        }
     }
 }
 

@@ -100,6 +100,33 @@ pub fn fenced_blocks(file: &str, markdown: &str, info: &str) -> Vec<Block> {
     out
 }
 
+/// Runs `block` as one `bash -euo pipefail` script in `dir` with `env` set; on failure, the
+/// message names the file and line and shows the script, stdout and stderr.
+pub fn run_block(
+    block: &Block,
+    dir: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<(), String> {
+    let mut command = Command::new("bash");
+    command.args(["-euo", "pipefail", "-c", &block.text]).current_dir(dir);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().map_err(|e| format!("{}:{}: bash: {e}", block.file, block.line))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}:{} failed ({}):\n{}\n--- stdout\n{}\n--- stderr\n{}",
+        block.file,
+        block.line,
+        out.status,
+        block.text,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
 /// The Markdown files whose commands the tests run: README.md and docs/*.md, relative to the
 /// repository at `root`, in a stable order.
 pub fn documents(root: &Path) -> Vec<String> {

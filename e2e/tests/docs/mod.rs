@@ -4,8 +4,7 @@
 //! who runs them: `node-agent/tests/doc_commands.rs`.)
 
 use podtrace_e2e::{FreshControlPlane, repo_root, tool};
-use podtrace_test_support::{documents, fenced_blocks};
-use std::process::Command;
+use podtrace_test_support::{documents, fenced_blocks, run_block};
 
 #[test]
 fn the_documented_cluster_commands_run_on_a_fresh_cluster() {
@@ -24,24 +23,11 @@ fn the_documented_cluster_commands_run_on_a_fresh_cluster() {
             helm.parent().unwrap().display(),
             std::env::var("PATH").unwrap()
         );
+        let env = [("PATH", path.as_ref()), ("KUBECONFIG", cp.kubeconfig.as_os_str())];
         for block in blocks {
-            let out = Command::new("bash")
-                .args(["-euo", "pipefail", "-c", &block.text])
-                .current_dir(&root)
-                .env("PATH", &path)
-                .env("KUBECONFIG", &cp.kubeconfig)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}:{} failed ({}):\n{}\n--- stdout\n{}\n--- stderr\n{}",
-                block.file,
-                block.line,
-                out.status,
-                block.text,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if let Err(failure) = run_block(&block, &root, &env) {
+                panic!("{failure}");
+            }
         }
     }
 }
