@@ -32,7 +32,7 @@ pub fn bucket_index(ns: u64) -> usize {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Histogram {
     /// Non-cumulative counts: `buckets[k]` for k < 20 counts values in
-    /// (bound[k-1], bound[k]]; `buckets[20]` counts values above 52.4288 s.
+    /// `(bound[k-1], bound[k]]`; `buckets[20]` counts values above 52.4288 s.
     pub buckets: [u64; BUCKETS],
     /// Number of samples (equals the sum of `buckets`, up to concurrent updates).
     pub count: u64,

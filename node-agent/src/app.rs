@@ -37,7 +37,7 @@ use podtrace_runtime::{
 
 /// Where the targets come from.
 pub enum Mode {
-    /// NodeTrace/<node> through the API server; with TokenReview auth of /metrics when set.
+    /// `NodeTrace/<node>` through the API server; with TokenReview auth of /metrics when set.
     Cluster {
         /// Authenticate /metrics through the API server.
         kube_auth: bool,

@@ -2,16 +2,19 @@
 //! rolls the node agents' results up into every PodTrace's status.
 //!
 //! ```text
-//!  watch.rs ── Pods (projected), Nodes (metadata), Profiles, NodeTraces (spec stripped)
-//!     │                    │
-//!     ▼                    ▼
-//!  index.rs (PodIndex) + desired.rs / status.rs      ◄── pure, unit-tested
-//!     │ dirty nodes                   │ PodTrace refs
+//!  watch.rs ── Pods (projected), Nodes (metadata), Profiles, NodeTraces, PodTraces
+//!     │ events                       │
+//!     ▼                              ▼
+//!  index/ (one pure state) + desired.rs / status.rs  ◄── pure, unit-tested
+//!     │ dirty nodes                   │ PodTraces to roll up
 //!     ▼                               ▼
 //!  nodetrace.rs (writer: SSA NodeTrace/<node>,     podtrace.rs (Controller<PodTrace>:
 //!   only when the spec hash changed; delete)        finalizer, status by SSA, Events)
 //!                 ▲ only while leader.rs holds the Lease
 //! ```
+//!
+//! `cli.rs` wires it (on `podtrace-runtime`'s stop, servers and identity); `fixtures.rs` is the
+//! mocked API server of the reconcile tests.
 
 pub mod cli;
 pub mod context;

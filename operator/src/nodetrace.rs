@@ -48,7 +48,7 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 /// Brings the NodeTraces of `nodes` to their desired state. Failed nodes are marked again after
-/// [`RETRY_DELAY`]; the first error is returned.
+/// `RETRY_DELAY`; the first error is returned.
 #[instrument(skip_all, fields(nodes = nodes.len()))]
 pub async fn sync_nodes(ctx: &Arc<Context>, nodes: BTreeSet<Arc<str>>) -> Result<()> {
     let _serial = ctx.write_lock.lock().await;

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! This is where the agent meets the eBPF crate's own vocabulary ([`crd`] maps it to the CRD's).
-//! The conversion ([`samples`]) is pure and unit-tested; loading and reading the maps is
+//! The conversion ([`samples::samples`]) is pure and unit-tested; loading and reading the maps is
 //! exercised by the root tests.
 
 pub mod crd;
