@@ -160,6 +160,7 @@ pub async fn run(
                 node: node.clone(),
                 desired: desired.clone(),
                 engine: engine_status.clone(),
+                exports: exporters.subscribe(),
                 kernel: cluster::kernel_features(&layout, filter, bpf_stats),
                 max_tracked: max_tracked_cgroups,
             };

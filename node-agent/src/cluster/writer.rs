@@ -1,7 +1,8 @@
 //! The status writer: server-side-applies `NodeTrace/<node>/status` (field manager
 //! `podtrace-agent`) when the computed status changes, and otherwise as a heartbeat.
 //!
-//! It wakes on a new spec or engine status, at the heartbeat, and to retry a failed write; it
+//! It wakes on a new spec, engine status or export drop, at the heartbeat, and to retry a
+//! failed write; it
 //! writes at most once every [`WRITE_GAP`]: the engine's status moves with every collection,
 //! and the API server needs a node's status at the pace a person reads it.
 
@@ -47,6 +48,8 @@ pub struct StatusWriter {
     pub desired: watch::Receiver<Desired>,
     /// The engine's status.
     pub engine: watch::Receiver<EngineStatus>,
+    /// Marked when an exporter drops items (`exportDropped`).
+    pub exports: watch::Receiver<()>,
     /// What the kernel offers.
     pub kernel: KernelFeatures,
     /// Size of the eBPF tracked-cgroup map.
@@ -60,12 +63,13 @@ pub async fn write_status(
     export_dropped: impl Fn() -> u64 + Send,
     on_error: impl Fn(&kube::Error) + Send,
 ) {
-    let StatusWriter { client, node, mut desired, mut engine, kernel, max_tracked } = writer;
+    let StatusWriter { client, node, mut desired, mut engine, mut exports, kernel, max_tracked } =
+        writer;
     let api: Api<NodeTrace> = Api::all(client);
     let mut last: Option<(NodeTraceStatus, Instant)> = None;
     let mut last_attempt: Option<Instant> = None;
     let mut retry = false;
-    let (mut desired_open, mut engine_open) = (true, true);
+    let (mut desired_open, mut engine_open, mut exports_open) = (true, true, true);
     // What was sent before this task started counts as a change.
     desired.mark_changed();
     loop {
@@ -83,6 +87,7 @@ pub async fn write_status(
         tokio::select! {
             () = changed(&mut desired, &mut desired_open) => {}
             () = changed(&mut engine, &mut engine_open) => {}
+            () = changed(&mut exports, &mut exports_open) => {}
             () = timer => {}
         }
         if !desired_open || !engine_open {

@@ -130,11 +130,9 @@ impl Exporters {
         let families = Families::register(registry);
         let new_sink = |name: &'static str| {
             let stats = families.stats(name);
-            let queue = Arc::new(Queue::new(
-                args.export_queue_size,
-                stats.dropped.clone(),
-                stats.queued.clone(),
-            ));
+            let queue =
+                Queue::new(args.export_queue_size, stats.dropped.clone(), stats.queued.clone());
+            let queue = Arc::new(queue.notifying(families.notifier()));
             (queue, stats)
         };
         let mut sinks = Vec::new();
@@ -172,7 +170,7 @@ impl Exporters {
         }
     }
 
-    /// Wakes whenever an exporter connects or becomes degraded.
+    /// Wakes whenever an exporter connects, becomes degraded or drops items.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
         self.families.subscribe()
     }

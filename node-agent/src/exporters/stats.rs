@@ -40,9 +40,14 @@ pub struct Families {
 }
 
 impl Families {
-    /// Wakes whenever an exporter's link changes.
+    /// Wakes whenever an exporter's link changes or items are dropped.
     pub fn subscribe(&self) -> watch::Receiver<()> {
         self.changed.subscribe()
+    }
+
+    /// What to mark when an exporter's link changes or it drops items.
+    pub fn notifier(&self) -> Arc<watch::Sender<()>> {
+        self.changed.clone()
     }
 
     /// Registers the families in `registry`.
@@ -137,6 +142,12 @@ impl Stats {
         }
         self.replace(&mut link, Link { connected: false, reason: Some(reason) });
         self.connected.set(0);
+    }
+
+    /// Counts `n` items the endpoint rejected (dropped, not retried).
+    pub fn rejected(&self, n: u64) {
+        self.dropped.inc_by(n);
+        self.changed.send_replace(());
     }
 
     /// Sets the link, waking health when it changed.
