@@ -15,14 +15,15 @@ setup: ## Install packages and build the Kubernetes test binaries (cached)
 build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
-generate: ## Regenerate crds/, the chart's CRD copy, the preset samples and manifests/podtrace.yaml
+generate: ## Regenerate crds/, the chart's CRD copy, the preset samples, manifests/podtrace.yaml and docs/metrics.md
 	$(CARGO) run -q -p podtrace-api --bin crdgen
+	$(CARGO) run -q -p podtrace-agent --bin metrics-doc
 	rm -f charts/podtrace/files/crds/*.yaml && cp crds/*.yaml charts/podtrace/files/crds/
 	bash scripts/render-manifests.sh > manifests/podtrace.yaml
 
 check-generated: generate ## Fail when generated files differ from the types
-	@if ! git diff --quiet -- crds manifests charts || [ -n "$$(git ls-files --others --exclude-standard crds manifests charts)" ]; then \
-	  git status --short -- crds manifests charts; \
+	@if ! git diff --quiet -- crds manifests charts docs/metrics.md || [ -n "$$(git ls-files --others --exclude-standard crds manifests charts docs/metrics.md)" ]; then \
+	  git status --short -- crds manifests charts docs/metrics.md; \
 	  echo "error: generated files are out of date: run \`make generate\` and commit"; exit 1; \
 	fi
 

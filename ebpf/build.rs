@@ -99,7 +99,7 @@ const LAYOUT_C: &str = r#"
 #define OFF(t, f) printf("pub const OFFSETOF_%s_%s: usize = %zu;\n", #t, #f, offsetof(struct t, f))
 #define K(c) printf("pub const %s: u64 = %llu;\n", #c, (unsigned long long)(c))
 int main(void) {
-    SZ(pt_target); OFF(pt_target, index); OFF(pt_target, probes); OFF(pt_target, comms);
+    SZ(pt_target); OFF(pt_target, probes); OFF(pt_target, comms);
     SZ(pt_key); OFF(pt_key, cgroup_id); OFF(pt_key, comm); OFF(pt_key, probe); OFF(pt_key, op);
     SZ(pt_hist); OFF(pt_hist, buckets); OFF(pt_hist, count); OFF(pt_hist, sum_ns); OFF(pt_hist, latest_ns); OFF(pt_hist, latest_at);
     SZ(pt_counter); OFF(pt_counter, bytes); OFF(pt_counter, events);

@@ -1,8 +1,7 @@
 //! The effective profile of a pod under a PodTrace: the referenced profile, the inline one, or
 //! the automatic choice by the pod's owner.
 
-use sha2::{Digest, Sha256};
-
+use crate::hash::profile_hash;
 use crate::podtrace::PodTraceSpec;
 use crate::presets::Preset;
 use crate::profile::MonitoringProfileSpec;
@@ -32,7 +31,7 @@ pub struct EffectiveProfile {
     pub source: ProfileSource,
     /// The settings.
     pub spec: MonitoringProfileSpec,
-    /// Hash of the settings (see [`profile_hash`]).
+    /// Hash of the settings (see [`crate::hash::profile_hash`]).
     pub hash: String,
 }
 
@@ -92,14 +91,6 @@ pub fn resolve(
     };
     let hash = profile_hash(&settings);
     Ok(EffectiveProfile { name, source, spec: settings, hash })
-}
-
-/// A short, stable hash of a profile's settings (first 16 hex digits of SHA-256 over its JSON).
-/// Field order is the struct's, so equal settings always hash equal.
-pub fn profile_hash(spec: &MonitoringProfileSpec) -> String {
-    let json = serde_json::to_vec(spec).expect("a profile always serializes");
-    let digest = Sha256::digest(&json);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -175,15 +166,5 @@ mod tests {
         let standard = resolve(&spec(None, None), Some("Job"), cluster).unwrap();
         assert_eq!(standard.spec, Preset::Standard.spec());
         assert_eq!(standard.source, ProfileSource::Automatic);
-    }
-
-    #[test]
-    fn hash_is_stable_and_changes_with_any_setting() {
-        let a = MonitoringProfileSpec::default();
-        let mut b = a.clone();
-        assert_eq!(profile_hash(&a), profile_hash(&b));
-        assert_eq!(profile_hash(&a).len(), 16);
-        b.history.size += 1;
-        assert_ne!(profile_hash(&a), profile_hash(&b));
     }
 }

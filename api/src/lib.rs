@@ -20,11 +20,13 @@
 pub mod crds;
 pub mod duration;
 pub mod effective;
+pub mod hash;
 pub mod merge;
 pub mod nodetrace;
 pub mod podtrace;
 pub mod presets;
 pub mod profile;
+pub mod status;
 
 pub use effective::{EffectiveProfile, ProfileError, ProfileSource};
 pub use nodetrace::{NodeTrace, NodeTraceSpec, NodeTraceStatus};

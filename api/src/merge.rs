@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::nodetrace::{NodeTraceSpec, PodSettings, TracedPod, settings_key};
+use crate::hash::settings_key;
+use crate::nodetrace::{NodeTraceSpec, PodSettings, TracedPod};
 use crate::profile::{MonitoringProfileSpec, ProbeSettings};
 
 /// Merges profiles; `None` when there are none.

@@ -18,7 +18,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::profile::{MonitoringProfileSpec, Probe};
+use crate::profile::MonitoringProfileSpec;
+use crate::status::{AttachMethod, PodAttachReason, PodAttachState, ProbeStatus};
 
 /// Spec of a NodeTrace, owned by the operator: every traced pod on the node with its containers,
 /// and each distinct merged settings once. Named after the node.
@@ -117,12 +118,6 @@ pub struct PodSettings {
     /// The merge of the effective profiles of every PodTrace that selects the pods referring to
     /// this entry.
     pub settings: MonitoringProfileSpec,
-}
-
-/// The key of `settings` in `NodeTraceSpec.podSettings`: its content hash (16 hex digits), so
-/// equal settings share an entry whatever the order they were merged in.
-pub fn settings_key(settings: &MonitoringProfileSpec) -> String {
-    crate::effective::profile_hash(settings)
 }
 
 /// A pod the agent of the node traces.
@@ -411,91 +406,6 @@ pub struct KernelFeatures {
     /// without cgroup v2). Absent when the agent runs without eBPF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ebpf_filter: Option<String>,
-}
-
-/// How a probe is attached to the kernel, best first.
-#[derive(
-    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
-pub enum AttachMethod {
-    /// BPF trampoline on a kernel function entry/exit.
-    #[serde(rename = "fentry")]
-    Fentry,
-    /// BTF-typed tracepoint.
-    #[serde(rename = "tp_btf")]
-    TpBtf,
-    /// Raw tracepoint.
-    #[serde(rename = "raw_tracepoint")]
-    RawTracepoint,
-    /// Classic tracepoint.
-    #[serde(rename = "tracepoint")]
-    Tracepoint,
-    /// cgroup socket-buffer hook.
-    #[serde(rename = "cgroup_skb")]
-    CgroupSkb,
-    /// Dynamic kernel probe (only where nothing else exists).
-    #[serde(rename = "kprobe")]
-    Kprobe,
-}
-
-/// Whether a probe is running on a node.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ProbeState {
-    /// Loaded and attached.
-    Attached,
-    /// No attach method loaded on this kernel; see reason.
-    Unavailable,
-    /// Not requested by any profile on this node.
-    Disabled,
-}
-
-/// One probe's attach result on a node.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ProbeStatus {
-    /// The probe family.
-    pub probe: Probe,
-    /// Attached, Unavailable or Disabled.
-    pub state: ProbeState,
-    /// The attach method chosen (for Attached).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<AttachMethod>,
-    /// The kernel's reason (for Unavailable), for example "fentry: EPERM; tracepoint: ENOENT".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// Whether the agent measures a pod.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PodAttachState {
-    /// The pod's cgroups were found and are tracked by the probes and collectors.
-    Attached,
-    /// Not yet: the agent retries (see reason).
-    Pending,
-    /// The agent cannot measure the pod (see reason).
-    Failed,
-}
-
-/// Why a pod is pending or failed, as a typed reason.
-#[derive(
-    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
-pub enum PodAttachReason {
-    /// No container of the pod has a runtime ID yet (not started).
-    ContainerNotStarted,
-    /// The pod's cgroup does not exist (yet) on the node; retried every interval.
-    CgroupNotFound,
-    /// The cgroup exists but has no cgroup v2 id, so in-kernel filtering by cgroup is impossible.
-    CgroupV2Unavailable,
-    /// The tracked-cgroup map of the eBPF programs is full; raise the agent's map size.
-    TrackedMapFull,
-    /// The pod's series exceed its maxSeriesPerPod budget; some are dropped.
-    SeriesBudgetExceeded,
-    /// The node's agent has not reported for three heartbeats.
-    AgentNotReporting,
-    /// The pod's settingsKey names no entry of the NodeTrace's spec.podSettings, so the agent
-    /// does not know what to measure; the pod is not traced (the other pods are).
-    SettingsNotFound,
 }
 
 /// One pod's attach result on a node.

@@ -5,8 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::nodetrace::{PodAttachReason, ProbeStatus};
 use crate::profile::MonitoringProfileSpec;
+use crate::status::{PodAttachReason, ProbeStatus};
 
 /// Spec of a PodTrace: the pods to trace (by label selector, within the PodTrace's namespace) and
 /// the monitoring profile to trace them with.

@@ -41,12 +41,10 @@ static NODE: OnceLock<Node> = OnceLock::new();
 static TURN: Mutex<()> = Mutex::new(());
 
 /// The node of this test run (started on first use) and the turn to use it: hold the guard for
-/// the whole test. `None` (and SKIPPED printed) when not root outside CI; under CI (`CI` set) a
-/// missing root fails the test, so that a CI that lost root cannot pass.
-pub fn node() -> Option<(MutexGuard<'static, ()>, &'static Node)> {
-    if !nix_is_root() {
-        assert!(std::env::var_os("CI").is_none(), "the node tests need root, and CI is set");
-        eprintln!("SKIPPED: the node tests need root (namespaces, cgroups, eBPF)");
+/// the whole test. `None` (SKIPPED printed) when not root; under CI (`CI` set) a missing root
+/// fails the test instead, so that a CI that lost root cannot pass.
+pub fn node(test: &str) -> Option<(MutexGuard<'static, ()>, &'static Node)> {
+    if !podtrace_test_support::require_root(test, "namespaces, cgroups and eBPF of a real node") {
         return None;
     }
     // A test that failed while holding the turn poisons it; the next one may still run.
@@ -54,15 +52,6 @@ pub fn node() -> Option<(MutexGuard<'static, ()>, &'static Node)> {
     let node = NODE
         .get_or_init(|| Node::start().expect("starting the node cluster (e2e/scripts/node.sh)"));
     Some((turn, node))
-}
-
-fn nix_is_root() -> bool {
-    // /proc/self/status: "Uid: real effective saved fs".
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
-        .unwrap_or(false)
 }
 
 /// The images `make images` builds, which the node imports at start.

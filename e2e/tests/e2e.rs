@@ -4,6 +4,7 @@
 mod agent;
 mod api;
 mod chart;
+mod docs;
 mod node;
 mod operator;
 mod scrape;

@@ -31,8 +31,9 @@
 
 use anyhow::{Context, Result, bail};
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
-use podtrace_api::profile::Probe;
-use podtrace_ebpf::{Filter, ProbeConfig, Probes, Snapshot, cgroup_id, default_cgroup2_root};
+use podtrace_ebpf::{
+    Filter, Probe, ProbeConfig, Probes, Snapshot, cgroup_id, default_cgroup2_root,
+};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -50,10 +51,7 @@ fn main() -> Result<()> {
         let secs: f64 = args[i + 1].parse()?;
         return workload(Duration::from_secs_f64(secs));
     }
-    if !std::fs::read_to_string("/proc/self/status")?
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    {
+    if !podtrace_test_support::is_root() {
         println!("SKIPPED: the eBPF benchmark needs root");
         return Ok(());
     }
@@ -112,7 +110,7 @@ fn main() -> Result<()> {
                     let (mut p, _) = Probes::load(&pc)?;
                     let other = config.ends_with("other");
                     let target = if other { idle.id } else { work.id };
-                    p.track(target, 0, Probe::ALL)?;
+                    p.track(target, Probe::ALL)?;
                     Some(p)
                 }
             };

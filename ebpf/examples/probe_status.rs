@@ -4,7 +4,7 @@
 fn main() -> anyhow::Result<()> {
     let (probes, statuses) = podtrace_ebpf::Probes::load(&podtrace_ebpf::ProbeConfig::default())?;
     for s in statuses {
-        let how = s.method.map(podtrace_ebpf::method_name).unwrap_or("-");
+        let how = s.method.map(podtrace_ebpf::AttachMethod::name).unwrap_or("-");
         println!("{:<14} {:?} {how} {}", s.probe.name(), s.state, s.reason.unwrap_or_default());
     }
     drop(probes);

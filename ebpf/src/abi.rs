@@ -51,14 +51,10 @@ pub mod err {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PtTarget {
-    /// The agent's target index.
-    pub index: u32,
-    /// Bit mask of enabled probes (bit = position in `Probe::ALL`).
+    /// Bit mask of enabled probes (bit = [`crate::Probe::bit`]).
     pub probes: u32,
     /// Process names handed out so far (incremented by the kernel).
     pub comms: u32,
-    /// Padding.
-    pub _pad: u32,
 }
 
 /// Key of `hists` and `counters` (`struct pt_key`).
@@ -69,7 +65,7 @@ pub struct PtKey {
     pub cgroup_id: u64,
     /// Task comm, all zero for "other".
     pub comm: [u8; COMM_LEN],
-    /// Probe index.
+    /// [`crate::Probe::bit`] of the probe that measured it.
     pub probe: u8,
     /// `op::*`.
     pub op: u8,
@@ -158,7 +154,6 @@ mod tests {
     #[test]
     fn rust_mirrors_have_the_c_layout() {
         assert_eq!(size_of::<PtTarget>(), c::SIZEOF_pt_target);
-        assert_eq!(offset_of!(PtTarget, index), c::OFFSETOF_pt_target_index);
         assert_eq!(offset_of!(PtTarget, probes), c::OFFSETOF_pt_target_probes);
         assert_eq!(offset_of!(PtTarget, comms), c::OFFSETOF_pt_target_comms);
 
@@ -222,8 +217,8 @@ mod tests {
         assert_eq!(u64::from(err::INFLIGHT_FULL), c::PT_ERR_INFLIGHT_FULL);
         assert_eq!(u64::from(err::UNCLOSED), c::PT_ERR_UNCLOSED);
         assert_eq!(u64::from(err::PROCS_FULL), c::PT_ERR_PROCS_FULL);
-        // The kernel's probe bits are positions in Probe::ALL.
-        use podtrace_api::profile::Probe;
+        // The kernel's probe bits are the discriminants of Probe.
+        use crate::Probe;
         let bits = [
             (Probe::TcpRtt, c::PT_PROBE_TCP_RTT),
             (Probe::TcpConnect, c::PT_PROBE_TCP_CONNECT),
@@ -234,7 +229,7 @@ mod tests {
             (Probe::NetworkBytes, c::PT_PROBE_NETWORK_BYTES),
         ];
         for (probe, bit) in bits {
-            assert_eq!(crate::probe_bit(probe) as u64, bit, "{probe:?}");
+            assert_eq!(u64::from(probe.bit()), bit, "{probe:?}");
         }
     }
 }

@@ -1,9 +1,9 @@
 //! Load-time settings of the probes.
 
-use podtrace_api::nodetrace::AttachMethod;
-use podtrace_api::profile::Probe;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+use crate::probe::{AttachMethod, Probe};
 
 /// Capacities of the kernel maps (entries). Every family gets its own maps of these sizes.
 /// When one is full, new keys are dropped and counted (see `Snapshot::drops`), never silently.

@@ -32,7 +32,7 @@ pub fn bucket_index(ns: u64) -> usize {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Histogram {
     /// Non-cumulative counts: `buckets[k]` for k < 20 counts values in
-    /// (bound[k-1], bound[k]]; `buckets[20]` counts values above 52.4288 s.
+    /// `(bound[k-1], bound[k]]`; `buckets[20]` counts values above 52.4288 s.
     pub buckets: [u64; BUCKETS],
     /// Number of samples (equals the sum of `buckets`, up to concurrent updates).
     pub count: u64,
@@ -53,6 +53,18 @@ impl Histogram {
             *slot = (UPPER_BOUNDS_SECONDS[k], acc);
         }
         out
+    }
+
+    /// Adds `other` (another series of the same metric, e.g. of another process): buckets,
+    /// counts and sums add up. The kernel keeps no time with a latest value across series, so
+    /// the merged latest value is the larger one.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (o, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *o += b;
+        }
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        self.latest_ns = self.latest_ns.max(other.latest_ns);
     }
 
     /// Sum of the samples in seconds (`_sum`).

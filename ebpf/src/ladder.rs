@@ -23,10 +23,10 @@ use aya::programs::{
     RawTracePoint, TracePoint,
 };
 use aya::{Btf, Ebpf};
-use podtrace_api::nodetrace::AttachMethod;
-use podtrace_api::profile::Probe;
 use std::fs::File;
 use std::path::Path;
+
+use crate::probe::{AttachMethod, Probe};
 
 /// Where one program attaches.
 #[derive(Clone, Copy, Debug)]

@@ -4,8 +4,7 @@
 //! # How the node agent uses it
 //!
 //! ```no_run
-//! use podtrace_ebpf::{ProbeConfig, Probes, cgroup_id};
-//! use podtrace_api::profile::Probe;
+//! use podtrace_ebpf::{Probe, ProbeConfig, Probes, cgroup_id};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // At start: load every probe the node's profiles ask for. Each probe walks its ladder
@@ -16,7 +15,7 @@
 //!
 //! // For each container cgroup of a traced pod (cgroup v2 id = inode of its directory):
 //! let id = cgroup_id("/sys/fs/cgroup/unified/kubepods/pod1234/abcd")?;
-//! probes.track(id, 7 /* the agent's index of this pod/container */, Probe::ALL)?;
+//! probes.track(id, Probe::ALL)?;
 //!
 //! // Every interval: one read of the kernel maps; no per-event work in user space.
 //! let snap = probes.snapshot()?;
@@ -49,16 +48,24 @@ mod abi;
 mod cgroup;
 mod config;
 mod error;
+mod family;
 pub mod histogram;
 mod ladder;
+mod maps;
+mod probe;
 mod probes;
+mod process_filter;
+mod read;
 mod snapshot;
 
 pub use cgroup::cgroup_id;
 pub use config::{Filter, MapSizes, ProbeConfig, default_cgroup2_root};
 pub use error::{Error, Result};
 pub use histogram::{Histogram, UPPER_BOUNDS_SECONDS, bucket_index};
-pub use probes::{Probes, bpf_stats_sysctl, method_name, probe_bit};
+pub use probe::{AttachMethod, Probe, ProbeState, ProbeStatus};
+pub use probes::Probes;
+pub use read::bpf_stats_sysctl;
 pub use snapshot::{
     CounterSample, Drops, HistogramSample, OTHER_PROCESS, Op, ProgramStats, Series, Snapshot,
+    type_label,
 };

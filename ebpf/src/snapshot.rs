@@ -8,15 +8,14 @@
 //!  ├─ drops:      Drops { histograms_full, counters_full, process_names_full, inflight_full,
 //!  │                      unclosed_blocks, processes_full }
 //!  └─ programs:   [ProgramStats { family, program, method, run_count, run_time }]
-//! Series = (cgroup_id, target_index, probe, op, process_name)
+//! Series = (cgroup_id, probe, op, process_name)
 //! ```
 //! Values are cumulative since the probe family was loaded (Prometheus counters and
 //! histograms); a family that is disabled and enabled again starts from zero.
 
 use crate::abi::{COMM_LEN, op};
 use crate::histogram::Histogram;
-use podtrace_api::nodetrace::AttachMethod;
-use podtrace_api::profile::Probe;
+use crate::probe::{AttachMethod, Probe};
 use std::time::Duration;
 
 /// The process name of series whose process is not among the cgroup's first names.
@@ -69,10 +68,9 @@ impl Op {
 /// Identity of one series.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Series {
-    /// cgroup v2 id (the inode of the cgroup directory).
+    /// cgroup v2 id (the inode of the cgroup directory), or with the process filter the key
+    /// the target was tracked under.
     pub cgroup_id: u64,
-    /// The index given to [`crate::Probes::track`].
-    pub target_index: u32,
     /// The probe that measured it.
     pub probe: Probe,
     /// Sub-type (direction, operation, fs type).
@@ -82,16 +80,21 @@ pub struct Series {
 }
 
 impl Series {
-    /// The reference's `type` label: NET (RTT, connect, network bytes), DNS, CPU, FS for
-    /// file-system bytes, and read/write/fsync for file-system latency.
+    /// The reference's `type` label of the series (see [`type_label`]).
     pub fn type_label(&self) -> &'static str {
-        match self.probe {
-            Probe::TcpRtt | Probe::TcpConnect | Probe::NetworkBytes => "NET",
-            Probe::Dns => "DNS",
-            Probe::CpuBlock => "CPU",
-            Probe::FsBytes => "FS",
-            Probe::FsLatency => self.op.as_str(),
-        }
+        type_label(self.probe, self.op)
+    }
+}
+
+/// The reference's `type` label: NET (RTT, connect, network bytes), DNS, CPU, FS for
+/// file-system bytes, and read/write/fsync for file-system latency.
+pub fn type_label(probe: Probe, op: Op) -> &'static str {
+    match probe {
+        Probe::TcpRtt | Probe::TcpConnect | Probe::NetworkBytes => "NET",
+        Probe::Dns => "DNS",
+        Probe::CpuBlock => "CPU",
+        Probe::FsBytes => "FS",
+        Probe::FsLatency => op.as_str(),
     }
 }
 
@@ -224,12 +227,7 @@ impl Snapshot {
     pub fn merged_histogram(&self, cgroup_id: u64, probe: Probe, op: Op) -> Histogram {
         let mut out = Histogram::default();
         for s in self.histograms_of(cgroup_id, probe).filter(|s| s.series.op == op) {
-            for (o, b) in out.buckets.iter_mut().zip(s.histogram.buckets) {
-                *o += b;
-            }
-            out.count += s.histogram.count;
-            out.sum_ns += s.histogram.sum_ns;
-            out.latest_ns = out.latest_ns.max(s.histogram.latest_ns);
+            out.merge(&s.histogram);
         }
         out
     }
@@ -250,13 +248,7 @@ mod tests {
 
     #[test]
     fn type_labels_follow_the_reference() {
-        let s = |probe, op| Series {
-            cgroup_id: 1,
-            target_index: 0,
-            probe,
-            op,
-            process_name: "x".into(),
-        };
+        let s = |probe, op| Series { cgroup_id: 1, probe, op, process_name: "x".into() };
         assert_eq!(s(Probe::TcpRtt, Op::None).type_label(), "NET");
         assert_eq!(s(Probe::Dns, Op::None).type_label(), "DNS");
         assert_eq!(s(Probe::CpuBlock, Op::None).type_label(), "CPU");

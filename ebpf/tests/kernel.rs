@@ -9,12 +9,11 @@ mod common;
 
 use anyhow::Result;
 use common::{TestCgroup, bpftool, field, python, root_or_skip};
-use podtrace_api::nodetrace::ProbeState;
-use podtrace_api::profile::Probe;
-use podtrace_ebpf::{Op, ProbeConfig, Probes, Snapshot, bucket_index};
+use parking_lot::Mutex;
+use podtrace_ebpf::{Op, Probe, ProbeConfig, ProbeState, Probes, Snapshot, bucket_index};
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The DNS port of the shared instance: a private port so the test server needs no :53.
@@ -36,16 +35,16 @@ fn probes() -> &'static Mutex<Probes> {
 }
 
 fn track(cg: &TestCgroup, probes_: &[Probe]) -> Result<()> {
-    probes().lock().unwrap().track(cg.id, 1, probes_.iter().copied())?;
+    probes().lock().track(cg.id, probes_.iter().copied())?;
     Ok(())
 }
 
 fn snapshot() -> Result<Snapshot> {
-    Ok(probes().lock().unwrap().snapshot()?)
+    Ok(probes().lock().snapshot()?)
 }
 
 fn untrack(cg: &TestCgroup) -> Result<()> {
-    assert!(probes().lock().unwrap().untrack(cg.id)?);
+    assert!(probes().lock().untrack(cg.id)?);
     let snap = snapshot()?;
     assert!(
         !snap.histograms.iter().any(|h| h.series.cgroup_id == cg.id)
@@ -246,7 +245,7 @@ fn dns_over_tcp_queries_answered_after_a_known_delay_land_in_its_bucket() -> Res
     if !root_or_skip("dns_tcp") {
         return Ok(());
     }
-    let _port = DNS_TCP_PORT.lock().unwrap_or_else(|e| e.into_inner());
+    let _port = DNS_TCP_PORT.lock();
     let cg = TestCgroup::new("dnstcp")?;
     track(&cg, &[Probe::Dns])?;
     // The same delay as over UDP (see above). One connection per client, K queries each, every
@@ -323,7 +322,7 @@ fn pipelined_dns_queries_in_one_tcp_segment_are_each_timed_up_to_eight() -> Resu
     if !root_or_skip("dns_tcp_pipelined") {
         return Ok(());
     }
-    let _port = DNS_TCP_PORT.lock().unwrap_or_else(|e| e.into_inner());
+    let _port = DNS_TCP_PORT.lock();
     let cg = TestCgroup::new("dnspipe")?;
     track(&cg, &[Probe::Dns])?;
     // Each write of the client holds `per` length-prefixed queries (one segment on loopback);

@@ -6,9 +6,7 @@ mod common;
 
 use anyhow::Result;
 use common::{TestCgroup, bpftool, field, payload_server, python, root_or_skip};
-use podtrace_api::nodetrace::{AttachMethod, ProbeState};
-use podtrace_api::profile::Probe;
-use podtrace_ebpf::{OTHER_PROCESS, Op, ProbeConfig, Probes};
+use podtrace_ebpf::{AttachMethod, OTHER_PROCESS, Op, Probe, ProbeConfig, ProbeState, Probes};
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 
@@ -89,14 +87,13 @@ fn disabling_untracking_and_dropping_leave_no_links_programs_or_maps() -> Result
 
     // Untracking deletes the cgroup's series from the kernel maps.
     let cg = TestCgroup::new("life")?;
-    probes.track(cg.id, 3, [Probe::TcpConnect])?;
+    probes.track(cg.id, [Probe::TcpConnect])?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port().to_string();
     python(Some(&cg), "socket.create_connection(('127.0.0.1', int(sys.argv[1])))", &[port])?;
     let snap = probes.snapshot()?;
     let series: Vec<_> = snap.histograms_of(cg.id, Probe::TcpConnect).collect();
     assert_eq!(series.len(), 1);
-    assert_eq!(series[0].series.target_index, 3);
     assert!(probes.untrack(cg.id)?);
     assert!(!probes.untrack(cg.id)?, "second untrack reports it was not tracked");
     assert_eq!(probes.tracked().count(), 0);
@@ -178,7 +175,7 @@ fn rung_measures_ground_truth(skip: &[AttachMethod], expected: AttachMethod) -> 
     assert_eq!(dns.state, ProbeState::Disabled);
 
     let cg = TestCgroup::new("rung")?;
-    probes.track(cg.id, 0, config.probes.iter().copied())?;
+    probes.track(cg.id, config.probes.iter().copied())?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port().to_string();
     let dir =
@@ -219,7 +216,7 @@ fn process_names_beyond_the_budget_count_as_other() -> Result<()> {
     };
     let (mut probes, _) = Probes::load(&config)?;
     let cg = TestCgroup::new("names")?;
-    probes.track(cg.id, 0, [Probe::TcpConnect])?;
+    probes.track(cg.id, [Probe::TcpConnect])?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port().to_string();
     let body = "
@@ -259,7 +256,7 @@ fn without_cgroup_skb_network_bytes_fall_back_to_the_socket_calls_payload() -> R
     assert_eq!(s.method, Some(AttachMethod::TpBtf), "{s:?}");
     assert!(s.reason.as_deref().unwrap_or("").contains("cgroup_skb: skipped"), "{s:?}");
     let cg = TestCgroup::new("netfb")?;
-    probes.track(cg.id, 0, [Probe::NetworkBytes])?;
+    probes.track(cg.id, [Probe::NetworkBytes])?;
     let (port, server) = payload_server(2)?;
     let body = "
 n = int(sys.argv[2])

@@ -8,13 +8,11 @@ mod common;
 
 use anyhow::Result;
 use common::{TestCgroup, field, payload_server, python, python_then, root_or_skip};
-use podtrace_api::nodetrace::{AttachMethod, ProbeState};
-use podtrace_api::profile::Probe;
-use podtrace_ebpf::{Filter, Op, ProbeConfig, Probes};
+use parking_lot::Mutex;
+use podtrace_ebpf::{AttachMethod, Filter, Op, Probe, ProbeConfig, ProbeState, Probes};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
-fn load(probes: &[Probe]) -> Result<(Probes, Vec<podtrace_api::nodetrace::ProbeStatus>)> {
+fn load(probes: &[Probe]) -> Result<(Probes, Vec<podtrace_ebpf::ProbeStatus>)> {
     let config = ProbeConfig {
         probes: probes.iter().copied().collect(),
         filter: Filter::Process,
@@ -70,7 +68,7 @@ fn process_filter_counts_the_listed_processes_bytes_exactly_and_nothing_outside(
     // not the v2 id here, so that a cgroup filter would find nothing under it.
     let key = cg.id ^ (1 << 62);
     let wanted = [Probe::NetworkBytes, Probe::FsBytes, Probe::FsLatency];
-    probes.lock().unwrap().track(key, 3, wanted)?;
+    probes.lock().track(key, wanted)?;
     let dir = std::env::temp_dir().join(format!("podtrace-pf-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (port, server) = payload_server(2)?;
@@ -82,8 +80,8 @@ fn process_filter_counts_the_listed_processes_bytes_exactly_and_nothing_outside(
     let out = python_then(Some(&cg), WORKLOAD, &args(n, m, "inside"), || {
         let procs = cg.procs()?;
         assert_eq!(procs.len(), 1, "{procs:?}");
-        probes.lock().unwrap().set_processes(key, &procs)?;
-        *listed.lock().unwrap() = procs;
+        probes.lock().set_processes(key, &procs)?;
+        *listed.lock() = procs;
         Ok(())
     })?;
     // The control: larger amounts, outside the cgroup, never listed.
@@ -92,8 +90,8 @@ fn process_filter_counts_the_listed_processes_bytes_exactly_and_nothing_outside(
     std::fs::remove_dir_all(&dir)?;
     assert_eq!(field(&out, "written")?.parse::<u64>()?, m);
 
-    let mut probes = probes.into_inner().unwrap();
-    let listed = listed.into_inner().unwrap();
+    let mut probes = probes.into_inner();
+    let listed = listed.into_inner();
     assert_eq!(probes.processes(key).collect::<BTreeSet<_>>(), listed);
     let snap = probes.snapshot()?;
     // Payload bytes of the socket calls: n and its 8-byte length, the 4321-byte answer.
@@ -104,7 +102,6 @@ fn process_filter_counts_the_listed_processes_bytes_exactly_and_nothing_outside(
     assert_eq!(snap.merged_histogram(key, Probe::FsLatency, Op::Write).count, 2);
     // Every series is under the target's key and index, none under another key.
     assert!(snap.counters.iter().all(|c| c.series.cgroup_id == key));
-    assert!(snap.counters.iter().all(|c| c.series.target_index == 3));
     assert!(snap.histograms.iter().all(|h| h.series.cgroup_id == key));
 
     // The process exited: the next listing removes it; untracking leaves no tgid behind.
@@ -121,7 +118,7 @@ fn an_unlisted_process_inside_the_cgroup_is_not_counted_until_listed() -> Result
     }
     let (mut probes, _) = load(&[Probe::FsBytes])?;
     let cg = TestCgroup::new("procfilter-unlisted")?;
-    probes.track(cg.id, 1, [Probe::FsBytes])?;
+    probes.track(cg.id, [Probe::FsBytes])?;
     let path = std::env::temp_dir().join(format!("podtrace-pf-unlisted-{}", std::process::id()));
     let body = "
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -137,12 +134,12 @@ os.close(fd)
     let probes = Mutex::new(probes);
     let out = python_then(Some(&cg), body, &[path.display().to_string(), "6000".into()], || {
         let procs = cg.procs()?;
-        probes.lock().unwrap().set_processes(cg.id, &procs)?;
+        probes.lock().set_processes(cg.id, &procs)?;
         Ok(())
     })?;
     std::fs::remove_file(&path)?;
     assert_eq!(field(&out, "written")?, "6000");
-    let mut probes = probes.into_inner().unwrap();
+    let mut probes = probes.into_inner();
     assert_eq!(probes.snapshot()?.bytes(cg.id, Probe::FsBytes, Op::Write), 6000);
     Ok(())
 }
@@ -239,7 +236,7 @@ fn forks_are_followed(wanted: &[Probe], skip_methods: BTreeSet<AttachMethod>) ->
     let probes = Mutex::new(probes);
     let cg = TestCgroup::new("procfilter-forks")?;
     let key = cg.id ^ (1 << 62);
-    probes.lock().unwrap().track(key, 4, wanted.iter().copied())?;
+    probes.lock().track(key, wanted.iter().copied())?;
     // One directory per test: the two variants run in parallel.
     let dir = std::env::temp_dir().join(format!(
         "podtrace-pf-forks-{}-{}",
@@ -260,8 +257,8 @@ fn forks_are_followed(wanted: &[Probe], skip_methods: BTreeSet<AttachMethod>) ->
     let out = python_then(Some(&cg), FORKER, &args(n, m, "inside"), || {
         let procs = cg.procs()?;
         assert_eq!(procs.len(), 1, "{procs:?}");
-        probes.lock().unwrap().set_processes(key, &procs)?;
-        *listed.lock().unwrap() = procs;
+        probes.lock().set_processes(key, &procs)?;
+        *listed.lock() = procs;
         Ok(())
     })?;
     // The control: a process never listed, outside the cgroup, forking the same way with
@@ -279,7 +276,7 @@ fn forks_are_followed(wanted: &[Probe], skip_methods: BTreeSet<AttachMethod>) ->
     assert_eq!(written, 4 * m);
     assert_eq!(recvd, 4 * 4321);
 
-    let mut probes = probes.into_inner().unwrap();
+    let mut probes = probes.into_inner();
     let snap = probes.snapshot()?;
     // Exactly the children's and the grandchild's bytes: none of the control's, and nothing
     // of the parent (it only waited and wrote to its stdout pipe).
@@ -288,7 +285,7 @@ fn forks_are_followed(wanted: &[Probe], skip_methods: BTreeSet<AttachMethod>) ->
         assert_eq!(snap.bytes(key, Probe::NetworkBytes, Op::Send), 4 * (n + 8));
         assert_eq!(snap.bytes(key, Probe::NetworkBytes, Op::Recv), recvd);
     }
-    assert!(snap.counters.iter().all(|c| c.series.cgroup_id == key && c.series.target_index == 4));
+    assert!(snap.counters.iter().all(|c| c.series.cgroup_id == key));
     assert_eq!(snap.drops.processes_full, 0);
     let runs = |program: &str| {
         snap.programs.iter().find(|p| p.program == program).map(|p| (p.family, p.run_count))
@@ -308,7 +305,7 @@ fn forks_are_followed(wanted: &[Probe], skip_methods: BTreeSet<AttachMethod>) ->
     for (pid, _, _) in &inside {
         assert!(!probes.kernel_processes()?.contains_key(pid), "{pid}");
     }
-    assert_eq!(probes.processes(key).collect::<BTreeSet<_>>(), listed.into_inner().unwrap());
+    assert_eq!(probes.processes(key).collect::<BTreeSet<_>>(), listed.into_inner());
     probes.set_processes(key, &cg.procs()?)?;
     assert_eq!(probes.processes(key).count(), 0);
     assert!(probes.untrack(key)?);
@@ -390,7 +387,7 @@ fn the_listing_reconciles_kernel_added_children_and_untrack_removes_them() -> Re
     let (mut probes, _) = load(&[Probe::FsBytes])?;
     let cg = TestCgroup::new("procfilter-reconcile")?;
     let key = cg.id ^ (1 << 62);
-    probes.track(key, 2, [Probe::FsBytes])?;
+    probes.track(key, [Probe::FsBytes])?;
     let mut parent = Commanded::start(&cg)?;
     let p = parent.child.id();
     let entries = |probes: &Probes| -> Result<BTreeSet<u32>> {
@@ -467,7 +464,7 @@ fn a_child_that_does_not_fit_is_counted_as_a_drop() -> Result<()> {
     let (mut probes, _) = Probes::load(&config)?;
     let cg = TestCgroup::new("procfilter-full")?;
     let key = cg.id ^ (1 << 62);
-    probes.track(key, 1, [Probe::FsBytes])?;
+    probes.track(key, [Probe::FsBytes])?;
     let mut parent = Commanded::start(&cg)?;
     let p = parent.child.id();
     probes.set_processes(key, &BTreeSet::from([p]))?;

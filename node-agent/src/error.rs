@@ -45,9 +45,9 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
-    /// The TLS files of /metrics do not load.
-    #[error("metrics TLS: {0}")]
-    Tls(#[from] podtrace_runtime::tls::TlsError),
+    /// The metrics or health server did not start (TLS files, a taken port).
+    #[error(transparent)]
+    Start(#[from] podtrace_runtime::servers::ServeError),
     /// A socket could not be bound or served.
     #[error("{what} on {addr}: {source}")]
     Serve {
@@ -76,7 +76,8 @@ impl Error {
             Error::Export(_) => "exporters",
             Error::Http { .. } => "http",
             Error::Serve { .. } => "serve",
-            Error::Tls(_) => "tls",
+            Error::Start(podtrace_runtime::servers::ServeError::Tls(_)) => "tls",
+            Error::Start(podtrace_runtime::servers::ServeError::Bind { .. }) => "serve",
         }
     }
 }

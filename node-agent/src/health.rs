@@ -131,6 +131,18 @@ pub async fn check(endpoint: &str, timeout: Duration) -> Answers {
     answers
 }
 
+/// `podtrace-agent health live`: asks the agent at `endpoint`, prints the report as text or
+/// JSON and returns the exit code of its level.
+pub async fn live(endpoint: &str, json: bool, timeout: Duration) -> i32 {
+    let report = level(&check(endpoint, timeout).await);
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("a report serializes"));
+    } else {
+        print!("{}", render(&report));
+    }
+    report.level.exit_code()
+}
+
 /// The text form of a report.
 pub fn render(report: &Report) -> String {
     let mut s = format!("{:?}\n", report.level);

@@ -3,14 +3,18 @@
 //! kernel stats, and serves them on `/metrics`, to the push exporters and on the admin channel.
 //!
 //! ```text
-//!  NodeTrace (cluster) ─┐                              ┌─► metrics::Store ─► /metrics, top
-//!  config file (local) ─┴► targets ─► cgroup ─► collectors ─┤
-//!                                                          └─► exporters (push)
+//!  cluster/ (NodeTrace watch) ─┐ watch    engine/ (own thread):      ┌─► metrics::Store ─► /metrics (serve.rs), top
+//!  standalone/ (file reload) ──┴channel─► resolve ─► set_targets,     │
+//!                                         tick: collectors/ per source┼─► exporters/ (push, sample.rs)
+//!                                         EngineStatus (watch channel)└─► cluster/writer.rs, health
 //! ```
+//!
+//! `app.rs` wires it; `main.rs` parses the command line.
 
 pub mod admin_channel;
 pub mod app;
 pub mod cgroup;
+pub mod channel;
 pub mod cli;
 pub mod cluster;
 pub mod collectors;
@@ -21,7 +25,7 @@ pub mod glob;
 pub mod health;
 pub mod metrics;
 pub mod procfs;
-pub mod push;
+pub mod sample;
 pub mod serve;
 pub mod standalone;
 pub mod targets;

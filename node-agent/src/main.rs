@@ -3,7 +3,7 @@
 use clap::Parser;
 use podtrace_agent::{
     app::{self, Mode},
-    cli::{Cli, Command, Format, HealthCommand},
+    cli::{Cli, Command, Format, HealthCommand, read_token},
     health, standalone, top,
 };
 
@@ -18,52 +18,27 @@ async fn main() -> anyhow::Result<()> {
             max_tracked_cgroups,
             kubelet_cgroup_root,
         } => {
-            let handle = log.init()?;
-            app::run(
-                Mode::Cluster {
-                    kube_auth: metrics_kube_auth,
-                    max_tracked_cgroups,
-                    kubelet_cgroup_root,
-                },
-                agent,
-                exporters,
-                Box::new(handle),
-                &log.log_level,
-            )
-            .await?;
+            let mode = Mode::Cluster {
+                kube_auth: metrics_kube_auth,
+                max_tracked_cgroups,
+                kubelet_cgroup_root,
+            };
+            let handle = Box::new(log.init()?);
+            app::run(mode, agent, exporters, handle, &log.log_level).await?;
         }
         Command::Standalone { config, agent, exporters } => {
-            let handle = log.init()?;
-            app::run(Mode::Standalone(config), agent, exporters, Box::new(handle), &log.log_level)
-                .await?;
+            let handle = Box::new(log.init()?);
+            app::run(Mode::Standalone(config), agent, exporters, handle, &log.log_level).await?;
         }
         Command::Health { check: HealthCommand::Live { endpoint, format, timeout } } => {
-            let report = health::level(&health::check(&endpoint, timeout).await);
-            match format {
-                Format::Text => print!("{}", health::render(&report)),
-                Format::Json => println!("{}", serde_json::to_string(&report)?),
-            }
-            std::process::exit(report.level.exit_code());
+            let json = format == Format::Json;
+            std::process::exit(health::live(&endpoint, json, timeout).await);
         }
         Command::Health { check: HealthCommand::Config { file } } => {
-            match standalone::load(&file) {
-                Ok(c) => {
-                    println!("{}: valid, {} PodTrace(s)", file.display(), c.traces.len());
-                    for t in &c.traces {
-                        println!(
-                            "  {}/{}: profile {}, cgroups {:?}, process names {:?}, pids {:?}",
-                            t.namespace, t.name, t.profile_name, t.cgroups, t.process_names, t.pids
-                        );
-                    }
-                }
-                Err(e) => {
-                    eprintln!("invalid: {e}");
-                    std::process::exit(1);
-                }
-            }
+            std::process::exit(standalone::check(&file));
         }
         Command::Top { endpoint, token_file, ca_file, every, once } => {
-            let token = token_file.as_deref().map(podtrace_agent::cli::read_token).transpose()?;
+            let token = token_file.as_deref().map(read_token).transpose()?;
             top::run(&endpoint, token.as_deref(), ca_file.as_deref(), every, once).await?;
         }
     }

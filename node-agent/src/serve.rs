@@ -16,11 +16,12 @@ use k8s_openapi::api::{
 use prometheus_client::registry::Registry;
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::metrics::{Sources, Store, catalog};
+use crate::metrics::{Sources, Store, sources::Source};
+use parking_lot::Mutex;
 use podtrace_runtime::admin::MetricsEncoder;
 
 /// The encoder of `/metrics`: the enabled sources of the store, then the self-metrics (source
@@ -34,7 +35,7 @@ pub fn encoder(
     Arc::new(move |out| {
         let started = Instant::now();
         store.encode(out, |s| sources.enabled(s))?;
-        if sources.enabled(catalog::AGENT) {
+        if sources.enabled(Source::Agent) {
             prometheus_client::encoding::text::encode_registry(out, &registry)?;
         }
         prometheus_client::encoding::text::encode_eof(out)?;
@@ -97,7 +98,6 @@ async fn check(State(auth): State<Auth>, request: Request, next: Next) -> Respon
         Auth::Kubernetes(client, cache) => {
             let cached = cache
                 .lock()
-                .expect("auth cache")
                 .get(&token)
                 .filter(|(_, at)| at.elapsed() < DECISION_TTL)
                 .map(|(ok, _)| *ok);
@@ -105,7 +105,7 @@ async fn check(State(auth): State<Auth>, request: Request, next: Next) -> Respon
                 Some(ok) => ok,
                 None => match review(client, &token).await {
                     Ok(ok) => {
-                        cache.lock().expect("auth cache").insert(token, (ok, Instant::now()));
+                        cache.lock().insert(token, (ok, Instant::now()));
                         ok
                     }
                     Err(e) => {
@@ -166,7 +166,7 @@ mod tests {
     #[tokio::test]
     async fn static_token_guards_metrics_but_not_probes() {
         let store = Arc::new(Store::default());
-        let sources = Arc::new(Sources::agent());
+        let sources = Arc::new(Sources::default());
         let enc = encoder(
             store,
             sources,

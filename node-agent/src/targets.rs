@@ -72,7 +72,7 @@ pub struct Pending {
     /// Pod UID.
     pub uid: String,
     /// The typed reason.
-    pub reason: podtrace_api::nodetrace::PodAttachReason,
+    pub reason: podtrace_api::status::PodAttachReason,
     /// Details (paths tried).
     pub message: String,
 }

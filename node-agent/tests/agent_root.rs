@@ -19,20 +19,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
+/// Returns from the test unless it runs as root (SKIPPED, or a failure under CI).
 macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (real cgroups)");
+    () => {{
+        fn here() {}
+        let test = std::any::type_name_of_val(&here).trim_end_matches("::here");
+        if !podtrace_test_support::require_root(test, "real cgroups") {
             return;
         }
-    };
+    }};
 }
 
 /// A cgroup of its own in every hierarchy the node mounts, removed on drop (its processes
@@ -83,13 +78,8 @@ impl TestCgroup {
 
     /// Starts `python3 -c script` inside the group and waits for its first output line.
     fn spawn(&mut self, script: &str) -> u32 {
-        let procs: Vec<String> =
-            self.dirs.iter().map(|d| d.join("cgroup.procs").display().to_string()).collect();
-        let enter = procs.iter().map(|p| format!("echo $$ > {p}")).collect::<Vec<_>>().join("; ");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{enter}; exec python3 -u -c \"$0\""))
-            .arg(script)
+        let mut child = podtrace_test_support::command_in_cgroups(&self.dirs, "python3")
+            .args(["-u", "-c", script])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -186,7 +176,7 @@ fn engine() -> (Engine, Arc<Store>) {
         Engine::new(
             "/proc".into(),
             store.clone(),
-            Arc::new(Sources::agent()),
+            Arc::new(Sources::default()),
             metrics,
             Duration::from_secs(10),
         ),

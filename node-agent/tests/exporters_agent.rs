@@ -36,12 +36,10 @@ mod exporters {
 
     #[tokio::test]
     async fn the_agent_pushes_its_targets_and_the_kernel_to_nats_every_interval() {
-        if !std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with("Uid:\t0\t"))
-        {
-            println!("SKIPPED: needs root for cgroups");
+        if !podtrace_test_support::require_root(
+            "the_agent_pushes_its_targets_and_the_kernel_to_nats_every_interval",
+            "cgroups",
+        ) {
             return;
         }
         let broker = Broker::nats();
@@ -59,11 +57,7 @@ mod exporters {
         let dir = std::path::Path::new(v2).join(&group).join("worker");
         std::fs::create_dir_all(&dir).unwrap();
         let sleeper = Process(
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("echo $$ > {}/cgroup.procs; exec sleep 300", dir.display()))
-                .spawn()
-                .unwrap(),
+            podtrace_test_support::command_in_cgroups(&[&dir], "sleep").arg("300").spawn().unwrap(),
         );
         // The shell moves itself in before it execs: under load the agent could otherwise find
         // the cgroup still empty at its first collection.

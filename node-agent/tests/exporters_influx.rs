@@ -4,7 +4,8 @@
 mod exporters_support;
 
 use exporters_support::*;
-use podtrace_agent::exporters::{KernelSample, TargetSample, line_protocol};
+use podtrace_agent::exporters::line_protocol;
+use podtrace_agent::sample::{KernelSample, TargetSample};
 use serde_json::Value;
 use std::{collections::BTreeMap, time::Duration};
 use tokio::{

@@ -68,7 +68,7 @@ mod exporters {
         got
     }
 
-    fn expected(t: &podtrace_agent::exporters::TargetSample) -> (String, Value) {
+    fn expected(t: &podtrace_agent::sample::TargetSample) -> (String, Value) {
         let topic = format!("m/d1/c/c1/metrics/{}/{}", t.namespace, t.pod);
         (topic, serde_json::to_value(MqttMessage::from(t)).unwrap())
     }

@@ -35,11 +35,11 @@ mod exporters {
         got
     }
 
-    fn pod_json(t: &podtrace_agent::exporters::TargetSample) -> Value {
+    fn pod_json(t: &podtrace_agent::sample::TargetSample) -> Value {
         serde_json::to_value(PodMessage::new(t, "agent-1")).unwrap()
     }
 
-    fn kernel_json(b: &podtrace_agent::exporters::PushBatch) -> Value {
+    fn kernel_json(b: &podtrace_agent::sample::PushBatch) -> Value {
         serde_json::to_value(KernelMessage::new(&b.kernel, "node-1", "agent-1")).unwrap()
     }
 

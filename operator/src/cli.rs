@@ -3,14 +3,16 @@
 use clap::Args;
 use futures::FutureExt;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
-use podtrace_runtime::{admin, health, shutdown};
+use podtrace_runtime::{
+    admin, identity,
+    servers::{Endpoints, Servers},
+    shutdown::Stop,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::sync::watch;
 
 use crate::context::{Context, Scope};
 use crate::leader::{Election, LeaseConfig};
@@ -95,65 +97,33 @@ impl OperatorArgs {
             health_addr,
         } = self;
         let scope = Scope { namespace, node_labels: parse_node_selector(&node_selector)? };
-        let identity = identity.or_else(|| std::env::var("POD_NAME").ok()).unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
-        });
+        let identity = identity::replica(identity);
         let client = Client::try_default().await?;
-
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        tokio::spawn(async move {
-            shutdown::signal().await;
-            let _ = stop_tx.send(true);
-        });
+        let stop = Stop::on_signal();
 
         let (metrics, registry) = Metrics::new();
         let (podtraces, pt_writer) = reflector::store();
         let (profiles, profile_writer) = reflector::store();
-        let (nodetraces, nt_writer) = reflector::store();
         let (triggers, trigger_rx) = futures::channel::mpsc::unbounded();
-        let reporter =
-            Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(identity.clone()) };
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            scope,
-            index: Default::default(),
-            podtraces,
-            status_nodes: Default::default(),
-            profiles,
-            nodetraces,
-            requested_by: Default::default(),
-            dirty: Default::default(),
-            written: Default::default(),
-            write_lock: Default::default(),
-            triggers,
-            leading: Default::default(),
-            synced: Default::default(),
-            metrics,
-            recorder: Recorder::new(client.clone(), reporter),
-        });
-        let registry = Arc::new(registry);
-
-        let readiness = admin::Readiness::default();
-        let tls = tls.files().map(podtrace_runtime::tls::ReloadingTls::load).transpose()?;
-        let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "serving /metrics, /livez, /readyz");
-        let router = admin::router(admin::registry_encoder(registry), readiness.clone(), None);
-        tokio::spawn(admin::serve_maybe_tls(listener, router, tls, stopped()));
-        let (health, _health_task) =
-            health::serve(health_addr, &["podtrace.kubernetes"], stopped()).await?;
+        let stores = (podtraces, profiles);
+        let ctx =
+            Arc::new(Context::new(client.clone(), scope, stores, triggers, metrics, &identity));
+        let encoder = admin::registry_encoder(Arc::new(registry));
+        let endpoints = Endpoints {
+            metrics: metrics_addr,
+            tls: &tls,
+            health: health_addr,
+            services: &["podtrace.kubernetes"],
+        };
+        let servers =
+            Servers::start(endpoints, |ready| admin::router(encoder, ready, None), &stop).await?;
+        let (readiness, health) = (servers.readiness.clone(), servers.health.clone());
 
         let watchers = [
             tokio::spawn(watches::pods(ctx.clone())),
             tokio::spawn(watches::nodes(ctx.clone())),
             tokio::spawn(watches::profiles(ctx.clone(), profile_writer)),
-            tokio::spawn(watches::nodetraces(ctx.clone(), nt_writer)),
+            tokio::spawn(watches::nodetraces(ctx.clone())),
             tokio::spawn(watches::podtraces(ctx.clone(), pt_writer)),
         ];
         {
@@ -187,10 +157,12 @@ impl OperatorArgs {
         };
         let outcome = tokio::select! {
             r = acquired => r.map(|()| true),
-            () = stopped() => Ok(false),
+            () = stop.stopped() => Ok(false),
         };
         let result = match outcome {
-            Ok(true) => lead(&ctx, election.as_mut(), install_presets, trigger_rx, stopped()).await,
+            Ok(true) => {
+                lead(&ctx, election.as_mut(), install_presets, trigger_rx, stop.stopped()).await
+            }
             Ok(false) => Ok(()),
             Err(e) => Err(e.into()),
         };

@@ -1,18 +1,19 @@
 //! What the watchers, the NodeTrace writer and the PodTrace controller share.
 
 use futures::channel::mpsc::UnboundedSender;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use podtrace_api::{MonitoringProfile, MonitoringProfileSpec, NodeTrace, PodTrace, PodTraceStatus};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use parking_lot::{Mutex, RwLock};
+use podtrace_api::{MonitoringProfile, MonitoringProfileSpec, PodTrace};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 
-use crate::desired::{TraceSet, reference};
+use crate::desired::TraceSet;
 use crate::fingerprint;
-use crate::index::PodIndex;
+use crate::index::Index;
 use crate::metrics::Metrics;
 
 /// Which objects this operator handles. The defaults (all namespaces, all nodes) are what a
@@ -62,7 +63,7 @@ pub struct Dirty {
 impl Dirty {
     /// Marks `nodes` for recomputation.
     pub fn mark(&self, nodes: impl IntoIterator<Item = Arc<str>>) {
-        let mut set = self.nodes.lock().expect("dirty set lock");
+        let mut set = self.nodes.lock();
         let before = set.len();
         set.extend(nodes);
         if set.len() != before {
@@ -72,13 +73,13 @@ impl Dirty {
 
     /// Takes every marked node without waiting.
     pub fn take_now(&self) -> BTreeSet<Arc<str>> {
-        std::mem::take(&mut *self.nodes.lock().expect("dirty set lock"))
+        std::mem::take(&mut *self.nodes.lock())
     }
 
     /// Waits until some node is marked, then takes every marked node.
     pub async fn take(&self) -> BTreeSet<Arc<str>> {
         loop {
-            let taken = std::mem::take(&mut *self.nodes.lock().expect("dirty set lock"));
+            let taken = std::mem::take(&mut *self.nodes.lock());
             if !taken.is_empty() {
                 return taken;
             }
@@ -140,26 +141,16 @@ pub struct Context {
     pub client: Client,
     /// What this operator handles.
     pub scope: Scope,
-    /// Projected pods and existing nodes.
-    pub index: RwLock<PodIndex>,
-    /// PodTraces (reflector store), with `status.nodes` stripped: see [`Context::status_nodes`].
+    /// Pods, nodes, NodeTraces, the PodTraces' bookkeeping and this process's writes: the one
+    /// pure index, behind one lock.
+    pub index: RwLock<Index>,
+    /// PodTraces (reflector store, the controller's), with `status.nodes` stripped: the index
+    /// keeps a fingerprint of it.
     pub podtraces: Store<PodTrace>,
-    /// Fingerprint of each PodTrace's `status.nodes` as last seen, by uid. The roll-up only needs
-    /// to know whether its new node list differs, and the lists hold one entry per node a
-    /// PodTrace spans (0.1–0.3 KiB per pod at 100 pods per node).
-    pub status_nodes: Mutex<HashMap<String, u64>>,
     /// MonitoringProfiles (reflector store).
     pub profiles: Store<MonitoringProfile>,
-    /// NodeTraces with their spec stripped (reflector store): metadata and the agent's status.
-    pub nodetraces: Store<NodeTrace>,
-    /// Fingerprints of each NodeTrace's `spec.requestedBy` entries, by node: which PodTraces a
-    /// node's pods belong to, at 8 bytes per PodTrace and node instead of two strings.
-    pub requested_by: Mutex<HashMap<Arc<str>, Vec<u64>>>,
-    /// Nodes whose NodeTrace must be recomputed.
+    /// Nodes whose NodeTrace must be recomputed: the writer's queue.
     pub dirty: Dirty,
-    /// The spec hash last applied per node by this process, `None` once deleted by it (the
-    /// watch catches up later).
-    pub written: Mutex<HashMap<Arc<str>, Option<String>>>,
     /// Serializes NodeTrace syncs (the writer loop and finalizer cleanups).
     pub write_lock: tokio::sync::Mutex<()>,
     /// PodTraces to reconcile (status), consumed by the controller while leading.
@@ -175,21 +166,50 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context that does not lead yet, with an empty index; `identity` signs its Events.
+    pub fn new(
+        client: Client,
+        scope: Scope,
+        (podtraces, profiles): (Store<PodTrace>, Store<MonitoringProfile>),
+        triggers: UnboundedSender<ObjectRef<PodTrace>>,
+        metrics: Metrics,
+        identity: &str,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: crate::FIELD_MANAGER.into(),
+            instance: Some(identity.to_owned()).filter(|i| !i.is_empty()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            scope,
+            index: Default::default(),
+            podtraces,
+            profiles,
+            dirty: Default::default(),
+            write_lock: Default::default(),
+            triggers,
+            leading: Default::default(),
+            synced: Default::default(),
+            metrics,
+        }
+    }
+
     /// The MonitoringProfile spec of `name` in the cache.
     pub fn profile(&self, name: &str) -> Option<MonitoringProfileSpec> {
         self.profiles.get(&ObjectRef::new(name)).map(|p| p.spec.clone())
     }
 
-    /// Runs `f` with the active PodTraces and the pod index, read-locked.
+    /// Runs `f` with the active PodTraces and the index, read-locked.
     pub fn with_traces<T>(
         &self,
-        f: impl FnOnce(&TraceSet<'_, &dyn Fn(&str) -> Option<MonitoringProfileSpec>>, &PodIndex) -> T,
+        f: impl FnOnce(&TraceSet<'_, &dyn Fn(&str) -> Option<MonitoringProfileSpec>>, &Index) -> T,
     ) -> T {
         let podtraces = self.podtraces.state();
         let lookup = |name: &str| self.profile(name);
         let lookup: &dyn Fn(&str) -> Option<MonitoringProfileSpec> = &lookup;
         let set = TraceSet::new(podtraces.iter().map(|p| &**p), lookup);
-        let index = self.index.read().expect("pod index lock");
+        let index = self.index.read();
         f(&set, &index)
     }
 
@@ -210,28 +230,15 @@ impl Context {
         }
     }
 
-    /// Whether `status` differs from what `pt` (from the store, nodes stripped) last showed.
-    pub fn status_changed(&self, pt: &PodTrace, status: &PodTraceStatus) -> bool {
-        let Some(seen) = &pt.status else { return true };
-        let seen_nodes = pt.uid().and_then(|uid| {
-            self.status_nodes.lock().expect("status nodes lock").get(&uid).copied()
-        });
-        seen_nodes != Some(fingerprint::of(&status.nodes))
-            || *seen != PodTraceStatus { nodes: Vec::new(), ..status.clone() }
-    }
-
-    /// The nodes whose NodeTrace lists `pt` in requestedBy.
-    pub fn nodes_requested_by(&self, pt: &PodTrace) -> BTreeSet<Arc<str>> {
-        let me = fingerprint::of(&reference(pt));
-        let requested_by = self.requested_by.lock().expect("requested_by lock");
-        requested_by.iter().filter(|(_, refs)| refs.contains(&me)).map(|(n, _)| n.clone()).collect()
-    }
-
-    /// The PodTraces that `node`'s NodeTrace lists in requestedBy.
-    pub fn podtraces_on(&self, node: &str) -> Vec<Arc<PodTrace>> {
-        let requested_by = self.requested_by.lock().expect("requested_by lock");
-        let Some(refs) = requested_by.get(node) else { return Vec::new() };
-        let on_node = |pt: &Arc<PodTrace>| refs.contains(&fingerprint::of(&reference(pt)));
-        self.podtraces.state().into_iter().filter(on_node).collect()
+    /// Triggers the PodTraces whose reference has one of the fingerprints `requesters`.
+    pub fn trigger_requesters(&self, requesters: &[u64]) {
+        if requesters.is_empty() {
+            return;
+        }
+        for pt in self.podtraces.state() {
+            if requesters.contains(&fingerprint::of(&crate::desired::reference(&pt))) {
+                self.trigger(&pt);
+            }
+        }
     }
 }

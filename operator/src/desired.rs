@@ -13,7 +13,6 @@ use podtrace_api::effective::{self, EffectiveProfile, ProfileError};
 use podtrace_api::merge;
 use podtrace_api::nodetrace::{NodeTraceSpec, PodTraceRef, TracedContainer, TracedPod};
 use podtrace_api::{MonitoringProfileSpec, PodTrace};
-use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -149,41 +148,22 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
     }
 }
 
-/// The content hash of a NodeTrace spec, stored in the annotation [`SPEC_HASH_ANNOTATION`] so
+/// The content hash of a NodeTrace spec, stored in the annotation
+/// [`crate::SPEC_HASH_ANNOTATION`] so
 /// that an operator (also a restarted or newly elected one) writes only when the content changed.
 pub fn spec_hash(spec: &NodeTraceSpec) -> String {
-    let json = serde_json::to_vec(spec).expect("a NodeTrace spec always serializes");
-    Sha256::digest(&json).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    podtrace_api::hash::content_hash(spec)
 }
-
-/// Annotation holding [`spec_hash`] of the spec the operator last applied.
-pub const SPEC_HASH_ANNOTATION: &str = "podtrace.dev/spec-hash";
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::index::tests::pod;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-    use podtrace_api::nodetrace::{PodSettings, settings_key};
-    use podtrace_api::podtrace::{PodTraceSpec, ProfileRef};
     use podtrace_api::presets::Preset;
+    use podtrace_api::{hash::settings_key, nodetrace::PodSettings};
 
     fn podtrace(ns: &str, name: &str, app: &str, profile: Option<&str>) -> PodTrace {
-        let mut pt = PodTrace::new(
-            name,
-            PodTraceSpec {
-                selector: LabelSelector {
-                    match_labels: Some([("app".to_string(), app.to_string())].into()),
-                    ..Default::default()
-                },
-                containers: vec![],
-                profile_ref: profile.map(|n| ProfileRef { name: n.into() }),
-                profile: None,
-                paused: false,
-            },
-        );
-        pt.metadata.namespace = Some(ns.into());
-        pt
+        crate::fixtures::podtrace_of(ns, name, app, profile)
     }
 
     fn presets(name: &str) -> Option<MonitoringProfileSpec> {

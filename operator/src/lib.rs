@@ -2,22 +2,27 @@
 //! rolls the node agents' results up into every PodTrace's status.
 //!
 //! ```text
-//!  watch.rs ── Pods (projected), Nodes (metadata), Profiles, NodeTraces (spec stripped)
-//!     │                    │
-//!     ▼                    ▼
-//!  index.rs (PodIndex) + desired.rs / status.rs      ◄── pure, unit-tested
-//!     │ dirty nodes                   │ PodTrace refs
+//!  watch.rs ── Pods (projected), Nodes (metadata), Profiles, NodeTraces, PodTraces
+//!     │ events                       │
+//!     ▼                              ▼
+//!  index/ (one pure state) + desired.rs / status.rs  ◄── pure, unit-tested
+//!     │ dirty nodes                   │ PodTraces to roll up
 //!     ▼                               ▼
 //!  nodetrace.rs (writer: SSA NodeTrace/<node>,     podtrace.rs (Controller<PodTrace>:
 //!   only when the spec hash changed; delete)        finalizer, status by SSA, Events)
 //!                 ▲ only while leader.rs holds the Lease
 //! ```
+//!
+//! `cli.rs` wires it (on `podtrace-runtime`'s stop, servers and identity); `fixtures.rs` is the
+//! mocked API server of the reconcile tests.
 
 pub mod cli;
 pub mod context;
 pub mod desired;
 pub mod error;
 pub mod fingerprint;
+#[cfg(test)]
+mod fixtures;
 pub mod index;
 pub mod leader;
 pub mod metrics;
@@ -33,3 +38,7 @@ pub use error::{Error, Result};
 
 /// Field manager of every write of the operator (server-side apply and creates).
 pub const FIELD_MANAGER: &str = "podtrace-operator";
+
+/// Annotation holding [`desired::spec_hash`] of the spec the operator last applied to a
+/// NodeTrace: a restarted or newly elected operator compares with it instead of writing.
+pub const SPEC_HASH_ANNOTATION: &str = "podtrace.dev/spec-hash";

@@ -4,17 +4,18 @@
 //! the applied object has no status, so the agent's status fields are never claimed.
 
 use futures::StreamExt;
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
 use podtrace_api::{NodeTrace, NodeTraceSpec};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::instrument;
 
+use crate::SPEC_HASH_ANNOTATION;
 use crate::context::Context;
-use crate::desired::{SPEC_HASH_ANNOTATION, spec_hash};
+use crate::desired::spec_hash;
+use crate::index::Write;
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// How long the writer waits after a mark for more marks, so that a burst of pod events (a
@@ -31,9 +32,10 @@ const RETRY_DELAY: Duration = Duration::from_secs(2);
 pub async fn run(ctx: Arc<Context>) {
     // A new leader (or a restarted operator) checks every node once; the hashes make this free
     // of writes when nothing changed.
-    let mut all: BTreeSet<Arc<str>> =
-        ctx.index.read().expect("pod index lock").nodes().cloned().collect();
-    all.extend(ctx.nodetraces.state().iter().map(|nt| Arc::from(nt.name_any())));
+    let all: BTreeSet<Arc<str>> = {
+        let index = ctx.index.read();
+        index.pods.nodes().chain(index.nodetraces()).cloned().collect()
+    };
     ctx.dirty.mark(all);
     loop {
         let mut nodes = ctx.dirty.take().await;
@@ -46,7 +48,7 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 /// Brings the NodeTraces of `nodes` to their desired state. Failed nodes are marked again after
-/// [`RETRY_DELAY`]; the first error is returned.
+/// `RETRY_DELAY`; the first error is returned.
 #[instrument(skip_all, fields(nodes = nodes.len()))]
 pub async fn sync_nodes(ctx: &Arc<Context>, nodes: BTreeSet<Arc<str>>) -> Result<()> {
     let _serial = ctx.write_lock.lock().await;
@@ -55,7 +57,7 @@ pub async fn sync_nodes(ctx: &Arc<Context>, nodes: BTreeSet<Arc<str>>) -> Result
     // each at 100 pods) are alive at once instead of every node's.
     let results: Vec<(Arc<str>, Result<()>)> = futures::stream::iter(nodes)
         .map(|node| async move {
-            let spec = ctx.with_traces(|set, index| set.node_trace(index, &node));
+            let spec = ctx.with_traces(|set, index| set.node_trace(&index.pods, &node));
             let result = sync_node(ctx, &node, spec).await;
             (node, result)
         })
@@ -96,50 +98,17 @@ struct ApplyMeta<'a> {
 }
 
 async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) -> Result<()> {
-    let api: Api<NodeTrace> = Api::all(ctx.client.clone());
-    let stored = ctx.nodetraces.get(&ObjectRef::new(node));
-    // What this process wrote last is ahead of the watch: `Some(None)` means "deleted by us".
-    let written = ctx.written.lock().expect("written lock").get(node).cloned();
-    let current: Option<String> = match &written {
-        Some(w) => w.clone(),
-        None => stored.as_ref().and_then(|nt| nt.annotations().get(SPEC_HASH_ANNOTATION).cloned()),
-    };
-    match spec {
-        Some(spec) => {
-            let hash = spec_hash(&spec);
-            if current.as_deref() == Some(hash.as_str()) {
-                return Ok(());
-            }
-            let body = ApplyBody {
-                api_version: "podtrace.dev/v1alpha1",
-                kind: "NodeTrace",
-                metadata: ApplyMeta {
-                    name: node,
-                    labels: ctx.scope.nodetrace_labels(),
-                    annotations: [(SPEC_HASH_ANNOTATION, hash.as_str())].into(),
-                },
-                spec: &spec,
-            };
-            // Serialized straight to bytes (no JSON value tree) and the answer is not decoded:
-            // at 100 pods a NodeTrace is ~100 KiB, and both copies only raised the peak memory.
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            let request =
-                kube::core::Request::new(<NodeTrace as kube::Resource>::url_path(&(), None))
-                    .patch(node, &params, &Patch::Apply(&body))
-                    .map_err(|e| {
-                        Error::kube(format!("applying NodeTrace/{node}"))(
-                            kube::Error::BuildRequest(e),
-                        )
-                    })?;
-            ctx.client
-                .request_text(request)
-                .await
-                .map_err(Error::kube(format!("applying NodeTrace/{node}")))?;
+    let hash = spec.as_ref().map(spec_hash);
+    let write = ctx.index.read().write_for(node, hash.as_deref());
+    match (write, spec, hash) {
+        (Write::Apply, Some(spec), Some(hash)) => {
+            apply(ctx, node, &spec, &hash).await?;
             ctx.metrics.write("apply");
             tracing::info!(node = %node, pods = spec.pods.len(), hash = %hash, "NodeTrace applied");
-            ctx.written.lock().expect("written lock").insert(node.clone(), Some(hash));
+            ctx.index.write().wrote(node.clone(), Some(hash));
         }
-        None if current.is_some() || (stored.is_some() && written.is_none()) => {
+        (Write::Delete, ..) => {
+            let api: Api<NodeTrace> = Api::all(ctx.client.clone());
             match api.delete(node, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -147,9 +116,93 @@ async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) 
             }
             ctx.metrics.write("delete");
             tracing::info!(node = %node, "NodeTrace deleted: no traced pods left or node gone");
-            ctx.written.lock().expect("written lock").insert(node.clone(), None);
+            ctx.index.write().wrote(node.clone(), None);
         }
-        None => {}
+        _ => {}
     }
     Ok(())
+}
+
+/// Server-side-applies the spec of `NodeTrace/<node>` with its hash annotation.
+async fn apply(ctx: &Context, node: &str, spec: &NodeTraceSpec, hash: &str) -> Result<()> {
+    let body = ApplyBody {
+        api_version: "podtrace.dev/v1alpha1",
+        kind: "NodeTrace",
+        metadata: ApplyMeta {
+            name: node,
+            labels: ctx.scope.nodetrace_labels(),
+            annotations: [(SPEC_HASH_ANNOTATION, hash)].into(),
+        },
+        spec,
+    };
+    // Serialized straight to bytes (no JSON value tree) and the answer is not decoded: at 100
+    // pods a NodeTrace is ~100 KiB, and both copies only raised the peak memory.
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let failed = || Error::kube(format!("applying NodeTrace/{node}"));
+    let request = kube::core::Request::new(<NodeTrace as kube::Resource>::url_path(&(), None))
+        .patch(node, &params, &Patch::Apply(&body))
+        .map_err(|e| failed()(kube::Error::BuildRequest(e)))?;
+    ctx.client.request_text(request).await.map_err(failed())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{Fixture, PATIENCE, podtrace, status};
+    use crate::index::Write;
+    use http::Method;
+
+    async fn sync(ctx: &Arc<Context>, node: &str) -> Result<()> {
+        let nodes = [Arc::from(node)].into();
+        tokio::time::timeout(PATIENCE, sync_nodes(ctx, nodes)).await.expect("no stray request")
+    }
+
+    const NODETRACE: &str = "/apis/podtrace.dev/v1alpha1/nodetraces/n1?";
+
+    #[tokio::test]
+    async fn a_changed_spec_is_applied_once_and_its_echo_costs_nothing() {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        fx.store(&podtrace(true, None));
+        let ctx = fx.ctx.clone();
+        let task = tokio::spawn(async move { sync(&ctx, "n1").await });
+        let applied = fx.api.expect(Method::PATCH, NODETRACE, serde_json::json!({})).await;
+        assert!(applied.uri.contains("fieldManager=podtrace-operator"), "{}", applied.uri);
+        assert!(applied.uri.contains("force=true"), "{}", applied.uri);
+        let pod = applied.body["spec"]["pods"][0].as_str().unwrap();
+        assert!(pod.starts_with("ns/a uid=uid-ns-a settings="), "{pod}");
+        assert_eq!(
+            applied.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            FIELD_MANAGER
+        );
+        assert!(applied.body.get("status").is_none(), "the agent's status is never claimed");
+        task.await.unwrap().unwrap();
+        assert_eq!(fx.ctx.metrics.nodetrace_writes.get_or_create(&write("apply")).get(), 1);
+
+        sync(&fx.ctx, "n1").await.unwrap(); // unchanged: no request
+        let echo: NodeTrace = serde_json::from_value(applied.body.clone()).unwrap();
+        let change = fx.ctx.index.write().nodetrace_applied(&echo);
+        assert_eq!(change.recompute, None, "our own write coming back");
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_an_error_with_its_reason_and_is_not_recorded() {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        fx.store(&podtrace(true, None));
+        let ctx = fx.ctx.clone();
+        let task = tokio::spawn(async move { sync(&ctx, "n1").await });
+        fx.api.answer(409, status(409, "Conflict")).await;
+        let err = task.await.unwrap().unwrap_err();
+        assert_eq!(err.metric_label(), "conflict");
+        let labels = crate::metrics::ErrorLabels { controller: "nodetrace", reason: "conflict" };
+        assert_eq!(fx.ctx.metrics.errors.get_or_create(&labels).get(), 1);
+        let hash = spec_hash(&fx.ctx.with_traces(|s, i| s.node_trace(&i.pods, "n1")).unwrap());
+        assert_eq!(fx.ctx.index.read().write_for("n1", Some(&hash)), Write::Apply);
+    }
+
+    fn write(op: &'static str) -> crate::metrics::WriteLabels {
+        crate::metrics::WriteLabels { op }
+    }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tracing::instrument;
 
 use crate::context::Context;
+use crate::desired::reference;
 use crate::status::{self, READY, podtrace_status};
 use crate::{Error, FIELD_MANAGER, Result, nodetrace};
 
@@ -80,19 +81,12 @@ pub fn error_policy(_pt: Arc<PodTrace>, error: &Error, ctx: Arc<Context>) -> Act
 
 async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let status = ctx.with_traces(|set, index| {
-        let nodetraces = ctx.nodetraces.state();
-        podtrace_status(
-            pt,
-            index,
-            set,
-            |node| {
-                nodetraces.iter().find(|nt| nt.name_any() == node).and_then(|nt| nt.status.as_ref())
-            },
-            &now,
-        )
+    let (status, changed) = ctx.with_traces(|set, index| {
+        let status = podtrace_status(pt, &index.pods, set, |node| index.node_status(node), &now);
+        let changed = index.status_changed(pt, &status);
+        (status, changed)
     });
-    if ctx.status_changed(pt, &status) {
+    if changed {
         publish_transitions(pt, pt.status.as_ref(), &status, ctx).await;
         let api: Api<PodTrace> =
             Api::namespaced(ctx.client.clone(), &pt.namespace().unwrap_or_default());
@@ -115,13 +109,12 @@ async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
 }
 
 async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
-    let mut nodes = ctx.nodes_requested_by(pt);
-    nodes.extend(
-        ctx.index
-            .read()
-            .expect("pod index lock")
-            .nodes_of_namespace(&pt.namespace().unwrap_or_default()),
-    );
+    let nodes = {
+        let index = ctx.index.read();
+        let mut nodes = index.nodes_requested_by(&reference(pt));
+        nodes.extend(index.pods.nodes_of_namespace(&pt.namespace().unwrap_or_default()));
+        nodes
+    };
     let count = nodes.len();
     nodetrace::sync_nodes(ctx, nodes).await?;
     publish(
@@ -183,5 +176,107 @@ async fn publish(
     };
     if let Err(e) = ctx.recorder.publish(&event, &pt.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "publishing an Event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{Fixture, PATIENCE, nodetrace, podtrace};
+    use http::Method;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(PATIENCE, f).await.expect("finished without an unexpected request")
+    }
+
+    fn json(pt: &PodTrace) -> serde_json::Value {
+        serde_json::to_value(pt).unwrap()
+    }
+
+    const PODTRACE: &str = "/apis/podtrace.dev/v1alpha1/namespaces/ns/podtraces/t";
+
+    #[tokio::test]
+    async fn a_new_podtrace_gets_the_finalizer_and_nothing_else() {
+        let mut fx = Fixture::new();
+        let pt = podtrace(false, None);
+        let task = tokio::spawn(reconcile(Arc::new(pt), fx.ctx.clone()));
+        let patch = fx.api.expect(Method::PATCH, PODTRACE, json(&podtrace(true, None))).await;
+        let add = json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]});
+        assert_eq!(patch.body[1], add);
+        assert_eq!(within(task).await.unwrap().unwrap(), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_podtrace_gets_its_status_once_with_a_configured_event() {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        let pt = podtrace(true, None);
+        fx.store(&pt);
+        let task = tokio::spawn(reconcile(Arc::new(pt.clone()), fx.ctx.clone()));
+        assert_eq!(fx.api.event().await, ("Configured".into(), "Normal".into()));
+        let applied = fx.api.expect(Method::PATCH, &format!("{PODTRACE}/status?"), json(&pt)).await;
+        assert!(applied.uri.contains("fieldManager=podtrace-operator"), "{}", applied.uri);
+        let status: PodTraceStatus =
+            serde_json::from_value(applied.body["status"].clone()).unwrap();
+        assert_eq!(
+            (status.matched_pods, status.effective_profile.as_deref()),
+            (1, Some("standard"))
+        );
+        let ready = status::find(Some(&status), READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "NodeTracesWritten"));
+        within(task).await.unwrap().unwrap();
+        assert_eq!(fx.ctx.metrics.status_writes.get(), 1);
+
+        // The watch brings the status back (status.nodes as a fingerprint): nothing to write.
+        fx.ctx.index.write().podtrace_status_nodes("pt-uid", &status.nodes);
+        let stored = PodTrace { status: Some(PodTraceStatus { nodes: vec![], ..status }), ..pt };
+        within(reconcile(Arc::new(stored), fx.ctx.clone())).await.unwrap();
+        assert_eq!(fx.ctx.metrics.status_writes.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_profile_is_a_warning_event_and_ready_false() {
+        let mut fx = Fixture::new();
+        let pt = podtrace(true, Some("nope"));
+        fx.store(&pt);
+        let task = tokio::spawn(reconcile(Arc::new(pt.clone()), fx.ctx.clone()));
+        assert_eq!(fx.api.event().await, ("ProfileNotFound".into(), "Warning".into()));
+        let applied = fx.api.expect(Method::PATCH, &format!("{PODTRACE}/status?"), json(&pt)).await;
+        let status: PodTraceStatus =
+            serde_json::from_value(applied.body["status"].clone()).unwrap();
+        let ready = status::find(Some(&status), READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ProfileNotFound"));
+        within(task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_podtrace_leaves_every_nodetrace_then_releases_its_finalizer() {
+        let mut fx = Fixture::new();
+        fx.ctx.index.write().nodetrace_listed(&nodetrace("n1", "h1"));
+        let mut pt = podtrace(true, None);
+        pt.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        fx.store(&pt);
+        let task = tokio::spawn(reconcile(Arc::new(pt.clone()), fx.ctx.clone()));
+        let node = serde_json::to_value(nodetrace("n1", "h1")).unwrap();
+        fx.api.expect(Method::DELETE, "/apis/podtrace.dev/v1alpha1/nodetraces/n1", node).await;
+        assert_eq!(fx.api.event().await, ("TargetsRemoved".into(), "Normal".into()));
+        let released = fx.api.expect(Method::PATCH, PODTRACE, json(&podtrace(false, None))).await;
+        assert_eq!(released.body[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));
+        assert_eq!(within(task).await.unwrap().unwrap(), Action::await_change());
+        let deleted = crate::index::Write::Nothing;
+        assert_eq!(fx.ctx.index.read().write_for("n1", None), deleted, "deleted by us");
+    }
+
+    #[tokio::test]
+    async fn a_failed_reconcile_is_counted_by_reason_and_retried_soon() {
+        let fx = Fixture::new();
+        let err = Error::Profile(podtrace_api::ProfileError::NotFound { name: "x".into() });
+        let action = error_policy(Arc::new(podtrace(true, None)), &err, fx.ctx.clone());
+        assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+        let labels =
+            crate::metrics::ErrorLabels { controller: "podtrace", reason: "profile_not_found" };
+        assert_eq!(fx.ctx.metrics.errors.get_or_create(&labels).get(), 1);
     }
 }

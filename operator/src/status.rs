@@ -2,10 +2,11 @@
 //! the effective profile, the series estimate and the conditions. Pure.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use podtrace_api::effective::profile_hash;
+use podtrace_api::hash::profile_hash;
 use podtrace_api::merge;
-use podtrace_api::nodetrace::{NodeTraceStatus, PodAttachReason, PodAttachState};
+use podtrace_api::nodetrace::NodeTraceStatus;
 use podtrace_api::podtrace::NodeSummary;
+use podtrace_api::status::{PodAttachReason, PodAttachState, condition, find_condition};
 use podtrace_api::{MonitoringProfileSpec, PodTrace, PodTraceStatus};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -172,42 +173,16 @@ fn node_summaries<'a>(
         .collect()
 }
 
-fn condition(
-    old: &[Condition],
-    type_: &str,
-    on: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let status = if on { "True" } else { "False" };
-    let last_transition_time = old
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
-    }
-}
-
 /// The condition of `type_` in `status`.
 pub fn find<'a>(status: Option<&'a PodTraceStatus>, type_: &str) -> Option<&'a Condition> {
-    status?.conditions.iter().find(|c| c.type_ == type_)
+    find_condition(&status?.conditions, type_)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::index::tests::pod;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use podtrace_api::nodetrace::PodAttachStatus;
-    use podtrace_api::podtrace::{PodTraceSpec, ProfileRef};
     use podtrace_api::presets::Preset;
 
     fn now() -> Time {
@@ -215,20 +190,7 @@ mod tests {
     }
 
     fn podtrace(profile: Option<&str>) -> PodTrace {
-        let mut pt = PodTrace::new(
-            "t",
-            PodTraceSpec {
-                selector: LabelSelector {
-                    match_labels: Some([("app".to_string(), "web".to_string())].into()),
-                    ..Default::default()
-                },
-                containers: vec![],
-                profile_ref: profile.map(|n| ProfileRef { name: n.into() }),
-                profile: None,
-                paused: false,
-            },
-        );
-        pt.metadata.namespace = Some("ns".into());
+        let mut pt = crate::fixtures::podtrace_of("ns", "t", "web", profile);
         pt.metadata.generation = Some(3);
         pt
     }

@@ -5,11 +5,12 @@
 //! | Pods (decoded as `WatchedPod`) | projection in the pod index | old and new node; PodTraces of the namespace that select it |
 //! | Nodes (metadata only) | names in the index | that node |
 //! | MonitoringProfiles (managed fields stripped) | store | every node; every PodTrace |
-//! | NodeTraces (pods, settings and managed fields stripped) | store | that node; the PodTraces it lists |
+//! | NodeTraces (ours, by label) | index: requesters, spec hash, agent status | that node (not our own write); the PodTraces it lists when the agent's report changed |
 //! | PodTraces (managed fields stripped) | store | nodes hosting its namespace's pods or listing it; itself |
 //!
-//! All replicas run the watches (a standby is ready to take over with warm caches); only the
-//! leader consumes the marks.
+//! Each watch applies its events to the one index (`index/`), which says what follows. All
+//! replicas run the watches (a standby is ready to take over with warm caches); only the leader
+//! consumes the marks.
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
@@ -17,14 +18,13 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use podtrace_api::{MonitoringProfile, NodeTrace, NodeTraceStatus, PodTrace};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use podtrace_api::{MonitoringProfile, NodeTrace, PodTrace};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::context::{Cache, Context};
-use crate::desired::{SPEC_HASH_ANNOTATION, selects};
-use crate::fingerprint;
-use crate::index::{ProjectedPod, Touched};
+use crate::desired::{reference, selects};
+use crate::index::{NodeTraceChange, ProjectedPod, Touched};
 use crate::watched_pod::WatchedPod;
 
 /// Pages of the initial lists: large pages list 10,000 pods in few round trips.
@@ -48,7 +48,8 @@ pub async fn pods(ctx: Arc<Context>) {
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let touched = {
-            let mut index = ctx.index.write().expect("pod index lock");
+            let mut index = ctx.index.write();
+            let index = &mut index.pods;
             let touched = match event {
                 Ok(watcher::Event::Init) => {
                     index.relist_start();
@@ -94,7 +95,8 @@ pub async fn nodes(ctx: Arc<Context>) {
     let mut listed = Vec::new();
     while let Some(event) = stream.next().await {
         let changed: Vec<Arc<str>> = {
-            let mut index = ctx.index.write().expect("pod index lock");
+            let mut index = ctx.index.write();
+            let index = &mut index.pods;
             match event {
                 Ok(watcher::Event::Init) => {
                     listed.clear();
@@ -134,145 +136,122 @@ pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
             .modify(|p| p.managed_fields_mut().clear())
             .reflect(writer);
     for_each_change(stream, Cache::Profiles, &ctx, |ctx, _| {
-        let nodes: Vec<Arc<str>> =
-            ctx.index.read().expect("pod index lock").nodes().cloned().collect();
+        let nodes: Vec<Arc<str>> = ctx.index.read().pods.nodes().cloned().collect();
         ctx.dirty.mark(nodes);
         ctx.trigger_namespace(None);
     })
     .await;
 }
 
-/// NodeTraces (ours, by label) → their store, without the pod lists (the agent's status is kept
-/// for the roll-up; the spec's content is summarized by the hash annotation).
-pub async fn nodetraces(ctx: Arc<Context>, writer: Writer<NodeTrace>) {
+/// NodeTraces (ours, by label) → the index, which keeps their requesters, spec hash and agent
+/// status but never their spec.
+pub async fn nodetraces(ctx: Arc<Context>) {
     let config = watcher::Config::default().labels(&ctx.scope.nodetrace_selector());
-    let stream = watcher(Api::<NodeTrace>::all(ctx.client.clone()), config)
-        .default_backoff()
-        .modify({
-            let ctx = ctx.clone();
-            move |nt| {
-                // requested_by() is already a set: one fingerprint per PodTrace.
-                let refs = nt.spec.requested_by().into_iter().map(fingerprint::of).collect();
-                ctx.requested_by
-                    .lock()
-                    .expect("requested_by lock")
-                    .insert(nt.name_any().into(), refs);
-                nt.spec = Default::default();
-                nt.managed_fields_mut().clear();
+    let stream = watcher(Api::<NodeTrace>::all(ctx.client.clone()), config).default_backoff();
+    futures::pin_mut!(stream);
+    let mut relisted = false;
+    while let Some(event) = stream.next().await {
+        let change = {
+            let mut index = ctx.index.write();
+            match event {
+                Ok(watcher::Event::Init) => {
+                    index.nodetraces_relist_start();
+                    continue;
+                }
+                Ok(watcher::Event::InitApply(nt)) => {
+                    index.nodetrace_listed(&nt);
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    index.nodetraces_relist_done();
+                    None
+                }
+                Ok(watcher::Event::Apply(nt)) => Some(index.nodetrace_applied(&nt)),
+                Ok(watcher::Event::Delete(nt)) => Some(index.nodetrace_deleted(&nt.name_any())),
+                Err(e) => {
+                    tracing::warn!(error = %e, cache = ?Cache::NodeTraces, "watch failed; retrying");
+                    continue;
+                }
             }
-        })
-        .reflect(writer);
-    // A fingerprint of what the agent last reported per node, without its heartbeat: the roll-up
-    // only needs a PodTrace reconcile when that changes (a copy would hold every pod's result
-    // twice, since the store keeps the status too).
-    let reported: Mutex<HashMap<String, u64>> = Mutex::default();
-    let report_of = |status: &Option<NodeTraceStatus>| {
-        fingerprint::of(&status.as_ref().map(|s| NodeTraceStatus { heartbeat: None, ..s.clone() }))
-    };
-    // Whether the agent's report changed (then the PodTraces of the node need a roll-up).
-    let changed_status = |nt: &NodeTrace, deleted: bool| {
-        let mut reported = reported.lock().expect("reported lock");
-        if deleted {
-            reported.remove(&nt.name_any()).is_some()
-        } else {
-            let status = report_of(&nt.status);
-            reported.insert(nt.name_any(), status) != Some(status)
-        }
-    };
-    for_each_change(stream, Cache::NodeTraces, &ctx, |ctx, event| {
-        let (nt, deleted) = match event {
-            watcher::Event::Apply(nt) => (nt, false),
-            watcher::Event::Delete(nt) => (nt, true),
-            watcher::Event::InitApply(nt) => {
-                reported
-                    .lock()
-                    .expect("reported lock")
-                    .insert(nt.name_any(), report_of(&nt.status));
-                return;
-            }
-            _ => return,
         };
-        let name: Arc<str> = nt.name_any().into();
-        let hash = nt.annotations().get(SPEC_HASH_ANNOTATION);
-        let triggered = if changed_status(nt, deleted) { ctx.podtraces_on(&name) } else { vec![] };
-        if deleted {
-            ctx.requested_by.lock().expect("requested_by lock").remove(&name);
-        }
-        {
-            let mut written = ctx.written.lock().expect("written lock");
-            if deleted {
-                written.remove(&name);
+        match change {
+            Some(NodeTraceChange { recompute, roll_up }) => {
+                ctx.dirty.mark(recompute);
+                ctx.trigger_requesters(&roll_up);
             }
-            // Our own write coming back needs no recomputation; anything else (a deletion, an
-            // edit by someone else, a NodeTrace we have no record of) does.
-            if deleted || written.get(&name) != Some(&hash.cloned()) {
-                drop(written);
-                ctx.dirty.mark([name.clone()]);
-            }
+            None => listed(&ctx, Cache::NodeTraces, &mut relisted),
         }
-        for pt in triggered {
-            ctx.trigger(&pt);
-        }
-    })
-    .await;
+    }
 }
 
-/// PodTraces → their store (the controller reads it). A change may add or remove pods on the
-/// nodes hosting the namespace's pods and on the nodes that list the PodTrace.
+/// PodTraces → their store (the controller reads it) and their bookkeeping in the index. A
+/// change may add or remove pods on the nodes hosting the namespace's pods and on the nodes
+/// that list the PodTrace.
 pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
     let stream = watcher(api::<PodTrace>(&ctx, true), watcher::Config::default())
         .default_backoff()
         // Managed fields are never read, and the status entry's grows with every node listed in
-        // status.nodes (about 150 bytes per node, per PodTrace), as does the list itself.
+        // status.nodes (about 150 bytes per node, per PodTrace), as does the list itself: the
+        // index keeps a fingerprint of the list.
         .modify({
             let ctx = ctx.clone();
             move |pt| {
                 pt.managed_fields_mut().clear();
-                // The node list is kept as a fingerprint only (Context::status_changed).
                 if let Some(status) = pt.status.as_mut() {
                     let nodes = std::mem::take(&mut status.nodes);
-                    ctx.status_nodes
-                        .lock()
-                        .expect("status nodes lock")
-                        .insert(pt.uid().unwrap_or_default(), fingerprint::of(&nodes));
+                    let uid = pt.metadata.uid.as_deref().unwrap_or_default();
+                    ctx.index.write().podtrace_status_nodes(uid, &nodes);
                 }
             }
         })
         .reflect(writer);
-    // The generation seen per PodTrace: status writes and finalizer updates do not change what
-    // it selects, so they do not cost a NodeTrace recomputation (a deletion bumps generation).
-    let seen: Mutex<HashMap<String, Option<i64>>> = Mutex::default();
     for_each_change(stream, Cache::PodTraces, &ctx, |ctx, event| {
         let (pt, deleted) = match event {
             watcher::Event::Apply(pt) => (pt, false),
             watcher::Event::Delete(pt) => (pt, true),
             watcher::Event::InitApply(pt) => {
-                let key = pt.uid().unwrap_or_default();
-                seen.lock().expect("seen lock").insert(key, pt.metadata.generation);
+                let uid = pt.uid().unwrap_or_default();
+                ctx.index.write().podtrace_listed(&uid, pt.metadata.generation);
                 return;
             }
             _ => return,
         };
-        let key = pt.uid().unwrap_or_default();
-        let changed = {
-            let mut seen = seen.lock().expect("seen lock");
-            if deleted {
-                seen.remove(&key);
-                ctx.status_nodes.lock().expect("status nodes lock").remove(&key);
+        let uid = pt.uid().unwrap_or_default();
+        let nodes = {
+            let mut index = ctx.index.write();
+            let changed = if deleted {
+                index.podtrace_deleted(&uid);
                 true
             } else {
-                seen.insert(key, pt.metadata.generation) != Some(pt.metadata.generation)
-            }
+                index.podtrace_applied(&uid, pt.metadata.generation)
+            };
+            changed.then(|| {
+                let mut nodes = index.nodes_requested_by(&reference(pt));
+                nodes.extend(index.pods.nodes_of_namespace(&pt.namespace().unwrap_or_default()));
+                nodes
+            })
         };
-        if changed {
-            let mut nodes = ctx.nodes_requested_by(pt);
-            let ns = pt.namespace().unwrap_or_default();
-            nodes.extend(ctx.index.read().expect("pod index lock").nodes_of_namespace(&ns));
-            ctx.dirty.mark(nodes);
-        }
+        ctx.dirty.mark(nodes.into_iter().flatten());
         ctx.trigger(pt);
     })
     .await;
+}
+
+/// After a watch listed (again): marks `cache` synced; after a relist, rechecks every node and
+/// PodTrace, since objects may have changed or gone while the watch was down.
+fn listed(ctx: &Context, cache: Cache, relisted: &mut bool) {
+    ctx.synced.done(cache);
+    if *relisted {
+        let nodes: Vec<Arc<str>> = ctx.index.read().pods.nodes().cloned().collect();
+        ctx.dirty.mark(nodes);
+        ctx.trigger_namespace(None);
+        if let Cache::PodTraces = cache {
+            let uids: HashSet<String> =
+                ctx.podtraces.state().iter().filter_map(|p| p.uid()).collect();
+            ctx.index.write().podtraces_retain(&uids);
+        }
+    }
+    *relisted = true;
 }
 
 /// Drives a reflected watch, marks `cache` synced at each completed list, and calls `on_change`
@@ -289,17 +268,7 @@ async fn for_each_change<K, S>(
     let mut relisted = false;
     while let Some(event) = stream.next().await {
         match event {
-            Ok(watcher::Event::InitDone) => {
-                ctx.synced.done(cache);
-                if relisted {
-                    // Objects may have changed or gone while the watch was down: recheck all.
-                    let nodes: Vec<Arc<str>> =
-                        ctx.index.read().expect("pod index lock").nodes().cloned().collect();
-                    ctx.dirty.mark(nodes);
-                    ctx.trigger_namespace(None);
-                }
-                relisted = true;
-            }
+            Ok(watcher::Event::InitDone) => listed(ctx, cache, &mut relisted),
             Ok(event) => on_change(ctx, &event),
             Err(e) => tracing::warn!(error = %e, cache = ?cache, "watch failed; retrying"),
         }

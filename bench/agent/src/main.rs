@@ -13,7 +13,9 @@
 use podtrace_agent::{
     cgroup::CgroupLayout,
     engine::Engine,
-    metrics::{Labels, Sample, Sources, Store, TargetKey, agent::AgentMetrics, catalog},
+    metrics::{
+        Labels, Sample, Sources, Store, TargetKey, agent::AgentMetrics, catalog, sources::Source,
+    },
     targets::Target,
 };
 use podtrace_api::MonitoringProfileSpec;
@@ -46,7 +48,7 @@ fn fill(store: &Store, series: usize) -> Vec<Flat> {
                 ("container", key.container.clone()),
             ]
         };
-        let mut all: Vec<(&str, Sample, Flat)> = Vec::new();
+        let mut all: Vec<(Source, Sample, Flat)> = Vec::new();
         for family in [
             catalog::RESOURCE_LIMIT,
             catalog::RESOURCE_USAGE,
@@ -60,7 +62,7 @@ fn fill(store: &Store, series: usize) -> Vec<Flat> {
                 let mut labels = vec![("resource_type", r.to_owned())];
                 labels.extend(base());
                 all.push((
-                    catalog::RESOURCE,
+                    Source::Resource,
                     Sample::new(family, l, v),
                     (catalog::FAMILIES[family].name.to_owned(), labels, v),
                 ));
@@ -77,14 +79,14 @@ fn fill(store: &Store, series: usize) -> Vec<Flat> {
                     ("process_name", "server".to_owned()),
                 ]);
                 all.push((
-                    catalog::PROCESS,
+                    Source::Process,
                     Sample::new(family, l, v),
                     (catalog::FAMILIES[family].name.to_owned(), labels, v),
                 ));
             }
         }
         all.truncate(series - flat.len());
-        for source in [catalog::RESOURCE, catalog::PROCESS] {
+        for source in [Source::Resource, Source::Process] {
             let samples = all.iter().filter(|a| a.0 == source).map(|a| a.1.clone()).collect();
             store.replace(source, &key, samples, None);
         }
@@ -174,14 +176,8 @@ impl Cgroups {
             for d in &dirs {
                 std::fs::create_dir_all(d).unwrap();
             }
-            let enter = dirs
-                .iter()
-                .map(|d| format!("echo $$ > {}/cgroup.procs", d.display()))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let child = Command::new("sh")
-                .arg("-c")
-                .arg(format!("{enter}; exec sleep 3600"))
+            let child = podtrace_test_support::command_in_cgroups(&dirs, "sleep")
+                .arg("3600")
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap();
@@ -223,13 +219,11 @@ fn collector_us_per_cgroup(layout: &CgroupLayout) -> f64 {
     let store = Arc::new(Store::default());
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = AgentMetrics::register(&mut registry);
-    let sources = Arc::new(Sources::agent());
-    sources
-        .apply(&podtrace_agent::metrics::sources::SourcesUpdate {
-            sources: vec![("kernel".into(), false)],
-            ..Default::default()
-        })
-        .unwrap();
+    let sources = Arc::new(Sources::default());
+    sources.apply(&podtrace_agent::metrics::sources::SourcesUpdate {
+        sources: vec![(Source::Kernel, false)],
+        ..Default::default()
+    });
     let mut engine =
         Engine::new("/proc".into(), store.clone(), sources, metrics, Duration::from_secs(3600));
     let targets = groups
@@ -345,11 +339,7 @@ fn main() {
             ours / peer
         );
     }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root {
+    if !podtrace_test_support::is_root() {
         println!("\ncollector and RSS benchmarks skipped: they need root (real cgroups)");
         return;
     }

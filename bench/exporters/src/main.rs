@@ -8,9 +8,9 @@
 //! encodings each, so that frequency changes and other processes on the machine hit every
 //! encoder alike.
 
-use podtrace_agent::exporters::{
-    AggregatedMetrics, ExporterArgs, Item, KernelSample, ProcessMetrics, PushBatch, TargetSample,
-    influx, mqtt, nats,
+use podtrace_agent::exporters::{ExporterArgs, Item, influx, mqtt, nats};
+use podtrace_agent::sample::{
+    AggregatedMetrics, KernelSample, ProcessMetrics, PushBatch, TargetSample,
 };
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -35,7 +35,7 @@ fn main() {
     let batch = batch(targets);
     let items: Vec<Item> = (batch.targets.iter())
         .map(|t| Item::Target(Arc::new(t.clone())))
-        .chain([Item::Kernel(Arc::new(batch.kernel.clone()))])
+        .chain([Item::Kernel(Arc::new(batch.kernel))])
         .collect();
     let registry = registry(&batch);
 
@@ -154,7 +154,7 @@ fn batch(n: usize) -> PushBatch {
                 aggregated: AggregatedMetrics {
                     avg_cpu_usage: 38.2 + i as f64 / 3.0,
                     max_cpu_usage: 65.0,
-                    avg_memory_usage: 62_914_560 + v,
+                    avg_memory_usage: (62_914_560 + v) as f64,
                     max_memory_usage: 71_303_168 + v,
                     total_disk_read: 2_097_152 + v,
                     total_disk_write: 1_048_576 + v,
@@ -199,7 +199,9 @@ fn registry(batch: &PushBatch) -> Registry {
         ("podtrace_uptime_seconds", Int::default(), |t| t.metrics.uptime_seconds),
         ("podtrace_thread_count", Int::default(), |t| t.metrics.thread_count),
         ("podtrace_file_descriptor_count", Int::default(), |t| t.metrics.file_descriptor_count),
-        ("podtrace_avg_memory_usage_bytes", Int::default(), |t| t.aggregated.avg_memory_usage),
+        ("podtrace_avg_memory_usage_bytes", Int::default(), |t| {
+            t.aggregated.avg_memory_usage.round() as u64
+        }),
         ("podtrace_max_memory_usage_bytes", Int::default(), |t| t.aggregated.max_memory_usage),
         ("podtrace_total_disk_read_bytes", Int::default(), |t| t.aggregated.total_disk_read),
         ("podtrace_total_disk_write_bytes", Int::default(), |t| t.aggregated.total_disk_write),

@@ -4,8 +4,9 @@ use kube::{
 };
 use podtrace_api::{
     NodeTrace, NodeTraceSpec,
-    nodetrace::{PodAttachReason, PodAttachState, PodSettings, TracedContainer, TracedPod},
+    nodetrace::{PodSettings, TracedContainer, TracedPod},
     profile::MonitoringProfileSpec,
+    status::{PodAttachReason, PodAttachState},
 };
 use podtrace_e2e::{free_port, with_crds};
 use std::{
@@ -14,13 +15,6 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
 
 /// The cgroup hierarchies mounted here (v2 and every v1 controller), from mountinfo.
 fn hierarchies() -> Vec<PathBuf> {
@@ -60,13 +54,8 @@ impl KubeletCgroup {
         for d in &dirs {
             std::fs::create_dir_all(d).unwrap();
         }
-        let enter = dirs
-            .iter()
-            .map(|d| format!("echo $$ > {}/cgroup.procs", d.display()))
-            .collect::<Vec<_>>()
-            .join("; ");
         let child =
-            Command::new("sh").arg("-c").arg(format!("{enter}; exec sleep 600")).spawn().unwrap();
+            podtrace_test_support::command_in_cgroups(&dirs, "sleep").arg("600").spawn().unwrap();
         let probe = dirs[0].join("cgroup.procs");
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::fs::read_to_string(&probe).unwrap_or_default().trim().is_empty() {
@@ -156,8 +145,10 @@ async fn wait_status(
 
 #[tokio::test]
 async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_status() {
-    if !is_root() {
-        eprintln!("skipped: needs root (real cgroups)");
+    if !podtrace_test_support::require_root(
+        "a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_status",
+        "real cgroups",
+    ) {
         return;
     }
     let cp = with_crds();

@@ -22,7 +22,7 @@ const WORKLOAD_NAMESPACE: &str = "shop";
 /// upgraded and uninstalled.
 #[test]
 fn a_helm_release_traces_real_pods_end_to_end() {
-    let Some((_turn, node)) = node() else { return };
+    let Some((_turn, node)) = node("a_helm_release_traces_real_pods_end_to_end") else { return };
     let chart = repo_root().join("charts/podtrace");
     let started = Instant::now();
     let _installed = Installed { node, how: How::Helm };

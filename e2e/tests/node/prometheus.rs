@@ -277,7 +277,11 @@ fn check_targets_up(stack: &MonitoringStack) {
 
 #[test]
 fn prometheus_operator_scrapes_podtrace_answers_the_reference_promql_and_fires_the_alerts() {
-    let Some((_turn, node)) = node() else { return };
+    let Some((_turn, node)) = node(
+        "prometheus_operator_scrapes_podtrace_answers_the_reference_promql_and_fires_the_alerts",
+    ) else {
+        return;
+    };
     let stack = MonitoringStack::start(node);
     let _installed = Installed { node, how: How::Helm };
     // A NATS broker that does not exist: the exporter series exist, disconnected.
@@ -428,7 +432,10 @@ fn check_alert_expressions_use_exported_series(node: &Node, stack: &MonitoringSt
 /// and a token without the RBAC verb is refused.
 #[test]
 fn prometheus_scrapes_through_metrics_tls_and_metrics_auth() {
-    let Some((_turn, node)) = node() else { return };
+    let Some((_turn, node)) = node("prometheus_scrapes_through_metrics_tls_and_metrics_auth")
+    else {
+        return;
+    };
     let stack = MonitoringStack::start(node);
     let _installed = Installed { node, how: How::Helm };
     install(node, &[]);

@@ -32,7 +32,11 @@ spec:
 
 #[test]
 fn the_manifests_run_with_their_own_rbac_and_a_missing_rule_is_reported() {
-    let Some((_turn, node)) = node() else { return };
+    let Some((_turn, node)) =
+        node("the_manifests_run_with_their_own_rbac_and_a_missing_rule_is_reported")
+    else {
+        return;
+    };
     let manifests = repo_root().join("manifests/podtrace.yaml");
     let _installed = Installed { node, how: How::Manifests };
     node.kubectl_ok(&["apply", "--server-side", "-f", manifests.to_str().unwrap()]).unwrap();

@@ -320,11 +320,7 @@ impl Operator {
     /// Like [`metric`](Self::metric), failing while the process is not listening yet.
     pub async fn try_metric(&self, name: &str) -> Result<f64> {
         let (_, body) = self.get("/metrics").await?;
-        Ok(body
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(podtrace_test_support::metric_sum(&body, name))
     }
 
     /// NodeTrace writes (applies and deletes) of this process.

@@ -77,12 +77,7 @@ impl TestCgroup {
 
     /// Starts `program args…` inside the cgroup (every hierarchy).
     fn spawn(&mut self, program: &str, args: &[&str]) {
-        let enter: String =
-            self.dirs.iter().map(|d| format!("echo $$ > {}/cgroup.procs; ", d.display())).collect();
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{enter}exec \"$0\" \"$@\""))
-            .arg(program)
+        let child = podtrace_test_support::command_in_cgroups(&self.dirs, program)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -130,13 +125,6 @@ impl Drop for Process {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 #[test]
 fn reference_examples_match_the_reference_document() {
@@ -157,8 +145,10 @@ fn reference_examples_match_the_reference_document() {
 
 #[test]
 fn prometheus_gets_data_for_every_reference_example_and_dashboard_panel() {
-    if !is_root() {
-        println!("SKIPPED: needs root for cgroups and eBPF");
+    if !podtrace_test_support::require_root(
+        "prometheus_gets_data_for_every_reference_example_and_dashboard_panel",
+        "cgroups and eBPF",
+    ) {
         return;
     }
     let name = format!("podtrace-e2e-scrape-{}", std::process::id());

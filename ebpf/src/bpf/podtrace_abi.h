@@ -11,8 +11,8 @@
 
 #include <linux/types.h>
 
-/* Probe families, in the order of podtrace_api::profile::Probe::ALL. A target's `probes`
- * field is a bit mask of (1 << PT_PROBE_*). */
+/* Probes, by bit: podtrace_ebpf::Probe::bit (src/probe.rs; a test compares the two). A target's
+ * `probes` field is a bit mask of (1 << PT_PROBE_*), and a key's `probe` field is one of them. */
 #define PT_PROBE_TCP_RTT 0
 #define PT_PROBE_TCP_CONNECT 1
 #define PT_PROBE_DNS 2
@@ -74,10 +74,8 @@ static inline __u32 pt_bucket(__u64 ns)
 /* Value of `tracked` (key: cgroup v2 id). Written by user space; `comms` is incremented by the
  * kernel each time a new process name of this cgroup gets its own series. */
 struct pt_target {
-	__u32 index;  /* the agent's target index, opaque to the kernel */
 	__u32 probes; /* bit mask of PT_PROBE_* enabled for this cgroup */
 	__u32 comms;  /* process names handed out so far */
-	__u32 _pad;
 };
 
 /* Key of `hists` and `counters`. comm is all zero for "other". */

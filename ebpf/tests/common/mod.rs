@@ -9,20 +9,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// True when the tests can touch the kernel; prints why not otherwise.
+/// True when the tests can touch the kernel; prints SKIPPED (fails under CI) otherwise.
 pub fn root_or_skip(test: &str) -> bool {
-    // The effective uid from /proc (no unsafe libc call needed).
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("1");
-    if euid != "0" {
-        eprintln!("SKIPPED {test}: needs root (loads eBPF programs and creates cgroups)");
-        return false;
-    }
-    true
+    podtrace_test_support::require_root(test, "loads eBPF programs and creates cgroups")
 }
 
 /// A fresh child of the cgroup v2 root, removed on drop.

@@ -12,7 +12,17 @@
 //! Within an `M` command the `*` item applies first, then tags, then sources, whatever their
 //! order in the line.
 
-use crate::metrics::sources::SourcesUpdate;
+/// The switches of an `M` command, by name as the line spells them (the channel checks the
+/// names against the agent's sources).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// `*:enable` / `*:disable`.
+    pub all: Option<bool>,
+    /// `tag:NAME:enable|disable`.
+    pub tags: Vec<(String, bool)>,
+    /// `NAME:enable|disable`.
+    pub sources: Vec<(String, bool)>,
+}
 
 /// A log level of the protocol (the reference's names plus tracing's `trace` and `off`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +91,7 @@ pub enum Command {
     /// `l…`.
     GetLog(Query),
     /// `M…`.
-    SetMetrics(SourcesUpdate),
+    SetMetrics(Switches),
     /// `m…`.
     GetMetrics(Query),
 }
@@ -177,7 +187,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             if rest.is_empty() {
                 return Err(ParseError::NoItems('M', "M*:enable"));
             }
-            let mut update = SourcesUpdate::default();
+            let mut update = Switches::default();
             for item in items(rest) {
                 let bad = || ParseError::BadMetricsItem(item.to_owned());
                 let (name, state) = item.rsplit_once(':').ok_or_else(bad)?;
@@ -228,7 +238,7 @@ mod tests {
         );
         assert_eq!(
             parse("M*:disable,memory:enable,net-solo5:enable"),
-            Ok(Command::SetMetrics(SourcesUpdate {
+            Ok(Command::SetMetrics(Switches {
                 all: Some(false),
                 tags: vec![],
                 sources: vec![("memory".into(), true), ("net-solo5".into(), true)]
@@ -236,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             parse("Mtag:http:enable"),
-            Ok(Command::SetMetrics(SourcesUpdate {
+            Ok(Command::SetMetrics(Switches {
                 tags: vec![("http".into(), true)],
                 ..Default::default()
             }))

@@ -9,18 +9,18 @@
 
 pub mod command;
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
 };
 
-use crate::metrics::{Sources, Store};
+use crate::metrics::{
+    Sources, Store,
+    sources::{Source, SourcesUpdate, UnknownSource},
+};
 use command::{Command, Query};
+use parking_lot::Mutex;
 
 /// Longest accepted line.
 const MAX_LINE: u64 = 4096;
@@ -113,7 +113,7 @@ impl AdminChannel {
     fn run(&self, cmd: Command) -> Result<String, String> {
         match cmd {
             Command::SetLog { default, targets } => {
-                let mut log = self.log.lock().expect("log lock poisoned");
+                let mut log = self.log.lock();
                 let mut next = log.clone();
                 if let Some(d) = default {
                     next.default = d.name().into();
@@ -129,7 +129,7 @@ impl AdminChannel {
                 Ok("ok".into())
             }
             Command::GetLog(q) => {
-                let log = self.log.lock().expect("log lock poisoned");
+                let log = self.log.lock();
                 let mut parts = Vec::new();
                 match q {
                     Query::Changed | Query::All => {
@@ -151,11 +151,18 @@ impl AdminChannel {
                 }
                 Ok(parts.join(","))
             }
-            Command::SetMetrics(update) => {
-                self.sources.apply(&update).map_err(|e| e.to_string())?;
-                for (name, (_, on)) in self.sources.state().sources {
+            Command::SetMetrics(switches) => {
+                let sources = switches
+                    .sources
+                    .iter()
+                    .map(|(name, on)| Ok((name.parse::<Source>()?, *on)))
+                    .collect::<Result<_, UnknownSource>>()
+                    .map_err(|e| e.to_string())?;
+                let update = SourcesUpdate { all: switches.all, tags: switches.tags, sources };
+                self.sources.apply(&update);
+                for (source, on) in self.sources.state().sources {
                     if !on {
-                        self.store.clear_source(&name);
+                        self.store.clear_source(source);
                     }
                 }
                 Ok("ok".into())
@@ -170,7 +177,7 @@ impl AdminChannel {
                         if matches!(q, Query::All) {
                             parts.extend(s.enabled_tags.iter().map(|t| format!("tag:{t}:enable")));
                         }
-                        for (n, (_, on)) in &s.sources {
+                        for (n, on) in &s.sources {
                             if matches!(q, Query::All) || *on != s.default {
                                 parts.push(format!("{n}:{}", word(*on)));
                             }
@@ -178,9 +185,8 @@ impl AdminChannel {
                     }
                     Query::Named(names) => {
                         for n in names {
-                            let (_, on) =
-                                s.sources.get(&n).ok_or(format!("unknown metrics source {n:?}"))?;
-                            parts.push(format!("{n}:{}", word(*on)));
+                            let source = n.parse::<Source>().map_err(|e| e.to_string())?;
+                            parts.push(format!("{n}:{}", word(s.sources[&source])));
                         }
                     }
                 }
@@ -261,7 +267,7 @@ pub struct RecordingLog(pub Mutex<Vec<String>>);
 impl LogControl for RecordingLog {
     fn set(&self, filter: &str) -> Result<(), String> {
         podtrace_runtime::logging::parse_filter(filter).map_err(|e| e.to_string())?;
-        self.0.lock().expect("lock").push(filter.to_owned());
+        self.0.lock().push(filter.to_owned());
         Ok(())
     }
 }
@@ -279,7 +285,7 @@ mod tests {
     fn channel(token: Option<&str>) -> (Arc<AdminChannel>, Arc<RecordingLog>) {
         let log = Arc::new(RecordingLog::default());
         let ch = AdminChannel::new(
-            Arc::new(Sources::agent()),
+            Arc::new(Sources::default()),
             Arc::new(Store::default()),
             "info,h2=warn",
             Box::new(log.clone()),
@@ -293,7 +299,7 @@ mod tests {
         let (ch, log) = channel(None);
         assert_eq!(ch.execute("l"), "*:info,h2:warn");
         assert_eq!(ch.execute("Lpodtrace_agent:debug"), "ok");
-        assert_eq!(log.0.lock().unwrap().last().unwrap(), "info,h2=warn,podtrace_agent=debug");
+        assert_eq!(log.0.lock().last().unwrap(), "info,h2=warn,podtrace_agent=debug");
         assert_eq!(ch.execute("lpodtrace_agent,kube"), "podtrace_agent:debug,kube:info");
         assert_eq!(ch.execute("L*:warning"), "ok");
         assert_eq!(ch.execute("l*"), "*:warn");

@@ -8,26 +8,16 @@
 //!   With `hostNetwork: true`, as the DaemonSet runs, that is the node's network namespace; pods
 //!   in their own namespaces are not counted.
 
-use serde::Serialize;
+use std::time::SystemTime;
 
 use crate::{
     metrics::{Labels, Sample, catalog::*},
     procfs,
+    sample::KernelSample,
 };
 
-/// One reading of the node's kernel statistics (also pushed by the exporters).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct KernelReading {
-    /// Context switches since boot.
-    pub context_switches: u64,
-    /// Entropy available in bits.
-    pub entropy_available_bits: u64,
-    /// Sockets in the network namespace.
-    pub network_connections: u64,
-}
-
-/// Reads the node's kernel statistics from `proc` (normally `/proc`).
-pub fn read(proc: &std::path::Path) -> crate::Result<KernelReading> {
+/// Reads the node's kernel statistics from `proc` (normally `/proc`), stamped `at`.
+pub fn read(proc: &std::path::Path, at: SystemTime) -> crate::Result<KernelSample> {
     let stat_path = proc.join("stat");
     let context_switches = procfs::parse_context_switches(&procfs::read(&stat_path)?)
         .ok_or(crate::Error::Parse { path: stat_path, expected: "a ctxt line" })?;
@@ -41,15 +31,20 @@ pub fn read(proc: &std::path::Path) -> crate::Result<KernelReading> {
             network_connections += procfs::count_socket_lines(&text);
         }
     }
-    Ok(KernelReading { context_switches, entropy_available_bits, network_connections })
+    Ok(KernelSample {
+        context_switches_total: context_switches,
+        entropy_available_bits,
+        network_connections_total: network_connections,
+        timestamp: at,
+    })
 }
 
 /// The samples of a reading.
-pub fn samples(r: &KernelReading) -> Vec<Sample> {
+pub fn samples(r: &KernelSample) -> Vec<Sample> {
     vec![
-        Sample::new(NODE_CONTEXT_SWITCHES, Labels::default(), r.context_switches as f64),
+        Sample::new(NODE_CONTEXT_SWITCHES, Labels::default(), r.context_switches_total as f64),
         Sample::new(NODE_ENTROPY, Labels::default(), r.entropy_available_bits as f64),
-        Sample::new(NODE_CONNECTIONS, Labels::default(), r.network_connections as f64),
+        Sample::new(NODE_CONNECTIONS, Labels::default(), r.network_connections_total as f64),
     ]
 }
 
@@ -59,11 +54,11 @@ mod tests {
 
     #[test]
     fn reads_this_nodes_proc_and_counts_sockets_like_ss() {
-        let r = read(std::path::Path::new("/proc")).unwrap();
-        assert!(r.context_switches > 0);
+        let r = read(std::path::Path::new("/proc"), SystemTime::now()).unwrap();
+        assert!(r.context_switches_total > 0);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let after = read(std::path::Path::new("/proc")).unwrap();
-        assert!(after.network_connections >= 1);
+        let after = read(std::path::Path::new("/proc"), SystemTime::now()).unwrap();
+        assert!(after.network_connections_total >= 1);
         drop(listener);
         assert_eq!(samples(&after).len(), 3);
     }
@@ -73,7 +68,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("podtrace-kproc-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sys/kernel/random")).unwrap();
         std::fs::write(dir.join("stat"), "cpu 1 2 3\n").unwrap();
-        let err = read(&dir).unwrap_err();
+        let err = read(&dir, SystemTime::now()).unwrap_err();
         assert_eq!(err.reason(), "parse");
         std::fs::remove_dir_all(dir).unwrap();
     }

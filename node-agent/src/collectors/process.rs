@@ -7,7 +7,6 @@
 //! but `lo`): for a pod, the pod's traffic, the same for each of its processes.
 
 use podtrace_api::MonitoringProfileSpec;
-use serde::Serialize;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     path::Path,
@@ -15,51 +14,10 @@ use std::{
 };
 
 use crate::{
-    exporters::ProcessMetrics,
     metrics::{Labels, Sample, catalog::*},
     procfs::{self, KeptFile, USER_HZ},
+    sample::{AggregatedMetrics, ProcessMetrics, record},
 };
-
-/// Aggregates over a process's history (the reference's `aggregated` object). The totals are the
-/// growth of the cumulative counters over the window (last minus first sample).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Aggregates {
-    /// Average CPU percent.
-    pub avg_cpu_usage: f64,
-    /// Maximum CPU percent.
-    pub max_cpu_usage: f64,
-    /// Average resident memory in bytes.
-    pub avg_memory_usage: f64,
-    /// Maximum resident memory in bytes.
-    pub max_memory_usage: u64,
-    /// Bytes read during the window.
-    pub total_disk_read: u64,
-    /// Bytes written during the window.
-    pub total_disk_write: u64,
-    /// Bytes received during the window.
-    pub total_network_rx: u64,
-    /// Bytes transmitted during the window.
-    pub total_network_tx: u64,
-    /// Samples in the window.
-    pub sample_count: u64,
-}
-
-/// The aggregates of a history; `None` when it is empty.
-pub fn aggregate(history: &VecDeque<ProcessMetrics>) -> Option<Aggregates> {
-    let (first, last) = (history.front()?, history.back()?);
-    let n = history.len() as f64;
-    Some(Aggregates {
-        avg_cpu_usage: history.iter().map(|s| s.cpu_usage_percent).sum::<f64>() / n,
-        max_cpu_usage: history.iter().map(|s| s.cpu_usage_percent).fold(0.0, f64::max),
-        avg_memory_usage: history.iter().map(|s| s.memory_usage_bytes as f64).sum::<f64>() / n,
-        max_memory_usage: history.iter().map(|s| s.memory_usage_bytes).max().unwrap_or(0),
-        total_disk_read: last.disk_read_bytes.saturating_sub(first.disk_read_bytes),
-        total_disk_write: last.disk_write_bytes.saturating_sub(first.disk_write_bytes),
-        total_network_rx: last.network_rx_bytes.saturating_sub(first.network_rx_bytes),
-        total_network_tx: last.network_tx_bytes.saturating_sub(first.network_tx_bytes),
-        sample_count: history.len() as u64,
-    })
-}
 
 /// What one collection found for one process.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,7 +29,7 @@ pub struct ProcessReport {
     /// The latest sample.
     pub sample: ProcessMetrics,
     /// Aggregates over the history (none with `history.size` 0).
-    pub aggregates: Option<Aggregates>,
+    pub aggregates: Option<AggregatedMetrics>,
 }
 
 #[derive(Debug)]
@@ -249,20 +207,9 @@ impl ProcessCollector {
                 file_descriptor_count: raw.fds,
                 timestamp: wall,
             };
-            if history_size > 0 {
-                state.history.push_back(sample.clone());
-                while state.history.len() > history_size {
-                    state.history.pop_front();
-                }
-            } else {
-                state.history.clear();
-            }
-            out.push(ProcessReport {
-                pid,
-                comm: stat.comm,
-                sample,
-                aggregates: aggregate(&state.history),
-            });
+            record(&mut state.history, &sample, history_size);
+            let aggregates = AggregatedMetrics::of(&state.history);
+            out.push(ProcessReport { pid, comm: stat.comm, sample, aggregates });
         }
         out
     }
@@ -292,7 +239,7 @@ pub fn top(reports: &[ProcessReport], max: usize) -> (Vec<&ProcessReport>, Optio
     });
     let rest = ranked.split_off(max);
     ranked.sort_by_key(|r| r.pid);
-    let other = crate::engine::sum(rest.iter().map(|r| &r.sample), rest[0].sample.timestamp);
+    let other = ProcessMetrics::sum(rest.iter().map(|r| &r.sample), rest[0].sample.timestamp);
     (ranked, Some(other))
 }
 

@@ -166,7 +166,7 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
             }
             Err(Failure::Rejected(reason)) => {
                 tracing::error!(exporter = "influx", %reason, items = chunk.len(), "dropping rejected lines");
-                stats.dropped.inc_by(chunk.len() as u64);
+                stats.rejected(chunk.len() as u64);
                 queue.settle(chunk.len());
             }
             Err(Failure::Retry(reason)) => {

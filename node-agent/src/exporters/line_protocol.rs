@@ -25,7 +25,7 @@
 //!   round-trip form (NaN and infinities are not representable and are left out), strings in
 //!   double quotes with `"` and `\` escaped.
 
-use super::message::{KernelSample, TargetSample};
+use crate::sample::{KernelSample, TargetSample};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The measurements ("sources") of a target, one line each.
@@ -54,7 +54,7 @@ pub fn encode_target(out: &mut String, t: &TargetSample) {
     let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[1]));
     line.int("usage_bytes", m.memory_usage_bytes);
     line.float("usage_percent", m.memory_usage_percent);
-    line.int("avg_usage_bytes", a.avg_memory_usage);
+    line.int("avg_usage_bytes", a.avg_memory_usage.round() as u64);
     line.int("max_usage_bytes", a.max_memory_usage);
     line.end(ts);
 
@@ -205,7 +205,7 @@ fn escape(out: &mut String, value: &str, special: &[char]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporters::message::{AggregatedMetrics, ProcessMetrics};
+    use crate::sample::{AggregatedMetrics, ProcessMetrics};
     use std::time::Duration;
 
     fn target(namespace: &str, pod: &str, container: &str) -> TargetSample {
@@ -231,7 +231,7 @@ mod tests {
             aggregated: AggregatedMetrics {
                 avg_cpu_usage: 38.2,
                 max_cpu_usage: 65.0,
-                avg_memory_usage: 62_914_560,
+                avg_memory_usage: 62_914_560.0,
                 max_memory_usage: u64::MAX,
                 total_disk_read: 5,
                 total_disk_write: 6,

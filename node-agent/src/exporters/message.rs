@@ -1,4 +1,6 @@
-//! What the agent hands the exporters every interval, and the JSON messages built from it.
+//! The JSON messages the exporters send, built from one interval's [`crate::sample::PushBatch`]. They borrow
+//! from the samples: each is the wire format of one consumer (the reference's MQTT message, the
+//! NATS messages), not another copy of the data.
 //!
 //! ```text
 //! PushBatch ─┬─ kernel: KernelSample            ──► NATS  {NATS_SUBJECT}        KernelMessage
@@ -11,123 +13,10 @@
 //! The `metrics` and `aggregated` objects have exactly the field names and types of the
 //! monitoring-profiles reference, so consumers written for it read podtrace's messages unchanged.
 
-use podtrace_api::profile::ExportSettings;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::time::SystemTime;
 
-/// One interval's samples: every traced target of the node plus the node's kernel counters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PushBatch {
-    /// The node's kernel counters (one NATS message and one Influx point per interval).
-    pub kernel: KernelSample,
-    /// One entry per traced container (or process, in standalone mode).
-    pub targets: Vec<TargetSample>,
-}
-
-/// The node-level counters of the kernel-metrics reference.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KernelSample {
-    /// `node_context_switches_total`.
-    pub context_switches_total: u64,
-    /// `node_entropy_available_bits`.
-    pub entropy_available_bits: u64,
-    /// `node_network_connections_total`.
-    pub network_connections_total: u64,
-    /// When the counters were read.
-    pub timestamp: SystemTime,
-}
-
-/// The samples of one traced container for one interval.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TargetSample {
-    /// The node the pod runs on (`proplet_id` in the MQTT message).
-    pub node: String,
-    /// The pod's namespace.
-    pub namespace: String,
-    /// The pod's name.
-    pub pod: String,
-    /// The pod's UID (`task_id` in the MQTT message).
-    pub pod_uid: String,
-    /// The container's name ("" for a whole-pod target).
-    pub container: String,
-    /// The latest sample.
-    pub metrics: ProcessMetrics,
-    /// Aggregates over the retained history.
-    pub aggregated: AggregatedMetrics,
-    /// Which push exporters the target's effective profile enables (`prometheus` is ignored here).
-    pub export: ExportSettings,
-}
-
-/// The reference's "Metrics Structure": one sample of a process, or of a container (its
-/// processes summed), as the process collector takes it and the push messages carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProcessMetrics {
-    /// CPU usage in percent of one CPU over the interval (0–100+).
-    pub cpu_usage_percent: f64,
-    /// Resident memory in bytes.
-    pub memory_usage_bytes: u64,
-    /// Memory in percent of the limit (or of the node's memory without a limit).
-    pub memory_usage_percent: f64,
-    /// Cumulative bytes read from block devices.
-    pub disk_read_bytes: u64,
-    /// Cumulative bytes written to block devices.
-    pub disk_write_bytes: u64,
-    /// Cumulative bytes received.
-    pub network_rx_bytes: u64,
-    /// Cumulative bytes sent.
-    pub network_tx_bytes: u64,
-    /// Seconds since the target started.
-    pub uptime_seconds: u64,
-    /// Number of threads.
-    pub thread_count: u64,
-    /// Number of open file descriptors.
-    pub file_descriptor_count: u64,
-    /// When the sample was taken (ISO 8601, microseconds, UTC).
-    #[serde(with = "rfc3339")]
-    pub timestamp: SystemTime,
-}
-
-impl Default for ProcessMetrics {
-    /// Zeros at the Unix epoch (`SystemTime` has no default).
-    fn default() -> Self {
-        Self {
-            cpu_usage_percent: 0.0,
-            memory_usage_bytes: 0,
-            memory_usage_percent: 0.0,
-            disk_read_bytes: 0,
-            disk_write_bytes: 0,
-            network_rx_bytes: 0,
-            network_tx_bytes: 0,
-            uptime_seconds: 0,
-            thread_count: 0,
-            file_descriptor_count: 0,
-            timestamp: SystemTime::UNIX_EPOCH,
-        }
-    }
-}
-
-/// The reference's "Aggregated Metrics Structure": aggregates over the retained history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AggregatedMetrics {
-    /// Mean CPU percent.
-    pub avg_cpu_usage: f64,
-    /// Highest CPU percent.
-    pub max_cpu_usage: f64,
-    /// Mean memory in bytes (an integer, as in the reference).
-    pub avg_memory_usage: u64,
-    /// Highest memory in bytes.
-    pub max_memory_usage: u64,
-    /// Bytes read over the history.
-    pub total_disk_read: u64,
-    /// Bytes written over the history.
-    pub total_disk_write: u64,
-    /// Bytes received over the history.
-    pub total_network_rx: u64,
-    /// Bytes sent over the history.
-    pub total_network_tx: u64,
-    /// Samples in the history.
-    pub sample_count: u64,
-}
+use crate::sample::{AggregatedMetrics, KernelSample, ProcessMetrics, TargetSample, rfc3339};
 
 /// The MQTT message: the reference's message JSON (`task_id` is the pod UID, `proplet_id` the
 /// node), plus `namespace`, `pod` and `container`, which consumers of the reference ignore and
@@ -234,27 +123,6 @@ impl<'a> KernelMessage<'a> {
     }
 }
 
-/// `SystemTime` as the reference's ISO 8601 text (`2025-01-15T10:35:22.123456Z`).
-pub mod rfc3339 {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-    use std::time::SystemTime;
-
-    /// Writes `t` in UTC with microseconds, as in the reference.
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        match jiff::Timestamp::try_from(*t) {
-            Ok(ts) => s.collect_str(&format_args!("{ts:.6}")),
-            Err(e) => Err(serde::ser::Error::custom(e)),
-        }
-    }
-
-    /// Reads any RFC 3339 timestamp.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let ts: jiff::Timestamp = text.parse().map_err(D::Error::custom)?;
-        Ok(SystemTime::from(ts))
-    }
-}
-
 /// A target with the reference's example values, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_target() -> TargetSample {
@@ -281,7 +149,7 @@ pub(crate) fn test_target() -> TargetSample {
         aggregated: AggregatedMetrics {
             avg_cpu_usage: 38.2,
             max_cpu_usage: 65.0,
-            avg_memory_usage: 62_914_560,
+            avg_memory_usage: 62_914_560.0,
             max_memory_usage: 71_303_168,
             total_disk_read: 2_097_152,
             total_disk_write: 1_048_576,
@@ -296,6 +164,7 @@ pub(crate) fn test_target() -> TargetSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
     use std::time::Duration;
 
     /// The reference's example message, field for field.

@@ -30,9 +30,9 @@ pub mod queue;
 pub mod stats;
 pub mod topic;
 
+use crate::sample::{KernelSample, PushBatch, TargetSample};
 pub use args::ExporterArgs;
 pub use error::ExportError;
-pub use message::{AggregatedMetrics, KernelSample, ProcessMetrics, PushBatch, TargetSample};
 
 use podtrace_api::profile::ExportSettings;
 use prometheus_client::registry::Registry;
@@ -68,6 +68,7 @@ impl Item {
 /// The running push exporters. Dropping it stops their tasks.
 pub struct Exporters {
     sinks: Vec<Sink>,
+    families: Families,
 }
 
 /// One running exporter: its queue, its stats and its task.
@@ -129,11 +130,9 @@ impl Exporters {
         let families = Families::register(registry);
         let new_sink = |name: &'static str| {
             let stats = families.stats(name);
-            let queue = Arc::new(Queue::new(
-                args.export_queue_size,
-                stats.dropped.clone(),
-                stats.queued.clone(),
-            ));
+            let queue =
+                Queue::new(args.export_queue_size, stats.dropped.clone(), stats.queued.clone());
+            let queue = Arc::new(queue.notifying(families.notifier()));
             (queue, stats)
         };
         let mut sinks = Vec::new();
@@ -152,7 +151,7 @@ impl Exporters {
             let tasks = vec![tokio::spawn(influx::run(config, queue.clone(), stats.clone()))];
             sinks.push(Sink { queue, stats, wants: |e| e.influx, kernel: true, tasks });
         }
-        Ok(Exporters { sinks })
+        Ok(Exporters { sinks, families })
     }
 
     /// Hands one interval's samples to every exporter that wants them. Never blocks on I/O:
@@ -169,6 +168,11 @@ impl Exporters {
             let kernel = sink.kernel.then(|| Item::Kernel(kernel.clone()));
             sink.queue.push(items.chain(kernel));
         }
+    }
+
+    /// Wakes whenever an exporter connects, becomes degraded or drops items.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.families.subscribe()
     }
 
     /// Connection state and counters of every configured exporter.
@@ -200,6 +204,12 @@ impl Exporters {
             }
         };
         tokio::time::timeout(timeout, drained).await.is_ok()
+    }
+}
+
+impl crate::engine::Pusher for Exporters {
+    fn push(&self, batch: PushBatch) {
+        Exporters::push(self, batch);
     }
 }
 
@@ -256,8 +266,7 @@ mod tests {
             timestamp: std::time::SystemTime::now(),
         };
         for _ in 0..2 {
-            let batch =
-                PushBatch { kernel: kernel.clone(), targets: vec![no.clone(), yes.clone()] };
+            let batch = PushBatch { kernel, targets: vec![no.clone(), yes.clone()] };
             exporters.push(batch);
         }
         let h = &exporters.health().exporters[0];

@@ -204,7 +204,7 @@ async fn publish(
                         }
                         Err(e) => {
                             tracing::error!(exporter = "mqtt", error = %e, "dropping a message");
-                            stats.dropped.inc();
+                            stats.rejected(1);
                             queue.settle(1);
                             continue;
                         }

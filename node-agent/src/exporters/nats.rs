@@ -203,7 +203,7 @@ async fn publish(
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(exporter = "nats", error = %e, "dropping a message");
-                stats.dropped.inc();
+                stats.rejected(1);
                 continue;
             }
         };

@@ -8,15 +8,16 @@
 //!
 //! Invariant: items pushed = items sent + items dropped + items queued (+ a chunk in flight).
 
+use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use std::{
     collections::VecDeque,
     sync::{
-        Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// A bounded, drop-oldest, single-consumer queue.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct Queue<T> {
     ready: Notify,
     dropped: Counter,
     queued: Gauge,
+    /// Marked when items are dropped (the NodeTrace status reports the drops).
+    changed: Option<Arc<watch::Sender<()>>>,
 }
 
 impl<T> Queue<T> {
@@ -41,7 +44,14 @@ impl<T> Queue<T> {
             ready: Notify::new(),
             dropped,
             queued,
+            changed: None,
         }
+    }
+
+    /// Marks `changed` whenever items are dropped.
+    pub fn notifying(mut self, changed: Arc<watch::Sender<()>>) -> Self {
+        self.changed = Some(changed);
+        self
     }
 
     /// Appends `items`, dropping the oldest ones above the bound; returns how many were dropped.
@@ -117,13 +127,14 @@ impl<T> Queue<T> {
         q.drain(..excess);
         self.dropped.inc_by(excess as u64);
         self.queued.set(q.len() as i64);
+        if let Some(changed) = self.changed.as_ref().filter(|_| excess > 0) {
+            changed.send_replace(());
+        }
         excess as u64
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<T>> {
-        // A panic while holding this lock cannot leave the deque inconsistent (every operation
-        // is a single VecDeque call), so a poisoned lock is still usable.
-        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
+        self.items.lock()
     }
 }
 

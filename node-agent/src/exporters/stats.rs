@@ -11,12 +11,14 @@
 //!
 //! An "item" is one message for NATS and MQTT and one target's (or the node's) lines for Influx.
 
+use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The `exporter` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,9 +35,21 @@ pub struct Families {
     errors: Family<ExporterLabel, Counter>,
     connected: Family<ExporterLabel, Gauge>,
     queued: Family<ExporterLabel, Gauge>,
+    /// Marked whenever an exporter connects or becomes degraded (health waits on it).
+    changed: Arc<watch::Sender<()>>,
 }
 
 impl Families {
+    /// Wakes whenever an exporter's link changes or items are dropped.
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    /// What to mark when an exporter's link changes or it drops items.
+    pub fn notifier(&self) -> Arc<watch::Sender<()>> {
+        self.changed.clone()
+    }
+
     /// Registers the families in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let f = Families::default();
@@ -75,6 +89,7 @@ impl Families {
                 connected: false,
                 reason: Some("not connected yet".into()),
             })),
+            changed: self.changed.clone(),
         }
     }
 }
@@ -103,6 +118,7 @@ pub struct Stats {
     /// Items waiting (set by the queue).
     pub queued: Gauge,
     link: Arc<Mutex<Link>>,
+    changed: Arc<watch::Sender<()>>,
 }
 
 impl Stats {
@@ -112,7 +128,7 @@ impl Stats {
         if !link.connected {
             tracing::info!(exporter = self.exporter, "connected");
         }
-        *link = Link { connected: true, reason: None };
+        self.replace(&mut link, Link { connected: true, reason: None });
         self.connected.set(1);
     }
 
@@ -124,8 +140,22 @@ impl Stats {
         if link.connected || link.reason.as_deref() != Some(reason.as_str()) {
             tracing::warn!(exporter = self.exporter, %reason, "degraded");
         }
-        *link = Link { connected: false, reason: Some(reason) };
+        self.replace(&mut link, Link { connected: false, reason: Some(reason) });
         self.connected.set(0);
+    }
+
+    /// Counts `n` items the endpoint rejected (dropped, not retried).
+    pub fn rejected(&self, n: u64) {
+        self.dropped.inc_by(n);
+        self.changed.send_replace(());
+    }
+
+    /// Sets the link, waking health when it changed.
+    fn replace(&self, link: &mut Link, next: Link) {
+        if *link != next {
+            *link = next;
+            self.changed.send_replace(());
+        }
     }
 
     /// The current link state.
@@ -133,7 +163,7 @@ impl Stats {
         self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Link> {
-        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Link> {
+        self.link.lock()
     }
 }

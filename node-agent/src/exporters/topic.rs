@@ -6,7 +6,8 @@
 //! or wildcards, but standalone targets can: `/`, `+`, `#` and NUL in a value become `_`, so a
 //! value is always exactly one topic level.
 
-use super::{error::ExportError, message::TargetSample};
+use super::error::ExportError;
+use crate::sample::TargetSample;
 
 /// A parsed template.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,12 +5,15 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+use std::time::Duration;
+
+use super::sources::Source;
 
 /// Labels of the per-source metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
-    /// The metric source (`resource`, `process`, `kernel`).
-    pub source: String,
+    /// The metric source (`resource`, `process`, `kernel`, `ebpf`).
+    pub source: Source,
 }
 
 /// Labels of the error counter.
@@ -97,7 +100,13 @@ impl AgentMetrics {
         m
     }
 
-    /// Counts an error of `source` with `reason`.
+    /// Observes how long one collection of `source` over its due targets took.
+    pub fn observe(&self, source: Source, took: Duration) {
+        self.collection_seconds.get_or_create(&SourceLabels { source }).observe(took.as_secs_f64());
+    }
+
+    /// Counts an error of `source` (a metric source, or a subsystem: `config`, `status`) with
+    /// `reason`.
     pub fn error(&self, source: &str, reason: &str) {
         self.errors
             .get_or_create(&ErrorLabels { source: source.into(), reason: reason.into() })

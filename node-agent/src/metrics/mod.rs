@@ -1,9 +1,10 @@
 //! What the agent exports: the metric catalog ([`catalog`]), the series store the collectors
-//! write and `/metrics` reads ([`store`]), the run-time switchable metric sources ([`sources`])
-//! and the agent's own metrics ([`agent`]).
+//! write and `/metrics` reads ([`store`]), the run-time switchable metric sources ([`sources`]),
+//! the agent's own metrics ([`agent`]) and the reference generated from them ([`doc`]).
 
 pub mod agent;
 pub mod catalog;
+pub mod doc;
 pub mod sources;
 pub mod store;
 

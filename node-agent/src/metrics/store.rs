@@ -10,16 +10,15 @@
 //! [`Store::remove_target`]. Labels are formatted once when a sample is stored, which keeps
 //! encoding a copy of bytes (see bench/agent for the figures).
 
+use parking_lot::RwLock;
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    sync::{
-        RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use super::catalog::{FAMILIES, FamilyId, Kind, of_source};
+use super::sources::Source;
 
 /// What a series belongs to: a container of a pod (or, for node metrics, the node: all empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -135,7 +134,7 @@ pub struct Store {
 struct Inner {
     by_family: Vec<BTreeMap<TargetKey, Series>>,
     /// Series per (target, source).
-    by_source: HashMap<(TargetKey, &'static str), usize>,
+    by_source: HashMap<(TargetKey, Source), usize>,
     /// Series per (namespace, pod).
     by_pod: HashMap<(String, String), usize>,
 }
@@ -146,7 +145,7 @@ impl Inner {
     }
 
     /// Moves the count of (target, source) from `old` to `new`.
-    fn recount(&mut self, target: &TargetKey, source: &'static str, old: usize, new: usize) {
+    fn recount(&mut self, target: &TargetKey, source: Source, old: usize, new: usize) {
         if old == new {
             return;
         }
@@ -185,17 +184,17 @@ impl Store {
     /// Returns how many samples were dropped for the budget.
     pub fn replace(
         &self,
-        source: &str,
+        source: Source,
         target: &TargetKey,
         samples: Vec<Sample>,
         budget: Option<usize>,
     ) -> usize {
-        let mut inner = self.inner.write().expect("store lock poisoned");
+        let mut inner = self.inner.write();
         let own: Vec<FamilyId> = of_source(source).collect();
-        let Some(source) = own.first().map(|f| FAMILIES[*f].source) else {
+        if own.is_empty() {
             debug_assert!(samples.is_empty(), "{source} has no families");
             return 0;
-        };
+        }
         let mine = inner.by_source.get(&(target.clone(), source)).copied().unwrap_or(0);
         let allowed = match budget {
             Some(b) => {
@@ -248,11 +247,11 @@ impl Store {
 
     /// Removes every series of `target`.
     pub fn remove_target(&self, target: &TargetKey) {
-        let mut inner = self.inner.write().expect("store lock poisoned");
+        let mut inner = self.inner.write();
         for by_target in inner.by_family.iter_mut() {
             by_target.remove(target);
         }
-        let sources: Vec<(&'static str, usize)> = inner
+        let sources: Vec<(Source, usize)> = inner
             .by_source
             .iter()
             .filter(|((t, _), _)| t == target)
@@ -264,12 +263,12 @@ impl Store {
     }
 
     /// Removes every series of `source`.
-    pub fn clear_source(&self, source: &str) {
-        let mut inner = self.inner.write().expect("store lock poisoned");
+    pub fn clear_source(&self, source: Source) {
+        let mut inner = self.inner.write();
         for f in of_source(source) {
             inner.by_family[f].clear();
         }
-        let counted: Vec<(TargetKey, &'static str, usize)> = inner
+        let counted: Vec<(TargetKey, Source, usize)> = inner
             .by_source
             .iter()
             .filter(|((_, s), _)| *s == source)
@@ -282,7 +281,7 @@ impl Store {
 
     /// The targets with at least one series.
     pub fn targets(&self) -> Vec<TargetKey> {
-        let families = &self.inner.read().expect("store lock poisoned").by_family;
+        let families = &self.inner.read().by_family;
         let mut out: Vec<TargetKey> = families.iter().flat_map(|m| m.keys().cloned()).collect();
         out.sort();
         out.dedup();
@@ -291,12 +290,12 @@ impl Store {
 
     /// Number of series stored.
     pub fn series(&self) -> usize {
-        self.inner.read().expect("store lock poisoned").by_pod.values().sum()
+        self.inner.read().by_pod.values().sum()
     }
 
     /// Number of series of one pod (all containers, all sources).
     pub fn series_of_pod(&self, namespace: &str, pod: &str) -> usize {
-        let inner = self.inner.read().expect("store lock poisoned");
+        let inner = self.inner.read();
         inner.by_pod.get(&(namespace.to_owned(), pod.to_owned())).copied().unwrap_or(0)
     }
 
@@ -306,8 +305,8 @@ impl Store {
     }
 
     /// Writes the families of the enabled sources as OpenMetrics text (without `# EOF`).
-    pub fn encode(&self, out: &mut String, enabled: impl Fn(&str) -> bool) -> std::fmt::Result {
-        let families = &self.inner.read().expect("store lock poisoned").by_family;
+    pub fn encode(&self, out: &mut String, enabled: impl Fn(Source) -> bool) -> std::fmt::Result {
+        let families = &self.inner.read().by_family;
         for (f, by_target) in families.iter().enumerate() {
             let family = &FAMILIES[f];
             if by_target.is_empty() || !enabled(family.source) {
@@ -370,9 +369,9 @@ mod tests {
     fn replace_then_encode_gives_openmetrics_and_counters_drop_total_in_type() {
         let store = Store::default();
         let t = TargetKey::new("ns", "p", "c");
-        store.replace(RESOURCE, &t, vec![mem(&t, 1024.0)], None);
+        store.replace(Source::Resource, &t, vec![mem(&t, 1024.0)], None);
         store.replace(
-            KERNEL,
+            Source::Kernel,
             &TargetKey::default(),
             vec![Sample::new(NODE_CONTEXT_SWITCHES, Labels::default(), 12.0)],
             None,
@@ -387,7 +386,7 @@ mod tests {
             out.contains("# TYPE node_context_switches counter\nnode_context_switches_total 12\n")
         );
         let mut only_resource = String::new();
-        store.encode(&mut only_resource, |s| s == RESOURCE).unwrap();
+        store.encode(&mut only_resource, |s| s == Source::Resource).unwrap();
         assert!(!only_resource.contains("node_context"));
     }
 
@@ -395,11 +394,11 @@ mod tests {
     fn replacing_removes_series_no_longer_produced_and_remove_target_removes_all() {
         let store = Store::default();
         let t = TargetKey::new("ns", "p", "c");
-        store.replace(RESOURCE, &t, vec![mem(&t, 1.0)], None);
+        store.replace(Source::Resource, &t, vec![mem(&t, 1.0)], None);
         assert_eq!(store.series(), 1);
-        store.replace(RESOURCE, &t, vec![], None);
+        store.replace(Source::Resource, &t, vec![], None);
         assert_eq!(store.series(), 0);
-        store.replace(RESOURCE, &t, vec![mem(&t, 1.0)], None);
+        store.replace(Source::Resource, &t, vec![mem(&t, 1.0)], None);
         store.remove_target(&t);
         assert_eq!(store.series(), 0);
         assert!(store.targets().is_empty());
@@ -412,13 +411,13 @@ mod tests {
         let b = TargetKey::new("ns", "p", "b");
         let other = TargetKey::new("ns", "q", "a");
         let five = |t: &TargetKey| (0..5).map(|i| mem(t, i as f64)).collect::<Vec<_>>();
-        assert_eq!(store.replace(RESOURCE, &other, five(&other), Some(10)), 0);
-        assert_eq!(store.replace(RESOURCE, &a, five(&a), Some(8)), 0);
+        assert_eq!(store.replace(Source::Resource, &other, five(&other), Some(10)), 0);
+        assert_eq!(store.replace(Source::Resource, &a, five(&a), Some(8)), 0);
         // b may only add 3 more to the pod's 5.
-        assert_eq!(store.replace(RESOURCE, &b, five(&b), Some(8)), 2);
+        assert_eq!(store.replace(Source::Resource, &b, five(&b), Some(8)), 2);
         assert_eq!(store.series_of_pod("ns", "p"), 8);
         // Replacing a's own series does not count them against a.
-        assert_eq!(store.replace(RESOURCE, &a, five(&a), Some(8)), 0);
+        assert_eq!(store.replace(Source::Resource, &a, five(&a), Some(8)), 0);
         assert_eq!(store.dropped(), 2);
     }
 
@@ -435,7 +434,7 @@ mod tests {
             ];
             for (op, t, source, n, budget) in ops {
                 let t = &targets[t];
-                let (source, family) = [(RESOURCE, RESOURCE_USAGE), (PROCESS, PROCESS_THREADS)][source];
+                let (source, family) = [(Source::Resource, RESOURCE_USAGE), (Source::Process, PROCESS_THREADS)][source];
                 let samples = (0..n)
                     .map(|i| {
                         let mut l = t.labels();

@@ -4,9 +4,9 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of this module")]
 
-use podtrace_agent::exporters::{
-    AggregatedMetrics, ExporterArgs, Exporters, KernelSample, ProcessMetrics, PushBatch,
-    TargetSample,
+use podtrace_agent::exporters::{ExporterArgs, Exporters};
+use podtrace_agent::sample::{
+    AggregatedMetrics, KernelSample, ProcessMetrics, PushBatch, TargetSample,
 };
 use podtrace_api::profile::ExportSettings;
 use std::{
@@ -354,7 +354,7 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
         aggregated: AggregatedMetrics {
             avg_cpu_usage: 12.5,
             max_cpu_usage: 65.0,
-            avg_memory_usage: 900_000,
+            avg_memory_usage: 900_000.0,
             max_memory_usage: 1_100_000,
             total_disk_read: base,
             total_disk_write: base + 1,

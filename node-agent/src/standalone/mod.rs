@@ -17,9 +17,11 @@
 //! processes are (grouped by their cgroup). `profileRef` names a MonitoringProfile of the file or
 //! one of the six presets; `profile` is inline; neither means `standard`.
 
+pub mod reload;
+
 use podtrace_api::{
-    MonitoringProfile, MonitoringProfileSpec, PodTrace, effective, nodetrace::PodAttachReason,
-    presets::Preset,
+    MonitoringProfile, MonitoringProfileSpec, PodTrace, effective, presets::Preset,
+    status::PodAttachReason,
 };
 use serde::Deserialize;
 use std::{collections::BTreeMap, path::Path};
@@ -64,6 +66,27 @@ pub struct LocalTrace {
 pub struct Config {
     /// The traces, in file order.
     pub traces: Vec<LocalTrace>,
+}
+
+/// `podtrace-agent health config FILE`: prints whether the file is valid and what it traces;
+/// returns the exit code (0 valid, 1 not).
+pub fn check(file: &Path) -> i32 {
+    match load(file) {
+        Ok(c) => {
+            println!("{}: valid, {} PodTrace(s)", file.display(), c.traces.len());
+            for t in &c.traces {
+                println!(
+                    "  {}/{}: profile {}, cgroups {:?}, process names {:?}, pids {:?}",
+                    t.namespace, t.name, t.profile_name, t.cgroups, t.process_names, t.pids
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            1
+        }
+    }
 }
 
 /// Parses and validates a configuration file's text. Errors name the document and field.

@@ -1,0 +1,249 @@
+//! The NodeTrace status an agent reports, computed from the spec and the engine's status: per
+//! pod Attached, Pending or Failed with a typed reason, every probe's state, the counts and the
+//! conditions. Pure: the writer (`writer.rs`) adds the heartbeat and does the I/O.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use podtrace_api::{
+    NodeTraceSpec, NodeTraceStatus, Probe,
+    nodetrace::{KernelFeatures, PodAttachStatus},
+    status::{PodAttachReason, PodAttachState, ProbeState, ProbeStatus, condition},
+};
+use std::collections::BTreeMap;
+
+use super::resolve::settings_not_found;
+use crate::{engine::EngineStatus, metrics::TargetKey, targets::Pending};
+
+/// The status for `spec` given the engine's state (without heartbeat and condition times).
+pub fn status(
+    spec: &NodeTraceSpec,
+    generation: Option<i64>,
+    engine: &EngineStatus,
+    kernel: &KernelFeatures,
+    max_tracked: usize,
+    export_dropped: u64,
+) -> NodeTraceStatus {
+    let requested: Vec<Probe> = spec.settings.probes.active().collect();
+    // The engine's statuses when it runs the eBPF source; without it (--ebpf=false) every
+    // requested probe is Unavailable with that reason.
+    let probes = Probe::ALL
+        .iter()
+        .map(|&probe| match engine.probes.iter().find(|s| s.probe == probe) {
+            Some(s) => s.clone(),
+            None if requested.contains(&probe) => ProbeStatus {
+                probe,
+                state: ProbeState::Unavailable,
+                method: None,
+                reason: Some("the agent runs without eBPF (--ebpf=false)".into()),
+            },
+            None => ProbeStatus { probe, state: ProbeState::Disabled, method: None, reason: None },
+        })
+        .collect();
+    let mut pods = Vec::new();
+    let mut attached_pods = 0;
+    // Containers take slots of the eBPF tracked-cgroup map in spec order; a pod that does not
+    // fit any more is Failed.
+    let mut slots = 0usize;
+    for pod in &spec.pods {
+        slots += engine.attached.iter().filter(|a| a.1 == pod.uid).count();
+        let pending: Vec<&Pending> = engine.pending.iter().filter(|p| p.uid == pod.uid).collect();
+        let attached: Vec<&(TargetKey, String, Option<u64>)> =
+            engine.attached.iter().filter(|a| a.1 == pod.uid).collect();
+        let settings = spec.settings_of(pod);
+        let (state, reason, message) = if settings.is_none() {
+            (
+                PodAttachState::Failed,
+                Some(PodAttachReason::SettingsNotFound),
+                Some(settings_not_found(pod)),
+            )
+        } else if let Some(p) = pending.first() {
+            (PodAttachState::Pending, Some(p.reason), Some(p.message.clone()))
+        } else if attached.is_empty() {
+            (
+                PodAttachState::Pending,
+                Some(PodAttachReason::CgroupNotFound),
+                Some("not resolved yet".into()),
+            )
+        } else if slots > max_tracked {
+            (
+                PodAttachState::Failed,
+                Some(PodAttachReason::TrackedMapFull),
+                Some(format!(
+                    "more than {max_tracked} containers on this node; raise PODTRACE_MAX_TRACKED_CGROUPS"
+                )),
+            )
+        } else if engine.over_budget.iter().any(|k| attached.iter().any(|a| &a.0 == k)) {
+            attached_pods += 1;
+            (
+                PodAttachState::Attached,
+                Some(PodAttachReason::SeriesBudgetExceeded),
+                Some(format!(
+                    "the pod's series exceed maxSeriesPerPod ({}); some are dropped",
+                    settings.map_or(0, |s| s.max_series_per_pod)
+                )),
+            )
+        } else if attached.iter().any(|a| a.2.is_none()) {
+            attached_pods += 1;
+            (PodAttachState::Attached, Some(PodAttachReason::CgroupV2Unavailable), Some("no cgroup v2 directory: in-kernel cgroup filtering is not possible for this pod".into()))
+        } else {
+            attached_pods += 1;
+            (PodAttachState::Attached, None, None)
+        };
+        pods.push(PodAttachStatus {
+            uid: pod.uid.clone(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            state,
+            reason,
+            message,
+        });
+    }
+    NodeTraceStatus {
+        observed_generation: generation,
+        agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+        heartbeat: None,
+        kernel: Some(kernel.clone()),
+        probes,
+        tracked_pods: spec.pods.len() as i32,
+        attached_pods,
+        pods,
+        series: engine.series as i64,
+        series_dropped: engine.dropped as i64,
+        export_dropped: export_dropped as i64,
+        conditions: Vec::new(),
+    }
+}
+
+/// The conditions of `s`: Ready (every pod attached) and Degraded (a pod pending or a requested
+/// probe unavailable), keeping the transition times of `previous` that did not change.
+pub fn conditions(s: &NodeTraceStatus, previous: &[Condition], now: &Time) -> Vec<Condition> {
+    let all_attached = s.attached_pods == s.tracked_pods;
+    let probes_missing = s.probes.iter().any(|p| p.state == ProbeState::Unavailable);
+    let make = |type_: &str, ok: bool, reason: &str, message: String| {
+        condition(previous, type_, ok, reason, message, s.observed_generation, now)
+    };
+    vec![
+        make(
+            "Ready",
+            all_attached,
+            if all_attached { "AllPodsAttached" } else { "PodsPending" },
+            format!("{}/{} pods attached", s.attached_pods, s.tracked_pods),
+        ),
+        make(
+            "Degraded",
+            !all_attached || probes_missing,
+            if probes_missing {
+                "ProbesUnavailable"
+            } else if all_attached {
+                "AsExpected"
+            } else {
+                "PodsPending"
+            },
+            if probes_missing {
+                "requested eBPF probes are not attached (see status.probes)".into()
+            } else {
+                String::new()
+            },
+        ),
+    ]
+}
+
+/// Counts of pods by state, for logs.
+pub fn summary(s: &NodeTraceStatus) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    for p in &s.pods {
+        *m.entry(match p.state {
+            PodAttachState::Attached => "attached",
+            PodAttachState::Pending => "pending",
+            PodAttachState::Failed => "failed",
+        })
+        .or_default() += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cgroup::CgroupLayout, cluster::resolve::resolve};
+    use k8s_openapi::jiff::Timestamp;
+    use podtrace_api::nodetrace::{PodSettings, TracedContainer, TracedPod};
+
+    fn pod(uid: &str, qos: &str, runtime_id: Option<&str>) -> TracedPod {
+        TracedPod {
+            uid: uid.into(),
+            namespace: "ns".into(),
+            name: format!("pod-{uid}"),
+            qos_class: Some(qos.into()),
+            containers: vec![TracedContainer {
+                name: "app".into(),
+                runtime_id: runtime_id.map(String::from),
+            }],
+            settings_key: "k1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pods_resolve_to_kubelet_cgroups_or_pending_with_typed_reasons() {
+        let root = std::env::temp_dir().join(format!("podtrace-cluster-{}", std::process::id()));
+        let layout = CgroupLayout::hybrid_under(&root);
+        let path = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-poda_b.slice/cri-containerd-abc.scope";
+        std::fs::create_dir_all(root.join("unified").join(path)).unwrap();
+        std::fs::create_dir_all(root.join("memory").join(path)).unwrap();
+        let spec = NodeTraceSpec {
+            pods: vec![
+                pod("a-b", "Burstable", Some("containerd://abc")),
+                pod("c-d", "BestEffort", Some("cri-o://def")),
+                pod("e-f", "Guaranteed", None),
+                TracedPod { settings_key: "gone".into(), ..pod("g-h", "Burstable", None) },
+            ],
+            pod_settings: vec![PodSettings { key: "k1".into(), settings: Default::default() }],
+            ..Default::default()
+        };
+        let (targets, pending) = resolve(&spec, &layout, "/");
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].key, TargetKey::new("ns", "pod-a-b", "app"));
+        assert!(targets[0].cgroup.v2_id.is_some());
+        assert_eq!(
+            pending.iter().map(|p| p.reason).collect::<Vec<_>>(),
+            [
+                PodAttachReason::CgroupNotFound,
+                PodAttachReason::ContainerNotStarted,
+                PodAttachReason::SettingsNotFound
+            ]
+        );
+
+        let engine = EngineStatus {
+            attached: targets
+                .iter()
+                .map(|t| (t.key.clone(), t.uid.clone(), t.cgroup.v2_id))
+                .collect(),
+            pending,
+            series: 12,
+            dropped: 0,
+            resolved: true,
+            over_budget: vec![],
+            ..Default::default()
+        };
+        let s = status(&spec, Some(3), &engine, &KernelFeatures::default(), 16, 0);
+        let full = status(&spec, Some(3), &engine, &KernelFeatures::default(), 0, 0);
+        assert_eq!(full.pods[0].reason, Some(PodAttachReason::TrackedMapFull));
+        let over = EngineStatus { over_budget: vec![targets[0].key.clone()], ..engine.clone() };
+        let over = status(&spec, Some(3), &over, &KernelFeatures::default(), 16, 0);
+        assert_eq!(over.pods[0].state, PodAttachState::Attached);
+        assert_eq!(over.pods[0].reason, Some(PodAttachReason::SeriesBudgetExceeded));
+        assert_eq!((s.tracked_pods, s.attached_pods, s.series), (4, 1, 12));
+        assert_eq!(s.pods[3].state, PodAttachState::Failed, "a missing settings entry fails");
+        assert_eq!(s.pods[3].reason, Some(PodAttachReason::SettingsNotFound));
+        assert!(s.pods[3].message.as_deref().unwrap().contains("\"gone\""));
+        assert_eq!(s.pods[0].state, PodAttachState::Attached);
+        assert_eq!(s.pods[1].reason, Some(PodAttachReason::CgroupNotFound));
+        assert_eq!(s.pods[2].reason, Some(PodAttachReason::ContainerNotStarted));
+        assert_eq!(s.observed_generation, Some(3));
+        let c = conditions(&s, &[], &Time(Timestamp::UNIX_EPOCH));
+        assert_eq!((c[0].type_.as_str(), c[0].status.as_str()), ("Ready", "False"));
+        assert_eq!(summary(&s)["pending"], 2);
+        assert_eq!(summary(&s)["failed"], 1);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

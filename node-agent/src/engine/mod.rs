@@ -1,0 +1,350 @@
+//! The collection engine: keeps the resolved targets, runs each metric source for the targets
+//! that are due (each at its profile's interval), writes the store, hands every interval's
+//! samples to the push exporters and publishes what it achieved. An error for one target is
+//! counted and never stops the others.
+//!
+//! ```text
+//!  configuration (watch) ─► resolve ─► set_targets ─► series of gone targets removed,
+//!   (run.rs: on change, and every RESCAN)             eBPF tracking synced
+//!  tick: kernel (node interval) · per due target: resource, process ─► Store
+//!        ebpf (one snapshot for the due targets) ─► Store          (collect.rs)
+//!        PushBatch ─► Pusher (exporters)
+//!        EngineStatus ─► watch channel ─► NodeTrace status writer, health
+//! ```
+//!
+//! It runs on a thread of its own: the collectors do blocking file I/O.
+
+mod collect;
+mod run;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+use tokio::sync::watch;
+
+use podtrace_api::{
+    profile::Probe,
+    status::{ProbeState, ProbeStatus},
+};
+
+use crate::{
+    collectors::{ebpf::EbpfSource, process::NetDevCache, resource},
+    metrics::{
+        Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, sources::Source,
+    },
+    procfs,
+    sample::{KernelSample, PushBatch},
+    targets::{Pending, Target},
+};
+use collect::{Spent, TargetState, Tick, target_sample};
+pub use run::{RESCAN, run};
+
+/// Receives every tick's samples (the push exporters).
+pub trait Pusher: Send + Sync {
+    /// Called after each tick that collected at least one target or the kernel.
+    fn push(&self, batch: PushBatch);
+}
+
+/// What the engine achieved, for the NodeTrace status writer and health.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineStatus {
+    /// Targets with a cgroup, with their pod UID and cgroup v2 id (the eBPF filter map's keys).
+    pub attached: Vec<(TargetKey, String, Option<u64>)>,
+    /// Targets without one yet.
+    pub pending: Vec<Pending>,
+    /// Series exported.
+    pub series: usize,
+    /// Series dropped by budgets since start.
+    pub dropped: u64,
+    /// Whether the first resolution has run.
+    pub resolved: bool,
+    /// Targets whose pod dropped series for its budget at their last collection.
+    pub over_budget: Vec<TargetKey>,
+    /// How each eBPF probe attached (empty when the agent runs without eBPF).
+    pub probes: Vec<ProbeStatus>,
+    /// Whether every probe some target asks for is attached.
+    pub probes_ok: bool,
+}
+
+/// Processes per container with series of their own unless `--max-processes` says otherwise.
+pub const DEFAULT_MAX_PROCESSES: u16 = 16;
+
+/// Where the engine's samples go: the exporters, with this node's name on every sample and the
+/// last kernel counters (read at the node's interval) in every batch.
+struct Push {
+    to: Arc<dyn Pusher>,
+    node: String,
+    kernel: Option<KernelSample>,
+}
+
+/// The engine.
+pub struct Engine {
+    store: Arc<Store>,
+    sources: Arc<Sources>,
+    metrics: AgentMetrics,
+    status: watch::Sender<EngineStatus>,
+    proc_root: PathBuf,
+    kernel_interval: Duration,
+    kernel_next: Instant,
+    targets: BTreeMap<TargetKey, TargetState>,
+    pending: Vec<Pending>,
+    mem_total: u64,
+    max_processes: usize,
+    net: NetDevCache,
+    dropped_seen: u64,
+    push: Option<Push>,
+    ebpf: Option<EbpfSource>,
+}
+
+impl Engine {
+    /// An engine with no targets; the kernel source runs every `kernel_interval`.
+    pub fn new(
+        proc_root: PathBuf,
+        store: Arc<Store>,
+        sources: Arc<Sources>,
+        metrics: AgentMetrics,
+        kernel_interval: Duration,
+    ) -> Self {
+        let mem_total = std::fs::read_to_string(proc_root.join("meminfo"))
+            .ok()
+            .and_then(|t| procfs::parse_mem_total(&t))
+            .unwrap_or(1);
+        Self {
+            store,
+            sources,
+            metrics,
+            status: watch::Sender::default(),
+            proc_root,
+            kernel_interval,
+            kernel_next: Instant::now(),
+            targets: BTreeMap::new(),
+            pending: Vec::new(),
+            mem_total,
+            max_processes: usize::from(DEFAULT_MAX_PROCESSES),
+            net: NetDevCache::default(),
+            dropped_seen: 0,
+            push: None,
+            ebpf: None,
+        }
+    }
+
+    /// Exports at most `max` processes per container on their own (see
+    /// [`crate::collectors::process::top`]).
+    pub fn set_max_processes(&mut self, max: usize) {
+        self.max_processes = max.max(1);
+    }
+
+    /// Measures the targets with the eBPF probes too.
+    pub fn set_ebpf(&mut self, source: EbpfSource) {
+        self.ebpf = Some(source);
+    }
+
+    /// Hands every tick's samples, named after `node`, to `pusher`.
+    pub fn set_pusher(&mut self, pusher: Arc<dyn Pusher>, node: String) {
+        self.push = Some(Push { to: pusher, node, kernel: None });
+    }
+
+    /// What the engine achieved, updated after every change of targets and every tick (the
+    /// receiver wakes only when it changed).
+    pub fn subscribe(&self) -> watch::Receiver<EngineStatus> {
+        self.status.subscribe()
+    }
+
+    /// Replaces the targets. Targets whose key and cgroup are unchanged keep their state (CPU
+    /// readings, history); the series of targets that went away are removed.
+    pub fn set_targets(&mut self, targets: Vec<Target>, pending: Vec<Pending>) {
+        let now = Instant::now();
+        let mut next = BTreeMap::new();
+        for t in targets {
+            let state = match self.targets.remove(&t.key) {
+                Some(mut s) if s.target.cgroup.relative == t.cgroup.relative => {
+                    if s.target.interval() != t.interval() {
+                        s.next_due = now;
+                    }
+                    s.target = t;
+                    s
+                }
+                _ => TargetState::new(t, now),
+            };
+            next.insert(state.target.key.clone(), state);
+        }
+        for gone in self.targets.keys() {
+            self.store.remove_target(gone);
+        }
+        self.targets = next;
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            let wanted: Vec<(u64, BTreeSet<Probe>)> = self
+                .targets
+                .values()
+                .filter_map(|s| {
+                    let probes: BTreeSet<Probe> = s.target.profile.probes.active().collect();
+                    Some((ebpf.key_of(&s.target.cgroup)?, probes)).filter(|(_, p)| !p.is_empty())
+                })
+                .collect();
+            ebpf.sync(&wanted);
+            // With the process filter a new target is measured from now, not from its first tick.
+            for state in self.targets.values_mut() {
+                sync_processes(ebpf, state);
+            }
+        }
+        self.pending = pending;
+        let gauge =
+            |s: &str| self.metrics.targets.get_or_create(&StateLabels { state: s.into() }).clone();
+        gauge("attached").set(self.targets.len() as i64);
+        gauge("pending").set(self.pending.len() as i64);
+        self.publish_status(true);
+    }
+
+    /// Collects what is due at `now`; returns when the next collection is due.
+    pub fn tick(&mut self, now: Instant) -> Instant {
+        let tick = Tick {
+            store: &self.store,
+            metrics: &self.metrics,
+            proc_root: &self.proc_root,
+            now,
+            wall: SystemTime::now(),
+        };
+        let mut kernel = None;
+        if now >= self.kernel_next {
+            self.kernel_next = now + self.kernel_interval;
+            if self.sources.enabled(Source::Kernel) {
+                kernel = tick.kernel();
+            }
+        }
+        let uptime = std::fs::read_to_string(self.proc_root.join("uptime"))
+            .ok()
+            .and_then(|t| procfs::parse_uptime(&t))
+            .unwrap_or(0.0);
+        let resource_on = self.sources.enabled(Source::Resource);
+        let process_on = self.sources.enabled(Source::Process);
+        let node = self.push.as_ref().map_or("", |p| p.node.as_str());
+        let (mut samples, mut ebpf_due, mut spent) = (Vec::new(), Vec::new(), Spent::default());
+        let mut collected = 0usize;
+        self.net.new_cycle();
+        for state in self.targets.values_mut().filter(|s| now >= s.next_due) {
+            if let Some(ebpf) = self.ebpf.as_mut() {
+                sync_processes(ebpf, state);
+            }
+            state.dropped = 0;
+            state.next_due = now + state.target.interval();
+            collected += 1;
+            let labels = state.target.labels();
+            if self.ebpf.as_ref().and_then(|e| e.key_of(&state.target.cgroup)).is_some()
+                && state.target.profile.probes.active().next().is_some()
+            {
+                ebpf_due.push(state.target.key.clone());
+            }
+            // The memory limit read by the resource source, reused for the processes' percent.
+            let mut memory_limit = None;
+            if resource_on {
+                let started = Instant::now();
+                memory_limit = tick.resource(state, &labels);
+                spent.resource += started.elapsed();
+            }
+            if process_on {
+                let started = Instant::now();
+                let limit = memory_limit.or_else(|| resource::memory_limit(&state.target.cgroup));
+                let base = (uptime, limit.unwrap_or(self.mem_total), self.max_processes);
+                if let Some(procs) = tick.process(state, &labels, &mut self.net, base) {
+                    samples.push(target_sample(state, node, &procs, tick.wall));
+                }
+                spent.process += started.elapsed();
+            }
+        }
+        if resource_on && collected > 0 {
+            self.metrics.observe(Source::Resource, spent.resource);
+        }
+        if process_on && collected == self.targets.len() {
+            // Every target was read: a namespace nobody read belongs to no target any more.
+            self.net.forget_unread();
+        }
+        if process_on && collected > 0 {
+            self.metrics.observe(Source::Process, spent.process);
+        }
+        if let Some(ebpf) = self.ebpf.as_mut()
+            && !ebpf_due.is_empty()
+            && self.sources.enabled(Source::Ebpf)
+        {
+            tick.ebpf(ebpf, &ebpf_due, &mut self.targets);
+        }
+        if let Some(push) = self.push.as_mut() {
+            // A batch for new kernel counters even when no target was due, and for due targets
+            // with the last counters read.
+            let fresh = kernel.is_some();
+            push.kernel = kernel.or(push.kernel);
+            if let Some(kernel) = push.kernel
+                && (fresh || !samples.is_empty())
+            {
+                push.to.push(PushBatch { kernel, targets: samples });
+            }
+        }
+        self.publish_status(false);
+        let next_target = self.targets.values().map(|s| s.next_due).min();
+        next_target.map_or(self.kernel_next, |t| t.min(self.kernel_next))
+    }
+
+    /// Publishes the engine's status (waking its readers only when it changed) and the series
+    /// gauges.
+    fn publish_status(&mut self, resolved: bool) {
+        let dropped = self.store.dropped();
+        self.metrics.series_dropped.inc_by(dropped - self.dropped_seen);
+        self.dropped_seen = dropped;
+        let series = self.store.series();
+        self.metrics.series.set(series as i64);
+        let ebpf = self.ebpf.as_ref();
+        let probes = ebpf.map(EbpfSource::statuses).unwrap_or_default();
+        let requested: BTreeSet<Probe> =
+            self.targets.values().flat_map(|s| s.target.profile.probes.active()).collect();
+        let probes_ok = requested
+            .iter()
+            .all(|p| probes.iter().any(|s| s.probe == *p && s.state == ProbeState::Attached));
+        let next = EngineStatus {
+            attached: self
+                .targets
+                .values()
+                .map(|s| {
+                    let key = ebpf.map_or(s.target.cgroup.v2_id, |e| e.key_of(&s.target.cgroup));
+                    (s.target.key.clone(), s.target.uid.clone(), key)
+                })
+                .collect(),
+            pending: self.pending.clone(),
+            series,
+            dropped,
+            resolved: resolved || self.status.borrow().resolved,
+            over_budget: self
+                .targets
+                .values()
+                .filter(|s| s.dropped > 0)
+                .map(|s| s.target.key.clone())
+                .collect(),
+            probes,
+            probes_ok,
+        };
+        self.status.send_if_modified(|status| {
+            let changed = *status != next;
+            *status = next;
+            changed
+        });
+    }
+}
+
+/// With the process filter, hands the target's current processes (its own pid list, else its
+/// cgroup.procs) to the eBPF source: new processes start being measured, exited ones are
+/// dropped from the kernel map. Nothing to do with the cgroup filter.
+fn sync_processes(ebpf: &mut EbpfSource, state: &mut TargetState) {
+    if ebpf.filter() != podtrace_ebpf::Filter::Process
+        || state.target.profile.probes.active().next().is_none()
+    {
+        return;
+    }
+    let Some(key) = ebpf.key_of(&state.target.cgroup) else { return };
+    match state.pids() {
+        Ok(pids) => ebpf.set_processes(key, &pids),
+        Err(e) => {
+            tracing::debug!(target = ?state.target.key, error = %e, "listing processes for the eBPF process filter failed")
+        }
+    }
+}

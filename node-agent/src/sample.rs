@@ -1,0 +1,246 @@
+//! The one sample vocabulary of the agent: what the collectors measure and what the push
+//! exporters send, in the shapes of the monitoring-profiles reference.
+//!
+//! ```text
+//!  ProcessMetrics     one process, or a container (its processes summed): the reference's
+//!                     "Metrics Structure"
+//!  AggregatedMetrics  over a bounded history of ProcessMetrics: "Aggregated Metrics Structure"
+//!  TargetSample       a container's ProcessMetrics + AggregatedMetrics + identity + exporters
+//!  KernelSample       the node's kernel counters
+//!  PushBatch          one interval: KernelSample + [TargetSample] ─► exporters
+//! ```
+
+use podtrace_api::profile::ExportSettings;
+use serde::{Deserialize, Serialize};
+use std::{collections::VecDeque, time::SystemTime};
+
+/// One interval's samples: every traced target of the node plus the node's kernel counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushBatch {
+    /// The node's kernel counters (one NATS message and one Influx point per interval).
+    pub kernel: KernelSample,
+    /// One entry per traced container (or process, in standalone mode).
+    pub targets: Vec<TargetSample>,
+}
+
+/// The node-level counters of the kernel-metrics reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelSample {
+    /// `node_context_switches_total`.
+    pub context_switches_total: u64,
+    /// `node_entropy_available_bits`.
+    pub entropy_available_bits: u64,
+    /// `node_network_connections_total`.
+    pub network_connections_total: u64,
+    /// When the counters were read.
+    pub timestamp: SystemTime,
+}
+
+/// The samples of one traced container for one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSample {
+    /// The node the pod runs on (`proplet_id` in the MQTT message).
+    pub node: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's UID (`task_id` in the MQTT message).
+    pub pod_uid: String,
+    /// The container's name ("" for a whole-pod target).
+    pub container: String,
+    /// The latest sample: the container's processes summed.
+    pub metrics: ProcessMetrics,
+    /// Aggregates over the container's retained history (zeros without one).
+    pub aggregated: AggregatedMetrics,
+    /// Which push exporters the target's effective profile enables (`prometheus` is ignored here).
+    pub export: ExportSettings,
+}
+
+/// The reference's "Metrics Structure": one sample of a process, or of a container (its
+/// processes summed), as the process collector takes it and the push messages carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessMetrics {
+    /// CPU usage in percent of one CPU over the interval (0–100+).
+    pub cpu_usage_percent: f64,
+    /// Resident memory in bytes.
+    pub memory_usage_bytes: u64,
+    /// Memory in percent of the limit (or of the node's memory without a limit).
+    pub memory_usage_percent: f64,
+    /// Cumulative bytes read from block devices.
+    pub disk_read_bytes: u64,
+    /// Cumulative bytes written to block devices.
+    pub disk_write_bytes: u64,
+    /// Cumulative bytes received.
+    pub network_rx_bytes: u64,
+    /// Cumulative bytes sent.
+    pub network_tx_bytes: u64,
+    /// Seconds since the target started.
+    pub uptime_seconds: u64,
+    /// Number of threads.
+    pub thread_count: u64,
+    /// Number of open file descriptors.
+    pub file_descriptor_count: u64,
+    /// When the sample was taken (ISO 8601, microseconds, UTC).
+    #[serde(with = "rfc3339")]
+    pub timestamp: SystemTime,
+}
+
+impl ProcessMetrics {
+    /// The sample of a group of processes (a container, or the processes beyond the bound):
+    /// CPU, memory, disk bytes, threads and descriptors add up; network counters are those of
+    /// the network namespace the processes share, so the largest is taken instead of the sum;
+    /// uptime is the oldest process's.
+    pub fn sum<'a>(procs: impl IntoIterator<Item = &'a ProcessMetrics>, wall: SystemTime) -> Self {
+        let mut s = ProcessMetrics { timestamp: wall, ..Default::default() };
+        for p in procs {
+            s.cpu_usage_percent += p.cpu_usage_percent;
+            s.memory_usage_bytes += p.memory_usage_bytes;
+            s.memory_usage_percent += p.memory_usage_percent;
+            s.disk_read_bytes += p.disk_read_bytes;
+            s.disk_write_bytes += p.disk_write_bytes;
+            s.network_rx_bytes = s.network_rx_bytes.max(p.network_rx_bytes);
+            s.network_tx_bytes = s.network_tx_bytes.max(p.network_tx_bytes);
+            s.uptime_seconds = s.uptime_seconds.max(p.uptime_seconds);
+            s.thread_count += p.thread_count;
+            s.file_descriptor_count += p.file_descriptor_count;
+        }
+        s
+    }
+}
+
+impl Default for ProcessMetrics {
+    /// Zeros at the Unix epoch (`SystemTime` has no default).
+    fn default() -> Self {
+        Self {
+            cpu_usage_percent: 0.0,
+            memory_usage_bytes: 0,
+            memory_usage_percent: 0.0,
+            disk_read_bytes: 0,
+            disk_write_bytes: 0,
+            network_rx_bytes: 0,
+            network_tx_bytes: 0,
+            uptime_seconds: 0,
+            thread_count: 0,
+            file_descriptor_count: 0,
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
+/// The reference's "Aggregated Metrics Structure": aggregates over a retained history (of one
+/// process, or of a container's summed samples). The totals are the growth of the cumulative
+/// counters over the window (last minus first sample).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AggregatedMetrics {
+    /// Mean CPU percent.
+    pub avg_cpu_usage: f64,
+    /// Highest CPU percent.
+    pub max_cpu_usage: f64,
+    /// Mean memory in bytes: exact in the `*_avg` series, an integer in the push messages (as
+    /// in the reference).
+    #[serde(serialize_with = "rounded")]
+    pub avg_memory_usage: f64,
+    /// Highest memory in bytes.
+    pub max_memory_usage: u64,
+    /// Bytes read over the history.
+    pub total_disk_read: u64,
+    /// Bytes written over the history.
+    pub total_disk_write: u64,
+    /// Bytes received over the history.
+    pub total_network_rx: u64,
+    /// Bytes sent over the history.
+    pub total_network_tx: u64,
+    /// Samples in the history.
+    pub sample_count: u64,
+}
+
+fn rounded<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(v.round() as u64)
+}
+
+impl AggregatedMetrics {
+    /// The aggregates of a history; `None` when it is empty.
+    pub fn of(history: &VecDeque<ProcessMetrics>) -> Option<AggregatedMetrics> {
+        let (first, last) = (history.front()?, history.back()?);
+        let n = history.len() as f64;
+        Some(AggregatedMetrics {
+            avg_cpu_usage: history.iter().map(|s| s.cpu_usage_percent).sum::<f64>() / n,
+            max_cpu_usage: history.iter().map(|s| s.cpu_usage_percent).fold(0.0, f64::max),
+            avg_memory_usage: history.iter().map(|s| s.memory_usage_bytes as f64).sum::<f64>() / n,
+            max_memory_usage: history.iter().map(|s| s.memory_usage_bytes).max().unwrap_or(0),
+            total_disk_read: last.disk_read_bytes.saturating_sub(first.disk_read_bytes),
+            total_disk_write: last.disk_write_bytes.saturating_sub(first.disk_write_bytes),
+            total_network_rx: last.network_rx_bytes.saturating_sub(first.network_rx_bytes),
+            total_network_tx: last.network_tx_bytes.saturating_sub(first.network_tx_bytes),
+            sample_count: history.len() as u64,
+        })
+    }
+}
+
+/// Appends `sample` to a history of at most `size` samples (cleared with size 0).
+pub fn record(history: &mut VecDeque<ProcessMetrics>, sample: &ProcessMetrics, size: usize) {
+    if size == 0 {
+        history.clear();
+        return;
+    }
+    history.push_back(sample.clone());
+    while history.len() > size {
+        history.pop_front();
+    }
+}
+
+/// `SystemTime` as the reference's ISO 8601 text (`2025-01-15T10:35:22.123456Z`).
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use std::time::SystemTime;
+
+    /// Writes `t` in UTC with microseconds, as in the reference.
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        match jiff::Timestamp::try_from(*t) {
+            Ok(ts) => s.collect_str(&format_args!("{ts:.6}")),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
+    }
+
+    /// Reads any RFC 3339 timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let ts: jiff::Timestamp = text.parse().map_err(D::Error::custom)?;
+        Ok(SystemTime::from(ts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(cpu: f64, mem: u64, read: u64) -> ProcessMetrics {
+        ProcessMetrics {
+            cpu_usage_percent: cpu,
+            memory_usage_bytes: mem,
+            disk_read_bytes: read,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn aggregates_are_over_the_bounded_history_and_totals_are_growth() {
+        let mut h = VecDeque::new();
+        assert_eq!(AggregatedMetrics::of(&h), None);
+        for s in [at(0.0, 1000, 0), at(25.0, 3000, 100), at(0.0, 2000, 400)] {
+            record(&mut h, &s, 2);
+        }
+        let a = AggregatedMetrics::of(&h).unwrap();
+        assert_eq!((a.sample_count, a.max_memory_usage, a.avg_memory_usage), (2, 3000, 2500.0));
+        assert_eq!((a.max_cpu_usage, a.total_disk_read), (25.0, 300));
+        record(&mut h, &at(1.0, 1, 1), 0);
+        assert!(h.is_empty(), "history size 0 keeps nothing");
+    }
+
+    #[test]
+    fn the_average_memory_is_an_integer_in_json() {
+        let a = AggregatedMetrics { avg_memory_usage: 41.6, ..Default::default() };
+        assert_eq!(serde_json::to_value(&a).unwrap()["avg_memory_usage"], 42);
+    }
+}
