@@ -2,6 +2,7 @@
 //! `make images` builds, on a real node (kubelet, containerd, runc, CNI; `e2e/scripts/node.sh`),
 //! tracing real pods. Needs root (namespaces, cgroups, eBPF).
 
+mod gaps;
 mod install;
 mod prometheus;
 mod rbac;
