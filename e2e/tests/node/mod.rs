@@ -2,6 +2,7 @@
 //! `make images` builds, on a real node (kubelet, containerd, runc, CNI; `e2e/scripts/node.sh`),
 //! tracing real pods. Needs root (namespaces, cgroups, eBPF).
 
+mod gaps;
 mod install;
 mod prometheus;
 mod rbac;
@@ -76,6 +77,11 @@ impl Drop for Installed<'_> {
                 );
             }
         }
+        // Whatever an interrupted uninstall left of the cluster-scoped objects.
+        let _ = node.kubectl(
+            &["delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/name=podtrace"],
+            None,
+        );
         for crd in ["podtraces", "monitoringprofiles", "nodetraces"] {
             let _ = node.kubectl(
                 &["delete", "crd", &format!("{crd}.podtrace.dev"), "--ignore-not-found"],

@@ -283,6 +283,8 @@ fn prometheus_operator_scrapes_podtrace_answers_the_reference_promql_and_fires_t
         return;
     };
     let stack = MonitoringStack::start(node);
+    // Declared after the stack, so dropped before it: the release's ServiceMonitors and
+    // PrometheusRule go while their CRDs still exist (else helm uninstall fails half-way).
     let _installed = Installed { node, how: How::Helm };
     // A NATS broker that does not exist: the exporter series exist, disconnected.
     install(node, &["--set", "exporters.nats.url=nats://nats.invalid:4222"]);
@@ -379,7 +381,6 @@ fn prometheus_operator_scrapes_podtrace_answers_the_reference_promql_and_fires_t
         r#"ALERTS{alertname="PodtraceAgentDown",alertstate="firing"}"#,
         &[1.0],
     );
-    drop(stack);
 }
 
 /// Each alert's expression names metrics and labels the agent really exports: every metric
@@ -437,6 +438,8 @@ fn prometheus_scrapes_through_metrics_tls_and_metrics_auth() {
         return;
     };
     let stack = MonitoringStack::start(node);
+    // Declared after the stack, so dropped before it: the release's ServiceMonitors and
+    // PrometheusRule go while their CRDs still exist (else helm uninstall fails half-way).
     let _installed = Installed { node, how: How::Helm };
     install(node, &[]);
     namespace(node, APPS);
@@ -551,5 +554,4 @@ fn prometheus_scrapes_through_metrics_tls_and_metrics_auth() {
     assert_eq!(status_with("nobody").unwrap(), "403", "a token without get /metrics");
     let _ =
         node.kubectl(&["delete", "clusterrolebinding", "e2e-prometheus-podtrace-metrics"], None);
-    drop(stack);
 }

@@ -115,6 +115,15 @@ fn the_manifests_run_with_their_own_rbac_and_a_missing_rule_is_reported() {
         let m = agent_metrics(node, "podtrace")?;
         let errors = samples(&m, "podtrace_agent_errors_total", &[("source", "status")]);
         ensure!(errors.iter().sum::<f64>() > 0.0, "errors {errors:?}");
+        let health = node.kubectl(
+            &["exec", "-n", RELEASE_NAMESPACE, &agent, "--", "/podtrace-agent", "health", "live"],
+            None,
+        );
+        let health = String::from_utf8_lossy(&health.stdout);
+        ensure!(
+            health.contains("Degraded") && health.contains("writing the NodeTrace status failed"),
+            "health live: {health}"
+        );
         Ok(())
     });
 }
