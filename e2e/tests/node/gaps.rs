@@ -5,14 +5,11 @@
 //! instead of being exported as 0.
 
 use super::{
-    How, Installed, RELEASE_NAMESPACE, agent_metrics, get_json, namespace, pod_name, samples,
-    wait_ready,
+    How, Installed, RELEASE_NAMESPACE, agent_metrics, get_json, helm_install, namespace,
+    patch_agent, pod_name, samples,
 };
 use anyhow::{Context, Result, ensure};
-use podtrace_e2e::{
-    node::{Node, node, wait_until},
-    repo_root,
-};
+use podtrace_e2e::node::{Node, node, wait_until};
 use std::time::Duration;
 
 const APPS: &str = "gaps";
@@ -88,18 +85,7 @@ fn agent_capabilities(node: &Node, caps: &[&str]) {
         "path": "/spec/template/spec/containers/0/securityContext/capabilities/add",
         "value": caps,
     }]);
-    node.kubectl_ok(&[
-        "patch",
-        "daemonset",
-        "podtrace-agent",
-        "-n",
-        RELEASE_NAMESPACE,
-        "--type=json",
-        "-p",
-        &patch.to_string(),
-    ])
-    .unwrap();
-    wait_ready(node, "podtrace");
+    patch_agent(node, "json", &patch.to_string());
 }
 
 #[test]
@@ -109,22 +95,7 @@ fn data_the_agent_cannot_read_is_reported_not_exported_as_zero() {
         return;
     };
     let _installed = Installed { node, how: How::Helm };
-    let chart = repo_root().join("charts/podtrace");
-    let root = format!("agent.kubeletCgroupRoot={}", node.kubelet_cgroup_root);
-    node.helm(&[
-        "install",
-        "podtrace",
-        chart.to_str().unwrap(),
-        "-n",
-        RELEASE_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        &root,
-    ])
-    .unwrap();
-    wait_ready(node, "podtrace");
+    helm_install(node, &[]);
     namespace(node, APPS);
     let out = node.kubectl(&["apply", "-f", "-"], Some(WORKLOAD));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -167,18 +138,7 @@ fn data_the_agent_cannot_read_is_reported_not_exported_as_zero() {
 
     // Without hostPID: the agent says it gets no usable pids.
     agent_capabilities(node, &["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]);
-    node.kubectl_ok(&[
-        "patch",
-        "daemonset",
-        "podtrace-agent",
-        "-n",
-        RELEASE_NAMESPACE,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"template":{"spec":{"hostPID":false}}}}"#,
-    ])
-    .unwrap();
-    wait_ready(node, "podtrace");
+    patch_agent(node, "merge", r#"{"spec":{"template":{"spec":{"hostPID":false}}}}"#);
     wait_until("the PID namespace reported", Duration::from_secs(90), || {
         let g = gaps(node)?;
         ensure!(g == ["process/pids/pid_namespace"], "gaps {g:?}");

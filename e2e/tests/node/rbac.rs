@@ -3,7 +3,7 @@
 
 use super::{
     How, Installed, RELEASE_NAMESPACE, agent_metrics, get_json, namespace, pod_name, samples,
-    wait_ready,
+    set_agent_env, wait_ready,
 };
 use anyhow::ensure;
 use podtrace_e2e::{
@@ -41,15 +41,7 @@ fn the_manifests_run_with_their_own_rbac_and_a_missing_rule_is_reported() {
     let _installed = Installed { node, how: How::Manifests };
     node.kubectl_ok(&["apply", "--server-side", "-f", manifests.to_str().unwrap()]).unwrap();
     // What a user of a kubelet with a cgroupRoot does with the plain manifests.
-    node.kubectl_ok(&[
-        "set",
-        "env",
-        "daemonset/podtrace-agent",
-        "-n",
-        RELEASE_NAMESPACE,
-        &format!("PODTRACE_KUBELET_CGROUP_ROOT={}", node.kubelet_cgroup_root),
-    ])
-    .unwrap();
+    set_agent_env(node, &format!("PODTRACE_KUBELET_CGROUP_ROOT={}", node.kubelet_cgroup_root));
     wait_ready(node, "podtrace");
 
     // Each binary runs as its own ServiceAccount, which holds exactly what it needs.
