@@ -324,6 +324,16 @@ down() {
     kill -KILL $procs 2>/dev/null || true
     sleep 0.1
   done
+  # Killed is not gone: a zombie keeps its cgroup busy until its parent reaps it, and cgroup.procs
+  # no longer lists it. The parents are containerd's shims, so they stay alive until the cgroup
+  # v2 hierarchy says the run's cgroups are empty; a shim killed earlier would hand its zombies
+  # to PID 1, which on some machines (a container's minimal init) reaps them minutes later.
+  local events
+  events=$(awk '$3 == "cgroup2" {print $2}' /proc/self/mounts | head -1)$CGROUP_ROOT/cgroup.events
+  for _ in $(seq 1 300); do
+    [[ -e "$events" ]] && grep -q '^populated 1' "$events" || break
+    sleep 0.1
+  done
   pids=()
   for p in containerd dnsmasq apiserver etcd proxy; do
     [[ -e "$DIR/$p.pid" ]] && pids+=("$(cat "$DIR/$p.pid")") && rm -f "$DIR/$p.pid"
@@ -332,11 +342,15 @@ down() {
   while read -r pid; do pids+=("$pid"); done < <(pgrep -f -- "-address $DIR/containerd.sock" || true)
   stop_pids "${pids[@]}"
   # A cgroup whose last task just died can stay busy for a moment: retry the removal.
-  for _ in $(seq 1 50); do
+  for _ in $(seq 1 300); do
     every_cgroup_dir | while read -r d; do rmdir "$d" 2>/dev/null || true; done
     [[ -z "$(every_cgroup_dir)" ]] && break
     sleep 0.1
   done
+  if [[ -n "$(every_cgroup_dir)" ]]; then
+    echo "error: cgroups of this run still busy after 30s (a process not yet reaped?):" >&2
+    every_cgroup_dir | head -5 >&2
+  fi
   # The holder last: with it the network namespace, its veth, bridge and iptables rules, and the
   # mount namespace with its tmpfs and container mounts are gone.
   if [[ -e "$DIR/holder.pid" ]]; then stop_pids "$(holder)"; rm -f "$DIR/holder.pid"; fi

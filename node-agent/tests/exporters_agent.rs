@@ -54,9 +54,11 @@ mod exporters {
             .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
             .expect("a cgroup v2 hierarchy");
         let group = format!("podtrace-push-{}", std::process::id());
-        let dir = std::path::Path::new(v2).join(&group).join("worker");
-        std::fs::create_dir_all(&dir).unwrap();
-        let sleeper = Process(
+        let outer = std::path::Path::new(v2).join(&group);
+        let dir = outer.join("worker");
+        // Declared before the sleeper, so dropped after it: the cgroups go once it is gone.
+        let _cgroups = podtrace_test_support::CgroupDirs::create(&[&outer, &dir]).unwrap();
+        let _sleeper = Process(
             podtrace_test_support::command_in_cgroups(&[&dir], "sleep").arg("300").spawn().unwrap(),
         );
         // The shell moves itself in before it execs: under load the agent could otherwise find
@@ -119,9 +121,5 @@ mod exporters {
         // Every interval: a second pod message follows.
         let again = next_json(&mut pods, "second pod").await;
         assert_eq!(again["pod"], "pusher");
-
-        drop(sleeper);
-        let _ = std::fs::remove_dir(&dir);
-        let _ = std::fs::remove_dir(dir.parent().unwrap());
     }
 }

@@ -52,6 +52,39 @@ pub fn command_in_cgroups(dirs: &[impl AsRef<Path>], program: &str) -> Command {
     command
 }
 
+/// Cgroup directories a test created, removed (deepest first) when dropped, also when the test
+/// panics. A cgroup stays busy for a moment after its last process was reaped, so each removal
+/// is retried for up to two seconds; what still cannot be removed is named on stderr.
+pub struct CgroupDirs(pub Vec<std::path::PathBuf>);
+
+impl CgroupDirs {
+    /// Creates `dirs` (with their parents) and returns the guard that removes them; list outer
+    /// directories before inner ones.
+    pub fn create(dirs: &[impl AsRef<Path>]) -> std::io::Result<Self> {
+        let dirs: Vec<_> = dirs.iter().map(|d| d.as_ref().to_path_buf()).collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(CgroupDirs(dirs))
+    }
+}
+
+impl Drop for CgroupDirs {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if d.exists() {
+                eprintln!("warning: could not remove the test cgroup {}", d.display());
+            }
+        }
+    }
+}
+
 /// The sum of the values of the series of `name` (every label set) in Prometheus text.
 pub fn metric_sum(exposition: &str, name: &str) -> f64 {
     exposition
