@@ -23,6 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${PODTRACE_IMAGES_DIR:-$ROOT/target/images}"
 REPOSITORY="${PODTRACE_IMAGE_REPOSITORY:-ghcr.io/podtrace}"
 CARGO="${CARGO:-cargo}"
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 for tool in umoci ldd strip; do
   command -v "$tool" >/dev/null || { echo "error: $tool is missing: run \`make setup\`" >&2; exit 1; }
@@ -110,14 +111,14 @@ for n in "${names[@]}"; do
   rootfs="$WORK/$n-rootfs"; mkdir -p "$rootfs/tmp"; chmod 1777 "$rootfs/tmp"
   case "$n" in
     operator)
-      copy_with_libs "$ROOT/target/release/podtrace-operator" "$rootfs" /podtrace-operator
+      copy_with_libs "$RELEASE/podtrace-operator" "$rootfs" /podtrace-operator
       smoke "$rootfs" /podtrace-operator
       install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
       pack operator "$REPOSITORY/podtrace-operator:$version" "$rootfs" 65532:65532 /podtrace-operator \
         "podtrace operator"
       ;;
     agent)
-      copy_with_libs "$ROOT/target/release/podtrace-agent" "$rootfs" /podtrace-agent
+      copy_with_libs "$RELEASE/podtrace-agent" "$rootfs" /podtrace-agent
       smoke "$rootfs" /podtrace-agent
       pack agent "$REPOSITORY/podtrace-agent:$version" "$rootfs" 0:0 /podtrace-agent "podtrace node agent"
       ;;
