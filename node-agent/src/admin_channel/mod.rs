@@ -315,12 +315,46 @@ mod tests {
         assert_eq!(ch.execute("Mtag:proc:enable"), "ok");
         assert_eq!(
             ch.execute("m*"),
-            "*:disable,tag:proc:enable,agent:disable,ebpf:disable,kernel:enable,process:enable,resource:enable"
+            "*:disable,tag:proc:enable,agent:disable,cpu:disable,fs:disable,kernel:enable,net:disable,process:enable,resource:enable"
         );
         assert_eq!(ch.execute("mkernel,agent"), "kernel:enable,agent:disable");
-        assert_eq!(ch.execute("mnope"), "error: unknown metrics source \"nope\"");
-        assert_eq!(ch.execute("Mnope:enable"), "error: unknown metrics source \"nope\"");
+        let unknown = "error: unknown metrics source \"nope\" (sources: agent, cpu, fs, kernel, net, process, resource)";
+        assert_eq!(ch.execute("mnope"), unknown);
+        assert_eq!(ch.execute("Mnope:enable"), unknown);
         assert_eq!(ch.execute("hello"), "error: unknown command 'h'; expected L, l, M or m");
+    }
+
+    #[test]
+    fn each_probe_family_is_a_source_of_its_own() {
+        use crate::metrics::{Sample, TargetKey, catalog};
+        let store = Arc::new(Store::default());
+        let ch = AdminChannel::new(
+            Arc::new(Sources::default()),
+            store.clone(),
+            "info",
+            Box::new(RecordingLog::default()),
+            None,
+        );
+        let t = TargetKey::new("ns", "p", "c");
+        let gauge = |family| Sample::new(family, t.labels(), 1.0);
+        for (source, family) in [
+            (Source::Net, catalog::RTT_LATEST),
+            (Source::Fs, catalog::FS_LATEST),
+            (Source::Cpu, catalog::CPU_BLOCK_LATEST),
+        ] {
+            store.replace(source, &t, vec![gauge(family)], None);
+        }
+        let served = |ch: &AdminChannel| {
+            let mut text = String::new();
+            store.encode(&mut text, |s| ch.sources.enabled(s)).unwrap();
+            ["podtrace_rtt_", "podtrace_fs_", "podtrace_cpu_block_"].map(|p| text.contains(p))
+        };
+        assert_eq!(served(&ch), [true, true, true]);
+        assert_eq!(ch.execute("Mnet:disable"), "ok");
+        assert_eq!(served(&ch), [false, true, true]);
+        assert_eq!(ch.execute("mnet,fs,cpu"), "net:disable,fs:enable,cpu:enable");
+        assert_eq!(ch.execute("Mtag:ebpf:disable"), "ok");
+        assert_eq!(served(&ch), [false, false, false]);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //!  kernel   (node)        /proc/stat, entropy, /proc/net ─► node_*            ─► KernelSample
 //!  resource (per target)  cgroup files                   ─► podtrace_resource_*
 //!  process  (per target)  /proc/<pid> of its processes   ─► podtrace_process_* ─► TargetSample
-//!  ebpf     (due targets) one snapshot of the kernel maps ─► podtrace_{rtt,dns,fs,…}
+//!  net, fs, cpu (due targets) one snapshot of the kernel maps ─► podtrace_{rtt,dns,fs,…}
 //! ```
 
 use std::{
@@ -22,7 +22,10 @@ use crate::{
         process::{self, NetDevCache, ProcessCollector},
         resource::{self, GroupFiles, LIMITS_REFRESH, Reading},
     },
-    metrics::{Labels, Store, TargetKey, agent::AgentMetrics, sources::Source},
+    metrics::{
+        Labels, Sample, Sources, Store, TargetKey, agent::AgentMetrics, catalog::FAMILIES,
+        sources::Source,
+    },
     sample::{AggregatedMetrics, KernelSample, ProcessMetrics, TargetSample, record},
     targets::Target,
 };
@@ -99,7 +102,7 @@ impl Tick<'_> {
                 None
             }
         };
-        self.metrics.observe(Source::Kernel, started.elapsed());
+        self.metrics.observe(Source::Kernel.name(), started.elapsed());
         result
     }
 
@@ -165,12 +168,14 @@ impl Tick<'_> {
         Some(procs.into_iter().map(|p| p.sample).collect())
     }
 
-    /// The eBPF series of the due targets (`ebpf`) from one snapshot of the kernel maps.
+    /// The eBPF series of the due targets from one snapshot of the kernel maps, stored under
+    /// the source of each probe family (`net`, `fs`, `cpu`) that `sources` enables.
     pub fn ebpf(
         &self,
         source: &mut EbpfSource,
         due: &[TargetKey],
         targets: &mut BTreeMap<TargetKey, TargetState>,
+        sources: &Sources,
     ) {
         let Some(snap) = source.snapshot() else { return };
         let started = Instant::now();
@@ -179,9 +184,18 @@ impl Tick<'_> {
             let Some(id) = source.key_of(&state.target.cgroup) else { continue };
             let t = &state.target;
             let samples = ebpf::samples(&snap, id, &t.labels(), t.profile.labels.process_name);
-            state.dropped += self.store.replace(Source::Ebpf, key, samples, Some(t.budget()));
+            let mut by_source: BTreeMap<Source, Vec<Sample>> =
+                Source::EBPF.into_iter().map(|s| (s, Vec::new())).collect();
+            for s in samples {
+                by_source.entry(FAMILIES[s.family].source).or_default().push(s);
+            }
+            for (family, samples) in by_source {
+                if sources.enabled(family) {
+                    state.dropped += self.store.replace(family, key, samples, Some(t.budget()));
+                }
+            }
         }
-        self.metrics.observe(Source::Ebpf, started.elapsed());
+        self.metrics.observe("ebpf", started.elapsed());
     }
 }
 

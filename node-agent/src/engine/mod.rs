@@ -255,20 +255,20 @@ impl Engine {
             }
         }
         if resource_on && collected > 0 {
-            self.metrics.observe(Source::Resource, spent.resource);
+            self.metrics.observe(Source::Resource.name(), spent.resource);
         }
         if process_on && collected == self.targets.len() {
             // Every target was read: a namespace nobody read belongs to no target any more.
             self.net.forget_unread();
         }
         if process_on && collected > 0 {
-            self.metrics.observe(Source::Process, spent.process);
+            self.metrics.observe(Source::Process.name(), spent.process);
         }
         if let Some(ebpf) = self.ebpf.as_mut()
             && !ebpf_due.is_empty()
-            && self.sources.enabled(Source::Ebpf)
+            && self.sources.any_ebpf()
         {
-            tick.ebpf(ebpf, &ebpf_due, &mut self.targets);
+            tick.ebpf(ebpf, &ebpf_due, &mut self.targets, &self.sources);
         }
         if let Some(push) = self.push.as_mut() {
             // A batch for new kernel counters even when no target was due, and for due targets
