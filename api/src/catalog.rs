@@ -326,7 +326,7 @@ families! {
         "Bytes read and written on regular files (read/write/pread/pwrite/readv/writev), by operation");
     NODE_CONNECTIONS = ("node_network_connections_total", Gauge, Kernel, Node, NODE_LABELS,
         |_| 1, keep 9,
-        "Sockets in the agent's network namespace (the node's with hostNetwork): every entry of /proc/net/tcp, tcp6, udp and udp6, in any state");
+        "Sockets of the node's network namespace, read from <proc-root>/1/net (the host's init: the agent has no hostNetwork), every entry of tcp, tcp6, udp and udp6, in any state");
 }
 
 /// The families of a source.
