@@ -7,18 +7,21 @@
 //!  AggregatedMetrics  over a bounded history of ProcessMetrics: "Aggregated Metrics Structure"
 //!  TargetSample       a container's ProcessMetrics + AggregatedMetrics + identity + exporters
 //!  KernelSample       the node's kernel counters
-//!  PushBatch          one interval: KernelSample + [TargetSample] ─► exporters
+//!  PushBatch          one collection: [TargetSample] + KernelSample when read ─► exporters
 //! ```
 
 use podtrace_api::profile::ExportSettings;
 use serde::{Deserialize, Serialize};
 use std::{collections::VecDeque, time::SystemTime};
 
-/// One interval's samples: every traced target of the node plus the node's kernel counters.
+/// One collection's samples: the targets that were due plus, when they were read in this
+/// collection, the node's kernel counters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushBatch {
-    /// The node's kernel counters (one NATS message and one Influx point per interval).
-    pub kernel: KernelSample,
+    /// The node's kernel counters, present only in the batch of the collection that read them
+    /// (every node `INTERVAL`): targets with a shorter interval make batches in between, which
+    /// must not send the same counters again (one NATS message and one Influx point per read).
+    pub kernel: Option<KernelSample>,
     /// One entry per traced container (or process, in standalone mode).
     pub targets: Vec<TargetSample>,
 }
@@ -65,8 +68,10 @@ pub struct ProcessMetrics {
     pub cpu_usage_percent: f64,
     /// Resident memory in bytes.
     pub memory_usage_bytes: u64,
-    /// Memory in percent of the limit (or of the node's memory without a limit).
-    pub memory_usage_percent: f64,
+    /// Memory in percent of the limit (or of the node's memory without a limit); absent when
+    /// neither is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_usage_percent: Option<f64>,
     /// Cumulative bytes read from block devices.
     pub disk_read_bytes: u64,
     /// Cumulative bytes written to block devices.
@@ -92,11 +97,17 @@ impl ProcessMetrics {
     /// the network namespace the processes share, so the largest is taken instead of the sum;
     /// uptime is the oldest process's.
     pub fn sum<'a>(procs: impl IntoIterator<Item = &'a ProcessMetrics>, wall: SystemTime) -> Self {
-        let mut s = ProcessMetrics { timestamp: wall, ..Default::default() };
+        let mut s = ProcessMetrics {
+            timestamp: wall,
+            memory_usage_percent: Some(0.0),
+            ..Default::default()
+        };
         for p in procs {
             s.cpu_usage_percent += p.cpu_usage_percent;
             s.memory_usage_bytes += p.memory_usage_bytes;
-            s.memory_usage_percent += p.memory_usage_percent;
+            // Unknown for one process (no memory base) is unknown for the sum.
+            s.memory_usage_percent =
+                s.memory_usage_percent.zip(p.memory_usage_percent).map(|(a, b)| a + b);
             s.disk_read_bytes += p.disk_read_bytes;
             s.disk_write_bytes += p.disk_write_bytes;
             s.network_rx_bytes = s.network_rx_bytes.max(p.network_rx_bytes);
@@ -115,7 +126,7 @@ impl Default for ProcessMetrics {
         Self {
             cpu_usage_percent: 0.0,
             memory_usage_bytes: 0,
-            memory_usage_percent: 0.0,
+            memory_usage_percent: None,
             disk_read_bytes: 0,
             disk_write_bytes: 0,
             network_rx_bytes: 0,

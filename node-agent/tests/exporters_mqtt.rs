@@ -135,7 +135,7 @@ mod exporters {
         wait_until("batch 0 acknowledged", Duration::from_secs(5), || health().sent == 4).await;
 
         broker.kill();
-        wait_until("Degraded", Duration::from_secs(10), || !health().connected).await;
+        wait_until("disconnected", Duration::from_secs(10), || !health().connected).await;
         let mut want = Vec::new();
         for seq in 1..=5 {
             let b = batch(seq, 4);

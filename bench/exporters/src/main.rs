@@ -35,7 +35,7 @@ fn main() {
     let batch = batch(targets);
     let items: Vec<Item> = (batch.targets.iter())
         .map(|t| Item::Target(Arc::new(t.clone())))
-        .chain([Item::Kernel(Arc::new(batch.kernel))])
+        .chain(batch.kernel.map(|k| Item::Kernel(Arc::new(k))))
         .collect();
     let registry = registry(&batch);
 
@@ -141,7 +141,7 @@ fn batch(n: usize) -> PushBatch {
                 metrics: ProcessMetrics {
                     cpu_usage_percent: 23.5 + i as f64 / 7.0,
                     memory_usage_bytes: 52_428_800 + v,
-                    memory_usage_percent: 1.2 + i as f64 / 100.0,
+                    memory_usage_percent: Some(1.2 + i as f64 / 100.0),
                     disk_read_bytes: 1_048_576 + v,
                     disk_write_bytes: 524_288 + v,
                     network_rx_bytes: 2048 + v,
@@ -172,7 +172,7 @@ fn batch(n: usize) -> PushBatch {
         network_connections_total: 42,
         timestamp: now,
     };
-    PushBatch { kernel, targets }
+    PushBatch { kernel: Some(kernel), targets }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -211,7 +211,9 @@ fn registry(batch: &PushBatch) -> Registry {
     ];
     let floats: Vec<(&str, Float, FloatOf)> = vec![
         ("podtrace_cpu_usage_percent", Float::default(), |t| t.metrics.cpu_usage_percent),
-        ("podtrace_memory_usage_percent", Float::default(), |t| t.metrics.memory_usage_percent),
+        ("podtrace_memory_usage_percent", Float::default(), |t| {
+            t.metrics.memory_usage_percent.unwrap_or(f64::NAN)
+        }),
         ("podtrace_avg_cpu_usage_percent", Float::default(), |t| t.aggregated.avg_cpu_usage),
         ("podtrace_max_cpu_usage_percent", Float::default(), |t| t.aggregated.max_cpu_usage),
     ];

@@ -137,14 +137,14 @@ impl Tick<'_> {
     }
 
     /// A target's processes (`process`), and the container's sample for the push exporters.
-    /// `memory_base` is what memory percent is relative to; `uptime` the node's seconds since
-    /// boot; at most `max_processes` processes get series of their own.
+    /// `memory_base` is what memory percent is relative to (none known: no percent); `uptime` the
+    /// node's seconds since boot; at most `max_processes` processes get series of their own.
     pub fn process(
         &self,
         state: &mut TargetState,
         labels: &Labels,
         net: &mut NetDevCache,
-        (uptime, memory_base, max_processes): (f64, u64, usize),
+        (uptime, memory_base, max_processes): (f64, Option<u64>, usize),
     ) -> Option<Vec<ProcessMetrics>> {
         let pids = match state.pids() {
             Ok(pids) => pids,

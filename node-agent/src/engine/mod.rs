@@ -36,7 +36,7 @@ use crate::{
         Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, sources::Source,
     },
     procfs,
-    sample::{KernelSample, PushBatch},
+    sample::PushBatch,
     targets::{Pending, Target},
 };
 use collect::{Spent, TargetState, Tick, target_sample};
@@ -72,12 +72,10 @@ pub struct EngineStatus {
 /// Processes per container with series of their own unless `--max-processes` says otherwise.
 pub const DEFAULT_MAX_PROCESSES: u16 = 16;
 
-/// Where the engine's samples go: the exporters, with this node's name on every sample and the
-/// last kernel counters (read at the node's interval) in every batch.
+/// Where the engine's samples go: the exporters, with this node's name on every sample.
 struct Push {
     to: Arc<dyn Pusher>,
     node: String,
-    kernel: Option<KernelSample>,
 }
 
 /// The engine.
@@ -91,7 +89,9 @@ pub struct Engine {
     kernel_next: Instant,
     targets: BTreeMap<TargetKey, TargetState>,
     pending: Vec<Pending>,
-    mem_total: u64,
+    /// The node's memory in bytes (`MemTotal`), what the memory percent of processes without a
+    /// container limit is relative to; `None` when `meminfo` could not be read (no percent then).
+    mem_total: Option<u64>,
     max_processes: usize,
     net: NetDevCache,
     dropped_seen: u64,
@@ -108,10 +108,7 @@ impl Engine {
         metrics: AgentMetrics,
         kernel_interval: Duration,
     ) -> Self {
-        let mem_total = std::fs::read_to_string(proc_root.join("meminfo"))
-            .ok()
-            .and_then(|t| procfs::parse_mem_total(&t))
-            .unwrap_or(1);
+        let mem_total = node_memory(&proc_root, &metrics);
         Self {
             store,
             sources,
@@ -144,7 +141,7 @@ impl Engine {
 
     /// Hands every tick's samples, named after `node`, to `pusher`.
     pub fn set_pusher(&mut self, pusher: Arc<dyn Pusher>, node: String) {
-        self.push = Some(Push { to: pusher, node, kernel: None });
+        self.push = Some(Push { to: pusher, node });
     }
 
     /// What the engine achieved, updated after every change of targets and every tick (the
@@ -247,7 +244,7 @@ impl Engine {
             if process_on {
                 let started = Instant::now();
                 let limit = memory_limit.or_else(|| resource::memory_limit(&state.target.cgroup));
-                let base = (uptime, limit.unwrap_or(self.mem_total), self.max_processes);
+                let base = (uptime, limit.or(self.mem_total), self.max_processes);
                 if let Some(procs) = tick.process(state, &labels, &mut self.net, base) {
                     samples.push(target_sample(state, node, &procs, tick.wall));
                 }
@@ -270,16 +267,12 @@ impl Engine {
         {
             tick.ebpf(ebpf, &ebpf_due, &mut self.targets, &self.sources);
         }
-        if let Some(push) = self.push.as_mut() {
-            // A batch for new kernel counters even when no target was due, and for due targets
-            // with the last counters read.
-            let fresh = kernel.is_some();
-            push.kernel = kernel.or(push.kernel);
-            if let Some(kernel) = push.kernel
-                && (fresh || !samples.is_empty())
-            {
-                push.to.push(PushBatch { kernel, targets: samples });
-            }
+        if let Some(push) = self.push.as_ref()
+            && (kernel.is_some() || !samples.is_empty())
+        {
+            // The kernel counters only when read now: a target due more often than the node's
+            // interval must not send the same counters again.
+            push.to.push(PushBatch { kernel, targets: samples });
         }
         self.publish_status(false);
         let next_target = self.targets.values().map(|s| s.next_due).min();
@@ -331,6 +324,26 @@ impl Engine {
     }
 }
 
+/// The node's memory from `<proc>/meminfo`. When it cannot be read the processes of containers
+/// without a memory limit get no memory percent at all (a percent of a made-up total would be
+/// wrong by orders of magnitude): logged and counted as an error of the `process` source.
+fn node_memory(proc_root: &std::path::Path, metrics: &AgentMetrics) -> Option<u64> {
+    let path = proc_root.join("meminfo");
+    let total = procfs::read(&path).and_then(|text| {
+        procfs::parse_mem_total(&text)
+            .filter(|t| *t > 0)
+            .ok_or(crate::Error::Parse { path: path.clone(), expected: "a MemTotal line" })
+    });
+    match total {
+        Ok(total) => Some(total),
+        Err(e) => {
+            tracing::error!(error = %e, "the node's memory is unknown: processes of containers without a memory limit get no podtrace_process_memory_usage_percent");
+            metrics.error(Source::Process.name(), e.reason());
+            None
+        }
+    }
+}
+
 /// With the process filter, hands the target's current processes (its own pid list, else its
 /// cgroup.procs) to the eBPF source: new processes start being measured, exited ones are
 /// dropped from the kernel map. Nothing to do with the cgroup filter.
@@ -346,5 +359,78 @@ fn sync_processes(ebpf: &mut EbpfSource, state: &mut TargetState) {
         Err(e) => {
             tracing::debug!(target = ?state.target.key, error = %e, "listing processes for the eBPF process filter failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cgroup::Cgroup, metrics::Labels, targets::Target};
+    use parking_lot::Mutex;
+    use podtrace_api::MonitoringProfileSpec;
+    use prometheus_client::registry::Registry;
+
+    /// Keeps every batch the engine pushes.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<PushBatch>>);
+
+    impl Pusher for Recorder {
+        fn push(&self, batch: PushBatch) {
+            self.0.lock().push(batch);
+        }
+    }
+
+    fn engine(proc_root: &std::path::Path, registry: &mut Registry) -> Engine {
+        let metrics = AgentMetrics::register(registry);
+        let store = Arc::new(Store::default());
+        Engine::new(proc_root.into(), store, Arc::default(), metrics, Duration::from_secs(10))
+    }
+
+    /// This test process as a target (a standalone pid selector: no cgroup needed).
+    fn me(interval: &str) -> Target {
+        Target {
+            key: TargetKey::new("ns", "me", "test"),
+            uid: "uid".into(),
+            cgroup: Cgroup::default(),
+            pids: Some(vec![std::process::id()]),
+            profile: MonitoringProfileSpec { interval: interval.into(), ..Default::default() },
+            pod_labels: Labels::default(),
+        }
+    }
+
+    #[test]
+    fn kernel_counters_are_pushed_once_per_node_interval_however_often_targets_are_due() {
+        let mut registry = Registry::default();
+        let mut engine = engine(std::path::Path::new("/proc"), &mut registry);
+        let recorder = Arc::new(Recorder::default());
+        engine.set_pusher(recorder.clone(), "node-1".into());
+        engine.set_targets(vec![me("1s")], vec![]);
+        let start = Instant::now();
+        for s in 0..5 {
+            engine.tick(start + Duration::from_secs(s));
+        }
+        let batches = recorder.0.lock();
+        assert_eq!(batches.len(), 5, "the 1s target is due every second");
+        assert!(batches.iter().all(|b| b.targets.len() == 1 && b.targets[0].node == "node-1"));
+        let kernel = batches.iter().filter(|b| b.kernel.is_some()).count();
+        assert_eq!(kernel, 1, "one kernel reading in 10 s of node INTERVAL, sent once");
+    }
+
+    #[test]
+    fn without_meminfo_the_memory_percent_has_no_base_and_the_error_is_counted() {
+        let dir = std::env::temp_dir().join(format!("podtrace-nomeminfo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut registry = Registry::default();
+        let engine = engine(&dir, &mut registry);
+        assert_eq!(engine.mem_total, None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("podtrace_agent_errors_total{source=\"process\",reason=\"not_found\"} 1"),
+            "{text}"
+        );
+        let mut registry = Registry::default();
+        assert!(self::engine(std::path::Path::new("/proc"), &mut registry).mem_total > Some(0));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -53,7 +53,9 @@ pub fn encode_target(out: &mut String, t: &TargetSample) {
 
     let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[1]));
     line.int("usage_bytes", m.memory_usage_bytes);
-    line.float("usage_percent", m.memory_usage_percent);
+    if let Some(percent) = m.memory_usage_percent {
+        line.float("usage_percent", percent);
+    }
     line.int("avg_usage_bytes", a.avg_memory_usage.round() as u64);
     line.int("max_usage_bytes", a.max_memory_usage);
     line.end(ts);
@@ -218,7 +220,7 @@ mod tests {
             metrics: ProcessMetrics {
                 cpu_usage_percent: 23.5,
                 memory_usage_bytes: 52_428_800,
-                memory_usage_percent: 1.2,
+                memory_usage_percent: Some(1.2),
                 disk_read_bytes: 1,
                 disk_write_bytes: 2,
                 network_rx_bytes: 3,

@@ -136,7 +136,7 @@ pub(crate) fn test_target() -> TargetSample {
         metrics: ProcessMetrics {
             cpu_usage_percent: 23.5,
             memory_usage_bytes: 52_428_800,
-            memory_usage_percent: 1.2,
+            memory_usage_percent: Some(1.2),
             disk_read_bytes: 1_048_576,
             disk_write_bytes: 524_288,
             network_rx_bytes: 2048,

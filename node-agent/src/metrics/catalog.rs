@@ -47,13 +47,13 @@ mod tests {
         let history = profile.history.size as usize;
         let t0 = Instant::now();
         let wall = SystemTime::now();
-        collector.record(vec![(7, raw())], t0, wall, 10.0, 1 << 30, history);
+        collector.record(vec![(7, raw())], t0, wall, 10.0, Some(1 << 30), history);
         let reports = collector.record(
             vec![(7, raw())],
             t0 + Duration::from_secs(1),
             wall,
             11.0,
-            1 << 30,
+            Some(1 << 30),
             history,
         );
         out.extend(process::samples(&labels, &reports, profile, 16));

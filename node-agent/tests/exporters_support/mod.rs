@@ -341,7 +341,7 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
         metrics: ProcessMetrics {
             cpu_usage_percent: seq as f64 + 0.25,
             memory_usage_bytes: 1_000_000 + base,
-            memory_usage_percent: 1.5,
+            memory_usage_percent: Some(1.5),
             disk_read_bytes: base * 10,
             disk_write_bytes: base * 20,
             network_rx_bytes: base * 30,
@@ -369,12 +369,12 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
 /// Batch `seq` with `n` targets.
 pub fn batch(seq: u64, n: usize) -> PushBatch {
     PushBatch {
-        kernel: KernelSample {
+        kernel: Some(KernelSample {
             context_switches_total: 1_000 + seq,
             entropy_available_bits: 256,
             network_connections_total: 42,
             timestamp: time_of(seq, 0),
-        },
+        }),
         targets: (0..n).map(|i| target(seq, i)).collect(),
     }
 }
