@@ -66,9 +66,10 @@ mod exporters {
         influxql(broker.port, "", "CREATE DATABASE podtrace").await;
         let mut a = args();
         a.influx_url = Some(format!("http://127.0.0.1:{}/write?db=podtrace", broker.port));
-        let (exporters, _registry) = start(&a);
+        let (exporters, registry) = start(&a);
         wait_until("Influx reachable", Duration::from_secs(10), || exporters.health().serving())
             .await;
+        assert_eq!(export_errors(&registry, "influx"), 0.0, "connecting is not an error");
 
         let mut b = batch(7, 4);
         let hostile = [

@@ -91,9 +91,10 @@ mod exporters {
      {
         let broker = Broker::mosquitto(None);
         let mut rx = subscriber(broker.port, false, None).await;
-        let (exporters, _registry) = start(&mqtt_args(broker.port));
+        let (exporters, registry) = start(&mqtt_args(broker.port));
         wait_until("MQTT connected", Duration::from_secs(10), || exporters.health().serving())
             .await;
+        assert_eq!(export_errors(&registry, "mqtt"), 0.0, "connecting is not an error");
 
         let mut want = Vec::new();
         for seq in 0..3 {

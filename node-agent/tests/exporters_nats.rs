@@ -56,9 +56,10 @@ mod exporters {
 
         let mut a = args();
         a.nats_url = Some(url);
-        let (exporters, _registry) = start(&a);
+        let (exporters, registry) = start(&a);
         wait_until("NATS connected", Duration::from_secs(10), || exporters.health().serving())
             .await;
+        assert_eq!(export_errors(&registry, "nats"), 0.0, "connecting is not an error");
 
         let (mut want_pods, mut want_kernel) = (Vec::new(), Vec::new());
         for seq in 0..3 {

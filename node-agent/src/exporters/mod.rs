@@ -250,6 +250,30 @@ mod tests {
         assert!(Exporters::start(&args, &mut registry).is_err());
     }
 
+    /// Every exporter starts "connecting"; that is not a failed attempt, so a start with every
+    /// broker up counts no error.
+    #[tokio::test]
+    async fn connecting_at_start_is_not_an_export_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut args = ExporterArgs::disabled();
+        args.influx_url = Some(format!("tcp://{}", listener.local_addr().unwrap()));
+        let mut registry = Registry::default();
+        let exporters = Exporters::start(&args, &mut registry).unwrap();
+        let accepted = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await;
+        let _connection = accepted.expect("the exporter connects").unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !exporters.health().serving() {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", exporters.health());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("podtrace_agent_export_errors_total{exporter=\"influx\"} 0"),
+            "{text}"
+        );
+    }
+
     #[tokio::test]
     async fn push_routes_targets_by_their_profile_and_never_waits() {
         let mut args = ExporterArgs::disabled();

@@ -319,6 +319,15 @@ pub fn start(args: &ExporterArgs) -> (Exporters, prometheus_client::registry::Re
     (exporters, registry)
 }
 
+/// `podtrace_agent_export_errors_total` of `exporter` in `registry`.
+pub fn export_errors(registry: &prometheus_client::registry::Registry, exporter: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let series = format!("podtrace_agent_export_errors_total{{exporter=\"{exporter}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&series));
+    line.and_then(|l| l[series.len()..].parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
 /// Export to every push exporter.
 pub fn all() -> ExportSettings {
     ExportSettings { prometheus: true, nats: true, mqtt: true, influx: true }
