@@ -220,7 +220,9 @@ pub struct History {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportSettings {
-    /// Serve the samples on the agent's Prometheus endpoint.
+    /// Serve the pods' series on the agent's Prometheus endpoint (/metrics). false leaves them
+    /// out of /metrics (and of the series budget); the push exporters enabled here still
+    /// receive them.
     #[serde(default = "yes")]
     pub prometheus: bool,
     /// Publish a JSON message per pod and interval to NATS (if the agent has a NATS URL).

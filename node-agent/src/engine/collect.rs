@@ -87,6 +87,15 @@ pub(super) struct Spent {
 }
 
 impl Tick<'_> {
+    /// Stores what `source` produced for `t` under its pod's budget; returns the lines dropped
+    /// for the budget. A profile with `export.prometheus: false` keeps its pods off `/metrics`
+    /// (their samples still go to the push exporters it enables): nothing is stored, and what
+    /// an earlier profile stored is removed.
+    fn store_for(&self, t: &Target, source: Source, samples: Vec<Sample>) -> usize {
+        let samples = if t.profile.export.prometheus { samples } else { Vec::new() };
+        self.store.replace(source, &t.key, samples, Some(t.budget()))
+    }
+
     /// The node's kernel counters (`kernel`).
     pub fn kernel(&self) -> Option<KernelSample> {
         let started = Instant::now();
@@ -123,8 +132,7 @@ impl Tick<'_> {
                     .as_ref()
                     .map(|(at, r)| (r, now.duration_since(*at).as_secs_f64()));
                 let samples = resource::samples(labels, &reading, prev, &t.profile.resource_limits);
-                state.dropped +=
-                    self.store.replace(Source::Resource, &t.key, samples, Some(t.budget()));
+                state.dropped += self.store_for(t, Source::Resource, samples);
                 state.previous = Some((now, reading));
                 reading.memory.and_then(|m| m.1)
             }
@@ -164,7 +172,7 @@ impl Tick<'_> {
         let history = t.profile.history.size.max(0) as usize;
         let procs = state.processes.record(raws, self.now, self.wall, uptime, memory_base, history);
         let samples = process::samples(labels, &procs, &t.profile, max_processes);
-        state.dropped += self.store.replace(Source::Process, &t.key, samples, Some(t.budget()));
+        state.dropped += self.store_for(t, Source::Process, samples);
         Some(procs.into_iter().map(|p| p.sample).collect())
     }
 
@@ -191,7 +199,7 @@ impl Tick<'_> {
             }
             for (family, samples) in by_source {
                 if sources.enabled(family) {
-                    state.dropped += self.store.replace(family, key, samples, Some(t.budget()));
+                    state.dropped += self.store_for(t, family, samples);
                 }
             }
         }

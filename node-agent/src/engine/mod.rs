@@ -381,9 +381,23 @@ mod tests {
     }
 
     fn engine(proc_root: &std::path::Path, registry: &mut Registry) -> Engine {
+        engine_with_store(proc_root, registry).0
+    }
+
+    fn engine_with_store(
+        proc_root: &std::path::Path,
+        registry: &mut Registry,
+    ) -> (Engine, Arc<Store>) {
         let metrics = AgentMetrics::register(registry);
         let store = Arc::new(Store::default());
-        Engine::new(proc_root.into(), store, Arc::default(), metrics, Duration::from_secs(10))
+        let engine = Engine::new(
+            proc_root.into(),
+            store.clone(),
+            Arc::default(),
+            metrics,
+            Duration::from_secs(10),
+        );
+        (engine, store)
     }
 
     /// This test process as a target (a standalone pid selector: no cgroup needed).
@@ -414,6 +428,26 @@ mod tests {
         assert!(batches.iter().all(|b| b.targets.len() == 1 && b.targets[0].node == "node-1"));
         let kernel = batches.iter().filter(|b| b.kernel.is_some()).count();
         assert_eq!(kernel, 1, "one kernel reading in 10 s of node INTERVAL, sent once");
+    }
+
+    #[test]
+    fn a_profile_without_prometheus_export_serves_nothing_on_metrics_but_still_pushes() {
+        let mut registry = Registry::default();
+        let (mut engine, store) = engine_with_store(std::path::Path::new("/proc"), &mut registry);
+        let recorder = Arc::new(Recorder::default());
+        engine.set_pusher(recorder.clone(), "node-1".into());
+        engine.set_targets(vec![me("1s")], vec![]);
+        let start = Instant::now();
+        engine.tick(start);
+        assert!(store.series_of_pod("ns", "me") > 0, "exported by default");
+        let mut off = me("1s");
+        off.profile.export.prometheus = false;
+        engine.set_targets(vec![off], vec![]);
+        engine.tick(start + Duration::from_secs(1));
+        assert_eq!(store.series_of_pod("ns", "me"), 0, "export.prometheus: false");
+        let batches = recorder.0.lock();
+        let last = batches.last().unwrap();
+        assert_eq!(last.targets.len(), 1, "the push exporters still get the pod");
     }
 
     #[test]
