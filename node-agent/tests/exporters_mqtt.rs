@@ -112,6 +112,12 @@ mod exporters {
         let (_, first) = &want[0];
         assert_eq!(first["task_id"], "uid-0");
         assert_eq!(first["proplet_id"], "node-1");
+        // Besides the reference's objects: resources with their alert levels, and eBPF series.
+        let (_, second) = &want[1];
+        assert_eq!(second["resources"]["memory"]["alert_level"], 1, "{second:#}");
+        assert_eq!(second["resources"]["memory"]["limit"], 2_000_000.0);
+        assert_eq!(second["ebpf"]["latencies"][0]["probe"], "dns");
+        assert_eq!(second["ebpf"]["bytes"][0]["direction"], "send");
         wait_until("acks counted", Duration::from_secs(5), || {
             exporters.health().exporters[0].sent == 9
         })

@@ -80,6 +80,12 @@ mod exporters {
             (first["pod"].as_str(), first["node"].as_str()),
             (Some("web-0"), Some("node-1"))
         );
+        // Besides the reference's objects: resources with their alert levels, and eBPF series.
+        let second = &want_pods[1];
+        assert_eq!(second["resources"]["memory"]["alert_level"], 1, "{second:#}");
+        assert_eq!(second["resources"]["cpu"]["usage"], 1.0);
+        assert_eq!(second["ebpf"]["latencies"][0]["type"], "DNS");
+        assert_eq!(second["ebpf"]["bytes"][0]["bytes"], 50);
 
         let h = &exporters.health().exporters[0];
         assert_eq!((h.exporter, h.sent, h.dropped, h.queued), ("nats", 12, 0, 0));

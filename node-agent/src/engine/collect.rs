@@ -26,7 +26,10 @@ use crate::{
         Labels, Sample, Sources, Store, TargetKey, agent::AgentMetrics, catalog::FAMILIES,
         sources::Source,
     },
-    sample::{AggregatedMetrics, KernelSample, ProcessMetrics, TargetSample, record},
+    sample::{
+        AggregatedMetrics, EbpfSample, KernelSample, ProcessMetrics, ResourceSample, TargetSample,
+        record,
+    },
     targets::Target,
 };
 
@@ -116,8 +119,12 @@ impl Tick<'_> {
     }
 
     /// A target's cgroup limits and usage (`resource`); returns the memory limit read, which
-    /// the processes' memory percent reuses.
-    pub fn resource(&self, state: &mut TargetState, labels: &Labels) -> Option<u64> {
+    /// the processes' memory percent reuses, and the resources for the push exporters.
+    pub fn resource(
+        &self,
+        state: &mut TargetState,
+        labels: &Labels,
+    ) -> (Option<u64>, BTreeMap<&'static str, ResourceSample>) {
         let now = self.now;
         let t = &state.target;
         let fresh = state.limits_at.filter(|at| now.duration_since(*at) < LIMITS_REFRESH);
@@ -131,15 +138,16 @@ impl Tick<'_> {
                     .previous
                     .as_ref()
                     .map(|(at, r)| (r, now.duration_since(*at).as_secs_f64()));
-                let samples = resource::samples(labels, &reading, prev, &t.profile.resource_limits);
+                let summary = resource::summary(&reading, prev, &t.profile.resource_limits);
+                let samples = resource::samples_of(labels, &summary);
                 state.dropped += self.store_for(t, Source::Resource, samples);
                 state.previous = Some((now, reading));
-                reading.memory.and_then(|m| m.1)
+                (reading.memory.and_then(|m| m.1), summary)
             }
             Err(e) => {
                 tracing::debug!(target = ?t.key, error = %e, "resource collector failed");
                 self.metrics.error(Source::Resource.name(), e.reason());
-                None
+                (None, BTreeMap::new())
             }
         }
     }
@@ -177,16 +185,19 @@ impl Tick<'_> {
     }
 
     /// The eBPF series of the due targets from one snapshot of the kernel maps, stored under
-    /// the source of each probe family (`net`, `fs`, `cpu`) that `sources` enables.
+    /// the source of each probe family (`net`, `fs`, `cpu`) that `sources` enables; returns the
+    /// targets' summaries for the push exporters.
     pub fn ebpf(
         &self,
         source: &mut EbpfSource,
         due: &[TargetKey],
         targets: &mut BTreeMap<TargetKey, TargetState>,
         sources: &Sources,
-    ) {
-        let Some(snap) = source.snapshot() else { return };
+    ) -> BTreeMap<TargetKey, EbpfSample> {
+        let mut summaries = BTreeMap::new();
+        let Some(snap) = source.snapshot() else { return summaries };
         let started = Instant::now();
+        let wanted = |p| sources.enabled(Source::of_probe(ebpf::crd::probe(p)));
         for key in due {
             let Some(state) = targets.get_mut(key) else { continue };
             let Some(id) = source.key_of(&state.target.cgroup) else { continue };
@@ -202,32 +213,44 @@ impl Tick<'_> {
                     state.dropped += self.store_for(t, family, samples);
                 }
             }
+            summaries.insert(key.clone(), ebpf::summary(&snap, id, wanted));
         }
         self.metrics.observe("ebpf", started.elapsed());
+        summaries
     }
 }
 
-/// The push exporters' sample of a container: its processes summed, appended to its history.
+/// The push exporters' sample of a container from what its sources measured this interval: its
+/// processes summed (appended to its history, for the aggregates) when the process source ran,
+/// and its resources. The eBPF summary is added once the kernel maps are read.
 pub(super) fn target_sample(
     state: &mut TargetState,
     node: &str,
-    procs: &[ProcessMetrics],
+    procs: Option<&[ProcessMetrics]>,
+    resources: BTreeMap<&'static str, ResourceSample>,
     wall: SystemTime,
 ) -> TargetSample {
     let t = &state.target;
-    let metrics = ProcessMetrics::sum(procs, wall);
     let history = t.profile.history.size.max(0) as usize;
-    if history > 0 {
-        record(&mut state.history, &metrics, history);
+    let metrics = procs.map(|procs| ProcessMetrics::sum(procs, wall));
+    if let Some(m) = &metrics
+        && history > 0
+    {
+        record(&mut state.history, m, history);
     }
+    let aggregated =
+        metrics.as_ref().map(|_| AggregatedMetrics::of(&state.history).unwrap_or_default());
     TargetSample {
         node: node.to_owned(),
         namespace: t.key.namespace.clone(),
         pod: t.key.pod.clone(),
         pod_uid: t.uid.clone(),
         container: t.key.container.clone(),
+        timestamp: wall,
         metrics,
-        aggregated: AggregatedMetrics::of(&state.history).unwrap_or_default(),
+        aggregated,
+        resources,
+        ebpf: EbpfSample::default(),
         export: t.profile.export.clone(),
     }
 }

@@ -36,7 +36,7 @@ use crate::{
         Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, sources::Source,
     },
     procfs,
-    sample::PushBatch,
+    sample::{PushBatch, TargetSample},
     targets::{Pending, Target},
 };
 use collect::{Spent, TargetState, Tick, target_sample};
@@ -235,21 +235,22 @@ impl Engine {
                 ebpf_due.push(state.target.key.clone());
             }
             // The memory limit read by the resource source, reused for the processes' percent.
-            let mut memory_limit = None;
+            let (mut memory_limit, mut resources) = (None, BTreeMap::new());
             if resource_on {
                 let started = Instant::now();
-                memory_limit = tick.resource(state, &labels);
+                (memory_limit, resources) = tick.resource(state, &labels);
                 spent.resource += started.elapsed();
             }
+            let mut procs = None;
             if process_on {
                 let started = Instant::now();
                 let limit = memory_limit.or_else(|| resource::memory_limit(&state.target.cgroup));
                 let base = (uptime, limit.or(self.mem_total), self.max_processes);
-                if let Some(procs) = tick.process(state, &labels, &mut self.net, base) {
-                    samples.push(target_sample(state, node, &procs, tick.wall));
-                }
+                procs = tick.process(state, &labels, &mut self.net, base);
                 spent.process += started.elapsed();
             }
+            let sample = target_sample(state, node, procs.as_deref(), resources, tick.wall);
+            samples.push((state.target.key.clone(), sample));
         }
         if resource_on && collected > 0 {
             self.metrics.observe(Source::Resource.name(), spent.resource);
@@ -265,8 +266,16 @@ impl Engine {
             && !ebpf_due.is_empty()
             && self.sources.any_ebpf()
         {
-            tick.ebpf(ebpf, &ebpf_due, &mut self.targets, &self.sources);
+            let mut summaries = tick.ebpf(ebpf, &ebpf_due, &mut self.targets, &self.sources);
+            for (key, sample) in &mut samples {
+                if let Some(summary) = summaries.remove(key) {
+                    sample.ebpf = summary;
+                }
+            }
         }
+        // What no source measured (every one off, or all failed) is not sent.
+        let samples: Vec<TargetSample> =
+            samples.into_iter().map(|(_, s)| s).filter(|s| !s.is_empty()).collect();
         if let Some(push) = self.push.as_ref()
             && (kernel.is_some() || !samples.is_empty())
         {

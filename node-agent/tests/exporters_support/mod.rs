@@ -6,7 +6,8 @@
 
 use podtrace_agent::exporters::{ExporterArgs, Exporters};
 use podtrace_agent::sample::{
-    AggregatedMetrics, KernelSample, ProcessMetrics, PushBatch, TargetSample,
+    AggregatedMetrics, ByteSample, EbpfSample, KernelSample, LatencySample, ProcessMetrics,
+    PushBatch, ResourceSample, TargetSample,
 };
 use podtrace_api::profile::ExportSettings;
 use std::{
@@ -338,16 +339,30 @@ pub fn time_of(seq: u64, target: usize) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_760_000_000 + seq) + Duration::from_millis(target as u64)
 }
 
-/// A target whose values identify it: `uptime_seconds` is the batch, `thread_count` the index.
+/// A target whose values identify it: `uptime_seconds` is the batch, `thread_count` the index;
+/// its memory's alert level is the index modulo 4, its DNS latency count the batch.
 pub fn target(seq: u64, i: usize) -> TargetSample {
     let base = seq * 1000 + i as u64;
+    let memory = ResourceSample {
+        usage: (1_000_000 + base) as f64,
+        limit: Some(2_000_000.0),
+        utilization_percent: Some((1_000_000 + base) as f64 / 20_000.0),
+        alert_level: Some((i % 4) as u8),
+    };
+    let cpu = ResourceSample {
+        usage: base as f64,
+        limit: None,
+        utilization_percent: None,
+        alert_level: None,
+    };
     TargetSample {
         node: "node-1".into(),
         namespace: "shop".into(),
         pod: format!("web-{i}"),
         pod_uid: format!("uid-{i}"),
         container: "app".into(),
-        metrics: ProcessMetrics {
+        timestamp: time_of(seq, i),
+        metrics: Some(ProcessMetrics {
             cpu_usage_percent: seq as f64 + 0.25,
             memory_usage_bytes: 1_000_000 + base,
             memory_usage_percent: Some(1.5),
@@ -359,8 +374,8 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
             thread_count: i as u64,
             file_descriptor_count: 8,
             timestamp: time_of(seq, i),
-        },
-        aggregated: AggregatedMetrics {
+        }),
+        aggregated: Some(AggregatedMetrics {
             avg_cpu_usage: 12.5,
             max_cpu_usage: 65.0,
             avg_memory_usage: 900_000.0,
@@ -370,6 +385,22 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
             total_network_rx: base + 2,
             total_network_tx: base + 3,
             sample_count: 24,
+        }),
+        resources: [("cpu", cpu), ("memory", memory)].into_iter().collect(),
+        ebpf: EbpfSample {
+            latencies: vec![LatencySample {
+                probe: "dns",
+                kind: "DNS",
+                count: seq,
+                sum_seconds: seq as f64 * 0.01,
+                latest_seconds: 0.01,
+            }],
+            bytes: vec![ByteSample {
+                probe: "networkBytes",
+                direction: Some("send"),
+                operation: None,
+                bytes: base * 50,
+            }],
         },
         export: all(),
     }
