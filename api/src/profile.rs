@@ -226,13 +226,13 @@ pub struct ExportSettings {
     #[serde(default = "yes")]
     pub prometheus: bool,
     /// Publish a JSON message per pod and interval to NATS (if the agent has a NATS URL).
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub nats: bool,
     /// Publish a JSON message per pod and interval to MQTT (if the agent has a broker).
     #[serde(default = "yes")]
     pub mqtt: bool,
     /// Send Influx line protocol every interval (if the agent has an Influx endpoint).
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub influx: bool,
 }
 
@@ -340,7 +340,7 @@ impl Default for History {
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        Self { prometheus: true, nats: false, mqtt: true, influx: false }
+        Self { prometheus: true, nats: true, mqtt: true, influx: true }
     }
 }
 
