@@ -433,16 +433,17 @@ fn standalone_agent_serves_the_cgroup_and_the_admin_channel_switches_a_source_of
     assert_eq!(admin(admin_port, "Mresource:enable"), "ok");
     wait_for("the resource series to come back", || get(metrics, "/metrics").contains(&resource));
     assert!(admin(admin_port, "Mnope:enable").starts_with("error: "));
-    // A bad file keeps the previous configuration running.
+    // A bad file keeps the previous configuration running, and health says Degraded.
     std::fs::write(&config, "not: [valid").unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let health_live = || {
+        Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
+            .args(["health", "live", "--endpoint", &format!("127.0.0.1:{health}")])
+            .output()
+            .unwrap()
+    };
+    wait_for("health Degraded", || health_live().status.code() == Some(1));
+    assert!(String::from_utf8_lossy(&health_live().stdout).starts_with("Degraded"));
     assert!(get(metrics, "/metrics").contains(&resource));
-    let out = Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
-        .args(["health", "live", "--endpoint", &format!("127.0.0.1:{health}")])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Degraded"));
     let _ = std::fs::remove_dir_all(dir);
 }
 
