@@ -110,8 +110,8 @@ pub async fn run(
     );
     let endpoints =
         Endpoints { metrics: metrics_addr, tls: &tls, health: health_addr, services: &SERVICES };
-    let router =
-        |ready| serve::protect(admin::router(encoder, ready, Some(RateLimit::default())), auth);
+    let limit = Some(RateLimit::default());
+    let router = |ready| admin::guarded_router(encoder, ready, limit, auth.guard());
     let servers = Servers::start(endpoints, router, &stop).await?;
     let admin_token = admin_token_file.as_deref().map(read_token).transpose()?;
     let admin =
