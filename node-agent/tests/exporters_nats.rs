@@ -165,10 +165,10 @@ mod exporters {
         let h = health();
         assert_eq!((h.queued, h.dropped, h.sent), (BOUND, 25 - BOUND as u64, 5));
         assert!(!h.connected);
-        // Waiting for the broker would take the 5 s connection timeout; 50 ms leaves room for
-        // a debug build preempted on a busy machine.
+        // Waiting for the broker would take the 5 s connection timeout, every time: half of it
+        // leaves room for a debug build preempted on a busy machine.
         assert!(
-            slowest < Duration::from_millis(50),
+            slowest < Duration::from_millis(2500),
             "push waited {slowest:?} for an absent broker"
         );
 
