@@ -177,7 +177,9 @@ pub struct PodTraceStatus {
     /// Hash of the effective profile's settings; it changes whenever the settings do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_hash: Option<String>,
-    /// Estimated number of series the matched pods produce with the effective profile.
+    /// Estimated number of series the matched pods produce with the effective profile, summed
+    /// from the agents' metric catalog (one process per container, one process name per probe,
+    /// every resource with a limit), each pod capped at its maxSeriesPerPod.
     #[serde(default)]
     pub series_estimate: i64,
     /// Per node: how many of the matched pods the agent has attached to, and why any are not.
