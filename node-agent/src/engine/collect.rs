@@ -10,7 +10,7 @@
 //! ```
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::Path,
     time::{Duration, Instant, SystemTime},
 };
@@ -22,6 +22,7 @@ use crate::{
         process::{self, NetDevCache, ProcessCollector},
         resource::{self, GroupFiles, LIMITS_REFRESH, Reading},
     },
+    gaps::Gap,
     metrics::{
         Labels, Sample, Sources, Store, TargetKey, agent::AgentMetrics, catalog::FAMILIES,
         sources::Source,
@@ -47,6 +48,8 @@ pub(super) struct TargetState {
     history: VecDeque<ProcessMetrics>,
     /// Series dropped for the pod's budget at the last collection.
     pub dropped: usize,
+    /// What its last process collection was refused (left out of its series).
+    pub gaps: BTreeSet<Gap>,
 }
 
 impl TargetState {
@@ -60,6 +63,7 @@ impl TargetState {
             processes: ProcessCollector::default(),
             history: VecDeque::new(),
             dropped: 0,
+            gaps: BTreeSet::new(),
         }
     }
 
@@ -179,6 +183,7 @@ impl Tick<'_> {
         let t = &state.target;
         let history = t.profile.history.size.max(0) as usize;
         let procs = state.processes.record(raws, self.now, self.wall, uptime, memory_base, history);
+        state.gaps = procs.iter().flat_map(|p| p.denied.gaps()).collect();
         let samples = process::samples(labels, &procs, &t.profile, max_processes);
         state.dropped += self.store_for(t, Source::Process, samples);
         Some(procs.into_iter().map(|p| p.sample).collect())
