@@ -600,13 +600,16 @@ fn bpf_program_counters_follow_the_bpf_stats_flag() {
         let runs: f64 = text
             .lines()
             .filter(|l| {
+                // Whichever rung attached (tp_btf without tracefs, the syscall tracepoints
+                // with it): every program of the fs family.
                 l.starts_with("podtrace_agent_bpf_program_runs_total{")
-                    && l.contains("program=\"pt_fs_enter_btf\"")
+                    && l.contains("family=\"fs\"")
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         if bpf_stats {
-            // The writer's open, write and close, at least, ran while it was tracked.
+            // The writer's open, write and close, at least, ran the fs programs while it was
+            // tracked.
             assert!(runs >= 3.0, "runs {runs}\n{text}");
             assert!(text.contains("podtrace_agent_bpf_stats_enabled 1"), "{text}");
         } else if !sysctl_on {
