@@ -17,6 +17,7 @@
 //!
 //! Nothing in this crate does I/O; everything is plain data and functions with unit tests.
 
+pub mod catalog;
 pub mod crds;
 pub mod duration;
 pub mod effective;

@@ -398,7 +398,8 @@ pub struct KernelFeatures {
     /// kernel.bpf_stats_enabled): podtrace_agent_bpf_program_{runs,seconds}_total move only then.
     #[serde(default)]
     pub bpf_stats: bool,
-    /// Program attach types that loaded in the start-up probe.
+    /// The attach methods of the eBPF programs attached on this node now: the distinct
+    /// methods of the Attached probes in status.probes (empty while no probe is attached).
     #[serde(default)]
     pub attach_types: Vec<AttachMethod>,
     /// How the eBPF programs tell the traced pods' tasks from the others: "cgroup" (by cgroup

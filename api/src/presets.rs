@@ -130,7 +130,9 @@ impl Preset {
             probes: ProbeSettings { enabled: !probes.is_empty(), include: probes },
             resource_limits: ResourceLimits::default(),
             history: History { size: history },
-            export: ExportSettings { prometheus: true, nats: false, mqtt, influx: false },
+            // The reference's export_to_mqtt decides every push exporter: an agent given a
+            // broker URL pushes the pods of every preset but minimal.
+            export: ExportSettings { prometheus: true, nats: mqtt, mqtt, influx: mqtt },
             labels: LabelSettings::default(),
             max_series_per_pod: 2000,
         }
@@ -164,6 +166,7 @@ mod tests {
                 "{name} collectors"
             );
             assert_eq!(spec.export.mqtt, mqtt, "{name} export_to_mqtt");
+            assert_eq!((spec.export.nats, spec.export.influx), (mqtt, mqtt), "{name} push");
             assert_eq!(spec.history.size, history, "{name} history_size");
         }
     }

@@ -220,17 +220,19 @@ pub struct History {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportSettings {
-    /// Serve the samples on the agent's Prometheus endpoint.
+    /// Serve the pods' series on the agent's Prometheus endpoint (/metrics). false leaves them
+    /// out of /metrics (and of the series budget); the push exporters enabled here still
+    /// receive them.
     #[serde(default = "yes")]
     pub prometheus: bool,
     /// Publish a JSON message per pod and interval to NATS (if the agent has a NATS URL).
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub nats: bool,
     /// Publish a JSON message per pod and interval to MQTT (if the agent has a broker).
     #[serde(default = "yes")]
     pub mqtt: bool,
     /// Send Influx line protocol every interval (if the agent has an Influx endpoint).
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub influx: bool,
 }
 
@@ -338,7 +340,7 @@ impl Default for History {
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        Self { prometheus: true, nats: false, mqtt: true, influx: false }
+        Self { prometheus: true, nats: true, mqtt: true, influx: true }
     }
 }
 

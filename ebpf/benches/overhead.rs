@@ -51,8 +51,7 @@ fn main() -> Result<()> {
         let secs: f64 = args[i + 1].parse()?;
         return workload(Duration::from_secs_f64(secs));
     }
-    if !podtrace_test_support::is_root() {
-        println!("SKIPPED: the eBPF benchmark needs root");
+    if !podtrace_test_support::require_root("the eBPF overhead benchmark", "loads eBPF programs") {
         return Ok(());
     }
     let seconds: f64 = env_or("PT_BENCH_SECONDS", 2.0);

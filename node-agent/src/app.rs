@@ -48,7 +48,14 @@ pub enum Mode {
         kubelet_cgroup_root: String,
     },
     /// A local config file.
-    Standalone(PathBuf),
+    Standalone {
+        /// The file.
+        path: PathBuf,
+        /// Whether a file without any document is accepted (it traces nothing).
+        allow_empty: bool,
+        /// How long a change must stay unchanged before it is applied.
+        settle: Duration,
+    },
 }
 
 /// Runs the agent until SIGINT/SIGTERM.
@@ -59,8 +66,10 @@ pub async fn run(
     log: Box<dyn LogControl>,
     log_filter: &str,
 ) -> Result<()> {
+    let metrics_addr = args.metrics_listen();
     let AgentArgs {
-        metrics_addr,
+        metrics_addr: _,
+        prometheus_port: _,
         metrics_token_file,
         tls,
         health_addr,
@@ -87,7 +96,7 @@ pub async fn run(
 
     let client = match &mode {
         Mode::Cluster { .. } => Some(kube::Client::try_default().await?),
-        Mode::Standalone(_) => None,
+        Mode::Standalone { .. } => None,
     };
     let auth = match (&metrics_token_file, &mode, &client) {
         (Some(f), _, _) => Auth::Token(Arc::new(read_token(f)?)),
@@ -102,8 +111,8 @@ pub async fn run(
     );
     let endpoints =
         Endpoints { metrics: metrics_addr, tls: &tls, health: health_addr, services: &SERVICES };
-    let router =
-        |ready| serve::protect(admin::router(encoder, ready, Some(RateLimit::default())), auth);
+    let limit = Some(RateLimit::default());
+    let router = |ready| admin::guarded_router(encoder, ready, limit, auth.guard());
     let servers = Servers::start(endpoints, router, &stop).await?;
     let admin_token = admin_token_file.as_deref().map(read_token).transpose()?;
     let admin =
@@ -135,17 +144,18 @@ pub async fn run(
     // Whether the last NodeTrace status write succeeded (no writer in standalone mode: true).
     let (status_ok, status_ok_rx) = watch::channel(true);
     match mode {
-        Mode::Standalone(path) => {
+        Mode::Standalone { path, allow_empty, settle } => {
             // A file that is there but invalid does not stop the agent: it serves its own
             // metrics and health (Degraded) and picks the file up once it is fixed, the same as
             // a bad reload. A missing file is fatal: that is a wrong path, not a bad edit.
-            let config = match standalone::load(&path) {
+            let content = std::fs::read(&path)
+                .map_err(|e| Error::Config { path: path.clone(), message: e.to_string() })?;
+            let config = match standalone::parse_content(&path, &content, allow_empty) {
                 Ok(config) => {
                     tracing::info!(path = %path.display(), traces = config.traces.len(), "standalone config loaded");
                     config_ok.send_replace(true);
                     config
                 }
-                Err(e) if !path.is_file() => return Err(e),
                 Err(e) => {
                     tracing::error!(error = %e, "standalone config rejected; tracing nothing until the file is fixed");
                     metrics.error("config", e.reason());
@@ -153,7 +163,14 @@ pub async fn run(
                 }
             };
             let (config_tx, config_rx) = watch::channel(config);
-            tokio::spawn(standalone::reload::reload(path, config_tx, config_ok, metrics));
+            let reload = standalone::reload::Reload {
+                path,
+                applied: Some(content),
+                settle,
+                poll: standalone::reload::CONFIG_POLL,
+                allow_empty,
+            };
+            tokio::spawn(standalone::reload::reload(reload, config_tx, config_ok, metrics));
             let resolve = move |c: &standalone::Config| standalone::resolve(c, &layout, &proc_root);
             spawn_engine(engine, config_rx, resolve, &stop)?;
         }

@@ -49,6 +49,14 @@ pub enum Command {
         /// The config file.
         #[arg(long, env = "PODTRACE_CONFIG")]
         config: PathBuf,
+        /// Accept a config file without any document (it traces nothing); without this flag
+        /// such a file is an error and the previous configuration keeps running.
+        #[arg(long, env = "PODTRACE_ALLOW_EMPTY_CONFIG")]
+        allow_empty_config: bool,
+        /// How long a changed config file must stay unchanged before it is applied, so that a
+        /// file caught mid-write is never applied.
+        #[arg(long, env = "PODTRACE_CONFIG_SETTLE", default_value = "2s", value_parser = podtrace_api::duration::parse)]
+        config_settle: Duration,
         /// Agent flags.
         #[command(flatten)]
         agent: AgentArgs,
@@ -58,6 +66,10 @@ pub enum Command {
     },
     /// Health checks (usable as exec probes).
     Health {
+        /// Output format, before or after the check's name (`health --format json live`, the
+        /// health-check reference's order, or `health live --format json`).
+        #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
+        format: Format,
         /// Which check.
         #[command(subcommand)]
         check: HealthCommand,
@@ -105,9 +117,6 @@ pub enum HealthCommand {
         /// The agent's gRPC health address.
         #[arg(long, default_value = "127.0.0.1:50100")]
         endpoint: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
         /// Give up after this long.
         #[arg(long, default_value = "3s", value_parser = podtrace_api::duration::parse)]
         timeout: Duration,
@@ -117,10 +126,14 @@ pub enum HealthCommand {
     Config {
         /// The file.
         file: PathBuf,
+        /// Accept a file without any document (it traces nothing), as the agent's
+        /// --allow-empty-config does.
+        #[arg(long)]
+        allow_empty: bool,
     },
 }
 
-/// Output format of `health live`.
+/// Output format of `health`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Lines for people.
@@ -135,6 +148,10 @@ pub struct AgentArgs {
     /// Address of /metrics, /livez and /readyz.
     #[arg(long, env = "PODTRACE_METRICS_ADDR", default_value = "127.0.0.1:3000")]
     pub metrics_addr: SocketAddr,
+    /// Port of /metrics, replacing the port of --metrics-addr (the kernel-metrics reference's
+    /// name for it; its address stays that of --metrics-addr).
+    #[arg(long, env = "PROMETHEUS_PORT")]
+    pub prometheus_port: Option<u16>,
     /// File holding a bearer token that /metrics requires.
     #[arg(long, env = "PODTRACE_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<PathBuf>,
@@ -199,6 +216,17 @@ pub struct EbpfArgs {
     /// (podtrace_agent_bpf_stats_enabled says which).
     #[arg(long, env = "PODTRACE_BPF_STATS", default_value_t = false, action = clap::ArgAction::Set)]
     pub bpf_stats: bool,
+}
+
+impl AgentArgs {
+    /// Where /metrics listens: `--metrics-addr` with the port of `--prometheus-port`, if given.
+    pub fn metrics_listen(&self) -> SocketAddr {
+        let mut addr = self.metrics_addr;
+        if let Some(port) = self.prometheus_port {
+            addr.set_port(port);
+        }
+        addr
+    }
 }
 
 /// `--ebpf-filter`.
@@ -294,7 +322,44 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cli.command,
-            Command::Health { check: HealthCommand::Live { format: Format::Json, .. } }
+            Command::Health { format: Format::Json, check: HealthCommand::Live { .. } }
         ));
+    }
+
+    /// The health-check reference writes `health --format json live`.
+    #[test]
+    fn health_takes_the_format_before_the_check_too() {
+        let cli = Cli::try_parse_from([
+            "podtrace-agent",
+            "health",
+            "--format",
+            "json",
+            "live",
+            "--endpoint",
+            "localhost:50100",
+        ])
+        .unwrap();
+        let Command::Health { format, check: HealthCommand::Live { endpoint, .. } } = cli.command
+        else {
+            panic!("not health live: {:?}", cli.command)
+        };
+        assert_eq!((format, endpoint.as_str()), (Format::Json, "localhost:50100"));
+    }
+
+    /// The kernel-metrics reference's `--prometheus-port` (`PROMETHEUS_PORT`) sets the port of
+    /// /metrics; the address stays that of `--metrics-addr`.
+    #[test]
+    fn prometheus_port_is_the_port_of_the_metrics_address() {
+        let parse = |extra: &[&str]| {
+            let args = ["podtrace-agent", "standalone", "--config", "x.yaml"];
+            let cli = Cli::try_parse_from(args.iter().chain(extra)).unwrap();
+            let Command::Standalone { agent, .. } = cli.command else { unreachable!() };
+            agent.metrics_listen()
+        };
+        let addr = parse(&["--metrics-addr", "10.0.0.7:3000", "--prometheus-port", "8080"]);
+        assert_eq!(addr, "10.0.0.7:8080".parse().unwrap());
+        if std::env::var_os("PROMETHEUS_PORT").is_none() {
+            assert_eq!(parse(&["--metrics-addr", "10.0.0.7:3000"]).port(), 3000);
+        }
     }
 }

@@ -26,16 +26,21 @@ async fn main() -> anyhow::Result<()> {
             let handle = Box::new(log.init()?);
             app::run(mode, agent, exporters, handle, &log.log_level).await?;
         }
-        Command::Standalone { config, agent, exporters } => {
+        Command::Standalone { config, allow_empty_config, config_settle, agent, exporters } => {
             let handle = Box::new(log.init()?);
-            app::run(Mode::Standalone(config), agent, exporters, handle, &log.log_level).await?;
+            let mode = Mode::Standalone {
+                path: config,
+                allow_empty: allow_empty_config,
+                settle: config_settle,
+            };
+            app::run(mode, agent, exporters, handle, &log.log_level).await?;
         }
-        Command::Health { check: HealthCommand::Live { endpoint, format, timeout } } => {
+        Command::Health { format, check: HealthCommand::Live { endpoint, timeout } } => {
             let json = format == Format::Json;
             std::process::exit(health::live(&endpoint, json, timeout).await);
         }
-        Command::Health { check: HealthCommand::Config { file } } => {
-            std::process::exit(standalone::check(&file));
+        Command::Health { format, check: HealthCommand::Config { file, allow_empty } } => {
+            std::process::exit(standalone::check(&file, allow_empty, format == Format::Json));
         }
         Command::Top { endpoint, token_file, ca_file, every, once } => {
             let endpoint = endpoint.unwrap_or_else(|| {

@@ -5,20 +5,27 @@
 //!  ProcessMetrics     one process, or a container (its processes summed): the reference's
 //!                     "Metrics Structure"
 //!  AggregatedMetrics  over a bounded history of ProcessMetrics: "Aggregated Metrics Structure"
-//!  TargetSample       a container's ProcessMetrics + AggregatedMetrics + identity + exporters
+//!  TargetSample       a container's ProcessMetrics + AggregatedMetrics, ResourceSample per
+//!                     resource type, EbpfSample (latencies, bytes), identity, exporters
 //!  KernelSample       the node's kernel counters
-//!  PushBatch          one interval: KernelSample + [TargetSample] ─► exporters
+//!  PushBatch          one collection: [TargetSample] + KernelSample when read ─► exporters
 //! ```
 
 use podtrace_api::profile::ExportSettings;
 use serde::{Deserialize, Serialize};
-use std::{collections::VecDeque, time::SystemTime};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::SystemTime,
+};
 
-/// One interval's samples: every traced target of the node plus the node's kernel counters.
+/// One collection's samples: the targets that were due plus, when they were read in this
+/// collection, the node's kernel counters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushBatch {
-    /// The node's kernel counters (one NATS message and one Influx point per interval).
-    pub kernel: KernelSample,
+    /// The node's kernel counters, present only in the batch of the collection that read them
+    /// (every node `INTERVAL`): targets with a shorter interval make batches in between, which
+    /// must not send the same counters again (one NATS message and one Influx point per read).
+    pub kernel: Option<KernelSample>,
     /// One entry per traced container (or process, in standalone mode).
     pub targets: Vec<TargetSample>,
 }
@@ -36,7 +43,8 @@ pub struct KernelSample {
     pub timestamp: SystemTime,
 }
 
-/// The samples of one traced container for one interval.
+/// The samples of one traced container for one interval: what every source that ran for it
+/// measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetSample {
     /// The node the pod runs on (`proplet_id` in the MQTT message).
@@ -49,12 +57,99 @@ pub struct TargetSample {
     pub pod_uid: String,
     /// The container's name ("" for a whole-pod target).
     pub container: String,
-    /// The latest sample: the container's processes summed.
-    pub metrics: ProcessMetrics,
-    /// Aggregates over the container's retained history (zeros without one).
-    pub aggregated: AggregatedMetrics,
+    /// When the container was collected.
+    pub timestamp: SystemTime,
+    /// The latest sample of its processes, summed (the `process` source; `None` when it is off
+    /// or the processes could not be listed).
+    pub metrics: Option<ProcessMetrics>,
+    /// Aggregates over the container's retained history (zeros without one; `None` with
+    /// `metrics`).
+    pub aggregated: Option<AggregatedMetrics>,
+    /// Its cgroup's limits, usage, utilization and alert levels by resource type (`memory`,
+    /// `cpu`, `io`: the `resource` source).
+    pub resources: BTreeMap<&'static str, ResourceSample>,
+    /// The eBPF probes' latencies and byte counters (the `net`, `fs` and `cpu` sources).
+    pub ebpf: EbpfSample,
     /// Which push exporters the target's effective profile enables (`prometheus` is ignored here).
     pub export: ExportSettings,
+}
+
+impl TargetSample {
+    /// Whether no source measured anything for it (nothing to send).
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_none() && self.resources.is_empty() && self.ebpf.is_empty()
+    }
+}
+
+/// One resource of a container's cgroup, as the `podtrace_resource_*` series of that
+/// `resource_type` carry it: `usage` and `limit` in their units (memory bytes; CPU time in
+/// microseconds since the cgroup started and the quota in microseconds per period; I/O bytes
+/// read plus written and the byte-rate limit per second).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ResourceSample {
+    /// Usage.
+    pub usage: f64,
+    /// The limit, when the cgroup has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    /// Usage in percent of the limit (CPU and I/O from the second reading on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<f64>,
+    /// 0 none, 1 warning, 2 critical, 3 emergency, at the profile's thresholds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_level: Option<u8>,
+}
+
+/// A container's eBPF series summed over its processes: cumulative since the probe was
+/// attached, like the Prometheus histograms and counters they are read with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EbpfSample {
+    /// One entry per latency probe and type.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latencies: Vec<LatencySample>,
+    /// One entry per byte counter and direction or operation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<ByteSample>,
+}
+
+impl EbpfSample {
+    /// Whether no probe measured anything.
+    pub fn is_empty(&self) -> bool {
+        self.latencies.is_empty() && self.bytes.is_empty()
+    }
+}
+
+/// A latency histogram in brief (`podtrace_rtt_seconds`, `podtrace_latency_seconds`,
+/// `podtrace_dns_latency_seconds_histogram`, `podtrace_fs_latency_seconds_histogram`,
+/// `podtrace_cpu_block_seconds_histogram`): its count, sum and latest value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencySample {
+    /// The probe (`tcpRtt`, `tcpConnect`, `dns`, `fsLatency`, `cpuBlock`).
+    pub probe: &'static str,
+    /// The series' `type` label (`NET`, `DNS`, `CPU`; `read`, `write`, `fsync` for fsLatency).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Samples.
+    pub count: u64,
+    /// Their sum, in seconds.
+    pub sum_seconds: f64,
+    /// The most recent one, in seconds.
+    pub latest_seconds: f64,
+}
+
+/// A byte counter (`podtrace_network_bytes_total`, `podtrace_filesystem_bytes_total`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ByteSample {
+    /// The probe (`networkBytes`, `fsBytes`).
+    pub probe: &'static str,
+    /// `send` or `recv` (networkBytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
+    /// `read` or `write` (fsBytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'static str>,
+    /// Bytes.
+    pub bytes: u64,
 }
 
 /// The reference's "Metrics Structure": one sample of a process, or of a container (its
@@ -65,8 +160,10 @@ pub struct ProcessMetrics {
     pub cpu_usage_percent: f64,
     /// Resident memory in bytes.
     pub memory_usage_bytes: u64,
-    /// Memory in percent of the limit (or of the node's memory without a limit).
-    pub memory_usage_percent: f64,
+    /// Memory in percent of the limit (or of the node's memory without a limit); absent when
+    /// neither is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_usage_percent: Option<f64>,
     /// Cumulative bytes read from block devices.
     pub disk_read_bytes: u64,
     /// Cumulative bytes written to block devices.
@@ -92,11 +189,17 @@ impl ProcessMetrics {
     /// the network namespace the processes share, so the largest is taken instead of the sum;
     /// uptime is the oldest process's.
     pub fn sum<'a>(procs: impl IntoIterator<Item = &'a ProcessMetrics>, wall: SystemTime) -> Self {
-        let mut s = ProcessMetrics { timestamp: wall, ..Default::default() };
+        let mut s = ProcessMetrics {
+            timestamp: wall,
+            memory_usage_percent: Some(0.0),
+            ..Default::default()
+        };
         for p in procs {
             s.cpu_usage_percent += p.cpu_usage_percent;
             s.memory_usage_bytes += p.memory_usage_bytes;
-            s.memory_usage_percent += p.memory_usage_percent;
+            // Unknown for one process (no memory base) is unknown for the sum.
+            s.memory_usage_percent =
+                s.memory_usage_percent.zip(p.memory_usage_percent).map(|(a, b)| a + b);
             s.disk_read_bytes += p.disk_read_bytes;
             s.disk_write_bytes += p.disk_write_bytes;
             s.network_rx_bytes = s.network_rx_bytes.max(p.network_rx_bytes);
@@ -115,7 +218,7 @@ impl Default for ProcessMetrics {
         Self {
             cpu_usage_percent: 0.0,
             memory_usage_bytes: 0,
-            memory_usage_percent: 0.0,
+            memory_usage_percent: None,
             disk_read_bytes: 0,
             disk_write_bytes: 0,
             network_rx_bytes: 0,

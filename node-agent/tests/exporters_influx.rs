@@ -66,9 +66,10 @@ mod exporters {
         influxql(broker.port, "", "CREATE DATABASE podtrace").await;
         let mut a = args();
         a.influx_url = Some(format!("http://127.0.0.1:{}/write?db=podtrace", broker.port));
-        let (exporters, _registry) = start(&a);
+        let (exporters, registry) = start(&a);
         wait_until("Influx reachable", Duration::from_secs(10), || exporters.health().serving())
             .await;
+        assert_eq!(export_errors(&registry, "influx"), 0.0, "connecting is not an error");
 
         let mut b = batch(7, 4);
         let hostile = [
@@ -94,7 +95,8 @@ mod exporters {
         for (t, row) in targets.iter().zip(&stored) {
             // The one value line protocol 1.x cannot spell: a trailing backslash.
             let pod = if t.pod == "trailing\\" { "trailing\\ ".to_owned() } else { t.pod.clone() };
-            assert_eq!(row["time"], nanos(t.metrics.timestamp), "nanosecond timestamp");
+            let m = t.metrics.as_ref().unwrap();
+            assert_eq!(row["time"], nanos(m.timestamp), "nanosecond timestamp");
             assert_eq!(row["pod"], pod.as_str());
             assert_eq!(row["namespace"], t.namespace.as_str());
             assert_eq!(row["container"], t.container.as_str());
@@ -104,7 +106,7 @@ mod exporters {
                 t.pod_uid.as_str(),
                 "string field with quotes and backslashes"
             );
-            assert_eq!(row["thread_count"], t.metrics.thread_count);
+            assert_eq!(row["thread_count"], m.thread_count);
             assert_eq!(row["uptime_seconds"], 7);
         }
 
@@ -118,6 +120,43 @@ mod exporters {
         let cpu =
             rows(broker.port, "podtrace", "SELECT count(usage_percent) FROM podtrace_cpu").await;
         assert_eq!(cpu[0]["count"], 4);
+
+        // The cgroup resources with their alert levels, and the eBPF series, as points of
+        // their own.
+        let memory = "SELECT * FROM podtrace_resource WHERE resource_type = 'memory'";
+        let memory = rows(broker.port, "podtrace", memory).await;
+        assert_eq!(memory.len(), 4, "{memory:#?}");
+        for (i, (t, row)) in targets.iter().zip(&memory).enumerate() {
+            let want = t.resources["memory"];
+            assert_eq!(row["alert_level"], i as u64 % 4, "{row:?}");
+            assert_eq!(row["utilization_percent"], want.utilization_percent.unwrap(), "{row:?}");
+            assert_eq!(row["limit"], 2_000_000.0, "{row:?}");
+            assert_eq!(row["container"], t.container.as_str());
+        }
+        let types = rows(broker.port, "podtrace", "SHOW FIELD KEYS FROM podtrace_resource").await;
+        let types: BTreeMap<_, _> = types
+            .iter()
+            .map(|r| (r["fieldKey"].as_str().unwrap(), r["fieldType"].as_str().unwrap()))
+            .collect();
+        assert_eq!((types["alert_level"], types["utilization_percent"]), ("integer", "float"));
+        let cpu = "SELECT count(usage) FROM podtrace_resource WHERE resource_type = 'cpu'";
+        assert_eq!(rows(broker.port, "podtrace", cpu).await[0]["count"], 4);
+        let dns = rows(broker.port, "podtrace", "SELECT * FROM podtrace_latency").await;
+        assert_eq!(dns.len(), 4, "{dns:#?}");
+        assert_eq!((&dns[0]["probe"], &dns[0]["type"]), (&Value::from("dns"), &Value::from("DNS")));
+        assert_eq!(
+            (&dns[0]["count"], &dns[0]["sum_seconds"]),
+            (&Value::from(7), &Value::from(0.07))
+        );
+        let sent = rows(broker.port, "podtrace", "SELECT * FROM podtrace_bytes").await;
+        assert_eq!(sent.len(), 4, "{sent:#?}");
+        for (t, row) in targets.iter().zip(&sent) {
+            assert_eq!(
+                (&row["probe"], &row["direction"]),
+                (&Value::from("networkBytes"), &Value::from("send"))
+            );
+            assert_eq!(row["bytes"], t.ebpf.bytes[0].bytes);
+        }
 
         let kernel = rows(broker.port, "podtrace", "SELECT * FROM podtrace_kernel").await;
         assert_eq!(kernel.len(), 1);
@@ -261,8 +300,9 @@ mod exporters {
         wait_until("connected", Duration::from_secs(10), || health().connected).await;
 
         let b0 = batch(0, 3);
-        let want0 = lines_of(&b0.targets, &b0.kernel);
-        assert_eq!(want0.len(), 3 * 5 + 1);
+        let want0 = lines_of(&b0.targets, b0.kernel.as_ref().unwrap());
+        // Per target: five /proc lines, two resources, a latency and a byte counter.
+        assert_eq!(want0.len(), 3 * (5 + 2 + 1 + 1) + 1);
         exporters.push(b0);
         assert_eq!(take_lines(&mut rx, want0.len()).await, want0);
 
@@ -270,9 +310,9 @@ mod exporters {
         let _ = server.await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let b1 = batch(1, 2);
-        let want1 = lines_of(&b1.targets, &b1.kernel);
+        let want1 = lines_of(&b1.targets, b1.kernel.as_ref().unwrap());
         exporters.push(b1);
-        wait_until("Degraded", Duration::from_secs(10), || !health().connected).await;
+        wait_until("disconnected", Duration::from_secs(10), || !health().connected).await;
 
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let _server = listen(listener, tx);

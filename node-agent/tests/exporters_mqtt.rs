@@ -91,9 +91,10 @@ mod exporters {
      {
         let broker = Broker::mosquitto(None);
         let mut rx = subscriber(broker.port, false, None).await;
-        let (exporters, _registry) = start(&mqtt_args(broker.port));
+        let (exporters, registry) = start(&mqtt_args(broker.port));
         wait_until("MQTT connected", Duration::from_secs(10), || exporters.health().serving())
             .await;
+        assert_eq!(export_errors(&registry, "mqtt"), 0.0, "connecting is not an error");
 
         let mut want = Vec::new();
         for seq in 0..3 {
@@ -111,6 +112,12 @@ mod exporters {
         let (_, first) = &want[0];
         assert_eq!(first["task_id"], "uid-0");
         assert_eq!(first["proplet_id"], "node-1");
+        // Besides the reference's objects: resources with their alert levels, and eBPF series.
+        let (_, second) = &want[1];
+        assert_eq!(second["resources"]["memory"]["alert_level"], 1, "{second:#}");
+        assert_eq!(second["resources"]["memory"]["limit"], 2_000_000.0);
+        assert_eq!(second["ebpf"]["latencies"][0]["probe"], "dns");
+        assert_eq!(second["ebpf"]["bytes"][0]["direction"], "send");
         wait_until("acks counted", Duration::from_secs(5), || {
             exporters.health().exporters[0].sent == 9
         })
@@ -135,7 +142,7 @@ mod exporters {
         wait_until("batch 0 acknowledged", Duration::from_secs(5), || health().sent == 4).await;
 
         broker.kill();
-        wait_until("Degraded", Duration::from_secs(10), || !health().connected).await;
+        wait_until("disconnected", Duration::from_secs(10), || !health().connected).await;
         let mut want = Vec::new();
         for seq in 1..=5 {
             let b = batch(seq, 4);

@@ -101,11 +101,10 @@ fn a_config_broken_at_start_is_reported_and_its_fix_is_picked_up_without_restart
     let config = dir.join("agent.yaml");
     std::fs::write(&config, "kind: PodTrace\nspec: [not, a, map\n").unwrap();
     let agent = Agent::start(&config, &[]);
+    // /metrics is served before the file is read: wait for the count, do not race it.
+    let counted = "podtrace_agent_errors_total{source=\"config\",reason=\"config\"} 1";
+    wait_for("the rejected file counted", || get(agent.metrics, "/metrics").contains(counted));
     let body = get(agent.metrics, "/metrics");
-    assert!(
-        body.contains("podtrace_agent_errors_total{source=\"config\",reason=\"config\"} 1"),
-        "the rejected file is counted: {body}"
-    );
     // The binary's allocator is jemalloc (default feature), and /metrics shows its heap.
     let heap = |name: &str| -> f64 {
         let line = body.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}"));
@@ -188,5 +187,49 @@ fn metrics_over_tls_are_read_by_top_with_the_ca_and_refused_without_it() {
     assert!(!untrusted.status.success());
     assert!(String::from_utf8_lossy(&untrusted.stderr).contains("/metrics"));
     assert!(!agent.top("http", &[]).status.success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What users of the reference systems type: `PROMETHEUS_PORT` (the kernel-metrics reference)
+/// moves /metrics, and `health --format json live` (the health-check reference's order) works.
+/// With the NATS broker away the agent is Healthy (its data is partial), not Degraded, which is
+/// kept for a stale configuration.
+#[test]
+fn reference_names_work_and_a_broker_outage_leaves_the_agent_healthy() {
+    let dir = tempdir("reference");
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, trace_of_self()).unwrap();
+    let (port, health, admin, nats) = (free_port(), free_port(), free_port(), free_port());
+    let child = Command::new(AGENT)
+        .args(["standalone", "--config", config.to_str().unwrap(), "--ebpf=false"])
+        .args(["--metrics-addr", "127.0.0.1:3000"])
+        .args(["--health-addr", &format!("127.0.0.1:{health}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--nats-url", &format!("nats://127.0.0.1:{nats}")])
+        .env("PROMETHEUS_PORT", port.to_string())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = Agent { child, metrics: port, health };
+    let series = "podtrace_process_threads{namespace=\"t\",pod=\"me\"";
+    wait_for("/metrics on PROMETHEUS_PORT", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && get(agent.metrics, "/metrics").contains(series)
+    });
+    let json = || {
+        Command::new(AGENT)
+            .args(["health", "--format", "json", "live", "--endpoint"])
+            .arg(format!("127.0.0.1:{health}"))
+            .output()
+            .unwrap()
+    };
+    wait_for("health Healthy", || {
+        let out = json();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        report["level"] == "Healthy" && out.status.code() == Some(0)
+    });
+    let report: serde_json::Value = serde_json::from_slice(&json().stdout).unwrap();
+    let reasons = report["reasons"].to_string();
+    assert!(reasons.contains("podtrace.exporters"), "{report:#}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -20,21 +20,11 @@ pub const DEGRADED: &str = "Degraded";
 /// `spec.paused` is true.
 pub const PAUSED: &str = "Paused";
 
-/// Buckets of a latency histogram series (exponential, 0.0001 s to ~52 s) plus `_sum`/`_count`.
-const HISTOGRAM_SERIES: i64 = 22;
-
-/// The series a pod produces with `spec`: per container two series per collector and one
-/// histogram per probe, capped at the profile's budget. An estimate for capacity planning.
+/// The series a pod produces with `spec`, from the agents' metric catalog (see
+/// [`podtrace_api::catalog::series_per_pod`]): capped at the profile's budget, for capacity
+/// planning.
 pub fn series_estimate(spec: &MonitoringProfileSpec, containers: usize) -> i64 {
-    let c = &spec.collect;
-    let collectors = [c.cpu, c.memory, c.disk_io, c.network_io, c.threads, c.file_descriptors]
-        .iter()
-        .filter(|on| **on)
-        .count();
-    let limits = if spec.resource_limits.enabled { 6 } else { 0 };
-    let per_container =
-        collectors as i64 * 2 + spec.probes.active().count() as i64 * HISTOGRAM_SERIES + limits;
-    (per_container * containers.max(1) as i64).min(i64::from(spec.max_series_per_pod))
+    podtrace_api::catalog::series_per_pod(spec, containers)
 }
 
 /// Computes the status of `pt` from the pod index, the profiles and the NodeTrace statuses,
@@ -263,7 +253,8 @@ mod tests {
         assert_eq!(status.ready_nodes.as_deref(), Some("0/2"));
         assert_eq!(status.effective_profile.as_deref(), Some("minimal"));
         assert_eq!(status.observed_generation, Some(3));
-        assert_eq!(status.series_estimate, 3 * (2 * 2 + 6));
+        // minimal: 2 resources × (usage, limit, utilization, alert) and 4 process series.
+        assert_eq!(status.series_estimate, 3 * (2 * 4 + 4));
         let degraded = status.conditions.iter().find(|c| c.type_ == DEGRADED).unwrap();
         assert_eq!(
             (degraded.status.as_str(), degraded.reason.as_str()),
@@ -320,7 +311,8 @@ mod tests {
     #[test]
     fn series_estimate_is_capped_by_the_budget() {
         let mut spec = Preset::Intensive.spec();
-        assert_eq!(series_estimate(&spec, 1), 6 * 2 + 7 * 22 + 6);
+        let catalog = podtrace_api::catalog::series_per_container(&spec, 1);
+        assert_eq!(series_estimate(&spec, 1), i64::try_from(catalog).unwrap());
         spec.max_series_per_pod = 10;
         assert_eq!(series_estimate(&spec, 3), 10);
     }

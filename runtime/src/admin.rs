@@ -1,20 +1,31 @@
 //! The admin HTTP server both binaries run: `/metrics` (Prometheus text or OpenMetrics by
 //! content negotiation, gzip, the reference's security headers and a token-bucket rate limit),
 //! `/livez` and `/readyz`.
+//!
+//! ```text
+//!  request ─► security headers (every answer: 200, 401, 403, 429, 503)
+//!             └─► /metrics: rate limit per client address ─► guard (authentication) ─► encode
+//!             └─► /livez, /readyz: never limited or authenticated
+//! ```
+//!
+//! The limit comes before the guard, so that a client sending new bearer tokens costs the API
+//! server (TokenReview, SubjectAccessReview) no more than its share of requests, and per client
+//! address, so that one client's storm of scrapes does not take a well-behaved Prometheus's.
 
 use axum::{
     Router,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use std::{
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     num::NonZeroU32,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -52,7 +63,18 @@ impl Readiness {
     }
 }
 
-/// Requests per second and burst of the `/metrics` rate limit (the reference: 10/s, burst 20).
+/// Decides whether a `/metrics` request may be served (authentication): `Err` is the answer to
+/// send instead (401, 403, 503). It runs after the rate limit and inside the security headers.
+pub type MetricsGuard = Arc<
+    dyn Fn(HeaderMap) -> Pin<Box<dyn Future<Output = Result<(), Response>> + Send>> + Send + Sync,
+>;
+
+/// Client addresses the rate limiter remembers before it forgets those whose bucket is full
+/// again (the same as never seen): bounds its memory under a storm from many addresses.
+const MAX_CLIENTS: usize = 10_000;
+
+/// Requests per second and burst of the `/metrics` rate limit (the reference: 10/s, burst 20),
+/// per client address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
     /// Sustained requests per second.
@@ -80,11 +102,24 @@ pub fn router(
     readiness: Readiness,
     rate_limit: Option<RateLimit>,
 ) -> Router {
+    guarded_router(encoder, readiness, rate_limit, None)
+}
+
+/// [`router`] with `/metrics` behind `guard` too: the rate limit per client first, then the
+/// guard, both inside the security headers (see the module documentation).
+pub fn guarded_router(
+    encoder: MetricsEncoder,
+    readiness: Readiness,
+    rate_limit: Option<RateLimit>,
+    guard: Option<MetricsGuard>,
+) -> Router {
     let mut metrics = Router::new().route("/metrics", get(metrics));
+    if let Some(guard) = guard {
+        metrics = metrics.layer(middleware::from_fn_with_state(guard, guarded));
+    }
     if let Some(limit) = rate_limit {
-        let limiter = Arc::new(RateLimiter::direct(
-            Quota::per_second(limit.per_second).allow_burst(limit.burst),
-        ));
+        let quota = Quota::per_second(limit.per_second).allow_burst(limit.burst);
+        let limiter = Arc::new((RateLimiter::keyed(quota), limit));
         metrics = metrics.layer(middleware::from_fn_with_state(limiter, rate_limited));
     }
     let header =
@@ -170,20 +205,43 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn rate_limited(
-    State(limiter): State<Arc<DefaultDirectRateLimiter>>,
+async fn guarded(
+    State(guard): State<MetricsGuard>,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match limiter.check() {
+    match guard(request.headers().clone()).await {
+        Ok(()) => next.run(request).await,
+        Err(answer) => answer,
+    }
+}
+
+async fn rate_limited(
+    State(limiter): State<Arc<(DefaultKeyedRateLimiter<IpAddr>, RateLimit)>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let (limiter, limit) = &*limiter;
+    // An IPv4 client seen through an IPv6 socket is the same client.
+    let client = client.ip().to_canonical();
+    let checked = limiter.check_key(&client);
+    if limiter.len() > MAX_CLIENTS {
+        limiter.retain_recent();
+    }
+    match checked {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let message = format!(
+                "Rate limit exceeded: at most {} requests per second (burst {}) per client; scrape less often\n",
+                limit.per_second, limit.burst
+            );
             (
                 StatusCode::TOO_MANY_REQUESTS,
                 [(header::RETRY_AFTER, secs.max(1).to_string())],
-                "Rate limit exceeded: at most 10 requests per second (burst 20); scrape less often\n",
+                message,
             )
                 .into_response()
         }
@@ -266,19 +324,82 @@ mod tests {
         let (url, _) = start(Some(RateLimit::default())).await;
         let http = reqwest::Client::new();
         let mut statuses = Vec::new();
-        for _ in 0..25 {
+        let started = std::time::Instant::now();
+        // Until the bucket is empty (refilled at 10/s meanwhile, so the count of successes
+        // depends on how long the loop took: bounded below by the burst, above by the refill).
+        while !statuses.contains(&429) {
             let r = http.get(format!("{url}/metrics")).send().await.unwrap();
             if r.status() == 429 {
                 assert!(
                     r.headers()[header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap() >= 1
                 );
+                assert_eq!(r.headers()["x-content-type-options"], "nosniff", "headers on 429");
             }
             statuses.push(r.status().as_u16());
+            assert!(statuses.len() < 10_000, "never limited");
         }
-        // The burst of 20 passes (plus at most a couple refilled while the loop ran), the rest is 429.
+        let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;
         let ok = statuses.iter().filter(|s| **s == 200).count();
-        assert!((20..=22).contains(&ok), "{statuses:?}");
-        assert!(statuses.contains(&429));
+        assert!((20..=20 + refilled).contains(&ok), "{ok} within {:?}", started.elapsed());
         assert_eq!(http.get(format!("{url}/livez")).send().await.unwrap().status(), 200);
+    }
+
+    /// One client's storm of scrapes does not take another's budget: the limit is per client
+    /// address (127.0.0.2 and 127.0.0.1 are two clients on loopback).
+    #[tokio::test]
+    async fn a_storming_client_does_not_starve_another() {
+        let (url, _) = start(Some(RateLimit::default())).await;
+        let from = |ip: [u8; 4]| {
+            let ip = std::net::IpAddr::from(ip);
+            reqwest::Client::builder().local_address(ip).build().unwrap()
+        };
+        let (storm, prometheus) = (from([127, 0, 0, 2]), from([127, 0, 0, 1]));
+        let mut limited = 0;
+        for _ in 0..50 {
+            if storm.get(format!("{url}/metrics")).send().await.unwrap().status() == 429 {
+                limited += 1;
+            }
+        }
+        assert!(limited > 0, "the storm is limited");
+        let r = prometheus.get(format!("{url}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the well-behaved scraper is not");
+    }
+
+    /// The guard runs after the rate limit and its answers carry the security headers.
+    #[tokio::test]
+    async fn the_guard_answers_after_the_limit_with_the_security_headers() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let guard: MetricsGuard = Arc::new(move |_headers| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async { Err((StatusCode::UNAUTHORIZED, "no\n").into_response()) })
+        });
+        let encoder: MetricsEncoder = Arc::new(|out| {
+            use std::fmt::Write;
+            out.write_str("# EOF\n")
+        });
+        let app =
+            guarded_router(encoder, Readiness::default(), Some(RateLimit::default()), Some(guard));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, app, std::future::pending()));
+        let http = reqwest::Client::new();
+        let first = http.get(format!("{url}/metrics")).send().await.unwrap();
+        assert_eq!(first.status(), 401);
+        for h in ["x-content-type-options", "x-frame-options", "x-xss-protection"] {
+            assert!(first.headers().contains_key(h), "{h} on a 401: {:?}", first.headers());
+        }
+        let mut statuses = vec![401];
+        while !statuses.contains(&429) {
+            statuses
+                .push(http.get(format!("{url}/metrics")).send().await.unwrap().status().as_u16());
+            assert!(statuses.len() < 10_000, "never limited");
+        }
+        let guarded = calls.load(Ordering::Relaxed);
+        assert_eq!(
+            guarded,
+            statuses.iter().filter(|s| **s == 401).count(),
+            "limited requests never reach the guard"
+        );
     }
 }

@@ -339,8 +339,7 @@ fn main() {
             ours / peer
         );
     }
-    if !podtrace_test_support::is_root() {
-        println!("\ncollector and RSS benchmarks skipped: they need root (real cgroups)");
+    if !podtrace_test_support::require_root("the collector and RSS benchmarks", "real cgroups") {
         return;
     }
     let layout = CgroupLayout::detect().unwrap();

@@ -35,7 +35,7 @@ fn main() {
     let batch = batch(targets);
     let items: Vec<Item> = (batch.targets.iter())
         .map(|t| Item::Target(Arc::new(t.clone())))
-        .chain([Item::Kernel(Arc::new(batch.kernel))])
+        .chain(batch.kernel.map(|k| Item::Kernel(Arc::new(k))))
         .collect();
     let registry = registry(&batch);
 
@@ -138,10 +138,11 @@ fn batch(n: usize) -> PushBatch {
                 pod: format!("checkout-api-7d9f8b6c5d-{i:05x}"),
                 pod_uid: format!("550e8400-e29b-41d4-a716-{i:012}"),
                 container: "app".into(),
-                metrics: ProcessMetrics {
+                timestamp: now,
+                metrics: Some(ProcessMetrics {
                     cpu_usage_percent: 23.5 + i as f64 / 7.0,
                     memory_usage_bytes: 52_428_800 + v,
-                    memory_usage_percent: 1.2 + i as f64 / 100.0,
+                    memory_usage_percent: Some(1.2 + i as f64 / 100.0),
                     disk_read_bytes: 1_048_576 + v,
                     disk_write_bytes: 524_288 + v,
                     network_rx_bytes: 2048 + v,
@@ -150,8 +151,8 @@ fn batch(n: usize) -> PushBatch {
                     thread_count: 2 + (i % 30) as u64,
                     file_descriptor_count: 8 + (i % 100) as u64,
                     timestamp: now,
-                },
-                aggregated: AggregatedMetrics {
+                }),
+                aggregated: Some(AggregatedMetrics {
                     avg_cpu_usage: 38.2 + i as f64 / 3.0,
                     max_cpu_usage: 65.0,
                     avg_memory_usage: (62_914_560 + v) as f64,
@@ -161,7 +162,10 @@ fn batch(n: usize) -> PushBatch {
                     total_network_rx: 12_288 + v,
                     total_network_tx: 24_576 + v,
                     sample_count: 24,
-                },
+                }),
+                // The /proc sample only: the same values as the 19 series it is compared with.
+                resources: Default::default(),
+                ebpf: Default::default(),
                 export: podtrace_api::presets::Preset::Standard.spec().export,
             }
         })
@@ -172,7 +176,7 @@ fn batch(n: usize) -> PushBatch {
         network_connections_total: 42,
         timestamp: now,
     };
-    PushBatch { kernel, targets }
+    PushBatch { kernel: Some(kernel), targets }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,6 +187,16 @@ struct Labels {
     container: String,
 }
 
+/// The process sample every target of [`batch`] has.
+fn m(t: &TargetSample) -> &ProcessMetrics {
+    t.metrics.as_ref().expect("the bench's targets have process metrics")
+}
+
+/// The aggregates every target of [`batch`] has.
+fn a(t: &TargetSample) -> &AggregatedMetrics {
+    t.aggregated.as_ref().expect("the bench's targets have aggregates")
+}
+
 /// The same samples as gauges labelled node/namespace/pod/container, as `/metrics` serves them.
 fn registry(batch: &PushBatch) -> Registry {
     type Int = Family<Labels, Gauge>;
@@ -191,29 +205,31 @@ fn registry(batch: &PushBatch) -> Registry {
     type FloatOf = fn(&TargetSample) -> f64;
     let mut registry = Registry::default();
     let ints: Vec<(&str, Int, IntOf)> = vec![
-        ("podtrace_memory_usage_bytes", Int::default(), |t| t.metrics.memory_usage_bytes),
-        ("podtrace_disk_read_bytes", Int::default(), |t| t.metrics.disk_read_bytes),
-        ("podtrace_disk_write_bytes", Int::default(), |t| t.metrics.disk_write_bytes),
-        ("podtrace_network_rx_bytes", Int::default(), |t| t.metrics.network_rx_bytes),
-        ("podtrace_network_tx_bytes", Int::default(), |t| t.metrics.network_tx_bytes),
-        ("podtrace_uptime_seconds", Int::default(), |t| t.metrics.uptime_seconds),
-        ("podtrace_thread_count", Int::default(), |t| t.metrics.thread_count),
-        ("podtrace_file_descriptor_count", Int::default(), |t| t.metrics.file_descriptor_count),
+        ("podtrace_memory_usage_bytes", Int::default(), |t| m(t).memory_usage_bytes),
+        ("podtrace_disk_read_bytes", Int::default(), |t| m(t).disk_read_bytes),
+        ("podtrace_disk_write_bytes", Int::default(), |t| m(t).disk_write_bytes),
+        ("podtrace_network_rx_bytes", Int::default(), |t| m(t).network_rx_bytes),
+        ("podtrace_network_tx_bytes", Int::default(), |t| m(t).network_tx_bytes),
+        ("podtrace_uptime_seconds", Int::default(), |t| m(t).uptime_seconds),
+        ("podtrace_thread_count", Int::default(), |t| m(t).thread_count),
+        ("podtrace_file_descriptor_count", Int::default(), |t| m(t).file_descriptor_count),
         ("podtrace_avg_memory_usage_bytes", Int::default(), |t| {
-            t.aggregated.avg_memory_usage.round() as u64
+            a(t).avg_memory_usage.round() as u64
         }),
-        ("podtrace_max_memory_usage_bytes", Int::default(), |t| t.aggregated.max_memory_usage),
-        ("podtrace_total_disk_read_bytes", Int::default(), |t| t.aggregated.total_disk_read),
-        ("podtrace_total_disk_write_bytes", Int::default(), |t| t.aggregated.total_disk_write),
-        ("podtrace_total_network_rx_bytes", Int::default(), |t| t.aggregated.total_network_rx),
-        ("podtrace_total_network_tx_bytes", Int::default(), |t| t.aggregated.total_network_tx),
-        ("podtrace_sample_count", Int::default(), |t| t.aggregated.sample_count),
+        ("podtrace_max_memory_usage_bytes", Int::default(), |t| a(t).max_memory_usage),
+        ("podtrace_total_disk_read_bytes", Int::default(), |t| a(t).total_disk_read),
+        ("podtrace_total_disk_write_bytes", Int::default(), |t| a(t).total_disk_write),
+        ("podtrace_total_network_rx_bytes", Int::default(), |t| a(t).total_network_rx),
+        ("podtrace_total_network_tx_bytes", Int::default(), |t| a(t).total_network_tx),
+        ("podtrace_sample_count", Int::default(), |t| a(t).sample_count),
     ];
     let floats: Vec<(&str, Float, FloatOf)> = vec![
-        ("podtrace_cpu_usage_percent", Float::default(), |t| t.metrics.cpu_usage_percent),
-        ("podtrace_memory_usage_percent", Float::default(), |t| t.metrics.memory_usage_percent),
-        ("podtrace_avg_cpu_usage_percent", Float::default(), |t| t.aggregated.avg_cpu_usage),
-        ("podtrace_max_cpu_usage_percent", Float::default(), |t| t.aggregated.max_cpu_usage),
+        ("podtrace_cpu_usage_percent", Float::default(), |t| m(t).cpu_usage_percent),
+        ("podtrace_memory_usage_percent", Float::default(), |t| {
+            m(t).memory_usage_percent.unwrap_or(f64::NAN)
+        }),
+        ("podtrace_avg_cpu_usage_percent", Float::default(), |t| a(t).avg_cpu_usage),
+        ("podtrace_max_cpu_usage_percent", Float::default(), |t| a(t).max_cpu_usage),
     ];
     for t in &batch.targets {
         let l = Labels {

@@ -2,4 +2,5 @@
 //! as a process, cluster mode) find the pods' cgroups, laid out as a kubelet with the systemd
 //! driver and containerd lays them out, with real processes, and write its status.
 
+mod metrics_auth;
 mod nodetrace;

@@ -204,6 +204,14 @@ async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_
     let kernel = s.kernel.clone().unwrap();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(kernel.release, release.trim());
+    // attachTypes: the methods of the probes attached, as status.probes lists them.
+    let attached: std::collections::BTreeSet<_> = s
+        .probes
+        .iter()
+        .filter(|p| p.state == podtrace_api::status::ProbeState::Attached)
+        .filter_map(|p| p.method)
+        .collect();
+    assert_eq!(kernel.attach_types, attached.into_iter().collect::<Vec<_>>(), "{:?}", s.probes);
     assert!(s.heartbeat.is_some());
     assert_eq!(s.observed_generation, nt.metadata.generation);
     assert!(s.series > 0);

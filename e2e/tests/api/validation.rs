@@ -148,6 +148,48 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         &["spec.paused", "expected boolean"],
     ),
     (
+        "container name that is no DNS label",
+        TRACE,
+        "{selector: {}, containers: [app, App_Container]}",
+        &["spec.containers", "DNS labels"],
+    ),
+    (
+        "container name longer than a DNS label",
+        TRACE,
+        "{selector: {}, containers: [aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]}",
+        &["spec.containers[0]", "Too long"],
+    ),
+    (
+        "selector with an invalid label key",
+        TRACE,
+        "{selector: {matchLabels: {\"bad key!\": web}}}",
+        &["spec.selector.matchLabels", "keys must be label keys"],
+    ),
+    (
+        "selector with a label key prefix that is no DNS subdomain",
+        TRACE,
+        "{selector: {matchLabels: {\"Example.com/app\": web}}}",
+        &["spec.selector.matchLabels", "keys must be label keys"],
+    ),
+    (
+        "selector with an invalid label value",
+        TRACE,
+        "{selector: {matchLabels: {app: \"-web\"}}}",
+        &["spec.selector.matchLabels", "values must be label values"],
+    ),
+    (
+        "selector expression with an invalid key",
+        TRACE,
+        "{selector: {matchExpressions: [{key: \"a/b/c\", operator: Exists}]}}",
+        &["spec.selector.matchExpressions", "key must be a label key"],
+    ),
+    (
+        "selector expression with an invalid value",
+        TRACE,
+        "{selector: {matchExpressions: [{key: app, operator: In, values: [web, \"bad value!\"]}]}}",
+        &["spec.selector.matchExpressions", "values must be label values"],
+    ),
+    (
         "NodeTrace pod line without uid",
         NODE,
         "{pods: [\"shop/web-1 uid=u settings=k\", \"shop/web-2 settings=k\"]}",
@@ -196,5 +238,22 @@ async fn invalid_objects_are_rejected_with_a_message_naming_the_field() {
         CASES.len(),
         failures.join("\n")
     );
+    ns.delete().await.unwrap();
+}
+
+/// What Kubernetes accepts in a pod's labels and container names is accepted here too.
+#[tokio::test]
+async fn valid_selectors_and_container_names_are_accepted() {
+    let cp = with_crds();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "validation-ok").await.unwrap();
+    let manifest = format!(
+        "{TRACE}{{selector: {{matchLabels: {{app.kubernetes.io/name: web, tier: \"\", a: {}}}, \
+         matchExpressions: [{{key: example.com/role, operator: In, values: [a, b-c.d_e]}}, \
+         {{key: debug, operator: DoesNotExist}}]}}, containers: [app, istio-proxy, x1]}}\n",
+        "v".repeat(63)
+    );
+    let out = cp.kubectl(&["apply", "--server-side", "-n", &ns.name, "-f", "-"], Some(&manifest));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     ns.delete().await.unwrap();
 }

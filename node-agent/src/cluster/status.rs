@@ -25,7 +25,7 @@ pub fn status(
     let requested: Vec<Probe> = spec.settings.probes.active().collect();
     // The engine's statuses when it runs the eBPF source; without it (--ebpf=false) every
     // requested probe is Unavailable with that reason.
-    let probes = Probe::ALL
+    let probes: Vec<ProbeStatus> = Probe::ALL
         .iter()
         .map(|&probe| match engine.probes.iter().find(|s| s.probe == probe) {
             Some(s) => s.clone(),
@@ -97,11 +97,20 @@ pub fn status(
             message,
         });
     }
+    // The attach methods in use: the distinct methods of the attached probes.
+    let mut kernel = kernel.clone();
+    kernel.attach_types = probes
+        .iter()
+        .filter(|p| p.state == ProbeState::Attached)
+        .filter_map(|p| p.method)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     NodeTraceStatus {
         observed_generation: generation,
         agent_version: Some(env!("CARGO_PKG_VERSION").into()),
         heartbeat: None,
-        kernel: Some(kernel.clone()),
+        kernel: Some(kernel),
         probes,
         tracked_pods: spec.pods.len() as i32,
         attached_pods,
@@ -191,6 +200,37 @@ mod tests {
             settings_key: "k1".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn attach_types_are_the_methods_of_the_attached_probes() {
+        use podtrace_api::status::AttachMethod;
+        let attached = |probe, method| ProbeStatus {
+            probe,
+            state: ProbeState::Attached,
+            method: Some(method),
+            reason: None,
+        };
+        let engine = EngineStatus {
+            probes: vec![
+                attached(Probe::TcpRtt, AttachMethod::TpBtf),
+                attached(Probe::Dns, AttachMethod::CgroupSkb),
+                attached(Probe::CpuBlock, AttachMethod::TpBtf),
+                ProbeStatus {
+                    probe: Probe::FsLatency,
+                    state: ProbeState::Unavailable,
+                    method: None,
+                    reason: Some("EPERM".into()),
+                },
+            ],
+            ..Default::default()
+        };
+        let s = status(&NodeTraceSpec::default(), None, &engine, &KernelFeatures::default(), 16, 0);
+        let kernel = s.kernel.unwrap();
+        assert_eq!(kernel.attach_types, [AttachMethod::TpBtf, AttachMethod::CgroupSkb]);
+        let none =
+            status(&NodeTraceSpec::default(), None, &EngineStatus::default(), &kernel, 16, 0);
+        assert!(none.kernel.unwrap().attach_types.is_empty(), "nothing attached, nothing listed");
     }
 
     #[test]

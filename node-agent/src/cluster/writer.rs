@@ -33,6 +33,7 @@ pub fn kernel_features(
         btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         cgroup_mode: layout.mode.name().into(),
         bpf_stats,
+        // Filled per status from the probes attached at the time (`status::status`).
         attach_types: Vec::new(),
         ebpf_filter: filter.map(|f| f.name().into()),
     }

@@ -201,15 +201,15 @@ impl ProcessCollector {
 
 impl ProcessCollector {
     /// Records one reading per live process (`raws`), forgets processes that are gone, and returns
-    /// the reports. `memory_base` is the byte count memory percent is relative to; `uptime` the
-    /// node's seconds since boot.
+    /// the reports. `memory_base` is the byte count memory percent is relative to (`None`: no
+    /// percent); `uptime` the node's seconds since boot.
     pub fn record(
         &mut self,
         raws: Vec<(u32, Raw)>,
         now: Instant,
         wall: SystemTime,
         uptime: f64,
-        memory_base: u64,
+        memory_base: Option<u64>,
         history_size: usize,
     ) -> Vec<ProcessReport> {
         let live: std::collections::HashSet<u32> = raws.iter().map(|(p, _)| *p).collect();
@@ -244,7 +244,9 @@ impl ProcessCollector {
             let sample = ProcessMetrics {
                 cpu_usage_percent: cpu,
                 memory_usage_bytes: raw.rss,
-                memory_usage_percent: raw.rss as f64 / memory_base.max(1) as f64 * 100.0,
+                memory_usage_percent: memory_base
+                    .filter(|b| *b > 0)
+                    .map(|b| raw.rss as f64 / b as f64 * 100.0),
                 disk_read_bytes: raw.io.read,
                 disk_write_bytes: raw.io.write,
                 network_rx_bytes: raw.net.0,
@@ -334,7 +336,9 @@ pub fn samples(
         };
         push(c.cpu, PROCESS_CPU, s.cpu_usage_percent);
         push(c.memory, PROCESS_MEMORY, s.memory_usage_bytes as f64);
-        push(c.memory, PROCESS_MEMORY_PERCENT, s.memory_usage_percent);
+        if let Some(percent) = s.memory_usage_percent {
+            push(c.memory, PROCESS_MEMORY_PERCENT, percent);
+        }
         // What was refused is left out (and reported as a gap), never exported as 0.
         let d = r.denied;
         push(c.disk_io && !d.io, PROCESS_DISK_READ, s.disk_read_bytes as f64);
@@ -381,9 +385,9 @@ mod tests {
         let mut c = ProcessCollector::default();
         let t0 = Instant::now();
         let wall = SystemTime::now();
-        let r = c.record(vec![(7, raw(100, 1000, 0))], t0, wall, 100.0, 4000, 2);
+        let r = c.record(vec![(7, raw(100, 1000, 0))], t0, wall, 100.0, Some(4000), 2);
         assert_eq!(r[0].sample.cpu_usage_percent, 0.0);
-        assert_eq!(r[0].sample.memory_usage_percent, 25.0);
+        assert_eq!(r[0].sample.memory_usage_percent, Some(25.0));
         assert_eq!(r[0].sample.uptime_seconds, 95);
         // 50 ticks = 0.5 s of CPU in 2 s: 25 %.
         let r = c.record(
@@ -391,7 +395,7 @@ mod tests {
             t0 + Duration::from_secs(2),
             wall,
             102.0,
-            4000,
+            Some(4000),
             2,
         );
         assert!((r[0].sample.cpu_usage_percent - 25.0).abs() < 1e-9);
@@ -400,7 +404,7 @@ mod tests {
             t0 + Duration::from_secs(4),
             wall,
             104.0,
-            4000,
+            Some(4000),
             2,
         );
         let a = r[0].aggregates.clone().unwrap();
@@ -415,8 +419,15 @@ mod tests {
     fn exited_processes_are_forgotten_and_no_history_means_no_aggregates() {
         let mut c = ProcessCollector::default();
         let t0 = Instant::now();
-        c.record(vec![(1, raw(1, 1, 0)), (2, raw(1, 1, 0))], t0, SystemTime::now(), 10.0, 1, 0);
-        let r = c.record(vec![(2, raw(1, 1, 0))], t0, SystemTime::now(), 10.0, 1, 0);
+        c.record(
+            vec![(1, raw(1, 1, 0)), (2, raw(1, 1, 0))],
+            t0,
+            SystemTime::now(),
+            10.0,
+            Some(1),
+            0,
+        );
+        let r = c.record(vec![(2, raw(1, 1, 0))], t0, SystemTime::now(), 10.0, Some(1), 0);
         assert_eq!(c.procs.len(), 1);
         assert_eq!(r[0].aggregates, None);
     }
@@ -424,7 +435,8 @@ mod tests {
     #[test]
     fn samples_follow_the_collect_settings() {
         let mut c = ProcessCollector::default();
-        let r = c.record(vec![(9, raw(1, 1, 0))], Instant::now(), SystemTime::now(), 10.0, 1, 10);
+        let r =
+            c.record(vec![(9, raw(1, 1, 0))], Instant::now(), SystemTime::now(), 10.0, Some(1), 10);
         let mut profile = MonitoringProfileSpec::default();
         let labels = crate::metrics::TargetKey::new("n", "p", "c").labels();
         let all = samples(&labels, &r, &profile, 16);
@@ -438,6 +450,22 @@ mod tests {
             [PROCESS_UPTIME, PROCESS_HISTORY_SAMPLES]
         );
         assert!(!few[0].labels.as_str().contains("process_name"));
+    }
+
+    /// Without a container limit and without the node's memory (no meminfo) a percent would be
+    /// made up: none is exported, the bytes still are.
+    #[test]
+    fn without_a_memory_base_no_percent_is_exported() {
+        let mut c = ProcessCollector::default();
+        let r =
+            c.record(vec![(9, raw(1, 1000, 0))], Instant::now(), SystemTime::now(), 10.0, None, 0);
+        assert_eq!(r[0].sample.memory_usage_percent, None);
+        let labels = crate::metrics::TargetKey::new("n", "p", "c").labels();
+        let s = samples(&labels, &r, &MonitoringProfileSpec::default(), 16);
+        assert!(!s.iter().any(|x| x.family == PROCESS_MEMORY_PERCENT));
+        assert!(s.iter().any(|x| x.family == PROCESS_MEMORY && x.value == 1000.0));
+        let json = serde_json::to_value(&r[0].sample).unwrap();
+        assert!(json.get("memory_usage_percent").is_none(), "{json}");
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! appear from the second collection on.
 
 use podtrace_api::profile::{CollectSettings, ResourceLimits};
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+};
 
 use crate::{
     cgroup::{
@@ -20,6 +23,7 @@ use crate::{
     },
     metrics::{Labels, Sample, catalog::*},
     procfs::{self, KeptFile},
+    sample::ResourceSample,
 };
 
 /// One reading of a group's files.
@@ -221,32 +225,26 @@ pub fn alert_level(utilization_percent: f64, t: &ResourceLimits) -> u8 {
     }
 }
 
-/// The samples of a reading, given the previous reading `elapsed_secs` ago (for rates).
-pub fn samples(
-    labels: &Labels,
+/// The resources of a reading by type (`memory`, `cpu`, `io`), given the previous reading
+/// `elapsed_secs` ago (for rates): what the series and the push messages carry. Without
+/// `resourceLimits.enabled` only usage is reported.
+pub fn summary(
     now: &Reading,
     previous: Option<(&Reading, f64)>,
     limits: &ResourceLimits,
-) -> Vec<Sample> {
-    let mut out = Vec::with_capacity(12);
-    let mut push = |resource: &str, usage: f64, limit: Option<f64>, utilization: Option<f64>| {
-        let mut l = Labels::default();
-        l.push("resource_type", resource).extend(labels);
-        out.push(Sample::new(RESOURCE_USAGE, l.clone(), usage));
-        if !limits.enabled {
-            return;
-        }
-        if let Some(limit) = limit {
-            out.push(Sample::new(RESOURCE_LIMIT, l.clone(), limit));
-        }
-        if let Some(u) = utilization {
-            out.push(Sample::new(RESOURCE_UTILIZATION, l.clone(), u));
-            out.push(Sample::new(RESOURCE_ALERT, l, f64::from(alert_level(u, limits))));
-        }
+) -> BTreeMap<&'static str, ResourceSample> {
+    let mut out = BTreeMap::new();
+    let mut put = |resource, usage: f64, limit: Option<f64>, utilization: Option<f64>| {
+        let (limit, utilization) = if limits.enabled { (limit, utilization) } else { (None, None) };
+        let alert_level = utilization.map(|u| alert_level(u, limits));
+        out.insert(
+            resource,
+            ResourceSample { usage, limit, utilization_percent: utilization, alert_level },
+        );
     };
     if let Some((usage, limit)) = now.memory {
         let util = limit.filter(|&l| l > 0).map(|l| usage as f64 / l as f64 * 100.0);
-        push("memory", usage as f64, limit.map(|l| l as f64), util);
+        put("memory", usage as f64, limit.map(|l| l as f64), util);
     }
     if let Some((usage_us, quota)) = now.cpu {
         let util = match (quota, previous.and_then(|(p, dt)| Some((p.cpu?.0, dt)))) {
@@ -256,7 +254,7 @@ pub fn samples(
             }
             _ => None,
         };
-        push("cpu", usage_us as f64, quota.map(|q| q.quota_us as f64), util);
+        put("cpu", usage_us as f64, quota.map(|q| q.quota_us as f64), util);
     }
     if let Some((bytes, limit)) = now.io {
         let total = bytes.read + bytes.write;
@@ -267,9 +265,41 @@ pub fn samples(
             }
             _ => None,
         };
-        push("io", total as f64, limit.map(|l| l as f64), util);
+        put("io", total as f64, limit.map(|l| l as f64), util);
     }
     out
+}
+
+/// The series of a [`summary`]: per resource type its usage, and its limit, utilization and
+/// alert level where known.
+pub fn samples_of(
+    labels: &Labels,
+    summary: &BTreeMap<&'static str, ResourceSample>,
+) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(summary.len() * 4);
+    for (resource, r) in summary {
+        let mut l = Labels::default();
+        l.push("resource_type", resource).extend(labels);
+        out.push(Sample::new(RESOURCE_USAGE, l.clone(), r.usage));
+        if let Some(limit) = r.limit {
+            out.push(Sample::new(RESOURCE_LIMIT, l.clone(), limit));
+        }
+        if let (Some(u), Some(level)) = (r.utilization_percent, r.alert_level) {
+            out.push(Sample::new(RESOURCE_UTILIZATION, l.clone(), u));
+            out.push(Sample::new(RESOURCE_ALERT, l, f64::from(level)));
+        }
+    }
+    out
+}
+
+/// The samples of a reading, given the previous reading `elapsed_secs` ago (for rates).
+pub fn samples(
+    labels: &Labels,
+    now: &Reading,
+    previous: Option<(&Reading, f64)>,
+    limits: &ResourceLimits,
+) -> Vec<Sample> {
+    samples_of(labels, &summary(now, previous, limits))
 }
 
 #[cfg(test)]

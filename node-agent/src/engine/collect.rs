@@ -6,7 +6,7 @@
 //!  kernel   (node)        /proc/stat, entropy, /proc/net ─► node_*            ─► KernelSample
 //!  resource (per target)  cgroup files                   ─► podtrace_resource_*
 //!  process  (per target)  /proc/<pid> of its processes   ─► podtrace_process_* ─► TargetSample
-//!  ebpf     (due targets) one snapshot of the kernel maps ─► podtrace_{rtt,dns,fs,…}
+//!  net, fs, cpu (due targets) one snapshot of the kernel maps ─► podtrace_{rtt,dns,fs,…}
 //! ```
 
 use std::{
@@ -23,8 +23,14 @@ use crate::{
         resource::{self, GroupFiles, LIMITS_REFRESH, Reading},
     },
     gaps::Gap,
-    metrics::{Labels, Store, TargetKey, agent::AgentMetrics, sources::Source},
-    sample::{AggregatedMetrics, KernelSample, ProcessMetrics, TargetSample, record},
+    metrics::{
+        Labels, Sample, Sources, Store, TargetKey, agent::AgentMetrics, catalog::FAMILIES,
+        sources::Source,
+    },
+    sample::{
+        AggregatedMetrics, EbpfSample, KernelSample, ProcessMetrics, ResourceSample, TargetSample,
+        record,
+    },
     targets::Target,
 };
 
@@ -88,6 +94,15 @@ pub(super) struct Spent {
 }
 
 impl Tick<'_> {
+    /// Stores what `source` produced for `t` under its pod's budget; returns the lines dropped
+    /// for the budget. A profile with `export.prometheus: false` keeps its pods off `/metrics`
+    /// (their samples still go to the push exporters it enables): nothing is stored, and what
+    /// an earlier profile stored is removed.
+    fn store_for(&self, t: &Target, source: Source, samples: Vec<Sample>) -> usize {
+        let samples = if t.profile.export.prometheus { samples } else { Vec::new() };
+        self.store.replace(source, &t.key, samples, Some(t.budget()))
+    }
+
     /// The node's kernel counters (`kernel`).
     pub fn kernel(&self) -> Option<KernelSample> {
         let started = Instant::now();
@@ -103,13 +118,17 @@ impl Tick<'_> {
                 None
             }
         };
-        self.metrics.observe(Source::Kernel, started.elapsed());
+        self.metrics.observe(Source::Kernel.name(), started.elapsed());
         result
     }
 
     /// A target's cgroup limits and usage (`resource`); returns the memory limit read, which
-    /// the processes' memory percent reuses.
-    pub fn resource(&self, state: &mut TargetState, labels: &Labels) -> Option<u64> {
+    /// the processes' memory percent reuses, and the resources for the push exporters.
+    pub fn resource(
+        &self,
+        state: &mut TargetState,
+        labels: &Labels,
+    ) -> (Option<u64>, BTreeMap<&'static str, ResourceSample>) {
         let now = self.now;
         let t = &state.target;
         let fresh = state.limits_at.filter(|at| now.duration_since(*at) < LIMITS_REFRESH);
@@ -123,29 +142,29 @@ impl Tick<'_> {
                     .previous
                     .as_ref()
                     .map(|(at, r)| (r, now.duration_since(*at).as_secs_f64()));
-                let samples = resource::samples(labels, &reading, prev, &t.profile.resource_limits);
-                state.dropped +=
-                    self.store.replace(Source::Resource, &t.key, samples, Some(t.budget()));
+                let summary = resource::summary(&reading, prev, &t.profile.resource_limits);
+                let samples = resource::samples_of(labels, &summary);
+                state.dropped += self.store_for(t, Source::Resource, samples);
                 state.previous = Some((now, reading));
-                reading.memory.and_then(|m| m.1)
+                (reading.memory.and_then(|m| m.1), summary)
             }
             Err(e) => {
                 tracing::debug!(target = ?t.key, error = %e, "resource collector failed");
                 self.metrics.error(Source::Resource.name(), e.reason());
-                None
+                (None, BTreeMap::new())
             }
         }
     }
 
     /// A target's processes (`process`), and the container's sample for the push exporters.
-    /// `memory_base` is what memory percent is relative to; `uptime` the node's seconds since
-    /// boot; at most `max_processes` processes get series of their own.
+    /// `memory_base` is what memory percent is relative to (none known: no percent); `uptime` the
+    /// node's seconds since boot; at most `max_processes` processes get series of their own.
     pub fn process(
         &self,
         state: &mut TargetState,
         labels: &Labels,
         net: &mut NetDevCache,
-        (uptime, memory_base, max_processes): (f64, u64, usize),
+        (uptime, memory_base, max_processes): (f64, Option<u64>, usize),
     ) -> Option<Vec<ProcessMetrics>> {
         let pids = match state.pids() {
             Ok(pids) => pids,
@@ -166,51 +185,77 @@ impl Tick<'_> {
         let procs = state.processes.record(raws, self.now, self.wall, uptime, memory_base, history);
         state.gaps = procs.iter().flat_map(|p| p.denied.gaps()).collect();
         let samples = process::samples(labels, &procs, &t.profile, max_processes);
-        state.dropped += self.store.replace(Source::Process, &t.key, samples, Some(t.budget()));
+        state.dropped += self.store_for(t, Source::Process, samples);
         Some(procs.into_iter().map(|p| p.sample).collect())
     }
 
-    /// The eBPF series of the due targets (`ebpf`) from one snapshot of the kernel maps.
+    /// The eBPF series of the due targets from one snapshot of the kernel maps, stored under
+    /// the source of each probe family (`net`, `fs`, `cpu`) that `sources` enables; returns the
+    /// targets' summaries for the push exporters.
     pub fn ebpf(
         &self,
         source: &mut EbpfSource,
         due: &[TargetKey],
         targets: &mut BTreeMap<TargetKey, TargetState>,
-    ) {
-        let Some(snap) = source.snapshot() else { return };
+        sources: &Sources,
+    ) -> BTreeMap<TargetKey, EbpfSample> {
+        let mut summaries = BTreeMap::new();
+        let Some(snap) = source.snapshot() else { return summaries };
         let started = Instant::now();
+        let wanted = |p| sources.enabled(Source::of_probe(ebpf::crd::probe(p)));
         for key in due {
             let Some(state) = targets.get_mut(key) else { continue };
             let Some(id) = source.key_of(&state.target.cgroup) else { continue };
             let t = &state.target;
             let samples = ebpf::samples(&snap, id, &t.labels(), t.profile.labels.process_name);
-            state.dropped += self.store.replace(Source::Ebpf, key, samples, Some(t.budget()));
+            let mut by_source: BTreeMap<Source, Vec<Sample>> =
+                Source::EBPF.into_iter().map(|s| (s, Vec::new())).collect();
+            for s in samples {
+                by_source.entry(FAMILIES[s.family].source).or_default().push(s);
+            }
+            for (family, samples) in by_source {
+                if sources.enabled(family) {
+                    state.dropped += self.store_for(t, family, samples);
+                }
+            }
+            summaries.insert(key.clone(), ebpf::summary(&snap, id, wanted));
         }
-        self.metrics.observe(Source::Ebpf, started.elapsed());
+        self.metrics.observe("ebpf", started.elapsed());
+        summaries
     }
 }
 
-/// The push exporters' sample of a container: its processes summed, appended to its history.
+/// The push exporters' sample of a container from what its sources measured this interval: its
+/// processes summed (appended to its history, for the aggregates) when the process source ran,
+/// and its resources. The eBPF summary is added once the kernel maps are read.
 pub(super) fn target_sample(
     state: &mut TargetState,
     node: &str,
-    procs: &[ProcessMetrics],
+    procs: Option<&[ProcessMetrics]>,
+    resources: BTreeMap<&'static str, ResourceSample>,
     wall: SystemTime,
 ) -> TargetSample {
     let t = &state.target;
-    let metrics = ProcessMetrics::sum(procs, wall);
     let history = t.profile.history.size.max(0) as usize;
-    if history > 0 {
-        record(&mut state.history, &metrics, history);
+    let metrics = procs.map(|procs| ProcessMetrics::sum(procs, wall));
+    if let Some(m) = &metrics
+        && history > 0
+    {
+        record(&mut state.history, m, history);
     }
+    let aggregated =
+        metrics.as_ref().map(|_| AggregatedMetrics::of(&state.history).unwrap_or_default());
     TargetSample {
         node: node.to_owned(),
         namespace: t.key.namespace.clone(),
         pod: t.key.pod.clone(),
         pod_uid: t.uid.clone(),
         container: t.key.container.clone(),
+        timestamp: wall,
         metrics,
-        aggregated: AggregatedMetrics::of(&state.history).unwrap_or_default(),
+        aggregated,
+        resources,
+        ebpf: EbpfSample::default(),
         export: t.profile.export.clone(),
     }
 }

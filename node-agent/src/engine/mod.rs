@@ -37,7 +37,7 @@ use crate::{
         Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, sources::Source,
     },
     procfs,
-    sample::{KernelSample, PushBatch},
+    sample::{PushBatch, TargetSample},
     targets::{Pending, Target},
 };
 use collect::{Spent, TargetState, Tick, target_sample};
@@ -75,12 +75,10 @@ pub struct EngineStatus {
 /// Processes per container with series of their own unless `--max-processes` says otherwise.
 pub const DEFAULT_MAX_PROCESSES: u16 = 16;
 
-/// Where the engine's samples go: the exporters, with this node's name on every sample and the
-/// last kernel counters (read at the node's interval) in every batch.
+/// Where the engine's samples go: the exporters, with this node's name on every sample.
 struct Push {
     to: Arc<dyn Pusher>,
     node: String,
-    kernel: Option<KernelSample>,
 }
 
 /// The engine.
@@ -94,7 +92,9 @@ pub struct Engine {
     kernel_next: Instant,
     targets: BTreeMap<TargetKey, TargetState>,
     pending: Vec<Pending>,
-    mem_total: u64,
+    /// The node's memory in bytes (`MemTotal`), what the memory percent of processes without a
+    /// container limit is relative to; `None` when `meminfo` could not be read (no percent then).
+    mem_total: Option<u64>,
     max_processes: usize,
     net: NetDevCache,
     dropped_seen: u64,
@@ -115,10 +115,7 @@ impl Engine {
         metrics: AgentMetrics,
         kernel_interval: Duration,
     ) -> Self {
-        let mem_total = std::fs::read_to_string(proc_root.join("meminfo"))
-            .ok()
-            .and_then(|t| procfs::parse_mem_total(&t))
-            .unwrap_or(1);
+        let mem_total = node_memory(&proc_root, &metrics);
         Self {
             store,
             sources,
@@ -158,7 +155,7 @@ impl Engine {
 
     /// Hands every tick's samples, named after `node`, to `pusher`.
     pub fn set_pusher(&mut self, pusher: Arc<dyn Pusher>, node: String) {
-        self.push = Some(Push { to: pusher, node, kernel: None });
+        self.push = Some(Push { to: pusher, node });
     }
 
     /// What the engine achieved, updated after every change of targets and every tick (the
@@ -252,48 +249,53 @@ impl Engine {
                 ebpf_due.push(state.target.key.clone());
             }
             // The memory limit read by the resource source, reused for the processes' percent.
-            let mut memory_limit = None;
+            let (mut memory_limit, mut resources) = (None, BTreeMap::new());
             if resource_on {
                 let started = Instant::now();
-                memory_limit = tick.resource(state, &labels);
+                (memory_limit, resources) = tick.resource(state, &labels);
                 spent.resource += started.elapsed();
             }
+            let mut procs = None;
             if process_on {
                 let started = Instant::now();
                 let limit = memory_limit.or_else(|| resource::memory_limit(&state.target.cgroup));
-                let base = (uptime, limit.unwrap_or(self.mem_total), self.max_processes);
-                if let Some(procs) = tick.process(state, &labels, &mut self.net, base) {
-                    samples.push(target_sample(state, node, &procs, tick.wall));
-                }
+                let base = (uptime, limit.or(self.mem_total), self.max_processes);
+                procs = tick.process(state, &labels, &mut self.net, base);
                 spent.process += started.elapsed();
             }
+            let sample = target_sample(state, node, procs.as_deref(), resources, tick.wall);
+            samples.push((state.target.key.clone(), sample));
         }
         if resource_on && collected > 0 {
-            self.metrics.observe(Source::Resource, spent.resource);
+            self.metrics.observe(Source::Resource.name(), spent.resource);
         }
         if process_on && collected == self.targets.len() {
             // Every target was read: a namespace nobody read belongs to no target any more.
             self.net.forget_unread();
         }
         if process_on && collected > 0 {
-            self.metrics.observe(Source::Process, spent.process);
+            self.metrics.observe(Source::Process.name(), spent.process);
         }
         if let Some(ebpf) = self.ebpf.as_mut()
             && !ebpf_due.is_empty()
-            && self.sources.enabled(Source::Ebpf)
+            && self.sources.any_ebpf()
         {
-            tick.ebpf(ebpf, &ebpf_due, &mut self.targets);
-        }
-        if let Some(push) = self.push.as_mut() {
-            // A batch for new kernel counters even when no target was due, and for due targets
-            // with the last counters read.
-            let fresh = kernel.is_some();
-            push.kernel = kernel.or(push.kernel);
-            if let Some(kernel) = push.kernel
-                && (fresh || !samples.is_empty())
-            {
-                push.to.push(PushBatch { kernel, targets: samples });
+            let mut summaries = tick.ebpf(ebpf, &ebpf_due, &mut self.targets, &self.sources);
+            for (key, sample) in &mut samples {
+                if let Some(summary) = summaries.remove(key) {
+                    sample.ebpf = summary;
+                }
             }
+        }
+        // What no source measured (every one off, or all failed) is not sent.
+        let samples: Vec<TargetSample> =
+            samples.into_iter().map(|(_, s)| s).filter(|s| !s.is_empty()).collect();
+        if let Some(push) = self.push.as_ref()
+            && (kernel.is_some() || !samples.is_empty())
+        {
+            // The kernel counters only when read now: a target due more often than the node's
+            // interval must not send the same counters again.
+            push.to.push(PushBatch { kernel, targets: samples });
         }
         self.publish_status(false);
         let next_target = self.targets.values().map(|s| s.next_due).min();
@@ -368,6 +370,26 @@ impl Engine {
     }
 }
 
+/// The node's memory from `<proc>/meminfo`. When it cannot be read the processes of containers
+/// without a memory limit get no memory percent at all (a percent of a made-up total would be
+/// wrong by orders of magnitude): logged and counted as an error of the `process` source.
+fn node_memory(proc_root: &std::path::Path, metrics: &AgentMetrics) -> Option<u64> {
+    let path = proc_root.join("meminfo");
+    let total = procfs::read(&path).and_then(|text| {
+        procfs::parse_mem_total(&text)
+            .filter(|t| *t > 0)
+            .ok_or(crate::Error::Parse { path: path.clone(), expected: "a MemTotal line" })
+    });
+    match total {
+        Ok(total) => Some(total),
+        Err(e) => {
+            tracing::error!(error = %e, "the node's memory is unknown: processes of containers without a memory limit get no podtrace_process_memory_usage_percent");
+            metrics.error(Source::Process.name(), e.reason());
+            None
+        }
+    }
+}
+
 /// With the process filter, hands the target's current processes (its own pid list, else its
 /// cgroup.procs) to the eBPF source: new processes start being measured, exited ones are
 /// dropped from the kernel map. Nothing to do with the cgroup filter.
@@ -383,5 +405,112 @@ fn sync_processes(ebpf: &mut EbpfSource, state: &mut TargetState) {
         Err(e) => {
             tracing::debug!(target = ?state.target.key, error = %e, "listing processes for the eBPF process filter failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cgroup::Cgroup, metrics::Labels, targets::Target};
+    use parking_lot::Mutex;
+    use podtrace_api::MonitoringProfileSpec;
+    use prometheus_client::registry::Registry;
+
+    /// Keeps every batch the engine pushes.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<PushBatch>>);
+
+    impl Pusher for Recorder {
+        fn push(&self, batch: PushBatch) {
+            self.0.lock().push(batch);
+        }
+    }
+
+    fn engine(proc_root: &std::path::Path, registry: &mut Registry) -> Engine {
+        engine_with_store(proc_root, registry).0
+    }
+
+    fn engine_with_store(
+        proc_root: &std::path::Path,
+        registry: &mut Registry,
+    ) -> (Engine, Arc<Store>) {
+        let metrics = AgentMetrics::register(registry);
+        let store = Arc::new(Store::default());
+        let engine = Engine::new(
+            proc_root.into(),
+            store.clone(),
+            Arc::default(),
+            metrics,
+            Duration::from_secs(10),
+        );
+        (engine, store)
+    }
+
+    /// This test process as a target (a standalone pid selector: no cgroup needed).
+    fn me(interval: &str) -> Target {
+        Target {
+            key: TargetKey::new("ns", "me", "test"),
+            uid: "uid".into(),
+            cgroup: Cgroup::default(),
+            pids: Some(vec![std::process::id()]),
+            profile: MonitoringProfileSpec { interval: interval.into(), ..Default::default() },
+            pod_labels: Labels::default(),
+        }
+    }
+
+    #[test]
+    fn kernel_counters_are_pushed_once_per_node_interval_however_often_targets_are_due() {
+        let mut registry = Registry::default();
+        let mut engine = engine(std::path::Path::new("/proc"), &mut registry);
+        let recorder = Arc::new(Recorder::default());
+        engine.set_pusher(recorder.clone(), "node-1".into());
+        engine.set_targets(vec![me("1s")], vec![]);
+        let start = Instant::now();
+        for s in 0..5 {
+            engine.tick(start + Duration::from_secs(s));
+        }
+        let batches = recorder.0.lock();
+        assert_eq!(batches.len(), 5, "the 1s target is due every second");
+        assert!(batches.iter().all(|b| b.targets.len() == 1 && b.targets[0].node == "node-1"));
+        let kernel = batches.iter().filter(|b| b.kernel.is_some()).count();
+        assert_eq!(kernel, 1, "one kernel reading in 10 s of node INTERVAL, sent once");
+    }
+
+    #[test]
+    fn a_profile_without_prometheus_export_serves_nothing_on_metrics_but_still_pushes() {
+        let mut registry = Registry::default();
+        let (mut engine, store) = engine_with_store(std::path::Path::new("/proc"), &mut registry);
+        let recorder = Arc::new(Recorder::default());
+        engine.set_pusher(recorder.clone(), "node-1".into());
+        engine.set_targets(vec![me("1s")], vec![]);
+        let start = Instant::now();
+        engine.tick(start);
+        assert!(store.series_of_pod("ns", "me") > 0, "exported by default");
+        let mut off = me("1s");
+        off.profile.export.prometheus = false;
+        engine.set_targets(vec![off], vec![]);
+        engine.tick(start + Duration::from_secs(1));
+        assert_eq!(store.series_of_pod("ns", "me"), 0, "export.prometheus: false");
+        let batches = recorder.0.lock();
+        let last = batches.last().unwrap();
+        assert_eq!(last.targets.len(), 1, "the push exporters still get the pod");
+    }
+
+    #[test]
+    fn without_meminfo_the_memory_percent_has_no_base_and_the_error_is_counted() {
+        let dir = std::env::temp_dir().join(format!("podtrace-nomeminfo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut registry = Registry::default();
+        let engine = engine(&dir, &mut registry);
+        assert_eq!(engine.mem_total, None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("podtrace_agent_errors_total{source=\"process\",reason=\"not_found\"} 1"),
+            "{text}"
+        );
+        let mut registry = Registry::default();
+        assert!(self::engine(std::path::Path::new("/proc"), &mut registry).mem_total > Some(0));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// A push exporter could not be configured. Returned by [`super::Exporters::start`] so that a bad
 /// flag stops the agent once, with a message naming the flag, instead of a crash loop.
 ///
-/// A broker that is merely unreachable is *not* an error: the exporter starts Degraded and
+/// A broker that is merely unreachable is *not* an error: the exporter starts not connected and
 /// reconnects by itself (see [`super::ExportersHealth`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -135,16 +135,16 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
         Endpoint::Http(_) => match reqwest::Client::builder().timeout(IO_TIMEOUT).build() {
             Ok(c) => Conn::Http(c),
             Err(e) => {
-                stats.set_degraded(ExportError::HttpClient(e).to_string());
+                stats.set_disconnected(ExportError::HttpClient(e).to_string());
                 return;
             }
         },
     };
     let mut backoff = Backoff::new(BACKOFF_MIN, config.backoff_max);
     // Check the endpoint once at start so that health is right before the first interval.
-    stats.set_degraded(format!("connecting to Influx at {}", config.shown));
+    stats.set_connecting(format!("connecting to Influx at {}", config.shown));
     while let Err(reason) = probe(&mut conn, &config).await {
-        stats.set_degraded(reason);
+        stats.set_disconnected(reason);
         tokio::time::sleep(backoff.next_delay()).await;
     }
     stats.set_connected();
@@ -171,7 +171,7 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
             }
             Err(Failure::Retry(reason)) => {
                 queue.give_back(chunk);
-                stats.set_degraded(reason);
+                stats.set_disconnected(reason);
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }

@@ -28,57 +28,109 @@
 use crate::sample::{KernelSample, TargetSample};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The measurements ("sources") of a target, one line each.
+/// The measurements of a target's processes (the reference's metrics), one line each.
 pub const TARGET_MEASUREMENTS: [&str; 5] =
     ["podtrace_cpu", "podtrace_memory", "podtrace_disk", "podtrace_network", "podtrace_process"];
+/// A cgroup resource of a target, one line per `resource_type` tag.
+pub const RESOURCE_MEASUREMENT: &str = "podtrace_resource";
+/// An eBPF latency of a target, one line per `probe` and `type` tag.
+pub const LATENCY_MEASUREMENT: &str = "podtrace_latency";
+/// An eBPF byte counter of a target, one line per `probe` and `direction` or `operation` tag.
+pub const BYTES_MEASUREMENT: &str = "podtrace_bytes";
 /// The measurement of the node's kernel counters.
 pub const KERNEL_MEASUREMENT: &str = "podtrace_kernel";
 
-/// Appends the five lines of one target (one per source) to `out`.
+/// Appends the lines of one target to `out`: five for its processes (when the process source
+/// ran), one per cgroup resource, one per eBPF latency and byte counter.
 pub fn encode_target(out: &mut String, t: &TargetSample) {
-    let ts = nanos(t.metrics.timestamp);
-    let (m, a) = (&t.metrics, &t.aggregated);
-    let tags = |out: &mut String, measurement: &str| {
+    let ts = nanos(t.timestamp);
+    // Tags sorted by key, as InfluxDB stores them (it sorts them otherwise on every write).
+    let tags = |out: &mut String, measurement: &str, extra: &[(&str, &str)]| {
         escape_measurement(out, measurement);
-        tag(out, "container", &t.container);
-        tag(out, "namespace", &t.namespace);
-        tag(out, "node", &t.node);
-        tag(out, "pod", &t.pod);
+        let base = [
+            ("container", t.container.as_str()),
+            ("namespace", &t.namespace),
+            ("node", &t.node),
+            ("pod", &t.pod),
+        ];
+        if extra.is_empty() {
+            base.iter().for_each(|(k, v)| tag(out, k, v));
+        } else {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            all.sort_by_key(|(k, _)| *k);
+            all.iter().for_each(|(k, v)| tag(out, k, v));
+        }
     };
-    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[0]));
-    line.float("usage_percent", m.cpu_usage_percent);
-    line.float("avg_usage", a.avg_cpu_usage);
-    line.float("max_usage", a.max_cpu_usage);
-    line.end(ts);
+    if let (Some(m), Some(a)) = (&t.metrics, &t.aggregated) {
+        let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[0], &[]));
+        line.float("usage_percent", m.cpu_usage_percent);
+        line.float("avg_usage", a.avg_cpu_usage);
+        line.float("max_usage", a.max_cpu_usage);
+        line.end(ts);
 
-    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[1]));
-    line.int("usage_bytes", m.memory_usage_bytes);
-    line.float("usage_percent", m.memory_usage_percent);
-    line.int("avg_usage_bytes", a.avg_memory_usage.round() as u64);
-    line.int("max_usage_bytes", a.max_memory_usage);
-    line.end(ts);
+        let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[1], &[]));
+        line.int("usage_bytes", m.memory_usage_bytes);
+        if let Some(percent) = m.memory_usage_percent {
+            line.float("usage_percent", percent);
+        }
+        line.int("avg_usage_bytes", a.avg_memory_usage.round() as u64);
+        line.int("max_usage_bytes", a.max_memory_usage);
+        line.end(ts);
 
-    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[2]));
-    line.int("read_bytes", m.disk_read_bytes);
-    line.int("write_bytes", m.disk_write_bytes);
-    line.int("total_read_bytes", a.total_disk_read);
-    line.int("total_write_bytes", a.total_disk_write);
-    line.end(ts);
+        let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[2], &[]));
+        line.int("read_bytes", m.disk_read_bytes);
+        line.int("write_bytes", m.disk_write_bytes);
+        line.int("total_read_bytes", a.total_disk_read);
+        line.int("total_write_bytes", a.total_disk_write);
+        line.end(ts);
 
-    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[3]));
-    line.int("rx_bytes", m.network_rx_bytes);
-    line.int("tx_bytes", m.network_tx_bytes);
-    line.int("total_rx_bytes", a.total_network_rx);
-    line.int("total_tx_bytes", a.total_network_tx);
-    line.end(ts);
+        let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[3], &[]));
+        line.int("rx_bytes", m.network_rx_bytes);
+        line.int("tx_bytes", m.network_tx_bytes);
+        line.int("total_rx_bytes", a.total_network_rx);
+        line.int("total_tx_bytes", a.total_network_tx);
+        line.end(ts);
 
-    let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[4]));
-    line.int("uptime_seconds", m.uptime_seconds);
-    line.int("thread_count", m.thread_count);
-    line.int("file_descriptor_count", m.file_descriptor_count);
-    line.int("sample_count", a.sample_count);
-    line.string("pod_uid", &t.pod_uid);
-    line.end(ts);
+        let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[4], &[]));
+        line.int("uptime_seconds", m.uptime_seconds);
+        line.int("thread_count", m.thread_count);
+        line.int("file_descriptor_count", m.file_descriptor_count);
+        line.int("sample_count", a.sample_count);
+        line.string("pod_uid", &t.pod_uid);
+        line.end(ts);
+    }
+    for (resource, r) in &t.resources {
+        let mut line =
+            Line::start(out, |o| tags(o, RESOURCE_MEASUREMENT, &[("resource_type", resource)]));
+        line.float("usage", r.usage);
+        if let Some(limit) = r.limit {
+            line.float("limit", limit);
+        }
+        if let Some(u) = r.utilization_percent {
+            line.float("utilization_percent", u);
+        }
+        if let Some(level) = r.alert_level {
+            line.int("alert_level", u64::from(level));
+        }
+        line.end(ts);
+    }
+    for l in &t.ebpf.latencies {
+        let extra = [("probe", l.probe), ("type", l.kind)];
+        let mut line = Line::start(out, |o| tags(o, LATENCY_MEASUREMENT, &extra));
+        line.int("count", l.count);
+        line.float("sum_seconds", l.sum_seconds);
+        line.float("latest_seconds", l.latest_seconds);
+        line.end(ts);
+    }
+    for b in &t.ebpf.bytes {
+        let mut extra = vec![("probe", b.probe)];
+        extra.extend(b.direction.map(|d| ("direction", d)));
+        extra.extend(b.operation.map(|o| ("operation", o)));
+        let mut line = Line::start(out, |o| tags(o, BYTES_MEASUREMENT, &extra));
+        line.int("bytes", b.bytes);
+        line.end(ts);
+    }
 }
 
 /// Appends the line of the node's kernel counters to `out`.
@@ -215,10 +267,11 @@ mod tests {
             pod: pod.into(),
             pod_uid: "u\"1\\".into(),
             container: container.into(),
-            metrics: ProcessMetrics {
+            timestamp: UNIX_EPOCH + Duration::from_nanos(1_736_937_322_123_456_789),
+            metrics: Some(ProcessMetrics {
                 cpu_usage_percent: 23.5,
                 memory_usage_bytes: 52_428_800,
-                memory_usage_percent: 1.2,
+                memory_usage_percent: Some(1.2),
                 disk_read_bytes: 1,
                 disk_write_bytes: 2,
                 network_rx_bytes: 3,
@@ -227,8 +280,8 @@ mod tests {
                 thread_count: 2,
                 file_descriptor_count: 8,
                 timestamp: UNIX_EPOCH + Duration::from_nanos(1_736_937_322_123_456_789),
-            },
-            aggregated: AggregatedMetrics {
+            }),
+            aggregated: Some(AggregatedMetrics {
                 avg_cpu_usage: 38.2,
                 max_cpu_usage: 65.0,
                 avg_memory_usage: 62_914_560.0,
@@ -238,7 +291,9 @@ mod tests {
                 total_network_rx: 7,
                 total_network_tx: 8,
                 sample_count: 24,
-            },
+            }),
+            resources: Default::default(),
+            ebpf: Default::default(),
             export: podtrace_api::presets::Preset::Standard.spec().export,
         }
     }
@@ -272,6 +327,58 @@ mod tests {
     }
 
     #[test]
+    fn resources_latencies_and_bytes_are_lines_of_their_own_with_sorted_tags() {
+        use crate::sample::{ByteSample, LatencySample, ResourceSample};
+        let mut t = target("shop", "web-0", "app");
+        t.metrics = None;
+        t.aggregated = None;
+        let memory = ResourceSample {
+            usage: 48.0,
+            limit: Some(64.0),
+            utilization_percent: Some(75.0),
+            alert_level: Some(1),
+        };
+        t.resources.insert("memory", memory);
+        t.resources.insert(
+            "cpu",
+            ResourceSample {
+                usage: 1e6,
+                limit: None,
+                utilization_percent: None,
+                alert_level: None,
+            },
+        );
+        t.ebpf.latencies.push(LatencySample {
+            probe: "fsLatency",
+            kind: "fsync",
+            count: 2,
+            sum_seconds: 0.5,
+            latest_seconds: 0.25,
+        });
+        let bytes =
+            ByteSample { probe: "fsBytes", direction: None, operation: Some("write"), bytes: 4096 };
+        t.ebpf.bytes.push(bytes);
+        let mut out = String::new();
+        encode_target(&mut out, &t);
+        let ts = "1736937322123456789";
+        let expected = [
+            format!(
+                "podtrace_resource,container=app,namespace=shop,node=n1,pod=web-0,resource_type=cpu usage=1000000.0 {ts}"
+            ),
+            format!(
+                "podtrace_resource,container=app,namespace=shop,node=n1,pod=web-0,resource_type=memory usage=48.0,limit=64.0,utilization_percent=75.0,alert_level=1i {ts}"
+            ),
+            format!(
+                "podtrace_latency,container=app,namespace=shop,node=n1,pod=web-0,probe=fsLatency,type=fsync count=2i,sum_seconds=0.5,latest_seconds=0.25 {ts}"
+            ),
+            format!(
+                "podtrace_bytes,container=app,namespace=shop,node=n1,operation=write,pod=web-0,probe=fsBytes bytes=4096i {ts}"
+            ),
+        ];
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
     fn hostile_tag_values_are_escaped() {
         let mut out = String::new();
         tag(&mut out, "pod", r#"a b,c=d"e\f"#);
@@ -296,8 +403,8 @@ mod tests {
     #[test]
     fn non_finite_floats_are_left_out_and_empty_tags_omitted() {
         let mut t = target("ns", "p", "");
-        t.metrics.cpu_usage_percent = f64::NAN;
-        t.aggregated.avg_cpu_usage = f64::INFINITY;
+        t.metrics.as_mut().unwrap().cpu_usage_percent = f64::NAN;
+        t.aggregated.as_mut().unwrap().avg_cpu_usage = f64::INFINITY;
         let mut out = String::new();
         encode_target(&mut out, &t);
         let first = out.lines().next().unwrap();
@@ -305,7 +412,7 @@ mod tests {
             first,
             "podtrace_cpu,namespace=ns,node=n1,pod=p max_usage=65.0 1736937322123456789"
         );
-        t.aggregated.max_cpu_usage = f64::NAN;
+        t.aggregated.as_mut().unwrap().max_cpu_usage = f64::NAN;
         out.clear();
         encode_target(&mut out, &t);
         assert!(out.starts_with("podtrace_memory,"), "a line with no field is left out: {out}");

@@ -3,20 +3,28 @@
 //! NATS messages), not another copy of the data.
 //!
 //! ```text
-//! PushBatch ─┬─ kernel: KernelSample            ──► NATS  {NATS_SUBJECT}        KernelMessage
-//!            │                                  ──► Influx podtrace_kernel
-//!            └─ targets: [TargetSample]         ──► NATS  {--nats-pod-subject}  PodMessage
-//!                 metrics + aggregated + export ──► MQTT  {--mqtt-topic}        MqttMessage
-//!                                               ──► Influx podtrace_{cpu,memory,disk,network,process}
+//! PushBatch ─┬─ kernel: KernelSample (when read) ──► NATS  {NATS_SUBJECT}        KernelMessage
+//!            │                                   ──► Influx podtrace_kernel
+//!            └─ targets: [TargetSample]          ──► NATS  {--nats-pod-subject}  PodMessage
+//!                 metrics + aggregated           ──► MQTT  {--mqtt-topic}        MqttMessage
+//!                 + resources + ebpf + export    ──► Influx podtrace_{cpu,memory,disk,network,process},
+//!                                                         podtrace_{resource,latency,bytes}
 //! ```
 //!
 //! The `metrics` and `aggregated` objects have exactly the field names and types of the
 //! monitoring-profiles reference, so consumers written for it read podtrace's messages unchanged.
+//! podtrace adds `resources` (per cgroup resource: usage, limit, utilization and alert level)
+//! and `ebpf` (the probes' latency counts, sums and latest values, and their byte counters);
+//! an object whose source did not run for the container is left out.
 
 use serde::Serialize;
 use std::time::SystemTime;
 
-use crate::sample::{AggregatedMetrics, KernelSample, ProcessMetrics, TargetSample, rfc3339};
+use crate::sample::{
+    AggregatedMetrics, EbpfSample, KernelSample, ProcessMetrics, ResourceSample, TargetSample,
+    rfc3339,
+};
+use std::collections::BTreeMap;
 
 /// The MQTT message: the reference's message JSON (`task_id` is the pod UID, `proplet_id` the
 /// node), plus `namespace`, `pod` and `container`, which consumers of the reference ignore and
@@ -33,10 +41,18 @@ pub struct MqttMessage<'a> {
     pub pod: &'a str,
     /// The container's name.
     pub container: &'a str,
-    /// The latest sample.
-    pub metrics: &'a ProcessMetrics,
+    /// The latest sample of its processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<&'a ProcessMetrics>,
     /// The aggregates.
-    pub aggregated: &'a AggregatedMetrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregated: Option<&'a AggregatedMetrics>,
+    /// The cgroup's resources by type.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: &'a BTreeMap<&'static str, ResourceSample>,
+    /// The eBPF probes' series.
+    #[serde(skip_serializing_if = "EbpfSample::is_empty")]
+    pub ebpf: &'a EbpfSample,
 }
 
 impl<'a> From<&'a TargetSample> for MqttMessage<'a> {
@@ -47,8 +63,10 @@ impl<'a> From<&'a TargetSample> for MqttMessage<'a> {
             namespace: &t.namespace,
             pod: &t.pod,
             container: &t.container,
-            metrics: &t.metrics,
-            aggregated: &t.aggregated,
+            metrics: t.metrics.as_ref(),
+            aggregated: t.aggregated.as_ref(),
+            resources: &t.resources,
+            ebpf: &t.ebpf,
         }
     }
 }
@@ -68,10 +86,21 @@ pub struct PodMessage<'a> {
     pub pod_uid: &'a str,
     /// The container's name.
     pub container: &'a str,
-    /// The latest sample.
-    pub metrics: &'a ProcessMetrics,
+    /// When it was collected.
+    #[serde(with = "rfc3339")]
+    pub timestamp: SystemTime,
+    /// The latest sample of its processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<&'a ProcessMetrics>,
     /// The aggregates.
-    pub aggregated: &'a AggregatedMetrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregated: Option<&'a AggregatedMetrics>,
+    /// The cgroup's resources by type.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: &'a BTreeMap<&'static str, ResourceSample>,
+    /// The eBPF probes' series.
+    #[serde(skip_serializing_if = "EbpfSample::is_empty")]
+    pub ebpf: &'a EbpfSample,
 }
 
 impl<'a> PodMessage<'a> {
@@ -84,8 +113,11 @@ impl<'a> PodMessage<'a> {
             pod: &t.pod,
             pod_uid: &t.pod_uid,
             container: &t.container,
-            metrics: &t.metrics,
-            aggregated: &t.aggregated,
+            timestamp: t.timestamp,
+            metrics: t.metrics.as_ref(),
+            aggregated: t.aggregated.as_ref(),
+            resources: &t.resources,
+            ebpf: &t.ebpf,
         }
     }
 }
@@ -133,10 +165,11 @@ pub(crate) fn test_target() -> TargetSample {
         pod: "p".into(),
         pod_uid: "uid".into(),
         container: "c".into(),
-        metrics: ProcessMetrics {
+        timestamp: t,
+        metrics: Some(ProcessMetrics {
             cpu_usage_percent: 23.5,
             memory_usage_bytes: 52_428_800,
-            memory_usage_percent: 1.2,
+            memory_usage_percent: Some(1.2),
             disk_read_bytes: 1_048_576,
             disk_write_bytes: 524_288,
             network_rx_bytes: 2048,
@@ -145,8 +178,8 @@ pub(crate) fn test_target() -> TargetSample {
             thread_count: 2,
             file_descriptor_count: 8,
             timestamp: t,
-        },
-        aggregated: AggregatedMetrics {
+        }),
+        aggregated: Some(AggregatedMetrics {
             avg_cpu_usage: 38.2,
             max_cpu_usage: 65.0,
             avg_memory_usage: 62_914_560.0,
@@ -156,7 +189,9 @@ pub(crate) fn test_target() -> TargetSample {
             total_network_rx: 12_288,
             total_network_tx: 24_576,
             sample_count: 24,
-        },
+        }),
+        resources: BTreeMap::new(),
+        ebpf: EbpfSample::default(),
         export: podtrace_api::presets::Preset::Standard.spec().export,
     }
 }
@@ -200,8 +235,11 @@ mod tests {
             pod: "p".into(),
             pod_uid: r.task_id.clone(),
             container: "c".into(),
-            metrics: r.metrics,
-            aggregated: r.aggregated,
+            timestamp: r.metrics.timestamp,
+            metrics: Some(r.metrics),
+            aggregated: Some(r.aggregated),
+            resources: BTreeMap::new(),
+            ebpf: EbpfSample::default(),
             export: podtrace_api::presets::Preset::Standard.spec().export,
         };
         let ours = serde_json::to_value(MqttMessage::from(&target)).unwrap();
@@ -209,6 +247,66 @@ mod tests {
         let extra = serde_json::json!({"namespace": "ns", "pod": "p", "container": "c"});
         reference.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         assert_eq!(ours, reference);
+    }
+
+    /// Besides the reference's objects, the container's resources with their alert levels and
+    /// the eBPF probes' series; objects of sources that did not run are left out.
+    #[test]
+    fn pod_messages_carry_resources_alert_levels_and_ebpf_series() {
+        use crate::sample::{ByteSample, LatencySample};
+        let mut t = test_target();
+        let memory = ResourceSample {
+            usage: 48.0,
+            limit: Some(64.0),
+            utilization_percent: Some(75.0),
+            alert_level: Some(0),
+        };
+        t.resources.insert("memory", memory);
+        t.resources.insert(
+            "io",
+            ResourceSample {
+                usage: 15.0,
+                limit: None,
+                utilization_percent: None,
+                alert_level: None,
+            },
+        );
+        t.ebpf.latencies.push(LatencySample {
+            probe: "dns",
+            kind: "DNS",
+            count: 3,
+            sum_seconds: 0.03,
+            latest_seconds: 0.012,
+        });
+        t.ebpf.bytes.push(ByteSample {
+            probe: "networkBytes",
+            direction: Some("send"),
+            operation: None,
+            bytes: 1500,
+        });
+        let want_resources = serde_json::json!({
+            "memory": {"usage": 48.0, "limit": 64.0, "utilization_percent": 75.0, "alert_level": 0},
+            "io": {"usage": 15.0},
+        });
+        let want_ebpf = serde_json::json!({
+            "latencies": [{"probe": "dns", "type": "DNS", "count": 3, "sum_seconds": 0.03, "latest_seconds": 0.012}],
+            "bytes": [{"probe": "networkBytes", "direction": "send", "bytes": 1500}],
+        });
+        for json in [
+            serde_json::to_value(MqttMessage::from(&t)).unwrap(),
+            serde_json::to_value(PodMessage::new(&t, "i")).unwrap(),
+        ] {
+            assert_eq!(json["resources"], want_resources, "{json:#}");
+            assert_eq!(json["ebpf"], want_ebpf, "{json:#}");
+            assert_eq!(json["metrics"]["thread_count"], 2);
+        }
+        t.metrics = None;
+        t.aggregated = None;
+        t.ebpf = EbpfSample::default();
+        let json = serde_json::to_value(PodMessage::new(&t, "i")).unwrap();
+        assert!(json.get("metrics").is_none() && json.get("aggregated").is_none(), "{json:#}");
+        assert!(json.get("ebpf").is_none(), "{json:#}");
+        assert_eq!(json["resources"]["memory"]["alert_level"], 0);
     }
 
     #[test]

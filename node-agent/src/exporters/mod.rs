@@ -12,8 +12,10 @@
 //! confirm (at-least-once up to the broker). When a broker goes away the task reconnects with
 //! exponential backoff and jitter ([`backoff`]), the queue keeps the newest items up to
 //! `--export-queue-size` and counts the rest in `podtrace_agent_export_dropped_total{exporter}`,
-//! and [`Exporters::health`] reports the exporter Degraded with the reason, until it recovers by
-//! itself.
+//! and [`Exporters::health`] reports the exporter not connected with the reason, until it
+//! recovers by itself. The `podtrace.exporters` health service is then NOT_SERVING, which
+//! `health live` reports as Healthy (the pods are measured, some data does not reach its
+//! destination): Degraded is kept for an agent running on a stale configuration.
 //!
 //! A target's profile (`export.nats`, `export.mqtt`, `export.influx`) decides which of the
 //! running exporters receive it; an exporter runs when its URL flag is set.
@@ -99,9 +101,9 @@ impl ExportersHealth {
 pub struct ExporterHealth {
     /// `nats`, `mqtt` or `influx`.
     pub exporter: &'static str,
-    /// Connected to its broker (false: Degraded).
+    /// Connected to its broker (false: `podtrace.exporters` NOT_SERVING).
     pub connected: bool,
-    /// Why it is Degraded, as advice.
+    /// Why it is not connected, as advice.
     pub reason: Option<String>,
     /// Items waiting.
     pub queued: usize,
@@ -115,8 +117,8 @@ impl Exporters {
     /// Starts one task per exporter whose URL is set and registers the exporters' metrics.
     ///
     /// Must run inside a tokio runtime. Malformed URLs, topic templates and unreadable
-    /// credentials fail here; an unreachable broker does not (the exporter starts Degraded and
-    /// keeps trying).
+    /// credentials fail here; an unreachable broker does not (the exporter starts not connected
+    /// and keeps trying).
     pub fn start(args: &ExporterArgs, registry: &mut Registry) -> Result<Exporters, ExportError> {
         if args.export_queue_size == 0 {
             return Err(ExportError::Zero { flag: "--export-queue-size" });
@@ -161,11 +163,11 @@ impl Exporters {
             return;
         }
         let targets: Vec<Arc<TargetSample>> = batch.targets.into_iter().map(Arc::new).collect();
-        let kernel = Arc::new(batch.kernel);
+        let kernel = batch.kernel.map(Arc::new);
         for sink in &self.sinks {
             let wanted = targets.iter().filter(|t| (sink.wants)(&t.export));
             let items = wanted.map(|t| Item::Target(t.clone()));
-            let kernel = sink.kernel.then(|| Item::Kernel(kernel.clone()));
+            let kernel = kernel.as_ref().filter(|_| sink.kernel).map(|k| Item::Kernel(k.clone()));
             sink.queue.push(items.chain(kernel));
         }
     }
@@ -248,10 +250,35 @@ mod tests {
         assert!(Exporters::start(&args, &mut registry).is_err());
     }
 
+    /// Every exporter starts "connecting"; that is not a failed attempt, so a start with every
+    /// broker up counts no error.
+    #[tokio::test]
+    async fn connecting_at_start_is_not_an_export_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut args = ExporterArgs::disabled();
+        args.influx_url = Some(format!("tcp://{}", listener.local_addr().unwrap()));
+        let mut registry = Registry::default();
+        let exporters = Exporters::start(&args, &mut registry).unwrap();
+        let accepted = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await;
+        let _connection = accepted.expect("the exporter connects").unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !exporters.health().serving() {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", exporters.health());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("podtrace_agent_export_errors_total{exporter=\"influx\"} 0"),
+            "{text}"
+        );
+    }
+
     #[tokio::test]
     async fn push_routes_targets_by_their_profile_and_never_waits() {
         let mut args = ExporterArgs::disabled();
-        // Nothing listens on the discard port of loopback over TCP: the exporter stays Degraded.
+        // Nothing listens on the discard port of loopback over TCP: the exporter stays not
+        // connected.
         args.influx_url = Some("tcp://127.0.0.1:9".into());
         args.export_queue_size = 3;
         let exporters = Exporters::start(&args, &mut Registry::default()).unwrap();
@@ -265,14 +292,18 @@ mod tests {
             network_connections_total: 0,
             timestamp: std::time::SystemTime::now(),
         };
-        for _ in 0..2 {
+        for kernel in [Some(kernel), Some(kernel), None] {
             let batch = PushBatch { kernel, targets: vec![no.clone(), yes.clone()] };
             exporters.push(batch);
         }
         let h = &exporters.health().exporters[0];
         assert_eq!((h.exporter, h.connected), ("influx", false));
-        assert_eq!(h.queued + h.dropped as usize, 4, "one target and the kernel line per push");
-        assert_eq!(h.dropped, 1);
+        assert_eq!(
+            h.queued + h.dropped as usize,
+            5,
+            "one target per push, and the kernel line when the batch has one"
+        );
+        assert_eq!(h.dropped, 2);
         assert!(!exporters.flush(Duration::from_millis(50)).await, "nothing could be sent");
     }
 }

@@ -118,7 +118,7 @@ enum Signal {
 pub fn spawn(config: Config, queue: Arc<Queue<Item>>, stats: Stats) -> Vec<JoinHandle<()>> {
     let (client, eventloop) = AsyncClient::new(config.options.clone(), WINDOW);
     let (tx, rx) = mpsc::unbounded_channel();
-    stats.set_degraded(format!("connecting to MQTT at {}", config.url));
+    stats.set_connecting(format!("connecting to MQTT at {}", config.url));
     let driver = tokio::spawn(drive(eventloop, tx, config.clone()));
     let publisher = tokio::spawn(publish(client, rx, config, queue, stats));
     vec![driver, publisher]
@@ -190,7 +190,7 @@ async fn publish(
                 Some(Signal::Down(reason)) => {
                     up = false;
                     queue.give_back(inflight.drain(..).collect());
-                    stats.set_degraded(reason);
+                    stats.set_disconnected(reason);
                 }
             },
             () = queue.ready(), if up && inflight.len() < WINDOW => {

@@ -120,8 +120,9 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
                         tx.send_replace(true);
                     }
                     Event::Disconnected => {
-                        stats
-                            .set_degraded(format!("disconnected from NATS at {url}; reconnecting"));
+                        stats.set_disconnected(format!(
+                            "disconnected from NATS at {url}; reconnecting"
+                        ));
                         tx.send_replace(false);
                     }
                     Event::ClientError(e) => {
@@ -131,12 +132,12 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
                         } else {
                             "retrying"
                         };
-                        stats.set_degraded(format!(
+                        stats.set_disconnected(format!(
                             "cannot connect to NATS at {url}: {e}; {advice}"
                         ));
                     }
                     Event::ServerError(e) => {
-                        stats.set_degraded(format!(
+                        stats.set_disconnected(format!(
                             "NATS at {url} refused us: {e} (check the credentials in --nats-url)"
                         ));
                     }
@@ -160,12 +161,12 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
         Some((token, None)) => options.token(token),
         None => options,
     };
-    stats.set_degraded(format!("connecting to NATS at {}", config.url));
+    stats.set_connecting(format!("connecting to NATS at {}", config.url));
     let client = match options.connect(config.addr.clone()).await {
         Ok(client) => client,
         Err(e) => {
             // Only reachable for errors no retry can fix (e.g. a TLS setup error).
-            stats.set_degraded(format!("cannot use NATS at {}: {e}", config.url));
+            stats.set_disconnected(format!("cannot use NATS at {}: {e}", config.url));
             return;
         }
     };
@@ -183,7 +184,7 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
             }
             Err(reason) => {
                 queue.give_back(chunk);
-                stats.set_degraded(reason);
+                stats.set_disconnected(reason);
                 tokio::time::sleep(BACKOFF_MIN).await;
             }
         }

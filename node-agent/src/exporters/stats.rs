@@ -35,7 +35,7 @@ pub struct Families {
     errors: Family<ExporterLabel, Counter>,
     connected: Family<ExporterLabel, Gauge>,
     queued: Family<ExporterLabel, Gauge>,
-    /// Marked whenever an exporter connects or becomes degraded (health waits on it).
+    /// Marked whenever an exporter connects or loses its broker (health waits on it).
     changed: Arc<watch::Sender<()>>,
 }
 
@@ -132,13 +132,22 @@ impl Stats {
         self.connected.set(1);
     }
 
-    /// Marks the exporter degraded for `reason` (logs the transition and counts an error).
-    pub fn set_degraded(&self, reason: impl Into<String>) {
+    /// Marks the exporter not connected yet, while it makes its first attempt: not an error
+    /// (every exporter starts this way, with every broker up).
+    pub fn set_connecting(&self, reason: impl Into<String>) {
+        let mut link = self.lock();
+        self.replace(&mut link, Link { connected: false, reason: Some(reason.into()) });
+        self.connected.set(0);
+    }
+
+    /// Marks the exporter not connected for `reason`, a failed connection or send attempt
+    /// (logs the transition and counts an error).
+    pub fn set_disconnected(&self, reason: impl Into<String>) {
         let reason = reason.into();
         self.errors.inc();
         let mut link = self.lock();
         if link.connected || link.reason.as_deref() != Some(reason.as_str()) {
-            tracing::warn!(exporter = self.exporter, %reason, "degraded");
+            tracing::warn!(exporter = self.exporter, %reason, "not connected");
         }
         self.replace(&mut link, Link { connected: false, reason: Some(reason) });
         self.connected.set(0);

@@ -7,13 +7,12 @@ use prometheus_client::{
 };
 use std::time::Duration;
 
-use super::sources::Source;
-
-/// Labels of the per-source metrics.
+/// Labels of the per-collection metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
-    /// The metric source (`resource`, `process`, `kernel`, `ebpf`).
-    pub source: Source,
+    /// What was collected: a metric source (`resource`, `process`, `kernel`) or `ebpf`, the
+    /// one read of the kernel maps that the `net`, `fs` and `cpu` sources share.
+    pub source: &'static str,
 }
 
 /// Labels of the error counter.
@@ -129,8 +128,9 @@ impl AgentMetrics {
         }
     }
 
-    /// Observes how long one collection of `source` over its due targets took.
-    pub fn observe(&self, source: Source, took: Duration) {
+    /// Observes how long one collection of `source` (see [`SourceLabels`]) over its due targets
+    /// took.
+    pub fn observe(&self, source: &'static str, took: Duration) {
         self.collection_seconds.get_or_create(&SourceLabels { source }).observe(took.as_secs_f64());
     }
 

@@ -1,137 +1,108 @@
-//! Every metric family the collectors produce: name, help, type and the source that produces
-//! it. `docs/metrics.md` is generated from it (`podtrace-agent metrics-doc`), with the agent's
-//! own `podtrace_agent_*` metrics.
+//! Every metric family the collectors produce: the shared catalog of `podtrace-api` (name,
+//! help, type, labels, source, and the series a profile yields), which the operator's series
+//! estimate reads too. `docs/metrics.md` is generated from it (`podtrace-agent metrics-doc`),
+//! with the agent's own `podtrace_agent_*` metrics.
 
-use super::sources::Source;
-use Source::{Ebpf as EBPF, Kernel as KERNEL, Process as PROCESS, Resource as RESOURCE};
+pub use podtrace_api::catalog::*;
 
-/// Prometheus metric type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A value that goes up and down.
-    Gauge,
-    /// A value that only goes up (its name ends in `_total`).
-    Counter,
-    /// Cumulative buckets with `_bucket{le}`, `_sum` and `_count` lines.
-    Histogram,
-    /// No TYPE line (a compatibility alias whose name fits no type).
-    Untyped,
-}
+#[cfg(test)]
+mod tests {
+    //! The catalog's counts are what the operator's series estimate adds up: check them against
+    //! what the collectors really produce, so that the estimate cannot drift from `/metrics`.
 
-/// One metric family.
-#[derive(Clone, Copy, Debug)]
-pub struct Family {
-    /// Full name (counters include `_total`).
-    pub name: &'static str,
-    /// Help text.
-    pub help: &'static str,
-    /// Gauge or counter.
-    pub kind: Kind,
-    /// The metric source that produces it.
-    pub source: Source,
-    /// Its labels, for the reference (`docs/metrics.md`); every per-pod series also carries a
-    /// `label_<key>` per pod label of the profile's `labels.podLabels`.
-    pub labels: &'static str,
-}
-
-const RESOURCE_LABELS: &str = "resource_type (memory, cpu, io), namespace, pod, container";
-const PROCESS_LABELS: &str = "namespace, pod, container, pid, process_name";
-const NODE_LABELS: &str = "";
-const LATENCY_LABELS: &str = "namespace, pod, container, type, process_name";
-
-/// Index of a family in [`FAMILIES`].
-pub type FamilyId = usize;
-
-macro_rules! families {
-    ($($id:ident = ($name:literal, $kind:ident, $source:ident, $labels:expr, $help:literal);)*) => {
-        /// Every family, in exposition order.
-        pub const FAMILIES: &[Family] = &[
-            $(Family { name: $name, help: $help, kind: Kind::$kind, source: $source, labels: $labels },)*
-        ];
-        families!(@ids 0usize; $($id)*);
+    use super::*;
+    use crate::{
+        cgroup::files::{CpuQuota, IoBytes},
+        collectors::{
+            ebpf,
+            process::{self, ProcessCollector, Raw},
+            resource::{self, Reading},
+        },
+        metrics::{Sample, TargetKey},
+        procfs::PidStat,
     };
-    (@ids $n:expr; $id:ident $($rest:ident)*) => {
-        #[doc = concat!("The `", stringify!($id), "` family.")]
-        pub const $id: FamilyId = $n;
-        families!(@ids $n + 1usize; $($rest)*);
-    };
-    (@ids $n:expr;) => {};
-}
+    use podtrace_api::{MonitoringProfileSpec, presets::Preset, profile::Probe};
+    use podtrace_ebpf::{CounterSample, Histogram, HistogramSample, Op, Series, Snapshot};
+    use std::time::{Duration, Instant, SystemTime};
 
-families! {
-    RESOURCE_LIMIT = ("podtrace_resource_limit_bytes", Gauge, RESOURCE, RESOURCE_LABELS,
-        "Resource limit: memory in bytes, CPU quota in microseconds per period, I/O in bytes per second");
-    RESOURCE_USAGE = ("podtrace_resource_usage_bytes", Gauge, RESOURCE, RESOURCE_LABELS,
-        "Resource usage: memory in bytes, CPU time in microseconds, I/O bytes read plus written");
-    RESOURCE_UTILIZATION = ("podtrace_resource_utilization_percent", Gauge, RESOURCE, RESOURCE_LABELS,
-        "Resource utilization in percent of the limit (over 100 means the limit is exceeded)");
-    RESOURCE_ALERT = ("podtrace_resource_alert_level", Gauge, RESOURCE, RESOURCE_LABELS,
-        "Resource alert level: 0 none, 1 warning, 2 critical, 3 emergency (the profile's thresholds)");
-    PROCESS_CPU = ("podtrace_process_cpu_usage_percent", Gauge, PROCESS, PROCESS_LABELS,
-        "CPU usage of the process over the last interval, in percent of one CPU");
-    PROCESS_MEMORY = ("podtrace_process_memory_usage_bytes", Gauge, PROCESS, PROCESS_LABELS,
-        "Resident memory (VmRSS) of the process in bytes");
-    PROCESS_MEMORY_PERCENT = ("podtrace_process_memory_usage_percent", Gauge, PROCESS, PROCESS_LABELS,
-        "Resident memory in percent of the container's memory limit (of the node's memory without one)");
-    PROCESS_DISK_READ = ("podtrace_process_disk_read_bytes_total", Counter, PROCESS, PROCESS_LABELS,
-        "Bytes the process read from storage (/proc/<pid>/io read_bytes)");
-    PROCESS_DISK_WRITE = ("podtrace_process_disk_write_bytes_total", Counter, PROCESS, PROCESS_LABELS,
-        "Bytes the process wrote to storage (/proc/<pid>/io write_bytes)");
-    PROCESS_NET_RX = ("podtrace_process_network_receive_bytes_total", Counter, PROCESS, PROCESS_LABELS,
-        "Bytes received on the process's network namespace, every interface but lo");
-    PROCESS_NET_TX = ("podtrace_process_network_transmit_bytes_total", Counter, PROCESS, PROCESS_LABELS,
-        "Bytes transmitted on the process's network namespace, every interface but lo");
-    PROCESS_THREADS = ("podtrace_process_threads", Gauge, PROCESS, PROCESS_LABELS,
-        "Threads of the process");
-    PROCESS_FDS = ("podtrace_process_open_fds", Gauge, PROCESS, PROCESS_LABELS,
-        "Open file descriptors of the process");
-    PROCESS_UPTIME = ("podtrace_process_uptime_seconds", Gauge, PROCESS, PROCESS_LABELS,
-        "Seconds since the process started");
-    PROCESS_CPU_AVG = ("podtrace_process_cpu_usage_percent_avg", Gauge, PROCESS, PROCESS_LABELS,
-        "Average CPU usage over the history window (history.size samples)");
-    PROCESS_CPU_MAX = ("podtrace_process_cpu_usage_percent_max", Gauge, PROCESS, PROCESS_LABELS,
-        "Maximum CPU usage over the history window");
-    PROCESS_MEMORY_AVG = ("podtrace_process_memory_usage_bytes_avg", Gauge, PROCESS, PROCESS_LABELS,
-        "Average resident memory over the history window");
-    PROCESS_MEMORY_MAX = ("podtrace_process_memory_usage_bytes_max", Gauge, PROCESS, PROCESS_LABELS,
-        "Maximum resident memory over the history window");
-    PROCESS_HISTORY_SAMPLES = ("podtrace_process_history_samples", Gauge, PROCESS, PROCESS_LABELS,
-        "Samples in the history window the aggregates are computed over");
-    NODE_CONTEXT_SWITCHES = ("node_context_switches_total", Counter, KERNEL, NODE_LABELS,
-        "Context switches on the node since boot, all CPUs (/proc/stat ctxt)");
-    NODE_ENTROPY = ("node_entropy_available_bits", Gauge, KERNEL, NODE_LABELS,
-        "Entropy available in the kernel's pool, in bits (/proc/sys/kernel/random/entropy_avail)");
-    RTT = ("podtrace_rtt_seconds", Histogram, EBPF, LATENCY_LABELS,
-        "Distribution of TCP round-trip times (smoothed RTT of the socket at each ACK), in seconds");
-    RTT_LATEST = ("podtrace_rtt_latest_seconds", Gauge, EBPF, LATENCY_LABELS,
-        "Most recent TCP round-trip time, in seconds");
-    LATENCY = ("podtrace_latency_seconds", Histogram, EBPF, LATENCY_LABELS,
-        "Distribution of TCP connect latencies (SYN_SENT to ESTABLISHED), in seconds");
-    LATENCY_LATEST = ("podtrace_latency_latest_seconds", Gauge, EBPF, LATENCY_LABELS,
-        "Most recent TCP connect latency, in seconds");
-    DNS = ("podtrace_dns_latency_seconds_histogram", Histogram, EBPF, LATENCY_LABELS,
-        "Distribution of DNS query latencies (query to matching response), in seconds");
-    DNS_LATEST = ("podtrace_dns_latency_seconds_gauge", Gauge, EBPF, LATENCY_LABELS,
-        "Most recent DNS query latency, in seconds");
-    FS = ("podtrace_fs_latency_seconds_histogram", Histogram, EBPF, "namespace, pod, container, type (read, write, fsync), process_name",
-        "Distribution of file-system operation latencies on regular files, by type read/write/fsync, in seconds");
-    FS_LATEST = ("podtrace_fs_latency_seconds_gauge", Gauge, EBPF, "namespace, pod, container, type (read, write, fsync), process_name",
-        "Most recent file-system operation latency, in seconds");
-    FS_COUNT = ("podtrace_fs_latency_seconds_count", Untyped, EBPF, "namespace, pod, container, type (read, write, fsync), process_name",
-        "File-system operations; the same value as podtrace_fs_latency_seconds_histogram_count, under the name the reference's PromQL examples use");
-    CPU_BLOCK = ("podtrace_cpu_block_seconds_histogram", Histogram, EBPF, LATENCY_LABELS,
-        "Distribution of off-CPU times: how long a thread stayed switched out before running again, in seconds");
-    CPU_BLOCK_LATEST = ("podtrace_cpu_block_seconds_gauge", Gauge, EBPF, LATENCY_LABELS,
-        "Most recent off-CPU time, in seconds");
-    NETWORK_BYTES = ("podtrace_network_bytes_total", Counter, EBPF, "namespace, pod, container, type, process_name, direction (send, recv)",
-        "Bytes sent and received by the container's sockets (cgroup_skb), by direction send/recv");
-    FILESYSTEM_BYTES = ("podtrace_filesystem_bytes_total", Counter, EBPF, "namespace, pod, container, type, process_name, operation (read, write)",
-        "Bytes read and written on regular files (read/write/pread/pwrite/readv/writev), by operation");
-    NODE_CONNECTIONS = ("node_network_connections_total", Gauge, KERNEL, NODE_LABELS,
-        "Sockets in the agent's network namespace (the node's with hostNetwork): every entry of /proc/net/tcp, tcp6, udp and udp6, in any state");
-}
+    /// Every line one container with one process yields with `profile`, resources at their
+    /// limits and every probe of the profile with one sample per type.
+    fn produced(profile: &MonitoringProfileSpec) -> Vec<Sample> {
+        let labels = TargetKey::new("ns", "p", "c").labels();
+        let quota = Some(CpuQuota { quota_us: 50_000, period_us: 100_000 });
+        let reading = |n: u64| Reading {
+            memory: profile.collect.memory.then_some((n << 20, Some(64 << 20))),
+            cpu: profile.collect.cpu.then_some((n * 1000, quota)),
+            io: profile.collect.disk_io.then_some((IoBytes { read: n, write: n }, Some(1 << 20))),
+        };
+        let (before, now) = (reading(1), reading(2));
+        let mut out =
+            resource::samples(&labels, &now, Some((&before, 1.0)), &profile.resource_limits);
 
-/// The families of a source.
-pub fn of_source(source: Source) -> impl Iterator<Item = FamilyId> {
-    FAMILIES.iter().enumerate().filter(move |(_, f)| f.source == source).map(|(i, _)| i)
+        let raw = || Raw {
+            stat: Some(PidStat { comm: "app".into(), cpu_ticks: 1, threads: 1, start_ticks: 1 }),
+            ..Default::default()
+        };
+        let mut collector = ProcessCollector::default();
+        let history = profile.history.size as usize;
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        collector.record(vec![(7, raw())], t0, wall, 10.0, Some(1 << 30), history);
+        let reports = collector.record(
+            vec![(7, raw())],
+            t0 + Duration::from_secs(1),
+            wall,
+            11.0,
+            Some(1 << 30),
+            history,
+        );
+        out.extend(process::samples(&labels, &reports, profile, 16));
+
+        let mut snap = Snapshot::default();
+        for probe in profile.probes.active() {
+            let kernel = ebpf::crd::to_kernel(probe);
+            let series =
+                |op| Series { cgroup_id: 1, probe: kernel, op, process_name: "app".into() };
+            let h = |op| HistogramSample { series: series(op), histogram: Histogram::default() };
+            let c = |op| CounterSample { series: series(op), bytes: 1, events: 1 };
+            match probe {
+                Probe::FsLatency => snap.histograms.extend([Op::Read, Op::Write, Op::Fsync].map(h)),
+                Probe::FsBytes => snap.counters.extend([Op::Read, Op::Write].map(c)),
+                Probe::NetworkBytes => snap.counters.extend([Op::Send, Op::Recv].map(c)),
+                _ => snap.histograms.push(h(Op::None)),
+            }
+        }
+        out.extend(ebpf::samples(&snap, 1, &labels, profile.labels.process_name));
+        out
+    }
+
+    #[test]
+    fn the_catalog_counts_what_the_collectors_produce_for_every_preset() {
+        let mut profiles: Vec<MonitoringProfileSpec> =
+            Preset::ALL.into_iter().map(Preset::spec).collect();
+        let mut without_limits = Preset::Intensive.spec();
+        without_limits.resource_limits.enabled = false;
+        without_limits.history.size = 0;
+        without_limits.labels.process_name = false;
+        profiles.push(without_limits);
+        for profile in &profiles {
+            let lines = produced(profile);
+            for (id, family) in FAMILIES.iter().enumerate() {
+                let expected = match family.scope {
+                    Scope::Node => 0,
+                    Scope::Container | Scope::Process => {
+                        (family.series)(profile) * family.lines_per_series()
+                    }
+                };
+                let got = lines.iter().filter(|s| s.family == id).count();
+                assert_eq!(got, expected as usize, "{} with {profile:?}", family.name);
+            }
+            assert_eq!(lines.len() as u64, series_per_container(profile, 1), "{profile:?}");
+        }
+    }
+
+    #[test]
+    fn histograms_have_the_kernels_buckets() {
+        assert_eq!(HISTOGRAM_BUCKETS as usize, podtrace_ebpf::UPPER_BOUNDS_SECONDS.len());
+    }
 }

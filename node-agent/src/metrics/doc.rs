@@ -10,7 +10,6 @@ use std::{fmt::Write as _, time::Duration};
 use super::{
     agent::{AgentMetrics, ErrorLabels, SourceLabels, StateLabels},
     catalog::{FAMILIES, Kind},
-    sources::Source,
 };
 use crate::{collectors::ebpf::metrics::EbpfMetrics, exporters::stats::Families};
 
@@ -29,7 +28,7 @@ fn self_metrics() -> Vec<Described> {
     let mut registry = Registry::default();
     let agent = AgentMetrics::register(&mut registry);
     let _ = agent.targets.get_or_create(&StateLabels { state: "attached".into() });
-    let _ = agent.collection_seconds.get_or_create(&SourceLabels { source: Source::Resource });
+    let _ = agent.collection_seconds.get_or_create(&SourceLabels { source: "resource" });
     let _ =
         agent.errors.get_or_create(&ErrorLabels { source: "resource".into(), reason: "io".into() });
     agent.set_gap(&crate::gaps::IO_DENIED, true);

@@ -1,91 +1,41 @@
 //! Metric sources: the collectors whose series switch on and off together at run time (the
 //! admin channel's `M` command), each with tags so related sources switch together
-//! (`Mtag:pod:disable`).
+//! (`Mtag:pod:disable`). Each eBPF probe family is a source of its own, so that one family can
+//! be switched off while the others keep running.
 //!
 //! | source | tags | series |
 //! |---|---|---|
 //! | `agent` | self | `podtrace_agent_*` |
-//! | `ebpf` | pod, ebpf, net, fs, cpu | the probes' histograms and byte counters |
+//! | `cpu` | pod, ebpf, cpu | off-CPU histograms (`cpuBlock`) |
+//! | `fs` | pod, ebpf, fs | file-system latency and bytes (`fsLatency`, `fsBytes`) |
 //! | `kernel` | node, proc | `node_*` |
+//! | `net` | pod, ebpf, net | RTT, connect and DNS latency, network bytes |
 //! | `process` | pod, proc | `podtrace_process_*` |
 //! | `resource` | pod, cgroup | `podtrace_resource_*` |
 //!
 //! A disabled source is neither collected nor encoded: its series disappear from `/metrics` at the
-//! next scrape.
+//! next scrape. The eBPF families are read in one snapshot of the kernel maps; a disabled one is
+//! left out of the store (and the snapshot is skipped when all three are off).
 
 use parking_lot::RwLock;
-use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A metric source. Declared in the order of their names, which is the order reports list them
-/// in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Source {
-    /// The agent's own `podtrace_agent_*` metrics.
-    Agent,
-    /// The eBPF probes' latency histograms and byte counters.
-    Ebpf,
-    /// The node's kernel counters from `/proc`.
-    Kernel,
-    /// Per-process statistics from `/proc/<pid>`.
-    Process,
-    /// cgroup limits and usage.
-    Resource,
-}
+pub use podtrace_api::catalog::{Source, UnknownSource};
 
-impl Source {
-    /// Every source.
-    pub const ALL: [Source; 5] =
-        [Source::Agent, Source::Ebpf, Source::Kernel, Source::Process, Source::Resource];
-
-    /// Its name on the admin channel and in the `source` label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Agent => "agent",
-            Source::Ebpf => "ebpf",
-            Source::Kernel => "kernel",
-            Source::Process => "process",
-            Source::Resource => "resource",
-        }
-    }
-
-    /// The tags it switches with.
-    pub fn tags(self) -> &'static [&'static str] {
-        match self {
-            Source::Agent => &["self"],
-            Source::Ebpf => &["pod", "ebpf", "net", "fs", "cpu"],
-            Source::Kernel => &["node", "proc"],
-            Source::Process => &["pod", "proc"],
-            Source::Resource => &["pod", "cgroup"],
-        }
+/// The tags `source` switches with.
+pub fn tags(source: Source) -> &'static [&'static str] {
+    match source {
+        Source::Agent => &["self"],
+        // The family's own name as a tag too: `Mtag:net:disable` worked when the three were
+        // one `ebpf` source.
+        Source::Cpu => &["pod", "ebpf", "cpu"],
+        Source::Fs => &["pod", "ebpf", "fs"],
+        Source::Net => &["pod", "ebpf", "net"],
+        Source::Kernel => &["node", "proc"],
+        Source::Process => &["pod", "proc"],
+        Source::Resource => &["pod", "cgroup"],
     }
 }
-
-impl std::str::FromStr for Source {
-    type Err = UnknownSource;
-
-    fn from_str(name: &str) -> Result<Self, UnknownSource> {
-        Source::ALL.into_iter().find(|s| s.name() == name).ok_or(UnknownSource(name.to_owned()))
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// As its name (`source="resource"`).
-impl EncodeLabelValue for Source {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        std::fmt::Write::write_str(encoder, self.name())
-    }
-}
-
-/// A name that is no source.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown metrics source {0:?}")]
-pub struct UnknownSource(pub String);
 
 /// The status of the sources.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +79,11 @@ impl Sources {
         self.0.read().sources.get(&source).copied().unwrap_or(false)
     }
 
+    /// Whether any of the eBPF probe families' sources is enabled.
+    pub fn any_ebpf(&self) -> bool {
+        Source::EBPF.into_iter().any(|s| self.enabled(s))
+    }
+
     /// A copy of the current state.
     pub fn state(&self) -> SourcesState {
         self.0.read().clone()
@@ -148,7 +103,7 @@ impl Sources {
             } else {
                 s.enabled_tags.remove(tag);
             }
-            for (_, v) in s.sources.iter_mut().filter(|(src, _)| src.tags().contains(&&**tag)) {
+            for (_, v) in s.sources.iter_mut().filter(|(src, _)| tags(**src).contains(&&**tag)) {
                 *v = *on;
             }
         }
@@ -179,13 +134,16 @@ mod tests {
     }
 
     #[test]
-    fn names_parse_back_and_unknown_names_are_errors() {
-        for s in Source::ALL {
-            assert_eq!(s.name().parse::<Source>(), Ok(s));
-        }
-        assert_eq!("nope".parse::<Source>(), Err(UnknownSource("nope".into())));
-        let mut names: Vec<&str> = Source::ALL.iter().map(|s| s.name()).collect();
-        names.sort();
-        assert_eq!(names, Source::ALL.map(Source::name), "declared in name order");
+    fn each_probe_family_switches_alone_and_the_ebpf_tag_switches_all_three() {
+        let s = Sources::default();
+        s.apply(&SourcesUpdate { sources: vec![(Source::Net, false)], ..Default::default() });
+        assert!(!s.enabled(Source::Net));
+        assert!(s.enabled(Source::Fs) && s.enabled(Source::Cpu));
+        assert!(s.any_ebpf());
+        let off = SourcesUpdate { tags: vec![("ebpf".into(), false)], ..Default::default() };
+        s.apply(&off);
+        assert!(Source::EBPF.iter().all(|e| !s.enabled(*e)));
+        assert!(!s.any_ebpf());
+        assert!(s.enabled(Source::Resource) && s.enabled(Source::Process));
     }
 }

@@ -17,7 +17,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use super::catalog::{FAMILIES, FamilyId, Kind, of_source};
+use super::catalog::{FAMILIES, FamilyId, Kind, Scope, of_source};
 use super::sources::Source;
 
 /// What a series belongs to: a container of a pod (or, for node metrics, the node: all empty).
@@ -115,11 +115,44 @@ impl Sample {
 }
 
 /// The series of one family and target, rendered as exposition lines when stored: encoding is
-/// then a copy of one block per target (see bench/agent).
+/// then a copy of one block per target (see bench/agent). The lines are kept in series groups,
+/// the unit a budget drops: one line for a gauge or counter, every `_bucket`, `_sum` and
+/// `_count` line of one label set for a histogram (dropping part of one would leave an invalid
+/// histogram).
 #[derive(Clone, Debug, Default)]
 struct Series {
     lines: String,
+    /// Where each group ends in `lines`, and its line count, in order.
+    groups: Vec<(usize, usize)>,
     count: usize,
+}
+
+impl Series {
+    /// Closes the group of the lines appended since the last one.
+    fn end_group(&mut self, lines: usize) {
+        if lines > 0 {
+            self.groups.push((self.lines.len(), lines));
+            self.count += lines;
+        }
+    }
+
+    /// Removes the last group; returns its line count (0 when empty).
+    fn pop_group(&mut self) -> usize {
+        let Some((_, lines)) = self.groups.pop() else { return 0 };
+        self.lines.truncate(self.groups.last().map_or(0, |g| g.0));
+        self.count -= lines;
+        lines
+    }
+}
+
+/// The labels that tell one histogram series from another: a `_bucket` line's labels without
+/// its `le` (always the last label), the others' as they are.
+fn group_labels<'a>(suffix: &str, labels: &'a str) -> &'a str {
+    match (suffix, labels.rfind("le=\"")) {
+        ("_bucket", Some(0)) => "",
+        ("_bucket", Some(i)) if labels[..i].ends_with(',') => &labels[..i - 1],
+        _ => labels,
+    }
 }
 
 /// The series of every family by target.
@@ -163,6 +196,51 @@ impl Inner {
             self.by_pod.remove(&Self::pod_key(target));
         }
     }
+
+    /// Drops whole series groups of the pod of `target` until it has at most `budget` series:
+    /// the families of the lowest [`Family::keep`](super::catalog::Family::keep) rank first,
+    /// from any source and container of the pod. Returns the lines dropped.
+    fn enforce(&mut self, target: &TargetKey, budget: usize) -> usize {
+        let pod = Self::pod_key(target);
+        let total = self.by_pod.get(&pod).copied().unwrap_or(0);
+        if total <= budget {
+            return 0;
+        }
+        let mut excess = total - budget;
+        let mut order: Vec<FamilyId> =
+            (0..FAMILIES.len()).filter(|f| FAMILIES[*f].scope != Scope::Node).collect();
+        order.sort_by_key(|f| (FAMILIES[*f].keep, std::cmp::Reverse(*f)));
+        let first = TargetKey::new(&target.namespace, &target.pod, "");
+        let mut removed: Vec<(TargetKey, Source, usize)> = Vec::new();
+        for f in order {
+            if excess == 0 {
+                break;
+            }
+            let same_pod = |t: &TargetKey| t.namespace == first.namespace && t.pod == first.pod;
+            for (t, series) in self.by_family[f].range_mut(first.clone()..) {
+                if excess == 0 || !same_pod(t) {
+                    break;
+                }
+                let mut n = 0;
+                while excess > 0 && !series.groups.is_empty() {
+                    let lines = series.pop_group();
+                    n += lines;
+                    excess = excess.saturating_sub(lines);
+                }
+                if n > 0 {
+                    removed.push((t.clone(), FAMILIES[f].source, n));
+                }
+            }
+            self.by_family[f].retain(|_, s| s.count > 0);
+        }
+        let mut dropped = 0;
+        for (t, source, n) in removed {
+            let old = self.by_source.get(&(t.clone(), source)).copied().unwrap_or(0);
+            self.recount(&t, source, old, old - n);
+            dropped += n;
+        }
+        dropped
+    }
 }
 
 impl Default for Store {
@@ -180,8 +258,10 @@ impl Default for Store {
 
 impl Store {
     /// Replaces everything `source` produced for `target` with `samples`, keeping the pod within
-    /// `budget` series (its `maxSeriesPerPod`, counted over every source and container of the pod).
-    /// Returns how many samples were dropped for the budget.
+    /// `budget` series (its `maxSeriesPerPod`, counted over every source and container of the
+    /// pod). Over the budget, whole series groups are dropped (a histogram with all its lines),
+    /// the least important families first (see [`Inner::enforce`]), whichever source holds
+    /// them. Returns how many lines were dropped for the budget.
     pub fn replace(
         &self,
         source: Source,
@@ -196,23 +276,24 @@ impl Store {
             return 0;
         }
         let mine = inner.by_source.get(&(target.clone(), source)).copied().unwrap_or(0);
-        let allowed = match budget {
-            Some(b) => {
-                let pod = inner
-                    .by_pod
-                    .get(&(target.namespace.clone(), target.pod.clone()))
-                    .copied()
-                    .unwrap_or(0);
-                b.saturating_sub(pod - mine)
-            }
-            None => usize::MAX,
-        };
-        let dropped = samples.len().saturating_sub(allowed);
-        let mut grouped: BTreeMap<FamilyId, Series> = BTreeMap::new();
+        // Per family: its series and the open group (its labels and lines so far).
+        let mut grouped: BTreeMap<FamilyId, (Series, String, usize)> = BTreeMap::new();
         let mut kept = 0;
-        for s in samples.into_iter().take(allowed) {
+        for s in samples {
             debug_assert!(own.contains(&s.family), "{} is not a family of {source}", s.family);
-            let series = grouped.entry(s.family).or_default();
+            let (series, open, lines) = grouped.entry(s.family).or_default();
+            // Histogram lines of one label set are contiguous (buckets, +Inf, _sum, _count):
+            // a group ends where the labels change. Every other line is a group of its own.
+            if FAMILIES[s.family].kind == Kind::Histogram {
+                let key = group_labels(s.suffix, &s.labels.0);
+                if *lines == 0 || open.as_str() != key {
+                    series.end_group(std::mem::take(lines));
+                    open.clear();
+                    open.push_str(key);
+                }
+            } else {
+                series.end_group(std::mem::take(lines));
+            }
             let out = &mut series.lines;
             out.push_str(FAMILIES[s.family].name);
             out.push_str(s.suffix);
@@ -224,12 +305,16 @@ impl Store {
             out.push(' ');
             write_value(out, s.value);
             out.push('\n');
-            series.count += 1;
+            *lines += 1;
             kept += 1;
         }
         for f in own {
             let by_target = &mut inner.by_family[f];
-            match (grouped.remove(&f), by_target.get_mut(target)) {
+            let series = grouped.remove(&f).map(|(mut series, _, lines)| {
+                series.end_group(lines);
+                series
+            });
+            match (series, by_target.get_mut(target)) {
                 (Some(series), Some(slot)) => *slot = series,
                 (Some(series), None) => {
                     by_target.insert(target.clone(), series);
@@ -241,6 +326,7 @@ impl Store {
             }
         }
         inner.recount(target, source, mine, kept);
+        let dropped = budget.map_or(0, |b| inner.enforce(target, b));
         self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
         dropped
     }
@@ -413,19 +499,117 @@ mod tests {
         let five = |t: &TargetKey| (0..5).map(|i| mem(t, i as f64)).collect::<Vec<_>>();
         assert_eq!(store.replace(Source::Resource, &other, five(&other), Some(10)), 0);
         assert_eq!(store.replace(Source::Resource, &a, five(&a), Some(8)), 0);
-        // b may only add 3 more to the pod's 5.
+        // The pod holds 8: two series of one family go, the first container's.
         assert_eq!(store.replace(Source::Resource, &b, five(&b), Some(8)), 2);
         assert_eq!(store.series_of_pod("ns", "p"), 8);
-        // Replacing a's own series does not count them against a.
-        assert_eq!(store.replace(Source::Resource, &a, five(&a), Some(8)), 0);
-        assert_eq!(store.dropped(), 2);
+        assert_eq!(store.series_of_pod("ns", "q"), 5, "another pod is not touched");
+        // Every collection over the budget drops (and counts) again.
+        assert_eq!(store.replace(Source::Resource, &a, five(&a), Some(8)), 2);
+        assert_eq!(store.series_of_pod("ns", "p"), 8);
+        assert_eq!(store.dropped(), 4);
+    }
+
+    /// The lines of one histogram series (20 finite buckets, +Inf, _sum, _count) of `family`.
+    fn histogram(family: FamilyId, labels: &Labels) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for le in
+            (0..20).map(|k| format!("{}", 0.0001 * f64::from(1u32 << k))).chain(["+Inf".into()])
+        {
+            let mut l = labels.clone();
+            l.push("le", &le);
+            out.push(Sample::histogram(family, "_bucket", l, 1.0));
+        }
+        out.push(Sample::histogram(family, "_sum", labels.clone(), 0.5));
+        out.push(Sample::histogram(family, "_count", labels.clone(), 1.0));
+        out
+    }
+
+    /// Every histogram label set of `text` has all its buckets, `+Inf`, `_sum` and `_count`.
+    fn histograms_are_whole(text: &str) -> Result<(), String> {
+        let mut sets: BTreeMap<String, (usize, bool, bool)> = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            for (suffix, slot) in [("_bucket", 0), ("_sum", 1), ("_count", 2)] {
+                let Some(base) = name.strip_suffix(suffix) else { continue };
+                if !FAMILIES.iter().any(|f| f.name == base && f.kind == Kind::Histogram) {
+                    continue;
+                }
+                let labels = group_labels(suffix, labels.trim_end_matches('}'));
+                let entry = sets.entry(format!("{base}{{{labels}}}")).or_default();
+                match slot {
+                    0 => entry.0 += 1,
+                    1 => entry.1 = true,
+                    _ => entry.2 = true,
+                }
+            }
+        }
+        match sets.into_iter().find(|(_, v)| *v != (21, true, true)) {
+            Some((set, v)) => Err(format!("{set}: {v:?} (buckets, _sum, _count)\n{text}")),
+            None => Ok(()),
+        }
+    }
+
+    #[test]
+    fn a_budget_drops_whole_histograms_and_least_important_families_first() {
+        let store = Store::default();
+        let t = TargetKey::new("ns", "p", "c");
+        let mut samples = Vec::new();
+        for process in ["a", "b"] {
+            let mut l = t.labels();
+            l.push("type", "NET").push("process_name", process);
+            samples.extend(histogram(RTT, &l));
+            samples.push(Sample::new(RTT_LATEST, l, 0.1));
+        }
+        // 48 lines: two histograms of 23 and their latest values. Within 30, the latest values
+        // (least important) and then the second histogram go, whole.
+        assert_eq!(store.replace(Source::Net, &t, samples, Some(30)), 25);
+        assert_eq!(store.series_of_pod("ns", "p"), 23);
+        let mut text = String::new();
+        store.encode(&mut text, |_| true).unwrap();
+        histograms_are_whole(&text).unwrap();
+        assert!(text.contains("process_name=\"a\",le=\"+Inf\"} 1"), "{text}");
+        assert!(!text.contains("process_name=\"b\""), "{text}");
+        assert!(!text.contains("podtrace_rtt_latest_seconds{"), "{text}");
+    }
+
+    #[test]
+    fn a_more_important_source_takes_the_budget_from_a_less_important_one() {
+        let store = Store::default();
+        let t = TargetKey::new("ns", "p", "c");
+        let uptimes: Vec<Sample> = (0..10)
+            .map(|pid| {
+                let mut l = t.labels();
+                l.push("pid", &pid.to_string());
+                Sample::new(PROCESS_UPTIME, l, 1.0)
+            })
+            .collect();
+        assert_eq!(store.replace(Source::Process, &t, uptimes, Some(10)), 0);
+        // The resource series (alert levels) come later and still all fit: four process
+        // uptimes make room.
+        let resource: Vec<Sample> =
+            [RESOURCE_USAGE, RESOURCE_LIMIT, RESOURCE_UTILIZATION, RESOURCE_ALERT]
+                .into_iter()
+                .map(|f| {
+                    let mut l = Labels::default();
+                    l.push("resource_type", "memory").extend(&t.labels());
+                    Sample::new(f, l, 1.0)
+                })
+                .collect();
+        assert_eq!(store.replace(Source::Resource, &t, resource, Some(10)), 4);
+        let mut text = String::new();
+        store.encode(&mut text, |_| true).unwrap();
+        assert!(text.contains("podtrace_resource_alert_level{"), "{text}");
+        assert_eq!(text.matches("podtrace_process_uptime_seconds{").count(), 6, "{text}");
+        assert_eq!(store.series_of_pod("ns", "p"), 10);
     }
 
     proptest::proptest! {
-        /// The counts kept for budgets always equal a count of what `/metrics` would show,
-        /// whatever sequence of replaces, removals and source clears came before.
+        /// The counts kept for budgets always equal a count of what `/metrics` would show, a
+        /// budgeted pod never exceeds its budget, and no histogram is ever cut, whatever
+        /// sequence of replaces, removals and source clears came before.
         #[test]
-        fn kept_counts_equal_the_encoded_series(ops in proptest::collection::vec((0u8..4, 0usize..3, 0usize..2, 0usize..6, 0usize..12), 1..60)) {
+        fn kept_counts_equal_the_encoded_series(ops in proptest::collection::vec((0u8..4, 0usize..3, 0usize..3, 0usize..6, 10usize..60), 1..60)) {
             let store = Store::default();
             let targets = [
                 TargetKey::new("ns", "p", "a"),
@@ -434,22 +618,26 @@ mod tests {
             ];
             for (op, t, source, n, budget) in ops {
                 let t = &targets[t];
-                let (source, family) = [(Source::Resource, RESOURCE_USAGE), (Source::Process, PROCESS_THREADS)][source];
+                let (source, family) = [(Source::Resource, RESOURCE_USAGE), (Source::Process, PROCESS_THREADS), (Source::Net, RTT)][source];
                 let samples = (0..n)
-                    .map(|i| {
+                    .flat_map(|i| {
                         let mut l = t.labels();
                         l.push("i", &i.to_string());
-                        Sample::new(family, l, i as f64)
+                        if family == RTT { histogram(family, &l) } else { vec![Sample::new(family, l, i as f64)] }
                     })
                     .collect();
                 match op {
                     0 => { store.replace(source, t, samples, None); }
-                    1 => { store.replace(source, t, samples, Some(budget)); }
+                    1 => {
+                        store.replace(source, t, samples, Some(budget));
+                        proptest::prop_assert!(store.series_of_pod("ns", &t.pod) <= budget);
+                    }
                     2 => store.remove_target(t),
                     _ => store.clear_source(source),
                 }
                 let mut text = String::new();
                 store.encode(&mut text, |_| true).unwrap();
+                proptest::prop_assert!(histograms_are_whole(&text).is_ok(), "{:?}", histograms_are_whole(&text));
                 let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
                 proptest::prop_assert_eq!(store.series(), lines.len());
                 for pod in ["p", "q"] {

@@ -66,12 +66,27 @@ pub struct LocalTrace {
 pub struct Config {
     /// The traces, in file order.
     pub traces: Vec<LocalTrace>,
+    /// Documents in the file (MonitoringProfiles and PodTraces).
+    pub documents: usize,
 }
 
-/// `podtrace-agent health config FILE`: prints whether the file is valid and what it traces;
-/// returns the exit code (0 valid, 1 not).
-pub fn check(file: &Path) -> i32 {
-    match load(file) {
+/// `podtrace-agent health config FILE`: prints whether the file is valid and what it traces
+/// (one JSON object with `json`); returns the exit code (0 valid, 1 not).
+pub fn check(file: &Path, allow_empty: bool, json: bool) -> i32 {
+    let result = load(file, allow_empty);
+    if json {
+        let report = match &result {
+            Ok(c) => serde_json::json!({
+                "file": file,
+                "valid": true,
+                "traces": c.traces.iter().map(|t| format!("{}/{}", t.namespace, t.name)).collect::<Vec<_>>(),
+            }),
+            Err(e) => serde_json::json!({"file": file, "valid": false, "error": e.to_string()}),
+        };
+        println!("{report}");
+        return if result.is_ok() { 0 } else { 1 };
+    }
+    match result {
         Ok(c) => {
             println!("{}: valid, {} PodTrace(s)", file.display(), c.traces.len());
             for t in &c.traces {
@@ -89,10 +104,26 @@ pub fn check(file: &Path) -> i32 {
     }
 }
 
-/// Parses and validates a configuration file's text. Errors name the document and field.
+/// Parses and validates a configuration file's text. Errors name the document and field. A
+/// text without any document is an error unless `allow_empty`: applied, it would silently stop
+/// tracing everything (a file truncated by a failed edit looks the same).
+pub fn parse_with(text: &str, allow_empty: bool) -> Result<Config, String> {
+    let config = parse(text)?;
+    if config.documents == 0 && !allow_empty {
+        return Err("the file has no MonitoringProfile or PodTrace document, so it would trace \
+                    nothing; write one, or start the agent with --allow-empty-config if tracing \
+                    nothing is meant"
+            .into());
+    }
+    Ok(config)
+}
+
+/// Parses and validates a configuration file's text (an empty one is valid here; see
+/// [`parse_with`]). Errors name the document and field.
 pub fn parse(text: &str) -> Result<Config, String> {
     let mut profiles: BTreeMap<String, MonitoringProfileSpec> = BTreeMap::new();
     let mut traces: Vec<PodTrace> = Vec::new();
+    let mut documents = 0;
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
         let value =
@@ -100,6 +131,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         if value.is_null() {
             continue;
         }
+        documents += 1;
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
         let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
         if api != "podtrace.dev/v1alpha1" {
@@ -134,7 +166,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
     let lookup = |name: &str| {
         profiles.get(name).cloned().or_else(|| Preset::from_name(name).map(Preset::spec))
     };
-    let mut out = Config::default();
+    let mut out = Config { documents, ..Default::default() };
     for t in traces {
         let name = t.metadata.name.clone().ok_or("a PodTrace has no metadata.name")?;
         let what = format!("PodTrace {name:?}");
@@ -218,11 +250,18 @@ pub fn validate_profile(p: &MonitoringProfileSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads and parses a file.
-pub fn load(path: &Path) -> crate::Result<Config> {
+/// Reads and parses a file (see [`parse_with`] for `allow_empty`).
+pub fn load(path: &Path, allow_empty: bool) -> crate::Result<Config> {
+    let content = std::fs::read(path)
+        .map_err(|e| crate::Error::Config { path: path.to_owned(), message: e.to_string() })?;
+    parse_content(path, &content, allow_empty)
+}
+
+/// Parses the content of the file at `path` (see [`parse_with`] for `allow_empty`).
+pub fn parse_content(path: &Path, content: &[u8], allow_empty: bool) -> crate::Result<Config> {
     let err = |message: String| crate::Error::Config { path: path.to_owned(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    parse(&text).map_err(err)
+    let text = std::str::from_utf8(content).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
+    parse_with(text, allow_empty).map_err(err)
 }
 
 /// A process on this machine: pid, comm and cgroup path.
@@ -415,6 +454,16 @@ spec:
         let pid = "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {name: x}\nspec: {selector: {matchLabels: {podtrace.dev/pid: abc}}}\n";
         assert!(err(pid).contains("not a process id"));
         assert!(err("{{{").contains("document 1"));
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_unless_allowed() {
+        for empty in ["", "\n# a comment\n", "---\n---\n"] {
+            let e = parse_with(empty, false).unwrap_err();
+            assert!(e.contains("--allow-empty-config"), "{empty:?}: {e}");
+            assert!(parse_with(empty, true).unwrap().traces.is_empty());
+        }
+        assert_eq!(parse_with(FILE, false).unwrap().traces.len(), 2);
     }
 
     #[test]

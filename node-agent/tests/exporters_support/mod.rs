@@ -6,7 +6,8 @@
 
 use podtrace_agent::exporters::{ExporterArgs, Exporters};
 use podtrace_agent::sample::{
-    AggregatedMetrics, KernelSample, ProcessMetrics, PushBatch, TargetSample,
+    AggregatedMetrics, ByteSample, EbpfSample, KernelSample, LatencySample, ProcessMetrics,
+    PushBatch, ResourceSample, TargetSample,
 };
 use podtrace_api::profile::ExportSettings;
 use std::{
@@ -319,6 +320,15 @@ pub fn start(args: &ExporterArgs) -> (Exporters, prometheus_client::registry::Re
     (exporters, registry)
 }
 
+/// `podtrace_agent_export_errors_total` of `exporter` in `registry`.
+pub fn export_errors(registry: &prometheus_client::registry::Registry, exporter: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let series = format!("podtrace_agent_export_errors_total{{exporter=\"{exporter}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&series));
+    line.and_then(|l| l[series.len()..].parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
 /// Export to every push exporter.
 pub fn all() -> ExportSettings {
     ExportSettings { prometheus: true, nats: true, mqtt: true, influx: true }
@@ -329,19 +339,33 @@ pub fn time_of(seq: u64, target: usize) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_760_000_000 + seq) + Duration::from_millis(target as u64)
 }
 
-/// A target whose values identify it: `uptime_seconds` is the batch, `thread_count` the index.
+/// A target whose values identify it: `uptime_seconds` is the batch, `thread_count` the index;
+/// its memory's alert level is the index modulo 4, its DNS latency count the batch.
 pub fn target(seq: u64, i: usize) -> TargetSample {
     let base = seq * 1000 + i as u64;
+    let memory = ResourceSample {
+        usage: (1_000_000 + base) as f64,
+        limit: Some(2_000_000.0),
+        utilization_percent: Some((1_000_000 + base) as f64 / 20_000.0),
+        alert_level: Some((i % 4) as u8),
+    };
+    let cpu = ResourceSample {
+        usage: base as f64,
+        limit: None,
+        utilization_percent: None,
+        alert_level: None,
+    };
     TargetSample {
         node: "node-1".into(),
         namespace: "shop".into(),
         pod: format!("web-{i}"),
         pod_uid: format!("uid-{i}"),
         container: "app".into(),
-        metrics: ProcessMetrics {
+        timestamp: time_of(seq, i),
+        metrics: Some(ProcessMetrics {
             cpu_usage_percent: seq as f64 + 0.25,
             memory_usage_bytes: 1_000_000 + base,
-            memory_usage_percent: 1.5,
+            memory_usage_percent: Some(1.5),
             disk_read_bytes: base * 10,
             disk_write_bytes: base * 20,
             network_rx_bytes: base * 30,
@@ -350,8 +374,8 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
             thread_count: i as u64,
             file_descriptor_count: 8,
             timestamp: time_of(seq, i),
-        },
-        aggregated: AggregatedMetrics {
+        }),
+        aggregated: Some(AggregatedMetrics {
             avg_cpu_usage: 12.5,
             max_cpu_usage: 65.0,
             avg_memory_usage: 900_000.0,
@@ -361,6 +385,22 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
             total_network_rx: base + 2,
             total_network_tx: base + 3,
             sample_count: 24,
+        }),
+        resources: [("cpu", cpu), ("memory", memory)].into_iter().collect(),
+        ebpf: EbpfSample {
+            latencies: vec![LatencySample {
+                probe: "dns",
+                kind: "DNS",
+                count: seq,
+                sum_seconds: seq as f64 * 0.01,
+                latest_seconds: 0.01,
+            }],
+            bytes: vec![ByteSample {
+                probe: "networkBytes",
+                direction: Some("send"),
+                operation: None,
+                bytes: base * 50,
+            }],
         },
         export: all(),
     }
@@ -369,19 +409,21 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
 /// Batch `seq` with `n` targets.
 pub fn batch(seq: u64, n: usize) -> PushBatch {
     PushBatch {
-        kernel: KernelSample {
+        kernel: Some(KernelSample {
             context_switches_total: 1_000 + seq,
             entropy_available_bits: 256,
             network_connections_total: 42,
             timestamp: time_of(seq, 0),
-        },
+        }),
         targets: (0..n).map(|i| target(seq, i)).collect(),
     }
 }
 
 /// Pushes `batches` batches of `targets` samples 5 ms apart and checks that `push` never waited
-/// on a broker: its median stays under 1 ms and its slowest under 100 ms (a push that waited on
-/// a slow subscriber would take that subscriber's 500 ms write deadline).
+/// on a broker. A push that waited on the slow subscriber would take its 500 ms write deadline,
+/// every time; so the median push must stay far below that. (How fast a push is, is measured by
+/// `make bench-exporters`, not asserted here: on a loaded machine a debug build can be preempted
+/// for tens of milliseconds.)
 pub async fn push_without_waiting(exporters: &Exporters, batches: u64, targets: usize) {
     let mut took = Vec::new();
     for seq in 0..batches {
@@ -392,7 +434,6 @@ pub async fn push_without_waiting(exporters: &Exporters, batches: u64, targets: 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     took.sort();
-    let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
-    assert!(median < Duration::from_millis(1), "median push {median:?}");
-    assert!(slowest < Duration::from_millis(100), "slowest push {slowest:?}");
+    let median = took[took.len() / 2];
+    assert!(median < Duration::from_millis(250), "median push {median:?}: push waited on a broker");
 }

@@ -23,7 +23,7 @@ use podtrace_ebpf::{Filter, ProbeConfig, ProbeState, Probes, Snapshot};
 use prometheus_client::registry::Registry;
 
 use metrics::EbpfMetrics;
-pub use samples::samples;
+pub use samples::{samples, summary};
 
 /// The eBPF source.
 pub struct EbpfSource {

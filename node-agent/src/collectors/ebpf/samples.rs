@@ -5,7 +5,10 @@
 use podtrace_ebpf::{Histogram, HistogramSample, Op, Probe, Snapshot, type_label};
 use std::collections::BTreeMap;
 
-use crate::metrics::{Labels, Sample, catalog::*};
+use crate::{
+    metrics::{Labels, Sample, catalog::*},
+    sample::{ByteSample, EbpfSample, LatencySample},
+};
 
 /// The families of a latency probe: histogram, latest-value gauge.
 fn histogram_families(probe: Probe) -> Option<(FamilyId, FamilyId)> {
@@ -83,6 +86,48 @@ pub fn samples(
         out.push(Sample::new(family, l, bytes as f64));
     }
     out
+}
+
+/// The series of one cgroup in `snap` in brief, for the push messages: per latency probe and
+/// type the count, sum and latest value, per byte counter and direction or operation its bytes,
+/// summed over the process names; only the probes `wanted` says (their sources enabled).
+pub fn summary(snap: &Snapshot, cgroup_id: u64, wanted: impl Fn(Probe) -> bool) -> EbpfSample {
+    let mut hists: BTreeMap<(Probe, Op), Histogram> = BTreeMap::new();
+    for h in snap.histograms.iter().filter(|h| h.series.cgroup_id == cgroup_id) {
+        if wanted(h.series.probe) {
+            hists.entry((h.series.probe, h.series.op)).or_default().merge(&h.histogram);
+        }
+    }
+    let mut counters: BTreeMap<(Probe, Op), u64> = BTreeMap::new();
+    for c in snap.counters.iter().filter(|c| c.series.cgroup_id == cgroup_id) {
+        if wanted(c.series.probe) {
+            *counters.entry((c.series.probe, c.series.op)).or_default() += c.bytes;
+        }
+    }
+    EbpfSample {
+        latencies: hists
+            .into_iter()
+            .map(|((probe, op), h)| LatencySample {
+                probe: probe.name(),
+                kind: type_label(probe, op),
+                count: h.count,
+                sum_seconds: h.sum_seconds(),
+                latest_seconds: h.latest_seconds(),
+            })
+            .collect(),
+        bytes: counters
+            .into_iter()
+            .map(|((probe, op), bytes)| {
+                let network = probe == Probe::NetworkBytes;
+                ByteSample {
+                    probe: probe.name(),
+                    direction: network.then_some(op.as_str()),
+                    operation: (!network).then_some(op.as_str()),
+                    bytes,
+                }
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +259,51 @@ mod tests {
         let out = lines(&samples(&snap(), 7, &pod(), true));
         assert!(out.contains(&r#"podtrace_network_bytes_total{namespace="shop",pod="api-0",container="api",type="NET",process_name="curl",direction="send"} 1500"#.to_string()));
         assert!(out.contains(&r#"podtrace_filesystem_bytes_total{namespace="shop",pod="api-0",container="api",type="FS",process_name="db",operation="write"} 4096"#.to_string()));
+    }
+
+    #[test]
+    fn the_summary_sums_process_names_and_keeps_only_the_wanted_probes() {
+        let all = summary(&snap(), 7, |_| true);
+        assert_eq!(
+            all.latencies,
+            [
+                LatencySample {
+                    probe: "dns",
+                    kind: "DNS",
+                    count: 3,
+                    sum_seconds: 0.02215,
+                    latest_seconds: 0.012
+                },
+                LatencySample {
+                    probe: "fsLatency",
+                    kind: "fsync",
+                    count: 1,
+                    sum_seconds: 0.002,
+                    latest_seconds: 0.002
+                },
+            ]
+        );
+        assert_eq!(
+            all.bytes,
+            [
+                ByteSample {
+                    probe: "fsBytes",
+                    direction: None,
+                    operation: Some("write"),
+                    bytes: 4096
+                },
+                ByteSample {
+                    probe: "networkBytes",
+                    direction: Some("send"),
+                    operation: None,
+                    bytes: 1500
+                },
+            ]
+        );
+        let net_only = summary(&snap(), 7, |p| matches!(p, Probe::Dns | Probe::NetworkBytes));
+        assert_eq!(net_only.latencies.len(), 1);
+        assert_eq!(net_only.bytes.len(), 1);
+        assert!(summary(&snap(), 9, |_| true).is_empty());
     }
 
     #[test]
