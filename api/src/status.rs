@@ -97,8 +97,10 @@ pub enum PodAttachReason {
     SeriesBudgetExceeded,
     /// The node's agent has not reported for three heartbeats.
     AgentNotReporting,
-    /// The pod's settingsKey names no entry of the NodeTrace's spec.podSettings, so the agent
-    /// does not know what to measure; the pod is not traced (the other pods are).
+    /// The agent does not know what to measure for the pod: a PodTraceProfile or
+    /// MonitoringProfile it names has not reached the agent (Pending until it does), or a
+    /// format-1 settingsKey names no entry of spec.podSettings (Failed). The other pods are
+    /// traced.
     SettingsNotFound,
 }
 

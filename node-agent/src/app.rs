@@ -173,7 +173,7 @@ pub async fn run(
                 m.error("status", "kubernetes")
             }));
             let resolve = move |d: &cluster::Desired| match &d.spec {
-                Some(spec) => cluster::resolve(spec, &layout, &kubelet_cgroup_root),
+                Some(spec) => cluster::resolve(spec, &d.shared, &layout, &kubelet_cgroup_root),
                 None => (Vec::new(), Vec::new()),
             };
             spawn_engine(engine, desired, resolve, &stop)?;

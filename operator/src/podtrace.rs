@@ -1,7 +1,7 @@
 //! The PodTrace controller: the finalizer, the status (server-side apply of the status
-//! subresource, only when it changed) and the Events of notable transitions. The NodeTrace
-//! content a PodTrace causes is written by `nodetrace.rs`; this controller only waits for it when
-//! the PodTrace is deleted.
+//! subresource, only when it changed) and the Events of notable transitions. The
+//! PodTraceProfile and NodeTrace content a PodTrace causes is written by `writer.rs`; this
+//! controller only waits for it when the PodTrace is deleted.
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
@@ -21,7 +21,7 @@ use tracing::instrument;
 use crate::context::Context;
 use crate::desired::reference;
 use crate::status::{self, READY, podtrace_status};
-use crate::{Error, FIELD_MANAGER, Result, nodetrace};
+use crate::{Error, FIELD_MANAGER, Result, writer};
 
 /// PodTraces reconciled at once. Unbounded, a start (or a profile edit) reconciled every
 /// PodTrace together: one request each in flight, each on a TLS connection of its own (the
@@ -116,7 +116,7 @@ async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
         nodes
     };
     let count = nodes.len();
-    nodetrace::sync_nodes(ctx, nodes).await?;
+    writer::sync(ctx, [reference(pt)].into(), nodes).await?;
     publish(
         ctx,
         pt,
@@ -255,12 +255,18 @@ mod tests {
     async fn a_deleted_podtrace_leaves_every_nodetrace_then_releases_its_finalizer() {
         let mut fx = Fixture::new();
         fx.ctx.index.write().nodetrace_listed(&nodetrace("n1", "h1"));
+        fx.ctx.index.write().profile_hashes.listed(
+            podtrace_api::nodetrace::PodTraceRef { namespace: "ns".into(), name: "t".into() },
+            Some("h".into()),
+        );
         let mut pt = podtrace(true, None);
         pt.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
         fx.store(&pt);
         let task = tokio::spawn(reconcile(Arc::new(pt.clone()), fx.ctx.clone()));
         let node = serde_json::to_value(nodetrace("n1", "h1")).unwrap();
         fx.api.expect(Method::DELETE, "/apis/podtrace.dev/v1alpha1/nodetraces/n1", node).await;
+        let profile = "/apis/podtrace.dev/v1alpha1/namespaces/ns/podtraceprofiles/t";
+        fx.api.expect(Method::DELETE, profile, crate::fixtures::deleted()).await;
         assert_eq!(fx.api.event().await, ("TargetsRemoved".into(), "Normal".into()));
         let released = fx.api.expect(Method::PATCH, PODTRACE, json(&podtrace(false, None))).await;
         assert_eq!(released.body[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));

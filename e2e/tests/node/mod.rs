@@ -76,7 +76,7 @@ impl Drop for Installed<'_> {
                 );
             }
         }
-        for crd in ["podtraces", "monitoringprofiles", "nodetraces"] {
+        for crd in ["podtraces", "monitoringprofiles", "nodetraces", "podtraceprofiles"] {
             let _ = node.kubectl(
                 &["delete", "crd", &format!("{crd}.podtrace.dev"), "--ignore-not-found"],
                 None,
