@@ -25,6 +25,7 @@ use podtrace_api::nodetrace::{PodTraceRef, SpecFormat};
 use podtrace_api::{NodeTrace, NodeTraceStatus, PodTrace, PodTraceStatus};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::SPEC_HASH_ANNOTATION;
 use crate::fingerprint;
@@ -75,6 +76,8 @@ struct PodTraceEntry {
     status_nodes: Option<u64>,
     /// [`crate::desired::TraceSet::nodetrace_key`]: what format-2 NodeTraces take from it.
     nodetrace_key: Option<u64>,
+    /// When this process last wrote its status.
+    status_written: Option<Instant>,
 }
 
 /// What follows from a NodeTrace event.
@@ -267,6 +270,44 @@ impl Index {
         self.podtraces.retain(|uid, _| uids.contains(uid));
     }
 
+    /// How long to wait before writing `status` of `pt` at `now`: `None` (write now) when it
+    /// tells something new (a first status, another generation, profile or condition) or the
+    /// last write of this process is `gap` ago; otherwise the rest of the gap. Counts and
+    /// per-node roll-ups move with every pod event, and a PodTrace spanning 100 nodes costs
+    /// the API server tens of milliseconds per status write: under pod churn they are written
+    /// at most once per gap, the latest at its end.
+    pub fn status_wait(
+        &self,
+        pt: &PodTrace,
+        status: &PodTraceStatus,
+        now: Instant,
+        gap: Duration,
+    ) -> Option<Duration> {
+        let Some(seen) = &pt.status else { return None };
+        let conditions = |s: &PodTraceStatus| -> Vec<(String, String, String)> {
+            s.conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                .collect()
+        };
+        let news = seen.observed_generation != status.observed_generation
+            || seen.effective_profile != status.effective_profile
+            || seen.profile_hash != status.profile_hash
+            || conditions(seen) != conditions(status);
+        let last = pt.uid().and_then(|uid| self.podtraces.get(&uid)?.status_written);
+        match last {
+            Some(at) if !news => {
+                gap.checked_sub(now.saturating_duration_since(at)).filter(|d| !d.is_zero())
+            }
+            _ => None,
+        }
+    }
+
+    /// Records that this process wrote the status of the PodTrace `uid` at `at`.
+    pub fn status_written(&mut self, uid: &str, at: Instant) {
+        self.podtraces.entry(uid.to_owned()).or_default().status_written = Some(at);
+    }
+
     /// Whether `status` differs from what `pt` (from the store, `status.nodes` stripped) shows.
     pub fn status_changed(&self, pt: &PodTrace, status: &PodTraceStatus) -> bool {
         let Some(seen) = &pt.status else { return true };
@@ -406,6 +447,34 @@ pub(crate) mod tests {
         let change = index.nodetrace_applied(&nodetrace("n1", Some("h1"), &["a"], 0));
         assert_eq!(change.recompute, Some("n1".into()));
         assert_eq!(index.format_of("n1"), SpecFormat::PodSettings);
+    }
+
+    #[test]
+    fn counts_wait_for_the_gap_and_news_do_not() {
+        let mut index = Index::default();
+        let mut pt = PodTrace::new(
+            "t",
+            podtrace_api::PodTraceSpec {
+                selector: Default::default(),
+                containers: vec![],
+                profile_ref: None,
+                profile: None,
+                paused: false,
+            },
+        );
+        pt.metadata.uid = Some("u1".into());
+        let (t0, gap) = (Instant::now(), Duration::from_secs(2));
+        let status = PodTraceStatus { matched_pods: 1, ..Default::default() };
+        assert_eq!(index.status_wait(&pt, &status, t0, gap), None, "the first status");
+        pt.status = Some(status.clone());
+        assert_eq!(index.status_wait(&pt, &status, t0, gap), None, "never written by us");
+        index.status_written("u1", t0);
+        let more = PodTraceStatus { matched_pods: 2, ..status.clone() };
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(index.status_wait(&pt, &more, later, gap), Some(Duration::from_millis(1500)));
+        assert_eq!(index.status_wait(&pt, &more, t0 + gap, gap), None, "the gap is over");
+        let news = PodTraceStatus { profile_hash: Some("h2".into()), ..more };
+        assert_eq!(index.status_wait(&pt, &news, later, gap), None, "a new profile is news");
     }
 
     #[test]
