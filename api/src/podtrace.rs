@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::profile::MonitoringProfileSpec;
-use crate::status::{AttachMethod, PodAttachReason, ProbeState, ProbeStatus};
+use crate::status::{AttachMethod, PodAttachReason, ProbeState, ProbeStatus, from_name, name_of};
 
 /// Spec of a PodTrace: the pods to trace (by label selector, within the PodTrace's namespace) and
 /// the monitoring profile to trace them with.
@@ -146,19 +146,6 @@ pub struct NodeSummary {
     pub probes: Vec<ProbeStatus>,
     /// The distinct reasons of pending and failed pods on this node.
     pub reasons: Vec<PodAttachReason>,
-}
-
-/// A status enum's name in JSON (`tp_btf`, `tcpRtt`, `CgroupNotFound`).
-fn name_of(value: &impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        other => unreachable!("status enums serialize as strings, not {other:?}"),
-    }
-}
-
-/// A status enum from its name.
-fn from_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
 impl std::fmt::Display for NodeSummary {

@@ -104,6 +104,20 @@ pub enum PodAttachReason {
     SettingsNotFound,
 }
 
+/// A status enum's name in JSON (`tp_btf`, `tcpRtt`, `CgroupNotFound`), as status lines
+/// write it.
+pub(crate) fn name_of(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => unreachable!("status enums serialize as strings, not {other:?}"),
+    }
+}
+
+/// A status enum from its name in a status line.
+pub(crate) fn from_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
+
 /// A condition of `type_`, `True` when `on`, for an object at `observed_generation`.
 ///
 /// Its `lastTransitionTime` is the one in `previous` when that list holds the same type with the
