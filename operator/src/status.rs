@@ -147,7 +147,7 @@ fn node_summaries<'a>(
                 NodeSummary { node: node.into(), pods: pods.len() as i32, ..Default::default() };
             let mut reasons = BTreeSet::new();
             for pod in pods {
-                let found = status.and_then(|s| s.pods.iter().find(|p| *p.uid == *pod.uid));
+                let found = status.and_then(|s| s.attach_results().find(|p| *p.uid == *pod.uid));
                 match found.map(|p| (p.state, p.reason)) {
                     Some((PodAttachState::Attached, _)) => summary.attached += 1,
                     Some((PodAttachState::Failed, reason)) => {

@@ -384,12 +384,14 @@ async fn a_format_2_nodetrace_takes_its_settings_from_the_podtrace_profile_and_f
     // the object named), not failed.
     ptps.delete("web", &DeleteParams::default()).await.unwrap();
     let nt = wait_status(&nodetraces, &node, "web pending without settings", |nt| {
-        nt.status
-            .as_ref()
-            .is_some_and(|s| s.pods.first().is_some_and(|p| p.state == PodAttachState::Pending))
+        nt.status.as_ref().is_some_and(|s| {
+            s.attach_results().next().is_some_and(|p| p.state == PodAttachState::Pending)
+        })
     })
     .await;
-    let p = nt.status.unwrap().pods[0].clone();
+    let status = nt.status.unwrap();
+    assert!(status.pods.is_empty() && status.pod_results.len() == 1, "format 2: results as lines");
+    let p = status.attach_results().next().unwrap().clone();
     assert_eq!(p.reason, Some(PodAttachReason::SettingsNotFound));
     assert!(p.message.unwrap().contains(&format!("PodTraceProfile {}/web", ns.name)));
     let unchanged = nodetraces.get(&node).await.unwrap();

@@ -128,12 +128,14 @@ fn a_helm_release_traces_real_pods_end_to_end() {
                 "NodeTrace still has the old ID"
             );
             let nt = get_json(node, &["nodetrace", &node.name])?;
-            let attached = nt["status"]["pods"]
+            let prefix = format!("{WORKLOAD_NAMESPACE}/{web} ");
+            let attached = nt["status"]["podResults"]
                 .as_array()
-                .context("status.pods")?
+                .context("status.podResults")?
                 .iter()
-                .any(|p| p["name"] == web.as_str() && p["state"] == "Attached");
-            ensure!(attached, "{:#}", nt["status"]["pods"]);
+                .filter_map(Value::as_str)
+                .any(|l| l.starts_with(&prefix) && l.contains(" Attached"));
+            ensure!(attached, "{:#}", nt["status"]["podResults"]);
             // Memory of the new container (the old one's was tens of MiB of /fill).
             check_memory_close(node, &web, &restarted)
         },

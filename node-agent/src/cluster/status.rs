@@ -112,7 +112,11 @@ pub fn status(
         series_dropped: engine.dropped as i64,
         export_dropped: export_dropped as i64,
         conditions: Vec::new(),
+        pod_results: Vec::new(),
     }
+    // Results as lines for an operator that writes format 2 (it reads them), as objects for
+    // one that writes format 1 (an earlier operator reads only those).
+    .for_format(spec.format())
 }
 
 /// The conditions of `s`: Ready (every pod attached) and Degraded (a pod pending or a requested
@@ -152,7 +156,7 @@ pub fn conditions(s: &NodeTraceStatus, previous: &[Condition], now: &Time) -> Ve
 /// Counts of pods by state, for logs.
 pub fn summary(s: &NodeTraceStatus) -> BTreeMap<&'static str, usize> {
     let mut m = BTreeMap::new();
-    for p in &s.pods {
+    for p in s.attach_results() {
         *m.entry(match p.state {
             PodAttachState::Attached => "attached",
             PodAttachState::Pending => "pending",
@@ -271,9 +275,11 @@ mod tests {
         let kernel = KernelFeatures::default();
         let mut shared = SharedSettings::default();
         let s = status(&spec, &shared, None, &engine, &kernel, 16, 0);
-        assert_eq!(s.pods[0].state, PodAttachState::Pending);
-        assert_eq!(s.pods[0].reason, Some(PodAttachReason::SettingsNotFound));
-        assert!(s.pods[0].message.as_deref().unwrap().contains("PodTraceProfile ns/web"));
+        assert!(s.pods.is_empty(), "format 2: the results are lines");
+        let first = s.attach_results().next().unwrap().clone();
+        assert_eq!(first.state, PodAttachState::Pending);
+        assert_eq!(first.reason, Some(PodAttachReason::SettingsNotFound));
+        assert!(first.message.as_deref().unwrap().contains("PodTraceProfile ns/web"));
         assert!(s.probes.iter().all(|p| p.state == ProbeState::Disabled), "nothing requested yet");
 
         let choice = ProfileChoice {
@@ -283,7 +289,8 @@ mod tests {
         shared.podtrace_profiles.insert(web, PodTraceProfileSpec { profiles: vec![choice] });
         shared.monitoring_profiles.insert("daemon".into(), Preset::Daemon.spec());
         let s = status(&spec, &shared, None, &engine, &kernel, 16, 0);
-        assert_eq!(s.pods[0].reason, Some(PodAttachReason::CgroupNotFound), "settings found");
+        let first = s.attach_results().next().unwrap();
+        assert_eq!(first.reason, Some(PodAttachReason::CgroupNotFound), "settings found");
         let unavailable: Vec<Probe> = s
             .probes
             .iter()
