@@ -1,9 +1,9 @@
 //! Stand-ins for the node agents: per node the three watches a real agent holds
 //! (`NodeTrace/<node>` by field selector, every PodTraceProfile, every MonitoringProfile), so
 //! that the API server fans every settings edit out to as many watchers as in a cluster of
-//! that size, and one status write per node like an agent's first report (`specFormat: 2`,
-//! every pod attached, every probe attached), so that the operator writes format 2 and keeps
-//! realistic agent statuses.
+//! that size, and the status a real agent writes when every pod and probe attached
+//! (`specFormat: 2`), once for the first spec (format 1: results as objects) and once for
+//! format 2 (results as lines), so that the operator keeps realistic agent statuses.
 //!
 //! A settings edit is measured from the write to the moment the last agent's watch delivered
 //! it ([`Agents::expect`] then [`Agents::wait`]). Heartbeats and status writes on pod changes
@@ -15,7 +15,9 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
-use podtrace_api::{MonitoringProfile, NodeTrace, PodTraceProfile};
+use podtrace_api::nodetrace::{PodAttachStatus, SpecFormat};
+use podtrace_api::status::PodAttachState;
+use podtrace_api::{MonitoringProfile, NodeTrace, NodeTraceStatus, PodTraceProfile};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -214,18 +216,21 @@ async fn agent(client: Client, i: usize, node: String, shared: Arc<Shared>) {
     let nodetrace = watcher(api.clone(), config).default_backoff().applied_objects();
     futures::pin_mut!(ptps, mps, nodetrace);
     let mut listed = 0;
-    let mut reported = false;
+    let mut reported = None;
     loop {
         tokio::select! {
             Some(()) = ptps.next() => listed += 1,
             Some(()) = mps.next() => listed += 1,
             Some(nt) = nodetrace.next() => {
                 let Ok(nt) = nt else { continue };
-                if !reported && !nt.spec.pods.is_empty() {
-                    match report(&api, &nt).await {
+                let format = nt.spec.format();
+                if reported != Some(format) && !nt.spec.pods.is_empty() {
+                    match report(&api, &nt, format).await {
                         Ok(()) => {
-                            reported = true;
-                            *shared.reported.lock() += 1;
+                            reported = Some(format);
+                            if format == SpecFormat::Shared {
+                                *shared.reported.lock() += 1;
+                            }
                         }
                         Err(e) => eprintln!("agent {node}: status write failed: {e}"),
                     }
@@ -241,14 +246,26 @@ async fn agent(client: Client, i: usize, node: String, shared: Arc<Shared>) {
 }
 
 /// What a real agent reports once every pod of `nt` attached: every probe attached with
-/// tp_btf, every pod Attached, and the spec format it reads.
-async fn report(api: &Api<NodeTrace>, nt: &NodeTrace) -> kube::Result<()> {
-    let pods: Vec<_> = nt
-        .spec
-        .pods
-        .iter()
-        .map(|p| json!({"uid": p.uid, "namespace": p.namespace, "name": p.name, "state": "Attached"}))
-        .collect();
+/// tp_btf, every pod Attached (as the spec's `format` wants them), and the spec format it reads.
+async fn report(api: &Api<NodeTrace>, nt: &NodeTrace, format: SpecFormat) -> kube::Result<()> {
+    let results = NodeTraceStatus {
+        pods: nt
+            .spec
+            .pods
+            .iter()
+            .map(|p| PodAttachStatus {
+                uid: p.uid.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                state: PodAttachState::Attached,
+                reason: None,
+                message: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .for_format(format);
+    let pods = nt.spec.pods.clone();
     let probes: Vec<_> = podtrace_api::Probe::ALL
         .iter()
         .map(|p| json!({"probe": p, "state": "Attached", "method": "tp_btf"}))
@@ -258,7 +275,7 @@ async fn report(api: &Api<NodeTrace>, nt: &NodeTrace) -> kube::Result<()> {
         "specFormat": 2, "observedGeneration": nt.metadata.generation, "agentVersion": "bench",
         "heartbeat": now, "trackedPods": pods.len(), "attachedPods": pods.len(),
         "kernel": {"release": "6.1.0", "btf": true, "cgroupMode": "unified", "ebpfFilter": "cgroup"},
-        "probes": probes, "pods": pods, "series": pods.len() * 60,
+        "probes": probes, "pods": results.pods, "podResults": results.pod_results, "series": pods.len() * 60,
         "conditions": [{"type": "Ready", "status": "True", "reason": "AllPodsAttached",
             "message": "", "lastTransitionTime": now}]}});
     let params = PatchParams::apply("podtrace-agent").force();
