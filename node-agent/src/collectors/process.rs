@@ -14,6 +14,7 @@ use std::{
 };
 
 use crate::{
+    gaps::{self, FDS_DENIED, Gap, IO_DENIED, NETWORK_DENIED},
     metrics::{Labels, Sample, catalog::*},
     procfs::{self, KeptFile, USER_HZ},
     sample::{AggregatedMetrics, ProcessMetrics, record},
@@ -30,6 +31,37 @@ pub struct ProcessReport {
     pub sample: ProcessMetrics,
     /// Aggregates over the history (none with `history.size` 0).
     pub aggregates: Option<AggregatedMetrics>,
+    /// What could not be read: its series are left out rather than exported as 0.
+    pub denied: Denied,
+}
+
+/// The files of one process the agent was refused (a missing capability), not merely gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Denied {
+    /// `/proc/<pid>/io`.
+    pub io: bool,
+    /// `/proc/<pid>/fd`.
+    pub fds: bool,
+    /// `/proc/<pid>/ns/net`.
+    pub network: bool,
+}
+
+impl Denied {
+    /// The gaps these refusals make.
+    pub fn gaps(self) -> impl Iterator<Item = Gap> {
+        [(self.io, IO_DENIED), (self.fds, FDS_DENIED), (self.network, NETWORK_DENIED)]
+            .into_iter()
+            .filter_map(|(denied, gap)| denied.then_some(gap))
+    }
+
+    /// Both refusals together (for the sum of the processes beyond the bound).
+    fn or(self, other: Denied) -> Denied {
+        Denied {
+            io: self.io || other.io,
+            fds: self.fds || other.fds,
+            network: self.network || other.network,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +99,8 @@ pub struct Raw {
     pub net: (u64, u64),
     /// fd count.
     pub fds: u64,
+    /// What was refused.
+    pub denied: Denied,
 }
 
 /// The files of one process, kept open between collections (see [`KeptFile`]).
@@ -77,8 +111,8 @@ struct ProcFiles {
     io: KeptFile,
     fd_dir: KeptFile,
     /// The inode of the process's network namespace (fixed for its life in practice), the key of
-    /// the shared `net/dev` reading.
-    netns: Option<u64>,
+    /// the shared `net/dev` reading; `Err(true)` when reading it was refused.
+    netns: Result<u64, bool>,
 }
 
 /// `/proc/<pid>/net/dev` per network namespace, read once per collection however many processes
@@ -130,13 +164,25 @@ impl ProcessCollector {
                 statm: KeptFile::one_record(base.join("statm")),
                 io: KeptFile::one_record(base.join("io")),
                 fd_dir: KeptFile::new(base.join("fd")),
-                netns: std::fs::metadata(base.join("ns/net")).ok().map(|m| m.ino()),
+                netns: std::fs::metadata(base.join("ns/net"))
+                    .map(|m| m.ino())
+                    .map_err(|e| gaps::is_denied(&e)),
             }
         });
         let Some(stat) = files.stat.parse(procfs::parse_pid_stat).ok().flatten() else {
             self.files.remove(&pid);
             return None;
         };
+        let mut denied = Denied::default();
+        let io = files.io.parse(procfs::parse_pid_io).unwrap_or_else(|e| {
+            denied.io = gaps::is_denied(&e);
+            Default::default()
+        });
+        let fds = procfs::count_fds(&mut files.fd_dir).unwrap_or_else(|e| {
+            denied.fds = matches!(&e, crate::Error::Read { source, .. } if gaps::is_denied(source));
+            0
+        });
+        denied.network = files.netns == Err(true);
         Some(Raw {
             rss: files
                 .statm
@@ -144,9 +190,10 @@ impl ProcessCollector {
                 .ok()
                 .flatten()
                 .unwrap_or(0),
-            io: files.io.parse(procfs::parse_pid_io).unwrap_or_default(),
+            io,
             net: files.netns.map(|ns| net.read(proc, pid, ns)).unwrap_or_default(),
-            fds: procfs::count_fds(&mut files.fd_dir).unwrap_or(0),
+            fds,
+            denied,
             stat: Some(stat),
         })
     }
@@ -209,7 +256,13 @@ impl ProcessCollector {
             };
             record(&mut state.history, &sample, history_size);
             let aggregates = AggregatedMetrics::of(&state.history);
-            out.push(ProcessReport { pid, comm: stat.comm, sample, aggregates });
+            out.push(ProcessReport {
+                pid,
+                comm: stat.comm,
+                sample,
+                aggregates,
+                denied: raw.denied,
+            });
         }
         out
     }
@@ -254,8 +307,14 @@ pub fn samples(
 ) -> Vec<Sample> {
     let c = &profile.collect;
     let (kept, other) = top(reports, max_processes);
-    let other =
-        other.map(|sample| ProcessReport { pid: 0, comm: OTHER.into(), sample, aggregates: None });
+    let denied = reports.iter().fold(Denied::default(), |d, r| d.or(r.denied));
+    let other = other.map(|sample| ProcessReport {
+        pid: 0,
+        comm: OTHER.into(),
+        sample,
+        aggregates: None,
+        denied,
+    });
     let mut out = Vec::with_capacity((kept.len() + 1) * 18);
     for r in kept.into_iter().chain(other.as_ref()) {
         let mut l = target_labels.clone();
@@ -276,12 +335,14 @@ pub fn samples(
         push(c.cpu, PROCESS_CPU, s.cpu_usage_percent);
         push(c.memory, PROCESS_MEMORY, s.memory_usage_bytes as f64);
         push(c.memory, PROCESS_MEMORY_PERCENT, s.memory_usage_percent);
-        push(c.disk_io, PROCESS_DISK_READ, s.disk_read_bytes as f64);
-        push(c.disk_io, PROCESS_DISK_WRITE, s.disk_write_bytes as f64);
-        push(c.network_io, PROCESS_NET_RX, s.network_rx_bytes as f64);
-        push(c.network_io, PROCESS_NET_TX, s.network_tx_bytes as f64);
+        // What was refused is left out (and reported as a gap), never exported as 0.
+        let d = r.denied;
+        push(c.disk_io && !d.io, PROCESS_DISK_READ, s.disk_read_bytes as f64);
+        push(c.disk_io && !d.io, PROCESS_DISK_WRITE, s.disk_write_bytes as f64);
+        push(c.network_io && !d.network, PROCESS_NET_RX, s.network_rx_bytes as f64);
+        push(c.network_io && !d.network, PROCESS_NET_TX, s.network_tx_bytes as f64);
         push(c.threads, PROCESS_THREADS, s.thread_count as f64);
-        push(c.file_descriptors, PROCESS_FDS, s.file_descriptor_count as f64);
+        push(c.file_descriptors && !d.fds, PROCESS_FDS, s.file_descriptor_count as f64);
         push(true, PROCESS_UPTIME, s.uptime_seconds as f64);
         if let Some(a) = &r.aggregates {
             push(c.cpu, PROCESS_CPU_AVG, a.avg_cpu_usage);
@@ -311,6 +372,7 @@ mod tests {
             io: crate::cgroup::files::IoBytes { read, write: 0 },
             net: (10, 20),
             fds: 4,
+            denied: Denied::default(),
         }
     }
 
@@ -392,6 +454,7 @@ mod tests {
                 ..Default::default()
             },
             aggregates: None,
+            denied: Denied::default(),
         };
         let reports = vec![
             report(10, 5.0, 100, 7),

@@ -32,6 +32,7 @@ use podtrace_api::{
 
 use crate::{
     collectors::{ebpf::EbpfSource, process::NetDevCache, resource},
+    gaps::Gap,
     metrics::{
         Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, sources::Source,
     },
@@ -67,6 +68,8 @@ pub struct EngineStatus {
     pub probes: Vec<ProbeStatus>,
     /// Whether every probe some target asks for is attached.
     pub probes_ok: bool,
+    /// Data the agent cannot read (see [`crate::gaps`]), sorted.
+    pub gaps: Vec<Gap>,
 }
 
 /// Processes per container with series of their own unless `--max-processes` says otherwise.
@@ -97,6 +100,10 @@ pub struct Engine {
     dropped_seen: u64,
     push: Option<Push>,
     ebpf: Option<EbpfSource>,
+    /// Gaps found at start (the PID namespace), reported for the agent's whole life.
+    start_gaps: BTreeSet<Gap>,
+    /// The gaps of the last published status, to clear their gauges when they go.
+    reported_gaps: BTreeSet<Gap>,
 }
 
 impl Engine {
@@ -128,7 +135,14 @@ impl Engine {
             dropped_seen: 0,
             push: None,
             ebpf: None,
+            start_gaps: BTreeSet::new(),
+            reported_gaps: BTreeSet::new(),
         }
+    }
+
+    /// Reports `gap` as long as the agent runs (found at start, e.g. [`crate::gaps::PID_NAMESPACE`]).
+    pub fn add_gap(&mut self, gap: Gap) {
+        self.start_gaps.insert(gap);
     }
 
     /// Exports at most `max` processes per container on their own (see
@@ -301,6 +315,28 @@ impl Engine {
         let probes_ok = requested
             .iter()
             .all(|p| probes.iter().any(|s| s.probe == *p && s.state == ProbeState::Attached));
+        let gaps: BTreeSet<Gap> = self
+            .start_gaps
+            .iter()
+            .chain(self.targets.values().flat_map(|s| &s.gaps))
+            .copied()
+            .collect();
+        if gaps != self.reported_gaps {
+            for gap in self.reported_gaps.difference(&gaps) {
+                self.metrics.set_gap(gap, false);
+            }
+            for gap in gaps.difference(&self.reported_gaps) {
+                tracing::warn!(
+                    source = gap.source,
+                    data = gap.data,
+                    reason = gap.reason,
+                    "{}",
+                    gap.advice()
+                );
+                self.metrics.set_gap(gap, true);
+            }
+            self.reported_gaps = gaps.clone();
+        }
         let next = EngineStatus {
             attached: self
                 .targets
@@ -322,6 +358,7 @@ impl Engine {
                 .collect(),
             probes,
             probes_ok,
+            gaps: gaps.into_iter().collect(),
         };
         self.status.send_if_modified(|status| {
             let changed = *status != next;
