@@ -64,10 +64,14 @@ demo-cluster: setup images ## A one-node cluster (kubelet, containerd) with podt
 demo-down: ## Stop the demo cluster
 	bash scripts/demo-cluster.sh down $(DEMO_DIR)
 
-.PHONY: bench bench-operator bench-agent bench-exporters
-bench-operator: setup ## Operator: 10k pods/100 nodes/100 PodTraces against a real API server (RSS, sync, change latency)
+.PHONY: bench bench-operator bench-operator-quick bench-agent bench-exporters
+bench-operator: setup ## Operator: 100k pods/1,000 nodes/1,000 PodTraces against a real API server (writes and CPU per edit, agent latency, RSS, sync, churn)
 	$(CARGO) build --release -p podtrace-operator -p podtrace-bench-operator
 	target/release/operator-bench
+
+bench-operator-quick: setup ## The operator benchmark at 10k pods/100 nodes/100 PodTraces (a few minutes)
+	$(CARGO) build --release -p podtrace-operator -p podtrace-bench-operator
+	target/release/operator-bench --quick
 
 bench-agent: ## Agent: RSS with 100/1000 cgroups, collector µs per cgroup, /metrics ns per series vs the prometheus crate (root)
 	$(CARGO) build --release -p podtrace-agent -p podtrace-bench-agent

@@ -1,15 +1,18 @@
-//! The three CustomResourceDefinitions as installed: generated from the types, with doc
+//! The four CustomResourceDefinitions as installed: generated from the types, with doc
 //! comments reflowed into paragraphs.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::{MonitoringProfile, NodeTrace, PodTrace};
+use crate::{MonitoringProfile, NodeTrace, PodTrace, PodTraceProfile};
 
-/// The CRDs of MonitoringProfile, PodTrace and NodeTrace, in that order.
+/// The CRDs of MonitoringProfile, PodTrace, NodeTrace and PodTraceProfile, in that order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    [MonitoringProfile::crd(), PodTrace::crd(), NodeTrace::crd()].into_iter().map(reflow).collect()
+    [MonitoringProfile::crd(), PodTrace::crd(), NodeTrace::crd(), PodTraceProfile::crd()]
+        .into_iter()
+        .map(reflow)
+        .collect()
 }
 
 /// Doc comments are wrapped at 100 columns in the source; `kubectl explain` wraps again, which
@@ -55,11 +58,14 @@ mod tests {
     }
 
     #[test]
-    fn node_trace_schema_has_no_cel_rules_but_the_others_do() {
+    fn node_trace_schema_has_no_cel_rules_and_embedded_profiles_lose_theirs() {
         let crds: Vec<String> = all().iter().map(|c| serde_json::to_string(c).unwrap()).collect();
         assert!(crds[0].contains("x-kubernetes-validations"));
         assert!(crds[1].contains("x-kubernetes-validations"));
         assert!(!crds[2].contains("x-kubernetes-validations"));
+        // A PodTraceProfile keeps its own rule (profileRef xor profile), not the inline
+        // profile's: the operator writes profiles the API server validated already.
+        assert_eq!(crds[3].matches("x-kubernetes-validations").count(), 1, "{}", crds[3]);
     }
 
     /// kubectl resolves a category before a resource name: a category spelled like a CRD's

@@ -2,7 +2,8 @@
 //! the automatic choice by the pod's owner.
 
 use crate::hash::profile_hash;
-use crate::podtrace::PodTraceSpec;
+use crate::podtrace::{PodTraceSpec, ProfileRef};
+use crate::podtraceprofile::{PodTraceProfileSpec, ProfileChoice};
 use crate::presets::Preset;
 use crate::profile::MonitoringProfileSpec;
 
@@ -93,6 +94,55 @@ pub fn resolve(
     Ok(EffectiveProfile { name, source, spec: settings, hash })
 }
 
+/// The PodTraceProfile of a PodTrace: where the agents find the settings of each of its pods,
+/// by owner kind. `exists` says whether the cluster has a MonitoringProfile of a name.
+///
+/// The same choice as [`resolve`] for every owner kind, but by reference: a profileRef, and an
+/// automatic preset whose cluster object exists, name the MonitoringProfile instead of copying
+/// it, so that editing that MonitoringProfile reaches the agents without rewriting any
+/// PodTraceProfile. Only existence matters here: the result changes when a referenced
+/// MonitoringProfile is created or deleted, not when it is edited.
+pub fn choices(
+    spec: &PodTraceSpec,
+    exists: impl Fn(&str) -> bool,
+) -> Result<PodTraceProfileSpec, ProfileError> {
+    let by_name = |name: &str| ProfileRef { name: name.to_owned() };
+    let profiles = match (&spec.profile_ref, &spec.profile) {
+        (Some(reference), _) => {
+            if !exists(&reference.name) {
+                return Err(ProfileError::NotFound { name: reference.name.clone() });
+            }
+            vec![ProfileChoice { profile_ref: Some(reference.clone()), ..Default::default() }]
+        }
+        (None, Some(inline)) => {
+            vec![ProfileChoice { profile: Some(inline.clone()), ..Default::default() }]
+        }
+        (None, None) => {
+            let preset = |p: Preset| {
+                if exists(p.name()) {
+                    (Some(by_name(p.name())), None)
+                } else {
+                    (None, Some(p.spec()))
+                }
+            };
+            let mut kinds: Vec<String> =
+                LONG_RUNNING_OWNER_KINDS.iter().map(|k| (*k).to_owned()).collect();
+            kinds.sort();
+            let (daemon_ref, daemon) = preset(Preset::Daemon);
+            let (standard_ref, standard) = preset(Preset::Standard);
+            vec![
+                ProfileChoice { owner_kinds: kinds, profile_ref: daemon_ref, profile: daemon },
+                ProfileChoice {
+                    owner_kinds: Vec::new(),
+                    profile_ref: standard_ref,
+                    profile: standard,
+                },
+            ]
+        }
+    };
+    Ok(PodTraceProfileSpec { profiles })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +216,50 @@ mod tests {
         let standard = resolve(&spec(None, None), Some("Job"), cluster).unwrap();
         assert_eq!(standard.spec, Preset::Standard.spec());
         assert_eq!(standard.source, ProfileSource::Automatic);
+    }
+
+    /// The agents' reading of a PodTraceProfile gives every pod the settings `resolve` gives it,
+    /// for every kind of PodTrace and owner, with the preset objects present or not.
+    #[test]
+    fn choices_give_each_owner_kind_what_resolve_gives_it() {
+        let inline = MonitoringProfileSpec { interval: "3s".into(), ..Default::default() };
+        let specs = [spec(Some("fast"), None), spec(None, Some(inline)), spec(None, None)];
+        let without_presets = |name: &str| (name == "fast").then(|| cluster("fast").unwrap());
+        type Lookup<'a> = &'a dyn Fn(&str) -> Option<MonitoringProfileSpec>;
+        let lookups: [Lookup; 2] = [&cluster, &without_presets];
+        for lookup in lookups {
+            for s in &specs {
+                let ptp = choices(s, |n| lookup(n).is_some()).unwrap();
+                let kinds = LONG_RUNNING_OWNER_KINDS.iter().map(|k| Some(*k));
+                for kind in kinds.chain([Some("Job"), None]) {
+                    let want = resolve(s, kind, lookup).unwrap().spec;
+                    let choice = ptp.choice_for(kind).unwrap();
+                    let got = match (&choice.profile_ref, &choice.profile) {
+                        (Some(r), None) => lookup(&r.name).unwrap(),
+                        (None, Some(p)) => p.clone(),
+                        other => panic!("not exactly one of profileRef and profile: {other:?}"),
+                    };
+                    assert_eq!(got, want, "{s:?} for {kind:?}");
+                }
+            }
+        }
+        let missing = choices(&spec(Some("nope"), None), |_| true);
+        assert!(missing.is_ok(), "existence is the caller's answer");
+        let missing = choices(&spec(Some("nope"), None), |_| false).unwrap_err();
+        assert_eq!(missing, ProfileError::NotFound { name: "nope".into() });
+    }
+
+    #[test]
+    fn an_automatic_podtrace_names_the_preset_objects_and_falls_back_to_built_in_values() {
+        let with = choices(&spec(None, None), |_| true).unwrap();
+        let names: Vec<_> = with.profile_refs().collect();
+        assert_eq!(names, ["daemon", "standard"]);
+        assert_eq!(
+            with.profiles[0].owner_kinds,
+            ["DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"]
+        );
+        let without = choices(&spec(None, None), |_| false).unwrap();
+        assert_eq!(without.profile_refs().count(), 0);
+        assert_eq!(without.profiles[1].profile, Some(Preset::Standard.spec()));
     }
 }

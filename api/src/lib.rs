@@ -1,18 +1,17 @@
-//! podtrace's Kubernetes API: the three custom resources of `podtrace.dev/v1alpha1`, the six
+//! podtrace's Kubernetes API: the four custom resources of `podtrace.dev/v1alpha1`, the six
 //! built-in monitoring presets, and the pure functions the operator uses to turn them into
-//! per-node agent configuration.
+//! agent configuration and the agents use to read it.
 //!
 //! ```text
 //!  MonitoringProfile (cluster)      PodTrace (namespaced)
 //!   what to collect, how often  ◄──  profileRef | inline profile | automatic
-//!                │                       │ selector over pods
-//!                └──── effective::resolve ┘
-//!                          │ one effective profile per (PodTrace, pod)
-//!                          ▼
-//!                 merge::merge_profiles  (union of collectors/probes, smallest interval, …)
-//!                          │
-//!                          ▼
-//!                 NodeTrace (cluster, one per node): spec by the operator, status by the agent
+//!        ▲                │                 │ selector over pods
+//!        │ profileRef     │ effective::choices (operator)
+//!        │                ▼                 ▼
+//!  PodTraceProfile (namespaced, one per PodTrace)   NodeTrace (cluster, one per node):
+//!   the profile per owner kind             ◄─by=──   pods and the PodTraces selecting each;
+//!        │                                            status by the agent
+//!        └── NodeTraceSpec::settings_for (agent): merge::merge_profiles over by=
 //! ```
 //!
 //! Nothing in this crate does I/O; everything is plain data and functions with unit tests.
@@ -25,6 +24,7 @@ pub mod hash;
 pub mod merge;
 pub mod nodetrace;
 pub mod podtrace;
+pub mod podtraceprofile;
 pub mod presets;
 pub mod profile;
 pub mod status;
@@ -32,6 +32,7 @@ pub mod status;
 pub use effective::{EffectiveProfile, ProfileError, ProfileSource};
 pub use nodetrace::{NodeTrace, NodeTraceSpec, NodeTraceStatus};
 pub use podtrace::{PodTrace, PodTraceSpec, PodTraceStatus};
+pub use podtraceprofile::{PodTraceProfile, PodTraceProfileSpec, SharedSettings};
 pub use profile::{MonitoringProfile, MonitoringProfileSpec, Probe};
 
 /// The API group of every podtrace resource.

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::hash::settings_key;
-use crate::nodetrace::{NodeTraceSpec, PodSettings, TracedPod};
+use crate::nodetrace::{NodeTraceSpec, PodSettings, SpecFormat, TracedPod};
 use crate::profile::{MonitoringProfileSpec, ProbeSettings};
 
 /// Merges profiles; `None` when there are none.
@@ -75,24 +75,44 @@ fn normalize(p: &mut MonitoringProfileSpec) {
     p.labels.pod_labels.dedup();
 }
 
-/// Builds a node's NodeTrace spec from its traced pods and their merged settings: pods sorted by
-/// namespace and name, each referring by `settingsKey` to its settings, listed once per distinct
-/// content in `podSettings` (sorted by key); the node-wide merged settings; and every requesting
-/// PodTrace once.
-pub fn node_trace_spec(pods: Vec<(TracedPod, MonitoringProfileSpec)>) -> NodeTraceSpec {
+/// Builds a node's NodeTrace spec in `format` from its traced pods and their merged settings,
+/// pods sorted by namespace and name.
+///
+/// Format 2 keeps the pods only: each names its PodTraces and owner kind, and the agent finds
+/// the settings in their PodTraceProfiles, so the spec does not change when settings do. Format
+/// 1 (for agents that have not reported format 2) refers each pod by `settingsKey` to its
+/// settings, listed once per distinct content in `podSettings` (sorted by key), with the
+/// node-wide merged settings, and no owner kinds (earlier agents skip them anyway).
+pub fn node_trace_spec(
+    pods: Vec<(TracedPod, MonitoringProfileSpec)>,
+    format: SpecFormat,
+) -> NodeTraceSpec {
     let mut table: BTreeMap<String, MonitoringProfileSpec> = BTreeMap::new();
     let mut pods: Vec<TracedPod> = pods
         .into_iter()
         .map(|(mut pod, settings)| {
-            pod.settings_key = settings_key(&settings);
-            table.entry(pod.settings_key.clone()).or_insert(settings);
+            match format {
+                SpecFormat::Shared => {
+                    pod.settings_key = None;
+                    pod.profiles.clear();
+                }
+                SpecFormat::PodSettings => {
+                    pod.owner_kind = None;
+                    let key = settings_key(&settings);
+                    table.entry(key.clone()).or_insert(settings);
+                    pod.settings_key = Some(key);
+                }
+            }
             pod
         })
         .collect();
     pods.sort_by(|a, b| (&a.namespace, &a.name, &a.uid).cmp(&(&b.namespace, &b.name, &b.uid)));
+    if format == SpecFormat::Shared {
+        return NodeTraceSpec { pods, ..Default::default() };
+    }
     // Merging is idempotent (unions, minima, maxima), so the distinct settings merge to the same
     // node-wide settings as one copy per pod.
-    let settings = merge_profiles(table.values()).unwrap_or_default();
+    let settings = Some(merge_profiles(table.values()).unwrap_or_default());
     NodeTraceSpec {
         settings,
         pods,
@@ -186,6 +206,10 @@ mod tests {
         assert_eq!(m.max_series_per_pod, 2000);
     }
 
+    fn shared() -> crate::SharedSettings {
+        crate::SharedSettings::default()
+    }
+
     #[test]
     fn node_trace_spec_sorts_pods_and_lists_each_requester_once() {
         let pt = |n: &str| PodTraceRef { namespace: "ns".into(), name: n.into() };
@@ -199,16 +223,27 @@ mod tests {
             };
             (pod, spec)
         };
-        let spec = node_trace_spec(vec![
+        let pods = vec![
             pod("b", Preset::Daemon.spec(), vec![pt("x"), pt("y")]),
             pod("a", Preset::Intensive.spec(), vec![pt("x")]),
-        ]);
+        ];
+        let spec = node_trace_spec(pods.clone(), SpecFormat::PodSettings);
         assert_eq!(spec.pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(spec.requested_by(), [&pt("x"), &pt("y")].into_iter().collect());
-        assert_eq!(spec.settings.interval, "1s");
-        assert_eq!(spec.settings.history.size, 1000);
-        assert_eq!(spec.settings_of(&spec.pods[0]), Some(&Preset::Intensive.spec()));
-        assert_eq!(spec.settings_of(&spec.pods[1]), Some(&Preset::Daemon.spec()));
+        let node = spec.settings.as_ref().unwrap();
+        assert_eq!((node.interval.as_str(), node.history.size), ("1s", 1000));
+        assert_eq!(spec.settings_for(&spec.pods[0], &shared()), Ok(Preset::Intensive.spec()));
+        assert_eq!(spec.settings_for(&spec.pods[1], &shared()), Ok(Preset::Daemon.spec()));
+        assert_eq!(spec.format(), SpecFormat::PodSettings);
+
+        let shared_format = node_trace_spec(pods, SpecFormat::Shared);
+        assert_eq!(shared_format.format(), SpecFormat::Shared);
+        assert_eq!(
+            shared_format.pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!((shared_format.settings, shared_format.pod_settings.len()), (None, 0));
+        assert!(shared_format.pods.iter().all(|p| p.settings_key.is_none()));
     }
 
     #[test]
@@ -217,18 +252,21 @@ mod tests {
             let pod = TracedPod { uid: name.into(), name: name.into(), ..Default::default() };
             (pod, Preset::Standard.spec())
         };
-        let spec = node_trace_spec(vec![pod("a"), pod("b"), pod("c")]);
+        let spec = node_trace_spec(vec![pod("a"), pod("b"), pod("c")], SpecFormat::PodSettings);
         assert_eq!(spec.pod_settings.len(), 1);
         assert_eq!(spec.pod_settings[0].key, settings_key(&Preset::Standard.spec()));
-        assert!(spec.pods.iter().all(|p| p.settings_key == spec.pod_settings[0].key));
-        assert_eq!(spec.settings, Preset::Standard.spec());
-        let stray = TracedPod { settings_key: "0000000000000000".into(), ..Default::default() };
-        assert_eq!(spec.settings_of(&stray), None);
+        assert!(
+            spec.pods.iter().all(|p| p.settings_key.as_ref() == Some(&spec.pod_settings[0].key))
+        );
+        assert_eq!(spec.settings, Some(Preset::Standard.spec()));
+        let stray =
+            TracedPod { settings_key: Some("0000000000000000".into()), ..Default::default() };
+        assert!(spec.settings_for(&stray, &shared()).is_err());
     }
 
     #[test]
     fn node_without_pods_gets_default_settings() {
-        let spec = node_trace_spec(vec![]);
+        let spec = node_trace_spec(vec![], SpecFormat::PodSettings);
         assert!(spec.pods.is_empty() && spec.requested_by().is_empty());
     }
 }

@@ -2,15 +2,24 @@
 //! achieved (status, by the agent). One object per node, so hundreds of agents never write the
 //! same object; the operator rolls the statuses up into each PodTrace.
 //!
+//! Two spec formats; the operator writes the second only to a node whose agent reports that it
+//! reads it (`status.specFormat: 2`), so an agent of an older version never gets a spec it
+//! cannot use ([`SpecFormat`]):
+//!
 //! ```text
+//!  format 2 (shared):
+//!  spec.pods[]   "ns/name uid=… owner=ReplicaSet by=ns/pt …" ──by=──► PodTraceProfile ns/pt
+//!                                                                       └─► MonitoringProfile
+//!  format 1 (settings per node; what earlier agents read):
 //!  spec.settings         node-wide merge (which probes the agent loads)
 //!  spec.podSettings[]    {key, settings}: each distinct per-pod merge once, key = its hash
 //!  spec.pods[]           "ns/name uid=… settings=<key> …" ──refers to──► podSettings[key]
 //! ```
 //!
-//! Pods are one line of text each ([`TracedPod`]'s `Display`), not objects: the API server's
-//! cost per write follows the number of JSON values, and a PodTrace change rewrites every
-//! NodeTrace its pods are on.
+//! In format 2 a NodeTrace holds no settings at all: a profile edit writes one PodTraceProfile
+//! (or, for a MonitoringProfile, nothing) instead of every NodeTrace its pods are on. Pods are
+//! one line of text each ([`TracedPod`]'s `Display`), not objects: the API server's cost per
+//! write follows the number of JSON values, and pods still change one node at a time.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -18,11 +27,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::profile::MonitoringProfileSpec;
-use crate::status::{AttachMethod, PodAttachReason, PodAttachState, ProbeStatus};
+use crate::merge::merge_profiles;
+use crate::podtraceprofile::{SettingsError, SharedSettings};
+use crate::profile::{MonitoringProfileSpec, without_cel_rules};
+use crate::status::{
+    AttachMethod, PodAttachReason, PodAttachState, ProbeStatus, from_name, name_of,
+};
 
-/// Spec of a NodeTrace, owned by the operator: every traced pod on the node with its containers,
-/// and each distinct merged settings once. Named after the node.
+/// Spec of a NodeTrace, owned by the operator: every traced pod on the node with its containers
+/// and the PodTraces that select it (format 2), or with its merged settings (format 1). Named
+/// after the node.
 #[allow(
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) repeats the keys name/type_/json_path; clippy reads them as duplicates"
@@ -38,9 +52,10 @@ use crate::status::{AttachMethod, PodAttachReason, PodAttachState, ProbeStatus};
     status = "NodeTraceStatus",
     derive = "PartialEq",
     doc = "NodeTrace is the podtrace agent configuration of one node, named after the node. The \
-           operator writes its spec (the traced pods on the node and their merged settings); the \
-           node's agent writes its status (kernel features, how each probe attached, per-pod results, \
-           heartbeat). Users read it; they do not edit it.",
+           operator writes its spec (the traced pods on the node and the PodTraces that select each; \
+           their settings are in the PodTraceProfiles of those PodTraces); the node's agent writes \
+           its status (kernel features, how each probe attached, per-pod results, heartbeat). Users \
+           read it; they do not edit it.",
     printcolumn(name = "Pods", type_ = "integer", json_path = ".status.trackedPods"),
     printcolumn(name = "Attached", type_ = "integer", json_path = ".status.attachedPods"),
     printcolumn(name = "Series", type_ = "integer", json_path = ".status.series", priority = 1),
@@ -49,15 +64,14 @@ use crate::status::{AttachMethod, PodAttachReason, PodAttachState, ProbeStatus};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTraceSpec {
-    /// The node-wide merge of every traced pod's settings: the union of collectors and probes,
-    /// the smallest interval and the largest history. It decides which probes the agent loads.
-    #[serde(default)]
+    /// Format 1 only (absent in format 2): the node-wide merge of every traced pod's settings,
+    /// the union of collectors and probes, the smallest interval and the largest history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = without_cel_rules)]
-    pub settings: MonitoringProfileSpec,
-    /// The distinct merged settings of the pods of this node, sorted by key; each pod names its
-    /// entry in `settingsKey`. Pods selected by the same PodTraces share one entry, so a node of
-    /// 100 pods carries a handful of settings instead of 100 copies.
-    #[serde(default)]
+    pub settings: Option<MonitoringProfileSpec>,
+    /// Format 1 only (absent in format 2): the distinct merged settings of the pods of this
+    /// node, sorted by key; a pod line names its entry with settings=.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 2048), transform = without_cel_rules)]
     // Atomic for the same reason as pods: written whole by the operator only.
     #[x_kube(merge_strategy = ListMerge::Atomic)]
@@ -72,27 +86,6 @@ pub struct NodeTraceSpec {
     pub pods: Vec<TracedPod>,
 }
 
-/// Removes the CEL rules of embedded profiles from a NodeTrace schema.
-///
-/// The operator writes NodeTraces from profiles the API server has already validated, and the
-/// per-pod copies of the profile rules would multiply their estimated cost past the API server's
-/// CRD budget ("estimated rule cost exceeds budget"), so the NodeTrace CRD carries none.
-fn without_cel_rules(schema: &mut schemars::Schema) {
-    fn strip(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Object(map) => {
-                map.remove("x-kubernetes-validations");
-                map.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut value = serde_json::Value::from(std::mem::take(schema));
-    strip(&mut value);
-    *schema = value.try_into().expect("a schema stays a schema without its CEL rules");
-}
-
 impl NodeTraceSpec {
     /// Every PodTrace that selects a pod on this node (the union of the pods' `by=`).
     ///
@@ -102,10 +95,86 @@ impl NodeTraceSpec {
         self.pods.iter().flat_map(|p| &p.requested_by).collect()
     }
 
-    /// The settings `pod` refers to by `settingsKey`; `None` when no entry of `podSettings` has
-    /// that key (the agent then reports the pod Failed with reason `SettingsNotFound`).
-    pub fn settings_of(&self, pod: &TracedPod) -> Option<&MonitoringProfileSpec> {
-        self.pod_settings.iter().find(|s| s.key == pod.settings_key).map(|s| &s.settings)
+    /// The settings of `pod`: in format 1 the entry of `podSettings` its `settings=` names; in
+    /// format 2 the merge of what the PodTraceProfile of each PodTrace in its `by=` gives a pod
+    /// of its owner kind, MonitoringProfiles looked up in `shared`.
+    pub fn settings_for(
+        &self,
+        pod: &TracedPod,
+        shared: &SharedSettings,
+    ) -> Result<MonitoringProfileSpec, SettingsError> {
+        if let Some(key) = &pod.settings_key {
+            return self
+                .pod_settings
+                .iter()
+                .find(|s| s.key == *key)
+                .map(|s| s.settings.clone())
+                .ok_or_else(|| SettingsError::NotInPodSettings { key: key.clone() });
+        }
+        let mut each = Vec::with_capacity(pod.requested_by.len());
+        for podtrace in &pod.requested_by {
+            let ptp = shared.podtrace_profiles.get(podtrace).ok_or_else(|| {
+                SettingsError::PodTraceProfileMissing { podtrace: podtrace.clone() }
+            })?;
+            let choice = ptp.choice_for(pod.owner_kind.as_deref()).ok_or_else(|| {
+                SettingsError::NoChoice {
+                    podtrace: podtrace.clone(),
+                    owner_kind: pod.owner_kind.clone(),
+                }
+            })?;
+            let settings = match (&choice.profile_ref, &choice.profile) {
+                (Some(r), _) => shared.monitoring_profiles.get(&r.name).ok_or_else(|| {
+                    SettingsError::MonitoringProfileMissing {
+                        name: r.name.clone(),
+                        podtrace: podtrace.clone(),
+                    }
+                })?,
+                (None, Some(inline)) => inline,
+                // The schema requires one of the two; an entry with neither applies nothing.
+                (None, None) => {
+                    return Err(SettingsError::NoChoice {
+                        podtrace: podtrace.clone(),
+                        owner_kind: pod.owner_kind.clone(),
+                    });
+                }
+            };
+            each.push(settings);
+        }
+        merge_profiles(each).ok_or(SettingsError::NoPodTrace)
+    }
+
+    /// The format this spec is written in: 1 when a pod line names a settings key or the spec
+    /// carries settings, 2 otherwise.
+    pub fn format(&self) -> SpecFormat {
+        let legacy = self.settings.is_some()
+            || !self.pod_settings.is_empty()
+            || self.pods.iter().any(|p| p.settings_key.is_some());
+        if legacy { SpecFormat::PodSettings } else { SpecFormat::Shared }
+    }
+}
+
+/// The formats of a NodeTrace spec. An agent reports the newest it reads in
+/// `status.specFormat`; the operator writes a node's NodeTrace in that format, and in format 1
+/// while the agent has not reported one (agents before format 2 do not write the field), so a
+/// rolling upgrade never hands an agent a spec it cannot read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpecFormat {
+    /// Format 1: settings in the NodeTrace (`settings`, `podSettings`, `settings=` per pod).
+    PodSettings = 1,
+    /// Format 2: pods name their PodTraces (`by=`), whose PodTraceProfiles hold the settings.
+    Shared = 2,
+}
+
+impl SpecFormat {
+    /// The newest format this version writes and reads.
+    pub const NEWEST: SpecFormat = SpecFormat::Shared;
+
+    /// The format an agent that reported `status.specFormat` reads (1 when it reported none).
+    pub fn read_by(reported: Option<i32>) -> SpecFormat {
+        match reported {
+            Some(n) if n >= SpecFormat::Shared as i32 => SpecFormat::Shared,
+            _ => SpecFormat::PodSettings,
+        }
     }
 }
 
@@ -125,8 +194,10 @@ pub struct PodSettings {
 /// In the NodeTrace it is one line of text, not a nested object (see [`TracedPod`]'s `Display`):
 ///
 /// ```text
-/// shop/web-7d9c5-x2x4z uid=6f1c0b9e-… settings=9c1e2d3a4b5c6d7e qos=Burstable profiles=standard by=shop/web container:app=containerd://4f2a… label:app=web
+/// shop/web-7d9c5-x2x4z uid=6f1c0b9e-… qos=Burstable owner=ReplicaSet by=shop/web container:app=containerd://4f2a… label:app=web
 /// ```
+///
+/// (Format 1 lines carry `settings=<key>` and `profiles=<names>` instead of `owner=`.)
 ///
 /// Why a line: the API server's work per write grows with the number of JSON values in the
 /// object (decoding, defaulting, pruning, schema validation, managed fields, encoding, each over
@@ -149,11 +220,14 @@ pub struct TracedPod {
     pub containers: Vec<TracedContainer>,
     /// Pod labels copied onto the pod's series (only the keys of the profile's allow-list).
     pub labels: BTreeMap<String, String>,
-    /// Names of the effective profiles merged for this pod.
+    /// Kind of the pod's controlling owner (for example ReplicaSet): which entry of a
+    /// PodTraceProfile applies to the pod.
+    pub owner_kind: Option<String>,
+    /// Format 1 only: names of the effective profiles merged for this pod.
     pub profiles: Vec<String>,
-    /// The key of this pod's entry in `spec.podSettings`: the merge of the effective profiles
-    /// of every PodTrace that selects it.
-    pub settings_key: String,
+    /// Format 1 only: the key of this pod's entry in `spec.podSettings`, the merge of the
+    /// effective profiles of every PodTrace that selects it.
+    pub settings_key: Option<String>,
     /// The PodTraces that select this pod.
     pub requested_by: Vec<PodTraceRef>,
 }
@@ -177,7 +251,7 @@ pub struct PodTraceRef {
     pub name: String,
 }
 
-/// A [`TracedPod`] or [`PodTraceRef`] line that does not parse.
+/// A [`TracedPod`], [`PodTraceRef`] or [`PodResult`] line that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{what} {line:?}: {problem}")]
 pub struct ParseError {
@@ -197,13 +271,15 @@ impl ParseError {
 /// label keys and values, runtime IDs, hex keys).
 impl std::fmt::Display for TracedPod {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{} uid={} settings={}",
-            self.namespace, self.name, self.uid, self.settings_key
-        )?;
+        write!(f, "{}/{} uid={}", self.namespace, self.name, self.uid)?;
+        if let Some(key) = &self.settings_key {
+            write!(f, " settings={key}")?;
+        }
         if let Some(qos) = &self.qos_class {
             write!(f, " qos={qos}")?;
+        }
+        if let Some(kind) = &self.owner_kind {
+            write!(f, " owner={kind}")?;
         }
         if !self.profiles.is_empty() {
             write!(f, " profiles={}", self.profiles.join(","))?;
@@ -256,8 +332,9 @@ impl std::str::FromStr for TracedPod {
                 let list = || value.split(',').filter(|v| !v.is_empty());
                 match key {
                     "uid" => pod.uid = value.to_owned(),
-                    "settings" => pod.settings_key = value.to_owned(),
+                    "settings" => pod.settings_key = Some(value.to_owned()),
                     "qos" => pod.qos_class = Some(value.to_owned()),
+                    "owner" => pod.owner_kind = Some(value.to_owned()),
                     "profiles" => pod.profiles = list().map(str::to_owned).collect(),
                     "by" => {
                         pod.requested_by = list()
@@ -269,8 +346,8 @@ impl std::str::FromStr for TracedPod {
                 }
             }
         }
-        if pod.uid.is_empty() || pod.settings_key.is_empty() {
-            return Err(err("uid= and settings= are required".into()));
+        if pod.uid.is_empty() {
+            return Err(err("uid= is required".into()));
         }
         Ok(pod)
     }
@@ -323,13 +400,14 @@ impl JsonSchema for TracedPod {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^[^ /]+/[^ /]+ uid=[^ ]+ settings=[^ ]+( [^ ]+)*$",
-            "description": "A traced pod, one line: `<namespace>/<name> uid=<uid> settings=<settingsKey> [qos=<QoS class>] \
-        [profiles=<profile>,…] [by=<namespace>/<PodTrace>,…] [container:<name>[=<runtime ID>]]… \
-        [label:<key>=<value>]…`. settings names the pod's entry of spec.podSettings; the runtime ID \
-        is absent while the container has not started; labels are those of the profile's \
-        allow-list. One line per pod instead of an object keeps each write of a NodeTrace cheap for \
-        the API server."
+            "pattern": "^[^ /]+/[^ /]+ uid=[^ ]+( [^ ]+)*$",
+            "description": "A traced pod, one line: `<namespace>/<name> uid=<uid> [qos=<QoS class>] \
+        [owner=<owner kind>] [by=<namespace>/<PodTrace>,…] [container:<name>[=<runtime ID>]]… \
+        [label:<key>=<value>]…`. The pod's settings are the merge of what the PodTraceProfile of \
+        each PodTrace in by= gives a pod of its owner kind (format 2); a line of format 1 has \
+        settings=<key> naming an entry of spec.podSettings instead. The runtime ID is absent while \
+        the container has not started; labels are those of the profiles' allow-lists. One line per \
+        pod instead of an object keeps each write of a NodeTrace cheap for the API server."
         })
     }
 }
@@ -345,6 +423,11 @@ impl Serialize for PodTraceRef {
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTraceStatus {
+    /// The newest spec format the agent reads (2: pods name their PodTraces, whose
+    /// PodTraceProfiles hold the settings). Absent: 1, settings in the NodeTrace. The operator
+    /// writes each node's spec in the format its agent reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_format: Option<i32>,
     /// The metadata.generation of the spec the agent has applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -360,9 +443,15 @@ pub struct NodeTraceStatus {
     /// How each probe attached, or why it could not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<ProbeStatus>,
-    /// Per traced pod: attached, pending or failed, with the reason.
+    /// Per traced pod: attached, pending or failed, with the reason. Written by agents whose
+    /// NodeTrace is in spec format 1 (podResults with format 2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<PodAttachStatus>,
+    /// The same as pods, one line per pod: written instead of pods by agents whose NodeTrace is
+    /// in spec format 2 (an operator writes that format only if it reads this field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2048))]
+    pub pod_results: Vec<PodResult>,
     /// Number of pods in spec.pods the agent knows of.
     #[serde(default)]
     pub tracked_pods: i32,
@@ -382,6 +471,122 @@ pub struct NodeTraceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+impl NodeTraceStatus {
+    /// Every pod's result, from whichever list the agent wrote (`pods` or `podResults`).
+    pub fn attach_results(&self) -> impl Iterator<Item = &PodAttachStatus> {
+        self.pods.iter().chain(self.pod_results.iter().map(|r| &r.0))
+    }
+
+    /// The status as written with a spec of `format`: the pod results as objects (`pods`) for
+    /// format 1, which every operator reads, or as lines (`podResults`) for format 2, which
+    /// only an operator that writes format 2 does.
+    ///
+    /// Why lines: every write of a NodeTrace, the operator's spec writes included, costs the
+    /// API server work per JSON value of the whole object, and 100 pod results as objects
+    /// (4 to 6 values each) doubled the cost of a 100-pod NodeTrace write (about 24 ms of
+    /// API-server CPU against 12 without them, measured on the e2e control plane).
+    pub fn for_format(mut self, format: SpecFormat) -> Self {
+        let all: Vec<PodAttachStatus> = std::mem::take(&mut self.pods)
+            .into_iter()
+            .chain(std::mem::take(&mut self.pod_results).into_iter().map(|r| r.0))
+            .collect();
+        match format {
+            SpecFormat::PodSettings => self.pods = all,
+            SpecFormat::Shared => self.pod_results = all.into_iter().map(PodResult).collect(),
+        }
+        self
+    }
+}
+
+/// A pod's result as one line of `status.podResults`:
+///
+/// ```text
+/// shop/web-7d9c5 uid=6f1c0b9e-… Pending reason=CgroupNotFound message=no cgroup at /kubepods…; retrying
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodResult(pub PodAttachStatus);
+
+impl std::fmt::Display for PodResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.0;
+        write!(f, "{}/{} uid={} {}", p.namespace, p.name, p.uid, name_of(&p.state))?;
+        if let Some(reason) = &p.reason {
+            write!(f, " reason={}", name_of(reason))?;
+        }
+        if let Some(message) = &p.message {
+            // Last: the message is free text and may hold spaces. A line break would end the
+            // line (and the schema's pattern refuses it): a space instead.
+            write!(f, " message={}", message.replace(['\n', '\r'], " "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for PodResult {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let err = |problem: String| ParseError::new("pod result", line, problem);
+        let (head, message) = match line.split_once(" message=") {
+            Some((head, message)) => (head, Some(message.to_owned())),
+            None => (line, None),
+        };
+        let mut tokens = head.split(' ').filter(|t| !t.is_empty());
+        let first = tokens.next().ok_or_else(|| err("empty".into()))?;
+        let (namespace, name) =
+            split_ref(first).ok_or_else(|| err("does not start with namespace/name".into()))?;
+        let uid = tokens
+            .next()
+            .and_then(|t| t.strip_prefix("uid="))
+            .ok_or_else(|| err("uid= must follow the name".into()))?
+            .to_owned();
+        let state = tokens.next().and_then(from_name).ok_or_else(|| {
+            err("the state (Attached, Pending or Failed) must follow uid=".into())
+        })?;
+        let mut reason = None;
+        for token in tokens {
+            // Other keys are a newer agent's fields: read the rest.
+            if let Some(("reason", r)) = token.split_once('=') {
+                reason = Some(from_name(r).ok_or_else(|| err(format!("unknown reason {r:?}")))?);
+            }
+        }
+        Ok(PodResult(PodAttachStatus { uid, namespace, name, state, reason, message }))
+    }
+}
+
+/// As its line.
+impl Serialize for PodResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// From its line.
+impl<'de> Deserialize<'de> for PodResult {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let line = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        line.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string that documents the line for `kubectl explain`. The pattern lets the API server
+/// refuse a line the operator could not read (as for [`TracedPod`]), instead of the operator
+/// failing to decode the whole NodeTrace.
+impl JsonSchema for PodResult {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PodResult".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[^ /]+/[^ /]+ uid=[^ ]+ (Attached|Pending|Failed)( .*)?$",
+            "description": "A traced pod's result, one line: `<namespace>/<name> uid=<uid> <Attached|Pending|Failed> \
+        [reason=<reason>] [message=<details, to the end of the line>]`. One line per pod instead of \
+        an object keeps each write of a NodeTrace cheap for the API server."
+        })
+    }
 }
 
 /// Kernel capabilities found by the agent.
@@ -432,8 +637,16 @@ pub struct PodAttachStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::podtrace::ProfileRef;
+    use crate::podtraceprofile::{PodTraceProfileSpec, ProfileChoice};
+    use crate::presets::Preset;
     use proptest::prelude::*;
 
+    fn by(names: &[&str]) -> Vec<PodTraceRef> {
+        names.iter().map(|n| PodTraceRef { namespace: "shop".into(), name: (*n).into() }).collect()
+    }
+
+    /// A pod of format 2: it names its PodTraces and its owner kind.
     fn web() -> TracedPod {
         TracedPod {
             uid: "6f1c0b9e-0000-4000-8000-000000000001".into(),
@@ -449,12 +662,10 @@ mod tests {
             ],
             labels: [("app.kubernetes.io/name".into(), "web".into()), ("tier".into(), "".into())]
                 .into(),
-            profiles: vec!["standard".into(), "intensive".into()],
-            settings_key: "9c1e2d3a4b5c6d7e".into(),
-            requested_by: vec![
-                PodTraceRef { namespace: "shop".into(), name: "web".into() },
-                PodTraceRef { namespace: "shop".into(), name: "all".into() },
-            ],
+            owner_kind: Some("ReplicaSet".into()),
+            profiles: vec![],
+            settings_key: None,
+            requested_by: by(&["web", "all"]),
         }
     }
 
@@ -463,8 +674,8 @@ mod tests {
         let json = serde_json::to_value(web()).unwrap();
         assert_eq!(
             json,
-            "shop/web-7d9c5-x2x4z uid=6f1c0b9e-0000-4000-8000-000000000001 settings=9c1e2d3a4b5c6d7e \
-             qos=Burstable profiles=standard,intensive by=shop/web,shop/all \
+            "shop/web-7d9c5-x2x4z uid=6f1c0b9e-0000-4000-8000-000000000001 qos=Burstable \
+             owner=ReplicaSet by=shop/web,shop/all \
              container:app=containerd://4f2a container:init-db \
              label:app.kubernetes.io/name=web label:tier="
         );
@@ -473,28 +684,55 @@ mod tests {
             uid: "u".into(),
             namespace: "n".into(),
             name: "p".into(),
-            settings_key: "k".into(),
             ..Default::default()
         };
-        assert_eq!(minimal.to_string(), "n/p uid=u settings=k");
-        assert_eq!("n/p  uid=u settings=k ".parse::<TracedPod>().unwrap(), minimal);
+        assert_eq!(minimal.to_string(), "n/p uid=u");
+        assert_eq!("n/p  uid=u ".parse::<TracedPod>().unwrap(), minimal);
         let spec = NodeTraceSpec { pods: vec![web(), minimal], ..Default::default() };
         let json = serde_json::to_value(&spec).unwrap();
-        assert_eq!(json["pods"][1], "n/p uid=u settings=k");
+        assert_eq!(
+            json,
+            serde_json::json!({"pods": [web().to_string(), "n/p uid=u"]}),
+            "no settings"
+        );
         assert_eq!(serde_json::from_value::<NodeTraceSpec>(json).unwrap(), spec);
         let by: Vec<String> = spec.requested_by().iter().map(|r| r.to_string()).collect();
         assert_eq!(by, ["shop/all", "shop/web"]);
+        assert_eq!(spec.format(), SpecFormat::Shared);
+    }
+
+    /// Format 1 is what agents of earlier versions read: its line has settings= (which those
+    /// agents require) and profiles=, and reads back the same.
+    #[test]
+    fn a_format_1_line_keeps_its_settings_key_and_profiles() {
+        let legacy = TracedPod {
+            owner_kind: None,
+            profiles: vec!["standard".into(), "intensive".into()],
+            settings_key: Some("9c1e2d3a4b5c6d7e".into()),
+            ..web()
+        };
+        let line = legacy.to_string();
+        assert!(
+            line.starts_with(
+                "shop/web-7d9c5-x2x4z uid=6f1c0b9e-0000-4000-8000-000000000001 settings=9c1e2d3a4b5c6d7e \
+                 qos=Burstable profiles=standard,intensive by=shop/web,shop/all "
+            ),
+            "{line}"
+        );
+        assert_eq!(line.parse::<TracedPod>().unwrap(), legacy);
+        let spec = NodeTraceSpec { pods: vec![legacy], ..Default::default() };
+        assert_eq!(spec.format(), SpecFormat::PodSettings);
     }
 
     #[test]
     fn broken_lines_are_errors_that_quote_the_line_and_unknown_fields_are_skipped() {
         for (line, problem) in [
             ("", "empty"),
-            ("shop uid=u settings=k", "does not start with namespace/name"),
-            ("shop/web settings=k", "uid= and settings= are required"),
-            ("shop/web uid=u settings=k qos", "token without '=': qos"),
-            ("shop/web uid=u settings=k label:tier", "label without '=': label:tier"),
-            ("shop/web uid=u settings=k by=shop", "PodTrace \"shop\": is not namespace/name"),
+            ("shop uid=u", "does not start with namespace/name"),
+            ("shop/web settings=k", "uid= is required"),
+            ("shop/web uid=u qos", "token without '=': qos"),
+            ("shop/web uid=u label:tier", "label without '=': label:tier"),
+            ("shop/web uid=u by=shop", "PodTrace \"shop\": is not namespace/name"),
         ] {
             let e = line.parse::<TracedPod>().unwrap_err().to_string();
             assert!(e.starts_with(&format!("pod {line:?}: ")) && e.ends_with(problem), "{e}");
@@ -503,6 +741,173 @@ mod tests {
         assert_eq!(later.to_string(), "n/p uid=u settings=k");
         let e = serde_json::from_value::<TracedPod>(serde_json::json!({"uid": "u"})).unwrap_err();
         assert!(e.to_string().contains("expected"), "{e}");
+    }
+
+    fn shared() -> SharedSettings {
+        let choice = |kinds: &[&str], name: Option<&str>, inline: Option<MonitoringProfileSpec>| {
+            ProfileChoice {
+                owner_kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                profile_ref: name.map(|n| ProfileRef { name: n.into() }),
+                profile: inline,
+            }
+        };
+        let automatic = PodTraceProfileSpec {
+            profiles: vec![
+                choice(&["ReplicaSet"], Some("daemon"), None),
+                choice(&[], None, Some(Preset::Standard.spec())),
+            ],
+        };
+        let fast = PodTraceProfileSpec { profiles: vec![choice(&[], Some("fast"), None)] };
+        let fast_spec = MonitoringProfileSpec { interval: "2s".into(), ..Preset::Minimal.spec() };
+        SharedSettings {
+            podtrace_profiles: [
+                (by(&["all"])[0].clone(), automatic),
+                (by(&["web"])[0].clone(), fast),
+            ]
+            .into(),
+            monitoring_profiles: [
+                ("daemon".to_string(), Preset::Daemon.spec()),
+                ("fast".to_string(), fast_spec),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn a_pod_gets_the_merge_of_its_podtraces_profiles_for_its_owner_kind() {
+        let shared = shared();
+        let spec = NodeTraceSpec::default();
+        let got = spec.settings_for(&web(), &shared).unwrap();
+        let fast = &shared.monitoring_profiles["fast"];
+        assert_eq!(got, merge_profiles([fast, &Preset::Daemon.spec()]).unwrap());
+        assert_eq!(got.interval, "2s");
+        let bare = TracedPod { owner_kind: None, requested_by: by(&["all"]), ..web() };
+        assert_eq!(spec.settings_for(&bare, &shared).unwrap(), Preset::Standard.spec());
+    }
+
+    #[test]
+    fn a_missing_shared_object_is_named_and_transient_and_a_missing_key_is_not() {
+        let mut shared = shared();
+        let spec = NodeTraceSpec::default();
+        shared.monitoring_profiles.remove("fast");
+        let e = spec.settings_for(&web(), &shared).unwrap_err();
+        assert_eq!(
+            e,
+            SettingsError::MonitoringProfileMissing {
+                name: "fast".into(),
+                podtrace: by(&["web"])[0].clone()
+            }
+        );
+        assert!(e.is_transient());
+        shared.podtrace_profiles.clear();
+        let e = spec.settings_for(&web(), &shared).unwrap_err();
+        assert!(e.to_string().starts_with("PodTraceProfile shop/web not seen yet"), "{e}");
+        let nobody = TracedPod { requested_by: vec![], ..web() };
+        assert_eq!(spec.settings_for(&nobody, &shared), Err(SettingsError::NoPodTrace));
+
+        let legacy = NodeTraceSpec {
+            pod_settings: vec![PodSettings { key: "k".into(), settings: Preset::Batch.spec() }],
+            ..Default::default()
+        };
+        let keyed = |k: &str| TracedPod { settings_key: Some(k.into()), ..web() };
+        assert_eq!(legacy.settings_for(&keyed("k"), &shared), Ok(Preset::Batch.spec()));
+        let e = legacy.settings_for(&keyed("gone"), &shared).unwrap_err();
+        assert!(!e.is_transient() && e.to_string().contains("\"gone\""), "{e}");
+    }
+
+    #[test]
+    fn an_agent_reads_format_2_only_once_it_reports_it() {
+        assert_eq!(SpecFormat::read_by(None), SpecFormat::PodSettings);
+        assert_eq!(SpecFormat::read_by(Some(1)), SpecFormat::PodSettings);
+        assert_eq!(SpecFormat::read_by(Some(2)), SpecFormat::Shared);
+        assert_eq!(SpecFormat::read_by(Some(3)), SpecFormat::Shared, "a newer agent reads 2 too");
+        let status: NodeTraceStatus =
+            serde_json::from_value(serde_json::json!({"trackedPods": 1})).unwrap();
+        assert_eq!(status.spec_format, None, "what an earlier agent writes");
+    }
+
+    #[test]
+    fn relevant_shared_settings_are_those_the_pods_name() {
+        let shared = shared();
+        let spec = NodeTraceSpec {
+            pods: vec![TracedPod { requested_by: by(&["web", "gone"]), ..web() }],
+            ..Default::default()
+        };
+        let relevant = shared.relevant_to(&spec);
+        assert_eq!(relevant.podtrace_profiles.keys().cloned().collect::<Vec<_>>(), by(&["web"]));
+        assert_eq!(relevant.monitoring_profiles.keys().collect::<Vec<_>>(), ["fast"]);
+        let legacy = NodeTraceSpec {
+            pods: vec![TracedPod { settings_key: Some("k".into()), ..web() }],
+            ..Default::default()
+        };
+        assert_eq!(shared.relevant_to(&legacy), SharedSettings::default());
+    }
+
+    #[test]
+    fn a_pod_result_is_one_line_with_the_message_last_and_reads_back_whole() {
+        let pending = PodAttachStatus {
+            uid: "u-1".into(),
+            namespace: "shop".into(),
+            name: "web".into(),
+            state: PodAttachState::Pending,
+            reason: Some(PodAttachReason::CgroupNotFound),
+            message: Some("no cgroup at /kubepods/x (and 3 other paths); retrying".into()),
+        };
+        let line = PodResult(pending.clone()).to_string();
+        assert_eq!(
+            line,
+            "shop/web uid=u-1 Pending reason=CgroupNotFound message=no cgroup at /kubepods/x (and 3 other paths); retrying"
+        );
+        assert_eq!(line.parse::<PodResult>().unwrap().0, pending);
+        let attached = PodAttachStatus {
+            state: PodAttachState::Attached,
+            reason: None,
+            message: None,
+            ..pending
+        };
+        assert_eq!(PodResult(attached.clone()).to_string(), "shop/web uid=u-1 Attached");
+        let two_lines = PodAttachStatus { message: Some("first\nsecond".into()), ..attached };
+        assert_eq!(
+            PodResult(two_lines).to_string(),
+            "shop/web uid=u-1 Attached message=first second",
+            "one line whatever the message"
+        );
+        for (line, problem) in [
+            ("shop/web Attached", "uid= must follow the name"),
+            ("shop/web uid=u Sleeping", "the state (Attached, Pending or Failed) must follow uid="),
+            ("shop/web uid=u Failed reason=Gremlins", "unknown reason \"Gremlins\""),
+        ] {
+            let e = line.parse::<PodResult>().unwrap_err().to_string();
+            assert!(e.ends_with(problem), "{e}");
+        }
+    }
+
+    /// Format 1 statuses keep the objects every operator reads; format 2 statuses carry the
+    /// same results as lines, and either reads back through `attach_results`.
+    #[test]
+    fn a_status_puts_its_results_where_the_spec_format_says() {
+        let result = |name: &str| PodAttachStatus {
+            uid: format!("u-{name}"),
+            namespace: "shop".into(),
+            name: name.into(),
+            state: PodAttachState::Attached,
+            reason: None,
+            message: None,
+        };
+        let status = NodeTraceStatus { pods: vec![result("a"), result("b")], ..Default::default() };
+        let lines = status.clone().for_format(SpecFormat::Shared);
+        assert!(lines.pods.is_empty());
+        let json = serde_json::to_value(&lines).unwrap();
+        assert_eq!(
+            json["podResults"],
+            serde_json::json!(["shop/a uid=u-a Attached", "shop/b uid=u-b Attached"])
+        );
+        let read: NodeTraceStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            read.attach_results().collect::<Vec<_>>(),
+            status.attach_results().collect::<Vec<_>>()
+        );
+        assert_eq!(read.for_format(SpecFormat::PodSettings), status);
     }
 
     fn token() -> impl Strategy<Value = String> {
@@ -514,15 +919,17 @@ mod tests {
         /// runtime IDs never hold a space, a comma or (names) an `=`.
         #[test]
         fn every_pod_reads_back_equal(
-            namespace in token(), name in token(), uid in token(), key in "[0-9a-f]{16}",
+            namespace in token(), name in token(), uid in token(),
+            key in proptest::option::of("[0-9a-f]{16}"),
             qos in proptest::option::of("Guaranteed|Burstable|BestEffort"),
+            owner in proptest::option::of("[A-Z][a-zA-Z]{0,12}"),
             containers in proptest::collection::vec((token(), proptest::option::of("containerd://[0-9a-f]{8}")), 0..4),
             labels in proptest::collection::btree_map("([a-z0-9.]{1,8}/)?[a-z0-9]{1,8}", "[a-z0-9._-]{0,8}", 0..4),
             profiles in proptest::collection::vec(token(), 0..3),
             by in proptest::collection::vec((token(), token()), 0..3),
         ) {
             let pod = TracedPod {
-                uid, namespace, name, qos_class: qos, settings_key: key, profiles, labels,
+                uid, namespace, name, qos_class: qos, owner_kind: owner, settings_key: key, profiles, labels,
                 containers: containers.into_iter().map(|(name, runtime_id)| TracedContainer { name, runtime_id }).collect(),
                 requested_by: by.into_iter().map(|(namespace, name)| PodTraceRef { namespace, name }).collect(),
             };

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::profile::MonitoringProfileSpec;
-use crate::status::{PodAttachReason, ProbeStatus};
+use crate::status::{AttachMethod, PodAttachReason, ProbeState, ProbeStatus, from_name, name_of};
 
 /// The CEL check that `$x` is a Kubernetes label key: an optional DNS-subdomain prefix of at
 /// most 253 characters and `/`, then a name of at most 63 characters (what the API server
@@ -182,8 +182,10 @@ pub struct PodTraceStatus {
     /// every resource with a limit), each pod capped at its maxSeriesPerPod.
     #[serde(default)]
     pub series_estimate: i64,
-    /// Per node: how many of the matched pods the agent has attached to, and why any are not.
+    /// Per node, one line each: how many of the matched pods the agent has attached to, how
+    /// each requested probe attached, and why any pod is not attached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000))]
     pub nodes: Vec<NodeSummary>,
     /// Ready, Degraded and Paused, as standard Kubernetes conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -192,8 +194,19 @@ pub struct PodTraceStatus {
 }
 
 /// One node's part of a PodTrace, rolled up from that node's NodeTrace status.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+///
+/// In the PodTrace it is one line of text, not an object (see its `Display`):
+///
+/// ```text
+/// node-7 pods=3 attached=2 pending=1 failed=0 probes=tcpRtt:tp_btf,dns:cgroup_skb,fsBytes:Unavailable reasons=CgroupNotFound
+/// ```
+///
+/// Why a line: every write of a PodTrace, the user's edits included, costs the API server work
+/// per JSON value of the whole object, and a PodTrace over 100 nodes carried about 2,700 of
+/// them as objects (a node's probes with their states and methods): about 80 ms of API-server
+/// CPU per write, against under 10 ms as one line per node (docs/benchmarks.md). A status
+/// written by an earlier operator, with objects, still reads.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSummary {
     /// Node name.
     pub node: String,
@@ -205,10 +218,217 @@ pub struct NodeSummary {
     pub pending: i32,
     /// Pods the agent could not attach to.
     pub failed: i32,
-    /// How each probe attached on this node (method, or the reason it is unavailable).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// How each requested probe attached on this node: its method, or Unavailable (the
+    /// kernel's reason is in the node's NodeTrace status.probes).
     pub probes: Vec<ProbeStatus>,
     /// The distinct reasons of pending and failed pods on this node.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<PodAttachReason>,
+}
+
+impl std::fmt::Display for NodeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} pods={} attached={} pending={} failed={}",
+            self.node, self.pods, self.attached, self.pending, self.failed
+        )?;
+        for (i, p) in self.probes.iter().enumerate() {
+            let how = match (p.state, p.method) {
+                (ProbeState::Attached, Some(method)) => name_of(&method),
+                (state, _) => name_of(&state),
+            };
+            write!(f, "{}{}:{how}", if i == 0 { " probes=" } else { "," }, name_of(&p.probe))?;
+        }
+        for (i, r) in self.reasons.iter().enumerate() {
+            write!(f, "{}{}", if i == 0 { " reasons=" } else { "," }, name_of(r))?;
+        }
+        Ok(())
+    }
+}
+
+/// A node summary line that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("node summary {line:?}: {problem}")]
+pub struct SummaryParseError {
+    line: String,
+    problem: String,
+}
+
+impl std::str::FromStr for NodeSummary {
+    type Err = SummaryParseError;
+
+    fn from_str(line: &str) -> Result<Self, SummaryParseError> {
+        let err = |problem: String| SummaryParseError { line: line.to_owned(), problem };
+        let mut tokens = line.split(' ').filter(|t| !t.is_empty());
+        let node = tokens.next().ok_or_else(|| err("empty".into()))?;
+        let mut summary = NodeSummary { node: node.to_owned(), ..Default::default() };
+        for token in tokens {
+            let (key, value) =
+                token.split_once('=').ok_or_else(|| err(format!("token without '=': {token}")))?;
+            let count = || value.parse::<i32>().map_err(|_| err(format!("{key}= is not a count")));
+            let list = || value.split(',').filter(|v| !v.is_empty());
+            match key {
+                "pods" => summary.pods = count()?,
+                "attached" => summary.attached = count()?,
+                "pending" => summary.pending = count()?,
+                "failed" => summary.failed = count()?,
+                "probes" => {
+                    for item in list() {
+                        let unknown = || err(format!("unknown probe state {item:?}"));
+                        let (probe, how) = item.split_once(':').ok_or_else(unknown)?;
+                        let probe = from_name(probe).ok_or_else(unknown)?;
+                        let (state, method) = match from_name::<AttachMethod>(how) {
+                            Some(method) => (ProbeState::Attached, Some(method)),
+                            None => (from_name(how).ok_or_else(unknown)?, None),
+                        };
+                        summary.probes.push(ProbeStatus { probe, state, method, reason: None });
+                    }
+                }
+                "reasons" => {
+                    summary.reasons = list()
+                        .map(|r| from_name(r).ok_or_else(|| err(format!("unknown reason {r:?}"))))
+                        .collect::<Result<_, _>>()?
+                }
+                // A newer operator's field: read the rest.
+                _ => {}
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// As its line (`Display`).
+impl Serialize for NodeSummary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The object form an earlier operator wrote, still read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeSummaryObject {
+    node: String,
+    pods: i32,
+    attached: i32,
+    pending: i32,
+    failed: i32,
+    #[serde(default)]
+    probes: Vec<ProbeStatus>,
+    #[serde(default)]
+    reasons: Vec<PodAttachReason>,
+}
+
+/// From its line, or from the object an earlier operator wrote.
+impl<'de> Deserialize<'de> for NodeSummary {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either<'a> {
+            Line(std::borrow::Cow<'a, str>),
+            Object(NodeSummaryObject),
+        }
+        match Either::deserialize(d)? {
+            Either::Line(line) => line.parse().map_err(serde::de::Error::custom),
+            Either::Object(o) => Ok(NodeSummary {
+                node: o.node,
+                pods: o.pods,
+                attached: o.attached,
+                pending: o.pending,
+                failed: o.failed,
+                probes: o.probes,
+                reasons: o.reasons,
+            }),
+        }
+    }
+}
+
+/// A string that documents the line for `kubectl explain`.
+impl JsonSchema for NodeSummary {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NodeSummary".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "One node, one line: `<node> pods=<matched> attached=<n> pending=<n> failed=<n> \
+        [probes=<probe>:<attach method or Unavailable>,…] [reasons=<reason>,…]`: the matched pods on \
+        the node, how many the agent attached, has not attached yet and could not attach, how each \
+        requested probe attached (the kernel's reason for Unavailable is in the node's NodeTrace \
+        status.probes) and the distinct reasons of the pending and failed pods. One line per node \
+        instead of an object keeps each write of a PodTrace cheap for the API server."
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Probe;
+
+    fn summary() -> NodeSummary {
+        NodeSummary {
+            node: "node-7".into(),
+            pods: 3,
+            attached: 2,
+            pending: 1,
+            failed: 0,
+            probes: vec![
+                ProbeStatus {
+                    probe: Probe::TcpRtt,
+                    state: ProbeState::Attached,
+                    method: Some(AttachMethod::TpBtf),
+                    reason: None,
+                },
+                ProbeStatus {
+                    probe: Probe::FsBytes,
+                    state: ProbeState::Unavailable,
+                    method: None,
+                    reason: None,
+                },
+            ],
+            reasons: vec![PodAttachReason::CgroupNotFound, PodAttachReason::TrackedMapFull],
+        }
+    }
+
+    #[test]
+    fn a_node_summary_is_one_line_and_reads_back_whole() {
+        let json = serde_json::to_value(summary()).unwrap();
+        assert_eq!(
+            json,
+            "node-7 pods=3 attached=2 pending=1 failed=0 probes=tcpRtt:tp_btf,fsBytes:Unavailable \
+             reasons=CgroupNotFound,TrackedMapFull"
+        );
+        assert_eq!(serde_json::from_value::<NodeSummary>(json).unwrap(), summary());
+        let bare = NodeSummary { node: "n".into(), pods: 1, ..Default::default() };
+        assert_eq!(bare.to_string(), "n pods=1 attached=0 pending=0 failed=0");
+        assert_eq!(bare.to_string().parse::<NodeSummary>().unwrap(), bare);
+    }
+
+    #[test]
+    fn the_object_an_earlier_operator_wrote_still_reads() {
+        let object = serde_json::json!({"node": "node-7", "pods": 3, "attached": 2, "pending": 1,
+            "failed": 0, "probes": [{"probe": "tcpRtt", "state": "Attached", "method": "tp_btf"},
+            {"probe": "fsBytes", "state": "Unavailable", "reason": "EPERM"}],
+            "reasons": ["CgroupNotFound", "TrackedMapFull"]});
+        let read: NodeSummary = serde_json::from_value(object).unwrap();
+        assert_eq!(read.probes[1].reason.as_deref(), Some("EPERM"));
+        assert_eq!(NodeSummary { probes: summary().probes, ..read }, summary());
+    }
+
+    #[test]
+    fn a_broken_line_is_an_error_that_quotes_it() {
+        for (line, problem) in [
+            ("n pods=x", "pods= is not a count"),
+            ("n pods", "token without '=': pods"),
+            ("n probes=tcpRtt:teleport", "unknown probe state \"tcpRtt:teleport\""),
+            ("n reasons=Sunspots", "unknown reason \"Sunspots\""),
+        ] {
+            let e = line.parse::<NodeSummary>().unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("node summary {line:?}: ")) && e.ends_with(problem),
+                "{e}"
+            );
+        }
+    }
 }

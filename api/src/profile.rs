@@ -350,6 +350,28 @@ impl Default for LabelSettings {
     }
 }
 
+/// Removes the CEL rules of a profile embedded in an object the operator writes (NodeTrace,
+/// PodTraceProfile).
+///
+/// The operator writes those from profiles the API server has already validated, and the
+/// copies of the profile rules in list items would multiply their estimated cost past the API
+/// server's CRD budget ("estimated rule cost exceeds budget"), so those CRDs carry none.
+pub(crate) fn without_cel_rules(schema: &mut schemars::Schema) {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove("x-kubernetes-validations");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::Value::from(std::mem::take(schema));
+    strip(&mut value);
+    *schema = value.try_into().expect("a schema stays a schema without its CEL rules");
+}
+
 impl MonitoringProfileSpec {
     /// The collection interval, parsed. The CRD schema guarantees it parses for stored objects.
     pub fn interval(&self) -> Result<Duration, duration::DurationError> {

@@ -97,9 +97,25 @@ pub enum PodAttachReason {
     SeriesBudgetExceeded,
     /// The node's agent has not reported for three heartbeats.
     AgentNotReporting,
-    /// The pod's settingsKey names no entry of the NodeTrace's spec.podSettings, so the agent
-    /// does not know what to measure; the pod is not traced (the other pods are).
+    /// The agent does not know what to measure for the pod: a PodTraceProfile or
+    /// MonitoringProfile it names has not reached the agent (Pending until it does), or a
+    /// format-1 settingsKey names no entry of spec.podSettings (Failed). The other pods are
+    /// traced.
     SettingsNotFound,
+}
+
+/// A status enum's name in JSON (`tp_btf`, `tcpRtt`, `CgroupNotFound`), as status lines
+/// write it.
+pub(crate) fn name_of(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => unreachable!("status enums serialize as strings, not {other:?}"),
+    }
+}
+
+/// A status enum from its name in a status line.
+pub(crate) fn from_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
 /// A condition of `type_`, `True` when `on`, for an object at `observed_generation`.

@@ -162,6 +162,7 @@ impl ControlPlane {
             "crd/monitoringprofiles.podtrace.dev",
             "crd/podtraces.podtrace.dev",
             "crd/nodetraces.podtrace.dev",
+            "crd/podtraceprofiles.podtrace.dev",
         ])?;
         // Established comes before the API server publishes the new OpenAPI schema that
         // `kubectl explain` reads; wait for that too, so tests see what a user sees a moment later.

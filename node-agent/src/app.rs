@@ -200,7 +200,7 @@ pub async fn run(
                 status_ok.send_if_modified(|ok| std::mem::replace(ok, result.is_ok()) != *ok);
             }));
             let resolve = move |d: &cluster::Desired| match &d.spec {
-                Some(spec) => cluster::resolve(spec, &layout, &kubelet_cgroup_root),
+                Some(spec) => cluster::resolve(spec, &d.shared, &layout, &kubelet_cgroup_root),
                 None => (Vec::new(), Vec::new()),
             };
             spawn_engine(engine, desired, resolve, &stop)?;

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use crate::context::{Context, Scope};
 use crate::leader::{Election, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::{Error, nodetrace, podtrace, presets, watch as watches};
+use crate::{Error, podtrace, presets, watch as watches, writer};
 
 /// The operator's flags.
 #[derive(Args, Debug, Clone)]
@@ -125,6 +125,7 @@ impl OperatorArgs {
             tokio::spawn(watches::profiles(ctx.clone(), profile_writer)),
             tokio::spawn(watches::nodetraces(ctx.clone())),
             tokio::spawn(watches::podtraces(ctx.clone(), pt_writer)),
+            tokio::spawn(watches::podtraceprofiles(ctx.clone())),
         ];
         {
             let (ctx, readiness, health) = (ctx.clone(), readiness.clone(), health.clone());
@@ -178,8 +179,8 @@ impl OperatorArgs {
     }
 }
 
-/// The leader's work: presets, the NodeTrace writer and the PodTrace controller, until shutdown
-/// or until the Lease is lost.
+/// The leader's work: presets, the writer (PodTraceProfiles and NodeTraces) and the PodTrace
+/// controller, until shutdown or until the Lease is lost.
 async fn lead(
     ctx: &Arc<Context>,
     election: Option<&mut Election>,
@@ -189,7 +190,7 @@ async fn lead(
     >,
     stopped: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    tracing::info!("leading: writing NodeTraces and PodTrace statuses");
+    tracing::info!("leading: writing PodTraceProfiles, NodeTraces and PodTrace statuses");
     ctx.leading.store(true, Ordering::SeqCst);
     ctx.metrics.leader.set(1);
     if install_presets {
@@ -201,7 +202,7 @@ async fn lead(
             None => std::future::pending().await,
         }
     };
-    let writer = tokio::spawn(nodetrace::run(ctx.clone()));
+    let writer = tokio::spawn(writer::run(ctx.clone()));
     let controller = tokio::spawn(podtrace::run(ctx.clone(), triggers));
     let result = tokio::select! {
         () = stopped => Ok(()),

@@ -5,6 +5,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use parking_lot::{Mutex, RwLock};
+use podtrace_api::nodetrace::PodTraceRef;
 use podtrace_api::{MonitoringProfile, MonitoringProfileSpec, PodTrace};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,36 +54,63 @@ impl Scope {
     }
 }
 
-/// Nodes whose NodeTrace must be recomputed, and a wake-up for the writer.
-#[derive(Default, Debug)]
-pub struct Dirty {
-    nodes: Mutex<BTreeSet<Arc<str>>>,
-    notify: Notify,
+/// Objects whose desired state must be recomputed (nodes, PodTraces), and a wake-up for the
+/// writer, which [`Writes`] shares between its two queues.
+#[derive(Debug)]
+pub struct Dirty<T> {
+    items: Mutex<BTreeSet<T>>,
+    notify: Arc<Notify>,
 }
 
-impl Dirty {
-    /// Marks `nodes` for recomputation.
-    pub fn mark(&self, nodes: impl IntoIterator<Item = Arc<str>>) {
-        let mut set = self.nodes.lock();
+impl<T: Ord> Dirty<T> {
+    fn new(notify: Arc<Notify>) -> Self {
+        Self { items: Mutex::default(), notify }
+    }
+
+    /// Marks `items` for recomputation.
+    pub fn mark(&self, items: impl IntoIterator<Item = T>) {
+        let mut set = self.items.lock();
         let before = set.len();
-        set.extend(nodes);
+        set.extend(items);
         if set.len() != before {
             self.notify.notify_one();
         }
     }
 
-    /// Takes every marked node without waiting.
-    pub fn take_now(&self) -> BTreeSet<Arc<str>> {
-        std::mem::take(&mut *self.nodes.lock())
+    /// Takes every marked item without waiting.
+    pub fn take_now(&self) -> BTreeSet<T> {
+        std::mem::take(&mut *self.items.lock())
     }
 
-    /// Waits until some node is marked, then takes every marked node.
-    pub async fn take(&self) -> BTreeSet<Arc<str>> {
-        loop {
-            let taken = std::mem::take(&mut *self.nodes.lock());
-            if !taken.is_empty() {
-                return taken;
-            }
+    /// Whether nothing is marked.
+    pub fn is_empty(&self) -> bool {
+        self.items.lock().is_empty()
+    }
+}
+
+/// The writer's two queues: the PodTraceProfiles and the NodeTraces to recompute. One wake-up
+/// serves both, so the one writer task can put PodTraceProfiles before the NodeTraces that name
+/// them.
+#[derive(Debug)]
+pub struct Writes {
+    /// PodTraces whose PodTraceProfile must be recomputed.
+    pub profiles: Dirty<PodTraceRef>,
+    /// Nodes whose NodeTrace must be recomputed.
+    pub nodes: Dirty<Arc<str>>,
+    notify: Arc<Notify>,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        let notify = Arc::new(Notify::new());
+        Self { profiles: Dirty::new(notify.clone()), nodes: Dirty::new(notify.clone()), notify }
+    }
+}
+
+impl Writes {
+    /// Waits until something is marked in either queue.
+    pub async fn wait(&self) {
+        while self.profiles.is_empty() && self.nodes.is_empty() {
             self.notify.notified().await;
         }
     }
@@ -102,6 +130,8 @@ pub enum Cache {
     NodeTraces = 8,
     /// PodTraces.
     PodTraces = 16,
+    /// PodTraceProfiles (metadata).
+    PodTraceProfiles = 32,
 }
 
 /// Which caches have completed their first list.
@@ -120,7 +150,7 @@ impl Synced {
 
     /// Whether every cache has listed once.
     pub fn all(&self) -> bool {
-        self.bits.load(Ordering::SeqCst) == 31
+        self.bits.load(Ordering::SeqCst) == 63
     }
 
     /// Waits until every cache has listed once.
@@ -149,9 +179,9 @@ pub struct Context {
     pub podtraces: Store<PodTrace>,
     /// MonitoringProfiles (reflector store).
     pub profiles: Store<MonitoringProfile>,
-    /// Nodes whose NodeTrace must be recomputed: the writer's queue.
-    pub dirty: Dirty,
-    /// Serializes NodeTrace syncs (the writer loop and finalizer cleanups).
+    /// PodTraceProfiles and NodeTraces to recompute: the writer's queues.
+    pub dirty: Writes,
+    /// Serializes NodeTrace and PodTraceProfile syncs (the writer loop and finalizer cleanups).
     pub write_lock: tokio::sync::Mutex<()>,
     /// PodTraces to reconcile (status), consumed by the controller while leading.
     pub triggers: UnboundedSender<ObjectRef<PodTrace>>,

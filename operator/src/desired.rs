@@ -1,22 +1,31 @@
-//! What every NodeTrace spec should be: selection of pods by PodTraces, profile resolution and
-//! the per-pod and per-node merge of the api crate. Pure functions over the pod index.
+//! What every PodTraceProfile and NodeTrace spec should be: selection of pods by PodTraces,
+//! profile resolution and the per-pod and per-node merge of the api crate. Pure functions over
+//! the pod index.
 //!
 //! ```text
+//!  PodTrace ──effective::choices──► PodTraceProfileSpec   (one per PodTrace: the settings)
+//!
 //!  PodTraces of ns ──selects(pod)──► (PodTrace, EffectiveProfile) per pod  (effective::resolve)
 //!                                      │ merge::merge_profiles
 //!                                      ▼
 //!                        (TracedPod, settings) ──merge::node_trace_spec──► NodeTraceSpec
-//!                                                  (pods refer to podSettings[] by settingsKey)
+//!                          format 2: pods name their PodTraces (by=), no settings
+//!                          format 1: pods refer to podSettings[] by settingsKey
 //! ```
+//!
+//! [`TraceSet::nodetrace_key`] fingerprints what a format-2 NodeTrace takes from a PodTrace
+//! (selection, container filter, whether it is in effect, the pod-label allow-lists): when only
+//! the rest of a PodTrace or a MonitoringProfile changes, no format-2 NodeTrace is recomputed.
 
 use podtrace_api::effective::{self, EffectiveProfile, ProfileError};
 use podtrace_api::merge;
-use podtrace_api::nodetrace::{NodeTraceSpec, PodTraceRef, TracedContainer, TracedPod};
-use podtrace_api::{MonitoringProfileSpec, PodTrace};
+use podtrace_api::nodetrace::{NodeTraceSpec, PodTraceRef, SpecFormat, TracedContainer, TracedPod};
+use podtrace_api::{MonitoringProfileSpec, PodTrace, PodTraceProfileSpec};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::fingerprint;
 use crate::index::{PodIndex, ProjectedPod};
 use crate::selector;
 
@@ -85,6 +94,37 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
         result
     }
 
+    /// The PodTraceProfile `pt` should have: `None` while it is not in effect (paused, being
+    /// deleted) or its profileRef names no MonitoringProfile, since no NodeTrace then names it.
+    pub fn podtrace_profile(&self, pt: &PodTrace) -> Option<PodTraceProfileSpec> {
+        if !is_active(pt) {
+            return None;
+        }
+        effective::choices(&pt.spec, |name| (self.lookup)(name).is_some()).ok()
+    }
+
+    /// A fingerprint of what a format-2 NodeTrace takes from `pt`: its selector and container
+    /// filter, whether it is in effect with a resolvable profile, and the pod-label allow-list
+    /// of each of its profiles (the one setting that is per-pod data: the label values are
+    /// copied into the pod lines). Everything else of a profile reaches the agents through the
+    /// PodTraceProfile and the MonitoringProfile, so a change of only that rewrites no
+    /// format-2 NodeTrace.
+    pub fn nodetrace_key(&self, pt: &PodTrace) -> u64 {
+        if !is_active(pt) {
+            return fingerprint::of(&"not in effect");
+        }
+        let allow_lists = self.podtrace_profile(pt).map(|ptp| {
+            ptp.profiles
+                .iter()
+                .map(|c| match (&c.profile_ref, &c.profile) {
+                    (Some(r), _) => (self.lookup)(&r.name).map(|p| p.labels.pod_labels),
+                    (None, p) => p.as_ref().map(|p| p.labels.pod_labels.clone()),
+                })
+                .collect::<Vec<_>>()
+        });
+        fingerprint::of(&(&pt.spec.selector, &pt.spec.containers, allow_lists))
+    }
+
     /// The traced pod for `pod` and its merged settings, or `None` when no active PodTrace with
     /// a resolvable profile selects it. `settingsKey` is filled in by `merge::node_trace_spec`.
     pub fn traced_pod(&self, pod: &ProjectedPod) -> Option<(TracedPod, MonitoringProfileSpec)> {
@@ -128,23 +168,29 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
             namespace: pod.namespace.to_string(),
             name: pod.name.to_string(),
             qos_class: pod.qos_class.as_deref().map(str::to_owned),
+            owner_kind: pod.owner_kind.as_deref().map(str::to_owned),
             containers,
             labels,
             profiles: profiles.into_iter().collect(),
-            settings_key: String::new(),
+            settings_key: None,
             requested_by: requested_by.into_iter().collect(),
         };
         Some((traced, settings))
     }
 
-    /// The spec of `node`'s NodeTrace, or `None` when the node does not exist or has no traced
-    /// pods (its NodeTrace is then deleted).
-    pub fn node_trace(&self, index: &PodIndex, node: &str) -> Option<NodeTraceSpec> {
+    /// The spec of `node`'s NodeTrace in `format`, or `None` when the node does not exist or
+    /// has no traced pods (its NodeTrace is then deleted).
+    pub fn node_trace(
+        &self,
+        index: &PodIndex,
+        node: &str,
+        format: SpecFormat,
+    ) -> Option<NodeTraceSpec> {
         if !index.node_exists(node) {
             return None;
         }
         let pods: Vec<_> = index.on_node(node).filter_map(|p| self.traced_pod(p)).collect();
-        (!pods.is_empty()).then(|| merge::node_trace_spec(pods))
+        (!pods.is_empty()).then(|| merge::node_trace_spec(pods, format))
     }
 }
 
@@ -159,8 +205,10 @@ pub fn spec_hash(spec: &NodeTraceSpec) -> String {
 mod tests {
     use super::*;
     use crate::index::tests::pod;
+    use podtrace_api::podtrace::ProfileRef;
+    use podtrace_api::podtraceprofile::ProfileChoice;
     use podtrace_api::presets::Preset;
-    use podtrace_api::{hash::settings_key, nodetrace::PodSettings};
+    use podtrace_api::{SharedSettings, hash::settings_key, nodetrace::PodSettings};
 
     fn podtrace(ns: &str, name: &str, app: &str, profile: Option<&str>) -> PodTrace {
         crate::fixtures::podtrace_of(ns, name, app, profile)
@@ -213,12 +261,12 @@ mod tests {
             podtrace("ns", "r", "web", Some("realtime-api")),
         );
         let set = TraceSet::new([&batch, &api], presets);
-        let spec = set.node_trace(&idx, "n1").unwrap();
+        let spec = set.node_trace(&idx, "n1", SpecFormat::PodSettings).unwrap();
         let settings =
             merge::merge_profiles([&Preset::Batch.spec(), &Preset::RealtimeApi.spec()]).unwrap();
         let key = settings_key(&settings);
         let expected = NodeTraceSpec {
-            settings: settings.clone(),
+            settings: Some(settings.clone()),
             pod_settings: vec![PodSettings { key: key.clone(), settings }],
             pods: vec![TracedPod {
                 uid: "uid-ns-a".into(),
@@ -233,13 +281,107 @@ mod tests {
                     TracedContainer { name: "side".into(), runtime_id: None },
                 ],
                 labels: BTreeMap::new(),
+                owner_kind: None,
                 profiles: vec!["batch".into(), "realtime-api".into()],
-                settings_key: key,
+                settings_key: Some(key),
                 requested_by: vec![ptref("b"), ptref("r")],
             }],
         };
         assert_eq!(spec, expected);
-        assert_eq!(spec.settings.interval, "5s");
+        assert_eq!(spec.settings.unwrap().interval, "5s");
+
+        // Format 2: the same pod, with its PodTraces and no settings.
+        let shared = set.node_trace(&idx, "n1", SpecFormat::Shared).unwrap();
+        let pod = TracedPod { profiles: vec![], settings_key: None, ..expected.pods[0].clone() };
+        assert_eq!(shared, NodeTraceSpec { pods: vec![pod], ..Default::default() });
+    }
+
+    #[test]
+    fn a_podtrace_profile_names_the_profile_and_exists_only_while_the_podtrace_is_in_effect() {
+        let (web, inline) = (podtrace("ns", "w", "web", Some("batch")), {
+            let mut pt = podtrace("ns", "i", "web", None);
+            pt.spec.profile = Some(Preset::Minimal.spec());
+            pt
+        });
+        let set = TraceSet::new([&web, &inline], presets);
+        let named = set.podtrace_profile(&web).unwrap();
+        let by_ref = ProfileChoice {
+            profile_ref: Some(ProfileRef { name: "batch".into() }),
+            ..Default::default()
+        };
+        assert_eq!(named.profiles, [by_ref]);
+        assert_eq!(
+            set.podtrace_profile(&inline).unwrap().profiles[0].profile,
+            Some(Preset::Minimal.spec())
+        );
+        let missing = podtrace("ns", "m", "web", Some("nope"));
+        assert_eq!(set.podtrace_profile(&missing), None);
+        let mut paused = web.clone();
+        paused.spec.paused = true;
+        assert_eq!(set.podtrace_profile(&paused), None);
+    }
+
+    /// What a format-2 NodeTrace takes from a PodTrace: a profile change without a label
+    /// allow-list change leaves its key alone, a selector or allow-list change moves it.
+    #[test]
+    fn only_selection_and_label_allow_lists_move_the_nodetrace_key() {
+        let pt = podtrace("ns", "t", "web", Some("minimal"));
+        let key = |pt: &PodTrace, lookup: &dyn Fn(&str) -> Option<MonitoringProfileSpec>| {
+            TraceSet::new([pt], lookup).nodetrace_key(pt)
+        };
+        let before = key(&pt, &presets);
+        let other_profile = podtrace("ns", "t", "web", Some("intensive"));
+        assert_eq!(key(&other_profile, &presets), before, "another profile, same selection");
+        let edited = |name: &str| {
+            let mut p = presets(name)?;
+            p.interval = "7s".into();
+            Some(p)
+        };
+        assert_eq!(key(&pt, &edited), before, "an edited MonitoringProfile");
+        let labelled = |name: &str| {
+            let mut p = presets(name)?;
+            p.labels.pod_labels = vec!["team".into()];
+            Some(p)
+        };
+        assert_ne!(key(&pt, &labelled), before, "pod labels are copied into the lines");
+        assert_ne!(key(&podtrace("ns", "t", "db", Some("minimal")), &presets), before);
+        assert_ne!(key(&podtrace("ns", "t", "web", Some("nope")), &presets), before);
+        let mut paused = pt.clone();
+        paused.spec.paused = true;
+        assert_ne!(key(&paused, &presets), before);
+    }
+
+    /// The agent's side of format 2 gives each pod the settings format 1 writes for it.
+    #[test]
+    fn the_agents_reading_of_format_2_equals_the_settings_of_format_1() {
+        let mut owned = pod("ns", "a", Some("n1"), &[("app", "web")], &[]);
+        owned.owner_kind = Some("ReplicaSet".into());
+        let bare = pod("ns", "b", Some("n1"), &[("app", "web")], &[]);
+        let idx = index(vec![owned, bare]);
+        let (auto, batch) =
+            (podtrace("ns", "t", "web", None), podtrace("ns", "u", "web", Some("batch")));
+        let set = TraceSet::new([&auto, &batch], presets);
+        let v1 = set.node_trace(&idx, "n1", SpecFormat::PodSettings).unwrap();
+        let v2 = set.node_trace(&idx, "n1", SpecFormat::Shared).unwrap();
+        let shared = SharedSettings {
+            podtrace_profiles: [&auto, &batch]
+                .into_iter()
+                .map(|pt| (reference(pt), set.podtrace_profile(pt).unwrap()))
+                .collect(),
+            monitoring_profiles: ["batch", "daemon", "standard"]
+                .into_iter()
+                .map(|n| (n.to_string(), presets(n).unwrap()))
+                .collect(),
+        };
+        for (old, new) in v1.pods.iter().zip(&v2.pods) {
+            assert_eq!(
+                v1.settings_for(old, &shared),
+                v2.settings_for(new, &shared),
+                "{}",
+                old.name
+            );
+        }
+        assert_eq!(v2.pods[0].owner_kind.as_deref(), Some("ReplicaSet"));
     }
 
     #[test]
@@ -274,10 +416,11 @@ mod tests {
         let idx = index(vec![owned, bare]);
         let pt = podtrace("ns", "t", "web", None);
         let set = TraceSet::new([&pt], presets);
-        let spec = set.node_trace(&idx, "n1").unwrap();
+        let spec = set.node_trace(&idx, "n1", SpecFormat::PodSettings).unwrap();
         let profiles: Vec<_> = spec.pods.iter().map(|p| p.profiles.clone()).collect();
         assert_eq!(profiles, [vec!["daemon".to_string()], vec!["standard".to_string()]]);
-        assert_eq!(spec.settings_of(&spec.pods[0]), Some(&Preset::Daemon.spec()));
+        let shared = SharedSettings::default();
+        assert_eq!(spec.settings_for(&spec.pods[0], &shared), Ok(Preset::Daemon.spec()));
         assert_eq!(spec.pod_settings.len(), 2, "daemon and standard, once each");
     }
 
@@ -293,23 +436,27 @@ mod tests {
             ));
         let missing = podtrace("ns", "m", "web", Some("nope"));
         let set = TraceSet::new([&paused, &deleting, &missing], presets);
-        assert_eq!(set.node_trace(&idx, "n1"), None);
+        assert_eq!(set.node_trace(&idx, "n1", SpecFormat::Shared), None);
     }
 
     #[test]
     fn a_node_that_does_not_exist_gets_no_node_trace() {
         let idx = index(vec![pod("ns", "a", Some("gone"), &[("app", "web")], &[])]);
         let pt = podtrace("ns", "t", "web", None);
-        assert_eq!(TraceSet::new([&pt], presets).node_trace(&idx, "gone"), None);
+        let set = TraceSet::new([&pt], presets);
+        assert_eq!(set.node_trace(&idx, "gone", SpecFormat::Shared), None);
     }
 
     #[test]
     fn spec_hash_changes_with_a_runtime_id() {
         let idx = index(vec![pod("ns", "a", Some("n1"), &[("app", "web")], &[("c", Some("id1"))])]);
         let pt = podtrace("ns", "t", "web", None);
-        let before = spec_hash(&TraceSet::new([&pt], presets).node_trace(&idx, "n1").unwrap());
+        let spec = |idx: &PodIndex| {
+            TraceSet::new([&pt], presets).node_trace(idx, "n1", SpecFormat::Shared).unwrap()
+        };
+        let before = spec_hash(&spec(&idx));
         let idx = index(vec![pod("ns", "a", Some("n1"), &[("app", "web")], &[("c", Some("id2"))])]);
-        let after = spec_hash(&TraceSet::new([&pt], presets).node_trace(&idx, "n1").unwrap());
+        let after = spec_hash(&spec(&idx));
         assert_ne!(before, after);
         assert_eq!(before.len(), 16);
     }

@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource};
 use podtrace_api::nodetrace::{PodTraceRef, TracedPod};
 use podtrace_api::podtrace::{PodTraceSpec, ProfileRef};
-use podtrace_api::{NodeTrace, NodeTraceSpec, PodTrace};
+use podtrace_api::{MonitoringProfile, NodeTrace, NodeTraceSpec, NodeTraceStatus, PodTrace};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_test::mock::{self, Handle};
@@ -88,6 +88,11 @@ pub fn status(code: u16, reason: &str) -> serde_json::Value {
     })
 }
 
+/// The API server's answer to a deletion that completed.
+pub fn deleted() -> serde_json::Value {
+    serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200})
+}
+
 /// A context on a mocked API server, with the writers of its stores.
 pub struct Fixture {
     /// The context under test.
@@ -96,6 +101,8 @@ pub struct Fixture {
     pub api: ApiServer,
     /// Fills the PodTrace store.
     pub podtraces: Writer<PodTrace>,
+    /// Fills the MonitoringProfile store.
+    pub profiles: Writer<MonitoringProfile>,
 }
 
 impl Fixture {
@@ -104,17 +111,29 @@ impl Fixture {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (podtraces, podtraces_writer) = reflector::store();
-        let (profiles, _) = reflector::store();
+        let (profiles, profiles_writer) = reflector::store();
         let (triggers, _) = futures::channel::mpsc::unbounded();
         let stores = (podtraces, profiles);
         let ctx = Context::new(client, Scope::default(), stores, triggers, Metrics::new().0, "");
         ctx.leading.store(true, std::sync::atomic::Ordering::SeqCst);
-        Fixture { ctx: Arc::new(ctx), api: ApiServer(handle), podtraces: podtraces_writer }
+        Fixture {
+            ctx: Arc::new(ctx),
+            api: ApiServer(handle),
+            podtraces: podtraces_writer,
+            profiles: profiles_writer,
+        }
     }
 
     /// Puts `pt` into the PodTrace store (as its watch would).
     pub fn store(&mut self, pt: &PodTrace) {
         self.podtraces.apply_watcher_event(&watcher::Event::Apply(pt.clone()));
+    }
+
+    /// Puts the preset MonitoringProfile `name` into the profile store.
+    pub fn profile(&mut self, name: &str) {
+        let preset = podtrace_api::presets::Preset::from_name(name).expect("a preset name");
+        let profile = MonitoringProfile::new(name, preset.spec());
+        self.profiles.apply_watcher_event(&watcher::Event::Apply(profile));
     }
 
     /// Adds node `node` with a pod `name` labelled `app=web`, its container started.
@@ -170,12 +189,19 @@ pub fn nodetrace(node: &str, hash: &str) -> NodeTrace {
         uid: "u".into(),
         namespace: "ns".into(),
         name: "a".into(),
-        settings_key: "k".into(),
+        settings_key: None,
         requested_by: vec![PodTraceRef { namespace: "ns".into(), name: "t".into() }],
         ..Default::default()
     };
     let mut nt = NodeTrace::new(node, NodeTraceSpec { pods: vec![pod], ..Default::default() });
     let annotations = [(crate::SPEC_HASH_ANNOTATION.into(), hash.into())];
     nt.meta_mut().annotations = Some(annotations.into());
+    nt
+}
+
+/// `nt` with a status whose agent reads spec format `format`.
+pub fn reporting(nt: &NodeTrace, format: i32) -> NodeTrace {
+    let mut nt = nt.clone();
+    nt.status = Some(NodeTraceStatus { spec_format: Some(format), ..Default::default() });
     nt
 }

@@ -10,7 +10,8 @@ use std::time::Instant;
 /// Labels of the reconcile counters: which loop.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
-    /// `podtrace` (status, finalizer) or `nodetrace` (the NodeTrace writer).
+    /// `podtrace` (status, finalizer), `nodetrace` (the writer: NodeTraces and
+    /// PodTraceProfiles) or `podtraceprofile` (errors of PodTraceProfile writes).
     pub controller: &'static str,
 }
 
@@ -41,6 +42,8 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     /// NodeTrace writes (server-side applies and deletes): stays flat while nothing changes.
     pub nodetrace_writes: Family<WriteLabels, Counter>,
+    /// PodTraceProfile writes (server-side applies and deletes).
+    pub podtraceprofile_writes: Family<WriteLabels, Counter>,
     /// PodTrace status writes.
     pub status_writes: Counter,
     /// Pods in the projected index.
@@ -62,6 +65,7 @@ impl Metrics {
                 ))
             }),
             nodetrace_writes: Family::default(),
+            podtraceprofile_writes: Family::default(),
             status_writes: Counter::default(),
             pods_indexed: Gauge::default(),
             leader: Gauge::default(),
@@ -85,6 +89,11 @@ impl Metrics {
             "nodetrace_writes",
             "NodeTrace writes (apply: server-side apply of a changed spec; delete)",
             metrics.nodetrace_writes.clone(),
+        );
+        registry.register(
+            "podtraceprofile_writes",
+            "PodTraceProfile writes (apply: server-side apply of changed settings; delete)",
+            metrics.podtraceprofile_writes.clone(),
         );
         registry.register("status_writes", "PodTrace status writes", metrics.status_writes.clone());
         registry.register(
@@ -115,6 +124,11 @@ impl Metrics {
     /// Counts a NodeTrace write.
     pub fn write(&self, op: &'static str) {
         self.nodetrace_writes.get_or_create(&WriteLabels { op }).inc();
+    }
+
+    /// Counts a PodTraceProfile write.
+    pub fn profile_write(&self, op: &'static str) {
+        self.podtraceprofile_writes.get_or_create(&WriteLabels { op }).inc();
     }
 }
 

@@ -1,16 +1,14 @@
-//! The NodeTrace writer: recomputes the NodeTrace of every marked node, server-side-applies its
-//! spec (field manager `podtrace-operator`) only when the content hash changed, and deletes the
-//! NodeTraces of nodes with no traced pods or that no longer exist. It never writes `status`:
-//! the applied object has no status, so the agent's status fields are never claimed.
+//! The NodeTrace writes: recomputes the NodeTrace of each marked node in the spec format its
+//! agent reads, server-side-applies its spec (field manager `podtrace-operator`) only when the
+//! content hash changed, and deletes the NodeTraces of nodes with no traced pods or that no
+//! longer exist. It never writes `status`: the applied object has no status, so the agent's
+//! status fields are never claimed. `writer.rs` decides when.
 
 use futures::StreamExt;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use podtrace_api::{NodeTrace, NodeTraceSpec};
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
-use tracing::instrument;
 
 use crate::SPEC_HASH_ANNOTATION;
 use crate::context::Context;
@@ -18,47 +16,41 @@ use crate::desired::spec_hash;
 use crate::index::Write;
 use crate::{Error, FIELD_MANAGER, Result};
 
-/// How long the writer waits after a mark for more marks, so that a burst of pod events (a
-/// rollout, the initial list) becomes one batch.
-const BATCH_DELAY: Duration = Duration::from_millis(20);
-/// Concurrent NodeTrace writes. Since pods refer to a shared settings table a NodeTrace of 100
-/// pods is ~30 KiB, so 16 specs and bodies in flight cost well under a MiB, and the API server's
-/// round trips (admission, etcd) overlap.
+/// Concurrent NodeTrace writes. A NodeTrace of 100 pods is ~25 KiB, so 16 specs and bodies in
+/// flight cost well under a MiB, and the API server's round trips (admission, etcd) overlap.
 const CONCURRENCY: usize = 16;
-/// When a write failed, the node is retried after this delay.
-const RETRY_DELAY: Duration = Duration::from_secs(2);
 
-/// Runs the writer until the future is dropped (while this process leads).
-pub async fn run(ctx: Arc<Context>) {
-    // A new leader (or a restarted operator) checks every node once; the hashes make this free
-    // of writes when nothing changed.
-    let all: BTreeSet<Arc<str>> = {
-        let index = ctx.index.read();
-        index.pods.nodes().chain(index.nodetraces()).cloned().collect()
-    };
-    ctx.dirty.mark(all);
-    loop {
-        let mut nodes = ctx.dirty.take().await;
-        tokio::time::sleep(BATCH_DELAY).await;
-        nodes.extend(ctx.dirty.take_now());
-        if let Err(e) = sync_nodes(&ctx, nodes).await {
-            tracing::warn!(error = %e, "NodeTrace sync failed; retrying");
-        }
-    }
+/// A NodeTrace write to make.
+enum Planned {
+    Apply(NodeTraceSpec, String),
+    Delete,
 }
 
-/// Brings the NodeTraces of `nodes` to their desired state. Failed nodes are marked again after
-/// `RETRY_DELAY`; the first error is returned.
-#[instrument(skip_all, fields(nodes = nodes.len()))]
-pub async fn sync_nodes(ctx: &Arc<Context>, nodes: BTreeSet<Arc<str>>) -> Result<()> {
-    let _serial = ctx.write_lock.lock().await;
-    let _timer = ctx.metrics.reconcile("nodetrace");
-    // Each node's spec is computed right before its write, so only CONCURRENCY specs (~100 KiB
-    // each at 100 pods) are alive at once instead of every node's.
-    let results: Vec<(Arc<str>, Result<()>)> = futures::stream::iter(nodes)
-        .map(|node| async move {
-            let spec = ctx.with_traces(|set, index| set.node_trace(&index.pods, &node));
-            let result = sync_node(ctx, &node, spec).await;
+/// Brings the NodeTraces of `nodes` to their desired state (the caller holds the write lock).
+/// Specs are computed for the whole slice at once under one read of the stores (a few dozen
+/// nodes at a time keeps only their specs alive), and only those that differ from what is
+/// stored are kept. Failed nodes are marked again after the writer's retry delay; the first
+/// error is returned.
+pub async fn write_nodes(ctx: &Arc<Context>, nodes: &[Arc<str>]) -> Result<()> {
+    let planned: Vec<(Arc<str>, Planned)> = ctx.with_traces(|set, index| {
+        nodes
+            .iter()
+            .filter_map(|node| {
+                let format = index.format_of(node);
+                let spec = set.node_trace(&index.pods, node, format);
+                let hash = spec.as_ref().map(spec_hash);
+                let planned = match (index.write_for(node, hash.as_deref()), spec, hash) {
+                    (Write::Apply, Some(spec), Some(hash)) => Planned::Apply(spec, hash),
+                    (Write::Delete, ..) => Planned::Delete,
+                    _ => return None,
+                };
+                Some((node.clone(), planned))
+            })
+            .collect()
+    });
+    let results: Vec<(Arc<str>, Result<()>)> = futures::stream::iter(planned)
+        .map(|(node, planned)| async move {
+            let result = write_node(ctx, &node, planned).await;
             (node, result)
         })
         .buffer_unordered(CONCURRENCY)
@@ -69,11 +61,7 @@ pub async fn sync_nodes(ctx: &Arc<Context>, nodes: BTreeSet<Arc<str>>) -> Result
         if let Err(e) = result {
             ctx.metrics.error("nodetrace", &e);
             tracing::warn!(node = %node, error = %e, "NodeTrace write failed");
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(RETRY_DELAY).await;
-                ctx.dirty.mark([node]);
-            });
+            crate::writer::retry_later(ctx, move |ctx| ctx.dirty.nodes.mark([node]));
             first.get_or_insert(e);
         }
     }
@@ -97,17 +85,15 @@ struct ApplyMeta<'a> {
     annotations: std::collections::BTreeMap<&'static str, &'a str>,
 }
 
-async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) -> Result<()> {
-    let hash = spec.as_ref().map(spec_hash);
-    let write = ctx.index.read().write_for(node, hash.as_deref());
-    match (write, spec, hash) {
-        (Write::Apply, Some(spec), Some(hash)) => {
+async fn write_node(ctx: &Context, node: &Arc<str>, planned: Planned) -> Result<()> {
+    match planned {
+        Planned::Apply(spec, hash) => {
             apply(ctx, node, &spec, &hash).await?;
             ctx.metrics.write("apply");
-            tracing::info!(node = %node, pods = spec.pods.len(), hash = %hash, "NodeTrace applied");
+            tracing::info!(node = %node, pods = spec.pods.len(), format = ?spec.format(), hash = %hash, "NodeTrace applied");
             ctx.index.write().wrote(node.clone(), Some(hash));
         }
-        (Write::Delete, ..) => {
+        Planned::Delete => {
             let api: Api<NodeTrace> = Api::all(ctx.client.clone());
             match api.delete(node, &DeleteParams::default()).await {
                 Ok(_) => {}
@@ -118,7 +104,6 @@ async fn sync_node(ctx: &Context, node: &Arc<str>, spec: Option<NodeTraceSpec>) 
             tracing::info!(node = %node, "NodeTrace deleted: no traced pods left or node gone");
             ctx.index.write().wrote(node.clone(), None);
         }
-        _ => {}
     }
     Ok(())
 }
@@ -136,7 +121,7 @@ async fn apply(ctx: &Context, node: &str, spec: &NodeTraceSpec, hash: &str) -> R
         spec,
     };
     // Serialized straight to bytes (no JSON value tree) and the answer is not decoded: at 100
-    // pods a NodeTrace is ~100 KiB, and both copies only raised the peak memory.
+    // pods a NodeTrace is ~25 KiB, and both copies only raised the peak memory.
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let failed = || Error::kube(format!("applying NodeTrace/{node}"));
     let request = kube::core::Request::new(<NodeTrace as kube::Resource>::url_path(&(), None))
@@ -149,13 +134,13 @@ async fn apply(ctx: &Context, node: &str, spec: &NodeTraceSpec, hash: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{Fixture, PATIENCE, podtrace, status};
+    use crate::fixtures::{Fixture, PATIENCE, nodetrace, podtrace, status};
     use crate::index::Write;
     use http::Method;
 
     async fn sync(ctx: &Arc<Context>, node: &str) -> Result<()> {
-        let nodes = [Arc::from(node)].into();
-        tokio::time::timeout(PATIENCE, sync_nodes(ctx, nodes)).await.expect("no stray request")
+        let nodes = [Arc::from(node)];
+        tokio::time::timeout(PATIENCE, write_nodes(ctx, &nodes)).await.expect("no stray request")
     }
 
     const NODETRACE: &str = "/apis/podtrace.dev/v1alpha1/nodetraces/n1?";
@@ -171,7 +156,7 @@ mod tests {
         assert!(applied.uri.contains("fieldManager=podtrace-operator"), "{}", applied.uri);
         assert!(applied.uri.contains("force=true"), "{}", applied.uri);
         let pod = applied.body["spec"]["pods"][0].as_str().unwrap();
-        assert!(pod.starts_with("ns/a uid=uid-ns-a settings="), "{pod}");
+        assert!(pod.starts_with("ns/a uid=uid-ns-a settings="), "format 1 without a report: {pod}");
         assert_eq!(
             applied.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
             FIELD_MANAGER
@@ -198,8 +183,30 @@ mod tests {
         assert_eq!(err.metric_label(), "conflict");
         let labels = crate::metrics::ErrorLabels { controller: "nodetrace", reason: "conflict" };
         assert_eq!(fx.ctx.metrics.errors.get_or_create(&labels).get(), 1);
-        let hash = spec_hash(&fx.ctx.with_traces(|s, i| s.node_trace(&i.pods, "n1")).unwrap());
+        let format = podtrace_api::nodetrace::SpecFormat::PodSettings;
+        let hash =
+            spec_hash(&fx.ctx.with_traces(|s, i| s.node_trace(&i.pods, "n1", format)).unwrap());
         assert_eq!(fx.ctx.index.read().write_for("n1", Some(&hash)), Write::Apply);
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_agent_reads_format_2_gets_pods_that_name_their_podtraces_and_no_settings()
+    {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        fx.store(&podtrace(true, None));
+        fx.ctx
+            .index
+            .write()
+            .nodetrace_listed(&crate::fixtures::reporting(&nodetrace("n1", "h0"), 2));
+        let ctx = fx.ctx.clone();
+        let task = tokio::spawn(async move { sync(&ctx, "n1").await });
+        let applied = fx.api.expect(Method::PATCH, NODETRACE, serde_json::json!({})).await;
+        assert_eq!(
+            applied.body["spec"],
+            serde_json::json!({"pods": ["ns/a uid=uid-ns-a qos=BestEffort by=ns/t container:app=containerd://1"]})
+        );
+        task.await.unwrap().unwrap();
     }
 
     fn write(op: &'static str) -> crate::metrics::WriteLabels {

@@ -1,7 +1,7 @@
 //! The PodTrace controller: the finalizer, the status (server-side apply of the status
-//! subresource, only when it changed) and the Events of notable transitions. The NodeTrace
-//! content a PodTrace causes is written by `nodetrace.rs`; this controller only waits for it when
-//! the PodTrace is deleted.
+//! subresource, only when it changed) and the Events of notable transitions. The
+//! PodTraceProfile and NodeTrace content a PodTrace causes is written by `writer.rs`; this
+//! controller only waits for it when the PodTrace is deleted.
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
@@ -21,12 +21,16 @@ use tracing::instrument;
 use crate::context::Context;
 use crate::desired::reference;
 use crate::status::{self, READY, podtrace_status};
-use crate::{Error, FIELD_MANAGER, Result, nodetrace};
+use crate::{Error, FIELD_MANAGER, Result, writer};
 
 /// PodTraces reconciled at once. Unbounded, a start (or a profile edit) reconciled every
 /// PodTrace together: one request each in flight, each on a TLS connection of its own (the
 /// client speaks HTTP/1.1), which the client's pool then kept for 90 s, ~40 KiB each.
 const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// The shortest time between two status writes of a PodTrace that only move counts and
+/// roll-ups (see [`crate::index::Index::status_wait`]).
+const STATUS_GAP: Duration = Duration::from_secs(2);
 
 /// The finalizer that keeps a deleted PodTrace until its pods are gone from every NodeTrace.
 pub const FINALIZER: &str = "podtrace.dev/cleanup";
@@ -81,11 +85,15 @@ pub fn error_policy(_pt: Arc<PodTrace>, error: &Error, ctx: Arc<Context>) -> Act
 
 async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let (status, changed) = ctx.with_traces(|set, index| {
+    let (status, changed, wait) = ctx.with_traces(|set, index| {
         let status = podtrace_status(pt, &index.pods, set, |node| index.node_status(node), &now);
         let changed = index.status_changed(pt, &status);
-        (status, changed)
+        let wait = index.status_wait(pt, &status, std::time::Instant::now(), STATUS_GAP);
+        (status, changed, wait)
     });
+    if let (true, Some(wait)) = (changed, wait) {
+        return Ok(Action::requeue(wait));
+    }
     if changed {
         publish_transitions(pt, pt.status.as_ref(), &status, ctx).await;
         let api: Api<PodTrace> =
@@ -103,6 +111,7 @@ async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
         .await
         .map_err(Error::kube(format!("applying status of PodTrace/{}", pt.name_any())))?;
         ctx.metrics.status_writes.inc();
+        ctx.index.write().status_written(&pt.uid().unwrap_or_default(), std::time::Instant::now());
     }
     // Agents' results arrive through NodeTrace events; the requeue is a safety net.
     Ok(Action::requeue(Duration::from_secs(300)))
@@ -116,7 +125,7 @@ async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
         nodes
     };
     let count = nodes.len();
-    nodetrace::sync_nodes(ctx, nodes).await?;
+    writer::sync(ctx, [reference(pt)].into(), nodes).await?;
     publish(
         ctx,
         pt,
@@ -237,6 +246,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_count_that_moves_right_after_a_write_waits_for_the_gap_and_news_do_not() {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        let pt = podtrace(true, None);
+        fx.store(&pt);
+        let task = tokio::spawn(reconcile(Arc::new(pt.clone()), fx.ctx.clone()));
+        fx.api.event().await;
+        let applied = fx.api.expect(Method::PATCH, &format!("{PODTRACE}/status?"), json(&pt)).await;
+        within(task).await.unwrap().unwrap();
+        let status: PodTraceStatus =
+            serde_json::from_value(applied.body["status"].clone()).unwrap();
+        fx.ctx.index.write().podtrace_status_nodes("pt-uid", &status.nodes);
+        let stored = PodTrace { status: Some(PodTraceStatus { nodes: vec![], ..status }), ..pt };
+
+        // A second pod: only counts move, and the last write was just now.
+        fx.pod_on("n2", "b");
+        let action = within(reconcile(Arc::new(stored.clone()), fx.ctx.clone())).await.unwrap();
+        assert!(action != Action::requeue(Duration::from_secs(300)), "{action:?}");
+        assert_eq!(fx.ctx.metrics.status_writes.get(), 1, "not written within the gap");
+
+        // Paused is news: written at once, with its Event.
+        let mut paused = stored;
+        paused.spec.paused = true;
+        paused.metadata.generation = Some(2);
+        let task = tokio::spawn(reconcile(Arc::new(paused.clone()), fx.ctx.clone()));
+        assert_eq!(fx.api.event().await, ("Paused".into(), "Normal".into()));
+        fx.api.expect(Method::PATCH, &format!("{PODTRACE}/status?"), json(&paused)).await;
+        within(task).await.unwrap().unwrap();
+        assert_eq!(fx.ctx.metrics.status_writes.get(), 2);
+    }
+
+    #[tokio::test]
     async fn a_missing_profile_is_a_warning_event_and_ready_false() {
         let mut fx = Fixture::new();
         let pt = podtrace(true, Some("nope"));
@@ -255,12 +296,18 @@ mod tests {
     async fn a_deleted_podtrace_leaves_every_nodetrace_then_releases_its_finalizer() {
         let mut fx = Fixture::new();
         fx.ctx.index.write().nodetrace_listed(&nodetrace("n1", "h1"));
+        fx.ctx.index.write().profile_hashes.listed(
+            podtrace_api::nodetrace::PodTraceRef { namespace: "ns".into(), name: "t".into() },
+            Some("h".into()),
+        );
         let mut pt = podtrace(true, None);
         pt.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
         fx.store(&pt);
         let task = tokio::spawn(reconcile(Arc::new(pt.clone()), fx.ctx.clone()));
         let node = serde_json::to_value(nodetrace("n1", "h1")).unwrap();
         fx.api.expect(Method::DELETE, "/apis/podtrace.dev/v1alpha1/nodetraces/n1", node).await;
+        let profile = "/apis/podtrace.dev/v1alpha1/namespaces/ns/podtraceprofiles/t";
+        fx.api.expect(Method::DELETE, profile, crate::fixtures::deleted()).await;
         assert_eq!(fx.api.event().await, ("TargetsRemoved".into(), "Normal".into()));
         let released = fx.api.expect(Method::PATCH, PODTRACE, json(&podtrace(false, None))).await;
         assert_eq!(released.body[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));

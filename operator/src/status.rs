@@ -137,7 +137,7 @@ fn node_summaries<'a>(
                 NodeSummary { node: node.into(), pods: pods.len() as i32, ..Default::default() };
             let mut reasons = BTreeSet::new();
             for pod in pods {
-                let found = status.and_then(|s| s.pods.iter().find(|p| *p.uid == *pod.uid));
+                let found = status.and_then(|s| s.attach_results().find(|p| *p.uid == *pod.uid));
                 match found.map(|p| (p.state, p.reason)) {
                     Some((PodAttachState::Attached, _)) => summary.attached += 1,
                     Some((PodAttachState::Failed, reason)) => {
@@ -172,7 +172,7 @@ pub fn find<'a>(status: Option<&'a PodTraceStatus>, type_: &str) -> Option<&'a C
 mod tests {
     use super::*;
     use crate::index::tests::pod;
-    use podtrace_api::nodetrace::PodAttachStatus;
+    use podtrace_api::nodetrace::{PodAttachStatus, SpecFormat};
     use podtrace_api::presets::Preset;
 
     fn now() -> Time {
@@ -260,6 +260,32 @@ mod tests {
             (degraded.status.as_str(), degraded.reason.as_str()),
             ("True", "PodsNotAttached")
         );
+    }
+
+    /// An agent with a format-2 spec writes its results as lines (`podResults`): the roll-up
+    /// is the same as from the objects of format 1.
+    #[test]
+    fn rollup_reads_the_results_of_a_format_2_agent_from_its_lines() {
+        let pt = podtrace(Some("minimal"));
+        let objects = NodeTraceStatus {
+            pods: vec![
+                attach("a", PodAttachState::Attached, None),
+                attach("b", PodAttachState::Pending, Some(PodAttachReason::CgroupNotFound)),
+            ],
+            ..Default::default()
+        };
+        let lines = objects.clone().for_format(SpecFormat::Shared);
+        assert!(lines.pods.is_empty() && lines.pod_results.len() == 2);
+        let set = TraceSet::new([&pt], presets);
+        let idx = index();
+        let rollup = |s: &NodeTraceStatus| {
+            podtrace_status(&pt, &idx, &set, |n| (n == "n1").then_some(s), &now()).nodes
+        };
+        let from_lines = rollup(&lines);
+        assert_eq!(from_lines, rollup(&objects));
+        let n1 = &from_lines[0];
+        assert_eq!((n1.attached, n1.pending, n1.failed), (1, 1, 0));
+        assert_eq!(n1.reasons, vec![PodAttachReason::CgroupNotFound]);
     }
 
     #[test]

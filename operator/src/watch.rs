@@ -4,9 +4,10 @@
 //! |---|---|---|
 //! | Pods (decoded as `WatchedPod`) | projection in the pod index | old and new node; PodTraces of the namespace that select it |
 //! | Nodes (metadata only) | names in the index | that node |
-//! | MonitoringProfiles (managed fields stripped) | store | every node; every PodTrace |
-//! | NodeTraces (ours, by label) | index: requesters, spec hash, agent status | that node (not our own write); the PodTraces it lists when the agent's report changed |
-//! | PodTraces (managed fields stripped) | store | nodes hosting its namespace's pods or listing it; itself |
+//! | MonitoringProfiles (managed fields stripped) | store | every PodTraceProfile (rewritten only if a referenced profile appeared or went); format-1 nodes; the nodes of PodTraces whose pod-label allow-list moved; every PodTrace's status |
+//! | NodeTraces (ours, by label) | index: requesters, spec hash, spec format, agent status | that node (not our own write, unless the agent's format moved); the PodTraces it lists when the agent's report changed |
+//! | PodTraces (managed fields stripped) | store | its PodTraceProfile; nodes hosting its namespace's pods or listing it (only format-1 nodes when only its profile changed); itself |
+//! | PodTraceProfiles (ours, metadata only) | index: spec hash | itself, when not our own write |
 //!
 //! Each watch applies its events to the one index (`index/`), which says what follows. All
 //! replicas run the watches (a standby is ready to take over with warm caches); only the leader
@@ -18,13 +19,14 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use podtrace_api::{MonitoringProfile, NodeTrace, PodTrace};
-use std::collections::HashSet;
+use podtrace_api::nodetrace::PodTraceRef;
+use podtrace_api::{MonitoringProfile, NodeTrace, PodTrace, PodTraceProfile};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use crate::context::{Cache, Context};
+use crate::context::{Cache, Context, MANAGED_BY};
 use crate::desired::{reference, selects};
-use crate::index::{NodeTraceChange, ProjectedPod, Touched};
+use crate::index::{NodeTraceChange, PodTraceChange, ProjectedPod, Touched, spec_hash_of};
 use crate::watched_pod::WatchedPod;
 
 /// Pages of the initial lists: large pages list 10,000 pods in few round trips.
@@ -74,7 +76,7 @@ pub async fn pods(ctx: Arc<Context>) {
             ctx.metrics.pods_indexed.set(index.len() as i64);
             touched
         };
-        ctx.dirty.mark(touched.nodes);
+        ctx.dirty.nodes.mark(touched.nodes);
         if !touched.pods.is_empty() && ctx.leading.load(std::sync::atomic::Ordering::SeqCst) {
             for pt in ctx.podtraces.state() {
                 if touched.pods.iter().any(|p| selects(&pt, p)) {
@@ -124,11 +126,14 @@ pub async fn nodes(ctx: Arc<Context>) {
                 }
             }
         };
-        ctx.dirty.mark(changed);
+        ctx.dirty.nodes.mark(changed);
     }
 }
 
-/// MonitoringProfiles → their store. An edit may change any NodeTrace and any status.
+/// MonitoringProfiles → their store. An edit changes the settings of the PodTraces that use
+/// the profile: their statuses, the format-1 NodeTraces, and the format-2 NodeTraces only where
+/// a pod-label allow-list moved. PodTraceProfiles name the profile rather than copy it, so they
+/// change only when a profile they refer to appears or goes (the writer compares hashes).
 pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
     let stream =
         watcher(Api::<MonitoringProfile>::all(ctx.client.clone()), watcher::Config::default())
@@ -136,11 +141,42 @@ pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
             .modify(|p| p.managed_fields_mut().clear())
             .reflect(writer);
     for_each_change(stream, Cache::Profiles, &ctx, |ctx, _| {
-        let nodes: Vec<Arc<str>> = ctx.index.read().pods.nodes().cloned().collect();
-        ctx.dirty.mark(nodes);
+        let keys: Vec<(Arc<PodTrace>, u64)> = ctx.with_traces(|set, _| {
+            ctx.podtraces
+                .state()
+                .into_iter()
+                .map(|pt| {
+                    let k = set.nodetrace_key(&pt);
+                    (pt, k)
+                })
+                .collect()
+        });
+        let nodes = {
+            let mut index = ctx.index.write();
+            let moved: Vec<&Arc<PodTrace>> = keys
+                .iter()
+                .filter(|(pt, key)| index.podtrace_key(&pt.uid().unwrap_or_default(), *key))
+                .map(|(pt, _)| pt)
+                .collect();
+            let mut nodes: BTreeSet<Arc<str>> = index.format_1_nodes().cloned().collect();
+            for pt in moved {
+                nodes.extend(nodes_of(&index, pt));
+            }
+            nodes
+        };
+        ctx.dirty.nodes.mark(nodes);
+        ctx.dirty.profiles.mark(keys.iter().map(|(pt, _)| reference(pt)));
         ctx.trigger_namespace(None);
     })
     .await;
+}
+
+/// The nodes whose NodeTrace `pt` may be on: those listing it and those hosting pods of its
+/// namespace.
+fn nodes_of(index: &crate::index::Index, pt: &PodTrace) -> BTreeSet<Arc<str>> {
+    let mut nodes = index.nodes_requested_by(&reference(pt));
+    nodes.extend(index.pods.nodes_of_namespace(&pt.namespace().unwrap_or_default()));
+    nodes
 }
 
 /// NodeTraces (ours, by label) → the index, which keeps their requesters, spec hash and agent
@@ -176,7 +212,7 @@ pub async fn nodetraces(ctx: Arc<Context>) {
         };
         match change {
             Some(NodeTraceChange { recompute, roll_up }) => {
-                ctx.dirty.mark(recompute);
+                ctx.dirty.nodes.mark(recompute);
                 ctx.trigger_requesters(&roll_up);
             }
             None => listed(&ctx, Cache::NodeTraces, &mut relisted),
@@ -185,8 +221,9 @@ pub async fn nodetraces(ctx: Arc<Context>) {
 }
 
 /// PodTraces → their store (the controller reads it) and their bookkeeping in the index. A
-/// change may add or remove pods on the nodes hosting the namespace's pods and on the nodes
-/// that list the PodTrace.
+/// change of its profile rewrites its PodTraceProfile and the format-1 NodeTraces of its pods;
+/// a change of what it selects may add or remove pods on the nodes hosting the namespace's pods
+/// and on the nodes that list the PodTrace, in either format.
 pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
     let stream = watcher(api::<PodTrace>(&ctx, true), watcher::Config::default())
         .default_backoff()
@@ -211,30 +248,80 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
             watcher::Event::Delete(pt) => (pt, true),
             watcher::Event::InitApply(pt) => {
                 let uid = pt.uid().unwrap_or_default();
-                ctx.index.write().podtrace_listed(&uid, pt.metadata.generation);
+                let key = ctx.with_traces(|set, _| set.nodetrace_key(pt));
+                ctx.index.write().podtrace_listed(&uid, pt.metadata.generation, key);
                 return;
             }
             _ => return,
         };
         let uid = pt.uid().unwrap_or_default();
-        let nodes = {
+        let key = ctx.with_traces(|set, _| set.nodetrace_key(pt));
+        let (change, nodes) = {
             let mut index = ctx.index.write();
-            let changed = if deleted {
+            let change = if deleted {
                 index.podtrace_deleted(&uid);
-                true
+                PodTraceChange::Selection
             } else {
-                index.podtrace_applied(&uid, pt.metadata.generation)
+                index.podtrace_applied(&uid, pt.metadata.generation, key)
             };
-            changed.then(|| {
-                let mut nodes = index.nodes_requested_by(&reference(pt));
-                nodes.extend(index.pods.nodes_of_namespace(&pt.namespace().unwrap_or_default()));
-                nodes
-            })
+            let nodes: BTreeSet<Arc<str>> = match change {
+                PodTraceChange::Nothing => BTreeSet::new(),
+                PodTraceChange::Selection => nodes_of(&index, pt),
+                PodTraceChange::Settings => {
+                    let format_1: HashSet<&Arc<str>> = index.format_1_nodes().collect();
+                    nodes_of(&index, pt).into_iter().filter(|n| format_1.contains(n)).collect()
+                }
+            };
+            (change, nodes)
         };
-        ctx.dirty.mark(nodes.into_iter().flatten());
+        if change != PodTraceChange::Nothing {
+            ctx.dirty.profiles.mark([reference(pt)]);
+        }
+        ctx.dirty.nodes.mark(nodes);
         ctx.trigger(pt);
     })
     .await;
+}
+
+/// PodTraceProfiles (ours, metadata only) → their spec hashes in the index, so that a
+/// restarted operator writes none that is up to date, and an edit or deletion by someone else
+/// is repaired.
+pub async fn podtraceprofiles(ctx: Arc<Context>) {
+    let config = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    // Metadata only: the hash annotation is all the writer compares.
+    let api = api::<PartialObjectMeta<PodTraceProfile>>(&ctx, true);
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    let mut relisted = false;
+    let of = |m: &PartialObjectMeta<PodTraceProfile>| PodTraceRef {
+        namespace: m.namespace().unwrap_or_default(),
+        name: m.name_any(),
+    };
+    while let Some(event) = stream.next().await {
+        let mut index = ctx.index.write();
+        let ledger = &mut index.profile_hashes;
+        match event {
+            Ok(watcher::Event::Init) => ledger.relist_start(),
+            Ok(watcher::Event::InitApply(m)) => ledger.listed(of(&m), spec_hash_of(&m)),
+            Ok(watcher::Event::InitDone) => {
+                ledger.relist_done();
+                drop(index);
+                listed(&ctx, Cache::PodTraceProfiles, &mut relisted);
+            }
+            Ok(watcher::Event::Apply(m)) => {
+                if ledger.applied(of(&m), spec_hash_of(&m)) {
+                    ctx.dirty.profiles.mark([of(&m)]);
+                }
+            }
+            Ok(watcher::Event::Delete(m)) => {
+                ledger.deleted(&of(&m));
+                ctx.dirty.profiles.mark([of(&m)]);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, cache = ?Cache::PodTraceProfiles, "watch failed; retrying")
+            }
+        }
+    }
 }
 
 /// After a watch listed (again): marks `cache` synced; after a relist, rechecks every node and
@@ -242,8 +329,13 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
 fn listed(ctx: &Context, cache: Cache, relisted: &mut bool) {
     ctx.synced.done(cache);
     if *relisted {
-        let nodes: Vec<Arc<str>> = ctx.index.read().pods.nodes().cloned().collect();
-        ctx.dirty.mark(nodes);
+        let (nodes, profiles): (Vec<Arc<str>>, Vec<PodTraceRef>) = {
+            let index = ctx.index.read();
+            (index.pods.nodes().cloned().collect(), index.profile_hashes.keys().cloned().collect())
+        };
+        ctx.dirty.nodes.mark(nodes);
+        ctx.dirty.profiles.mark(profiles);
+        ctx.dirty.profiles.mark(ctx.podtraces.state().iter().map(|pt| reference(pt)));
         ctx.trigger_namespace(None);
         if let Cache::PodTraces = cache {
             let uids: HashSet<String> =

@@ -1,4 +1,4 @@
-//! Writes the generated files of the API: `crds/<plural>.yaml` for the three CRDs and
+//! Writes the generated files of the API: `crds/<plural>.yaml` for the four CRDs and
 //! `manifests/samples/monitoringprofile-<preset>.yaml` for the six presets.
 //!
 //! `make generate` runs it; CI runs it again and fails when the tree differs.

@@ -1,413 +1,424 @@
-//! `operator-bench`: the podtrace operator at 10,000 pods on 100 nodes with 100 PodTraces, against
-//! a real kube-apiserver + etcd (the e2e harness), run as a process like in production.
+//! `operator-bench`: the podtrace operator against a real kube-apiserver + etcd (the e2e
+//! harness), run as a process like in production, at 1,000 nodes, 1,000 PodTraces and 100,000
+//! pods (`--quick`: 100 nodes, 100 PodTraces, 10,000 pods), with a stand-in agent per node
+//! (`agents.rs`: the watches and the first status report of a real agent).
 //!
-//! It prints:
-//! - operator RSS and heap in use with no pods, half and all the pods indexed (each the median of
-//!   three processes), and the marginal KiB per pod;
-//! - initial sync (process start → `/readyz`) as a ratio to a raw paginated LIST of the same pods
-//!   (500 per page, decoded into `Pod`s, the same work a client has to do);
-//! - the latency from a PodTrace change to every affected NodeTrace updated, p50/p99 over 50
-//!   changes. Pod `j` of app `i` runs on node `(i + j) % 100`, so every PodTrace has a pod on every
-//!   node and each change rewrites all 100 NodeTraces (100 pods each): the worst case.
+//! It prints each figure beside its goal:
+//! - API writes per PodTrace edit and per MonitoringProfile edit (NodeTraces,
+//!   PodTraceProfiles, PodTrace statuses), and the API server's CPU per edit;
+//! - edit → every agent's watch delivered the new settings, p50/p99 over the edits;
+//! - operator RSS with no pods and with every pod indexed (median of three processes);
+//! - initial sync (start → `/readyz`) as a ratio to a raw paginated LIST of the pods;
+//! - pod churn: traced pods created and deleted at a steady rate, the NodeTrace writes it
+//!   caused and the time from its end until every NodeTrace lists exactly the existing pods.
 //!
 //! Usage: `cargo build --release -p podtrace-operator -p podtrace-bench-operator &&
-//! target/release/operator-bench [--nodes N] [--podtraces N] [--pods-per-podtrace N] [--changes N]`.
+//! target/release/operator-bench [--quick]` (`make bench-operator`, `make
+//! bench-operator-quick`).
 
 use anyhow::{Context, Result, bail};
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use clap::Parser;
+use futures::StreamExt;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
-use podtrace_api::{NodeTrace, PodTrace};
+use podtrace_api::{MonitoringProfile, NodeTrace, PodTrace};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const SCOPE_LABEL: &str = "podtrace.dev/e2e-scope";
-/// The operator's heap in use (jemalloc), beside the RSS: it does not count freed pages the
-/// allocator still holds, so it shows what the operator keeps per pod.
+mod agents;
+mod churn;
+mod cluster;
+mod cpu;
+mod operator;
+
+use agents::{Agents, Wanted};
+use cluster::Cluster;
+use cpu::Cpu;
+use operator::Operator;
+
+/// The operator's heap in use (jemalloc), beside the RSS.
 const HEAP: &str = "podtrace_operator_heap_allocated_bytes";
 const MIB: f64 = 1024.0 * 1024.0;
 
-mod operator;
-use operator::Operator;
-
-struct Scale {
-    nodes: usize,
-    podtraces: usize,
-    pods_per_podtrace: usize,
+/// The podtrace operator at cluster scale against a real API server.
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Args {
+    /// The quick run: 100 nodes, 100 PodTraces, 10 MonitoringProfiles, 10,000 pods, 20 s of churn.
+    #[arg(long, env = "PT_BENCH_QUICK")]
+    quick: bool,
+    /// Nodes (default 1,000; quick 100).
+    #[arg(long, env = "PT_BENCH_NODES")]
+    nodes: Option<usize>,
+    /// PodTraces (default 1,000; quick 100).
+    #[arg(long, env = "PT_BENCH_PODTRACES")]
+    podtraces: Option<usize>,
+    /// Pods per PodTrace (default 100).
+    #[arg(long, env = "PT_BENCH_PODS_PER_PODTRACE")]
+    pods_per_podtrace: Option<usize>,
+    /// MonitoringProfiles the PodTraces refer to, round robin (default 100; quick 10).
+    #[arg(long, env = "PT_BENCH_PROFILES")]
+    profiles: Option<usize>,
+    /// PodTrace edits measured.
+    #[arg(long, env = "PT_BENCH_CHANGES", default_value_t = 50)]
     changes: usize,
+    /// MonitoringProfile edits measured.
+    #[arg(long, env = "PT_BENCH_PROFILE_CHANGES", default_value_t = 10)]
+    profile_changes: usize,
+    /// Churned pods created (and as many deleted) per second.
+    #[arg(long, env = "PT_BENCH_CHURN_RATE", default_value_t = 1000)]
+    churn_rate: usize,
+    /// Seconds of churn (default 60; quick 20).
+    #[arg(long, env = "PT_BENCH_CHURN_SECONDS")]
+    churn_seconds: Option<u64>,
 }
 
-fn scale() -> Result<Scale> {
-    let mut s = Scale { nodes: 100, podtraces: 100, pods_per_podtrace: 100, changes: 50 };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value: usize = pair.get(1).context("a flag needs a value")?.parse()?;
-        match pair[0].as_str() {
-            "--nodes" => s.nodes = value,
-            "--podtraces" => s.podtraces = value,
-            "--pods-per-podtrace" => s.pods_per_podtrace = value,
-            "--changes" => s.changes = value,
-            other => bail!("unknown flag {other}"),
-        }
+/// The sizes of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    /// Nodes, each with an agent.
+    pub nodes: usize,
+    /// PodTraces.
+    pub podtraces: usize,
+    /// Pods per PodTrace.
+    pub pods_per_podtrace: usize,
+    /// MonitoringProfiles.
+    pub profiles: usize,
+}
+
+impl Scale {
+    /// Every pod.
+    pub fn pods(&self) -> usize {
+        self.podtraces * self.pods_per_podtrace
     }
-    Ok(s)
+}
+
+/// The operator's write counters.
+#[derive(Clone, Copy, Debug, Default)]
+struct Writes {
+    nodetraces: f64,
+    profiles: f64,
+    statuses: f64,
+}
+
+impl Writes {
+    async fn of(op: &Operator) -> Result<Self> {
+        Ok(Self {
+            nodetraces: op.metric("podtrace_operator_nodetrace_writes_total").await?,
+            profiles: op.metric("podtrace_operator_podtraceprofile_writes_total").await?,
+            statuses: op.metric("podtrace_operator_status_writes_total").await?,
+        })
+    }
+
+    fn per(&self, before: &Self, n: usize) -> String {
+        let n = n as f64;
+        format!(
+            "{:.1} NodeTrace + {:.1} PodTraceProfile (+ {:.1} PodTrace status)",
+            (self.nodetraces - before.nodetraces) / n,
+            (self.profiles - before.profiles) / n,
+            (self.statuses - before.statuses) / n
+        )
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let s = scale()?;
-    let pods_total = s.podtraces * s.pods_per_podtrace;
+    let args = Args::parse();
+    let full = !args.quick;
+    let scale = Scale {
+        nodes: args.nodes.unwrap_or(if full { 1000 } else { 100 }),
+        podtraces: args.podtraces.unwrap_or(if full { 1000 } else { 100 }),
+        pods_per_podtrace: args.pods_per_podtrace.unwrap_or(100),
+        profiles: args.profiles.unwrap_or(if full { 100 } else { 10 }),
+    };
+    let churn_seconds = args.churn_seconds.unwrap_or(if full { 60 } else { 20 });
     let cp = podtrace_e2e::with_crds();
     let client = cp.client().await?;
-    let ns = cp.namespace(&client, "bench").await?;
-    let ns = ns.name.clone();
-    let scope = format!("{SCOPE_LABEL}={ns}");
-    println!("operator-bench: {pods_total} pods, {} nodes, {} PodTraces", s.nodes, s.podtraces);
-
-    let nodes: Api<Node> = Api::all(client.clone());
-    futures::stream::iter(0..s.nodes)
-        .map(|n| {
-            let node: Node = serde_json::from_value(json!({
-                "metadata": {"name": format!("{ns}-n{n}"), "labels": {SCOPE_LABEL: ns}}
-            }))
-            .unwrap();
-            let nodes = nodes.clone();
-            async move { nodes.create(&PostParams::default(), &node).await }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await?;
-    let podtraces: Api<PodTrace> = Api::namespaced(client.clone(), &ns);
-    for i in 0..s.podtraces {
-        let body = json!({"apiVersion": "podtrace.dev/v1alpha1", "kind": "PodTrace",
-            "metadata": {"name": format!("pt-{i}")},
-            "spec": {"selector": {"matchLabels": {"app": format!("app-{i}")}}, "profileRef": {"name": "standard"}}});
-        podtraces
-            .patch(&format!("pt-{i}"), &PatchParams::apply("bench"), &Patch::Apply(body))
-            .await?;
-    }
-
-    // Baseline: the operator with nodes and PodTraces but no pods.
-    let mut op = Operator::start(cp, &ns, &scope, "baseline")?;
-    op.wait_ready(Duration::from_secs(60)).await?;
-    op.settle().await?;
-    let rss_empty = op.rss_kib()?;
-    let heap_empty = op.metric(HEAP).await?;
-    op.stop();
-    let (rss_empty, heap_empty) =
-        median_memory(cp, &ns, &scope, "baseline", (rss_empty, heap_empty)).await?;
-
-    // Half the pods: the second point of the marginal memory per pod.
-    let half = s.pods_per_podtrace / 2;
-    let started = Instant::now();
-    create_pods(&client, &ns, &s, 0..half).await?;
+    let ns = cp.namespace(&client, "bench").await?.name.clone();
+    let cluster = Cluster { client: client.clone(), ns: ns.clone(), scale };
+    let scope = cluster.scope();
+    let (load, _, _) = load_average();
     println!(
-        "created {} pods (with container IDs) in {:.1?}",
-        s.podtraces * half,
-        started.elapsed()
+        "operator-bench: {} pods, {} nodes (one stand-in agent each), {} PodTraces over {} MonitoringProfiles; load average {load:.2}",
+        scale.pods(),
+        scale.nodes,
+        scale.podtraces,
+        scale.profiles
     );
-    let mut op = Operator::start(cp, &ns, &scope, "half")?;
-    op.wait_ready(Duration::from_secs(120)).await?;
-    let expected = s.podtraces * half / s.nodes;
-    nodetraces_complete(&client, &scope, s.nodes, expected).await?;
-    op.settle().await?;
-    let rss_half = op.rss_kib()?;
-    let heap_half = op.metric(HEAP).await?;
-    op.stop();
-    let (rss_half, heap_half) =
-        median_memory(cp, &ns, &scope, "half", (rss_half, heap_half)).await?;
+    cluster.create_nodes_profiles_and_podtraces().await?;
+
+    // The operator with nodes and PodTraces but no pods.
+    let mut empty = Samples::default();
+    for i in 0..3 {
+        let mut op = Operator::start(cp, &ns, &scope, &format!("empty-{i}"))?;
+        op.wait_ready(Duration::from_secs(60)).await?;
+        empty.take(&op).await?;
+        op.stop();
+    }
+    empty.print("no pods");
 
     let started = Instant::now();
-    create_pods(&client, &ns, &s, half..s.pods_per_podtrace).await?;
-    println!("created {} more pods in {:.1?}", pods_total - s.podtraces * half, started.elapsed());
-
+    cluster.create_pods(0..scale.pods_per_podtrace).await?;
+    println!("created {} pods (with container IDs) in {:.1?}", scale.pods(), started.elapsed());
     let mut lists = Vec::new();
     for _ in 0..3 {
-        lists.push(raw_list(&client, &ns).await?);
+        lists.push(cluster.raw_list().await?);
     }
     lists.sort();
     let list = lists[1];
 
-    let mut op = Operator::start(cp, &ns, &scope, "loaded")?;
-    let started = Instant::now();
-    op.wait_ready(Duration::from_secs(120)).await?;
-    let sync = started.elapsed();
+    let agents =
+        Agents::start(&client, (0..scale.nodes).map(|n| cluster.node(n)).collect()).await?;
+    println!("{} stand-in agents watching", scale.nodes);
     let (store, writer) = reflector::store::<NodeTrace>();
-    let nt_api: Api<NodeTrace> = Api::all(client.clone());
-    let watch = watcher(nt_api, watcher::Config::default().labels(&scope))
-        .default_backoff()
-        .reflect(writer);
+    let watch =
+        watcher(Api::<NodeTrace>::all(client.clone()), watcher::Config::default().labels(&scope))
+            .default_backoff()
+            .reflect(writer);
     tokio::spawn(watch.for_each(|_| async {}));
-    let full = |store: &reflector::Store<NodeTrace>| {
+    let per_node = scale.pods() / scale.nodes;
+    let complete = |store: &reflector::Store<NodeTrace>| {
         let state = store.state();
-        state.len() == s.nodes && state.iter().all(|nt| nt.spec.pods.len() == pods_total / s.nodes)
+        state.len() == scale.nodes
+            && state.iter().all(|nt| {
+                nt.spec.pods.len() == per_node
+                    && nt.spec.format() == podtrace_api::nodetrace::SpecFormat::Shared
+            })
     };
-    wait_until(Duration::from_secs(120), || full(&store))
+
+    // First process: sync, every NodeTrace written (format 1, then format 2 once the agents
+    // reported), the statuses rolled up; then two restarts on the same objects (they write
+    // nothing), the last one kept for the edits and the churn.
+    let (mut sync, mut loaded) = (Vec::new(), Samples::default());
+    let mut first = Operator::start(cp, &ns, &scope, "loaded-0")?;
+    let started = Instant::now();
+    first.wait_ready(Duration::from_secs(300)).await?;
+    sync.push(started.elapsed());
+    agents.reported().await?;
+    wait_until(Duration::from_secs(600), || complete(&store))
         .await
         .context("NodeTraces never complete")?;
-    let all_written = started.elapsed();
-    op.settle().await?;
-    let rss_loaded = op.rss_kib()?;
-    let heap_loaded = op.metric(HEAP).await?;
-    let writes_initial = op.metric("podtrace_operator_nodetrace_writes_total").await?;
-
-    println!();
-    println!("| figure | value | target |");
-    println!("|---|---|---|");
-    println!("| raw paginated LIST of the pods (500/page, decoded; median of 3) | {list:.2?} | |");
-    println!("| operator start → /readyz (every cache synced) | {sync:.2?} | |");
-    println!("| sync / raw LIST | {:.2}× | ≤ 1.3× |", sync.as_secs_f64() / list.as_secs_f64());
-    println!("| operator start → all {} NodeTraces written | {all_written:.2?} | |", s.nodes);
+    let written = started.elapsed();
+    loaded.take(&first).await?;
+    first.stop();
+    let mut op = None;
+    for i in 1..3 {
+        let restarted = Operator::start(cp, &ns, &scope, &format!("loaded-{i}"))?;
+        let started = Instant::now();
+        restarted.wait_ready(Duration::from_secs(300)).await?;
+        sync.push(started.elapsed());
+        loaded.take(&restarted).await?;
+        if let Some(mut previous) = op.replace(restarted) {
+            previous.stop();
+        }
+    }
+    loaded.print(&format!("{} pods", scale.pods()));
+    let op = op.context("the last operator is kept")?;
     let spec_bytes: usize =
         store.state().iter().map(|nt| serde_json::to_vec(&nt.spec).map_or(0, |v| v.len())).sum();
-    println!(
-        "| NodeTrace spec (JSON), average of {} | {:.1} KiB | |",
-        s.nodes,
-        spec_bytes as f64 / s.nodes as f64 / 1024.0
-    );
 
-    let cpu_before = Cpu::sample(cp, &op)?;
+    // PodTrace edits: pt-k moves to another MonitoringProfile and back.
+    let podtraces: Api<PodTrace> = Api::namespaced(client.clone(), &ns);
+    let (writes_before, cpu_before) = (Writes::of(&op).await?, Cpu::sample(cp, &op)?);
     let mut latencies = Vec::new();
-    for k in 0..s.changes {
-        let name = format!("pt-{}", k % s.podtraces);
-        let profile = if (k / s.podtraces) % 2 == 0 { "minimal" } else { "standard" };
+    for k in 0..args.changes {
+        let i = k % scale.podtraces;
+        let moved = (k / scale.podtraces).is_multiple_of(2);
+        let profile = cluster.profile_of(if moved { i + 1 } else { i });
+        agents
+            .expect(Wanted::PodTraceProfile { name: format!("pt-{i}"), profile: profile.clone() });
         let patch = json!({"spec": {"profileRef": {"name": profile}}});
-        let t0 = Instant::now();
-        podtraces.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        let done = || {
-            store.state().iter().all(|nt| {
-                nt.spec
-                    .pods
-                    .iter()
-                    .filter(|p| p.requested_by.iter().any(|r| r.name == name))
-                    .all(|p| p.profiles == [profile])
-            })
-        };
-        wait_until(Duration::from_secs(120), done)
-            .await
-            .with_context(|| format!("change {k} never arrived"))?;
-        latencies.push(t0.elapsed());
-        eprintln!("change {k}: {} ms", t0.elapsed().as_millis());
+        podtraces.patch(&format!("pt-{i}"), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let took =
+            agents.wait(Duration::from_secs(120)).await.with_context(|| format!("edit {k}"))?;
+        latencies.push(took);
     }
-    latencies.sort();
-    let pct = |q: f64| {
-        latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
-    };
-    let writes_after = op.metric("podtrace_operator_nodetrace_writes_total").await?;
-    let cpu = Cpu::sample(cp, &op)?.since(&cpu_before);
-    op.stop();
+    op.settle().await?;
+    let (edit_writes, edit_cpu) =
+        (Writes::of(&op).await?, Cpu::sample(cp, &op)?.since(&cpu_before));
 
-    println!(
-        "| PodTrace change → every affected NodeTrace updated ({} changes × {} NodeTraces) | p50 {} ms, p99 {} ms | p99 ≤ 1 s |",
-        s.changes,
-        s.nodes,
-        pct(0.5).as_millis(),
-        pct(0.99).as_millis()
-    );
-    println!(
-        "| NodeTrace writes: initial / per change | {writes_initial} / {:.1} | |",
-        (writes_after - writes_initial) / s.changes as f64
-    );
-    let per_change = |ms: f64| format!("{:.0} ms", ms / s.changes as f64);
-    println!(
-        "| CPU per change: kube-apiserver / etcd / operator / this bench's NodeTrace watch | {} / {} / {} / {} | |",
-        per_change(cpu.apiserver),
-        per_change(cpu.etcd),
-        per_change(cpu.operator),
-        per_change(cpu.bench)
-    );
+    // MonitoringProfile edits: each profile is named by podtraces/profiles PodTraces.
+    let profiles: Api<MonitoringProfile> = Api::all(client.clone());
+    let (profile_writes_before, profile_cpu_before) =
+        (Writes::of(&op).await?, Cpu::sample(cp, &op)?);
+    let mut profile_latencies = Vec::new();
+    for k in 0..args.profile_changes {
+        let interval = format!("{}s", 61 + k);
+        let p = k % scale.profiles;
+        agents.expect(Wanted::MonitoringProfile {
+            name: cluster.profile(p),
+            interval: interval.clone(),
+        });
+        cluster.apply_profile(&profiles, p, &interval).await?;
+        profile_latencies.push(
+            agents
+                .wait(Duration::from_secs(120))
+                .await
+                .with_context(|| format!("profile edit {k}"))?,
+        );
+    }
+    op.settle().await?;
+    let (profile_writes, profile_cpu) =
+        (Writes::of(&op).await?, Cpu::sample(cp, &op)?.since(&profile_cpu_before));
 
-    // Two more processes on the final objects for the median of the loaded memory point.
-    let (rss_loaded, heap_loaded) =
-        median_memory(cp, &ns, &scope, "loaded", (rss_loaded, heap_loaded)).await?;
-    let per_pod = (rss_loaded as f64 - rss_empty as f64) / pods_total as f64;
-    let per_pod_half =
-        (rss_loaded as f64 - rss_half as f64) / (pods_total - s.podtraces * half) as f64;
+    // Churn.
+    let churn_writes_before = Writes::of(&op).await?;
+    let churn_cpu_before = Cpu::sample(cp, &op)?;
+    let churn = churn::run(&cluster, args.churn_rate, churn_seconds, &store).await?;
+    let churn_cpu = Cpu::sample(cp, &op)?.since(&churn_cpu_before);
+    let churn_writes = Writes::of(&op).await?;
+    drop(agents);
+    let (load_end, _, _) = load_average();
+
+    println!();
+    println!("| figure | measured | goal |");
+    println!("|---|---|---|");
     println!(
-        "| operator RSS, nodes + PodTraces, no pods (median of 3 processes) | {:.1} MiB | |",
-        rss_empty as f64 / 1024.0
+        "| API writes per PodTrace edit ({} edits) | {} | ≤ PodTraces whose settings changed (1); no NodeTrace |",
+        args.changes,
+        edit_writes.per(&writes_before, args.changes)
     );
     println!(
-        "| operator RSS, {pods_total} pods indexed, NodeTraces written (median of 3) | {:.1} MiB | |",
-        rss_loaded as f64 / 1024.0
+        "| API writes per MonitoringProfile edit ({} edits, {} PodTraces each) | {} | ≤ PodTraces whose settings changed ({}); no NodeTrace |",
+        args.profile_changes,
+        scale.podtraces / scale.profiles,
+        profile_writes.per(&profile_writes_before, args.profile_changes),
+        scale.podtraces / scale.profiles
     );
     println!(
-        "| operator RSS, {} pods indexed, NodeTraces written (median of 3) | {:.1} MiB | |",
-        s.podtraces * half,
-        rss_half as f64 / 1024.0
+        "| PodTrace edit → all {} agents have the new settings | p50 {} ms, p99 {} ms | p99 ≤ 1 s |",
+        scale.nodes,
+        percentile(&mut latencies, 0.5).as_millis(),
+        percentile(&mut latencies, 0.99).as_millis()
     );
     println!(
-        "| marginal memory per pod, {} → {pods_total} pods | {per_pod_half:.2} KiB | ≤ 1 KiB |",
-        s.podtraces * half
-    );
-    println!("| average memory per pod over the no-pod baseline | {per_pod:.2} KiB | |");
-    println!(
-        "| heap in use (jemalloc), no pods / {} / {pods_total} pods | {:.1} / {:.1} / {:.1} MiB | |",
-        s.podtraces * half,
-        heap_empty / MIB,
-        heap_half / MIB,
-        heap_loaded / MIB
+        "| MonitoringProfile edit → all {} agents have it | p50 {} ms, p99 {} ms | p99 ≤ 1 s |",
+        scale.nodes,
+        percentile(&mut profile_latencies, 0.5).as_millis(),
+        percentile(&mut profile_latencies, 0.99).as_millis()
     );
     println!(
-        "| marginal heap in use per pod, {} → {pods_total} pods | {:.2} KiB | |",
-        s.podtraces * half,
-        (heap_loaded - heap_half) / 1024.0 / (pods_total - s.podtraces * half) as f64
+        "| API-server CPU per PodTrace edit | {:.0} ms | ≤ 50 ms |",
+        edit_cpu.apiserver / args.changes as f64
     );
+    println!(
+        "| CPU per PodTrace edit: etcd / operator / the {} stand-in agents and this bench | {:.0} / {:.0} / {:.0} ms | |",
+        scale.nodes,
+        edit_cpu.etcd / args.changes as f64,
+        edit_cpu.operator / args.changes as f64,
+        edit_cpu.bench / args.changes as f64
+    );
+    println!(
+        "| API-server CPU per MonitoringProfile edit | {:.0} ms | ≤ 50 ms |",
+        profile_cpu.apiserver / args.profile_changes.max(1) as f64
+    );
+    println!(
+        "| operator RSS, {} pods indexed (median of 3 processes) | {:.1} MiB (no pods: {:.1} MiB) | ≤ 128 MiB |",
+        scale.pods(),
+        loaded.rss_kib() as f64 / 1024.0,
+        empty.rss_kib() as f64 / 1024.0
+    );
+    println!(
+        "| operator heap in use, no pods / {} pods | {:.1} / {:.1} MiB | |",
+        scale.pods(),
+        empty.heap() / MIB,
+        loaded.heap() / MIB
+    );
+    println!(
+        "| raw paginated LIST of the {} pods (500/page, decoded; median of 3) | {list:.2?} | |",
+        scale.pods()
+    );
+    sync.sort();
+    println!(
+        "| operator start → /readyz (3 processes) | {} | |",
+        sync.iter().map(|d| format!("{d:.2?}")).collect::<Vec<_>>().join(" / ")
+    );
+    println!(
+        "| initial sync / raw LIST (median) | {:.2}× | ≤ 1.3× |",
+        sync[sync.len() / 2].as_secs_f64() / list.as_secs_f64()
+    );
+    println!("| first start → all {} NodeTraces in format 2 | {written:.1?} | |", scale.nodes);
+    println!(
+        "| NodeTrace spec (JSON), average | {:.1} KiB | |",
+        spec_bytes as f64 / scale.nodes as f64 / 1024.0
+    );
+    println!(
+        "| pod churn: {} created + {} deleted in {:.1?} ({:.0} + {:.0} pods/s) | {:.0} NodeTrace writes ({:.0}/s), {:.0} status writes | {} + {} pods/s for {churn_seconds} s |",
+        churn.created,
+        churn.deleted,
+        churn.took,
+        churn.created as f64 / churn.took.as_secs_f64(),
+        churn.deleted as f64 / churn.took.as_secs_f64(),
+        churn_writes.nodetraces - churn_writes_before.nodetraces,
+        (churn_writes.nodetraces - churn_writes_before.nodetraces) / churn.took.as_secs_f64(),
+        churn_writes.statuses - churn_writes_before.statuses,
+        args.churn_rate,
+        args.churn_rate
+    );
+    println!(
+        "| churn end → every NodeTrace lists exactly the existing pods | {:.2?} | ≤ 2 s |",
+        churn.converged
+    );
+    println!(
+        "| CPU during churn: kube-apiserver / etcd / operator | {:.1} / {:.1} / {:.1} s | |",
+        churn_cpu.apiserver / 1000.0,
+        churn_cpu.etcd / 1000.0,
+        churn_cpu.operator / 1000.0
+    );
+    println!("load average: {load:.2} at the start, {load_end:.2} at the end");
     Ok(())
 }
 
-/// The median RSS (KiB) and heap in use (bytes) of `first` and of two more operator processes
-/// started on the same objects, each sampled once ready and idle ([`Operator::settle`]; they
-/// write nothing: every NodeTrace is up to date). One process's figure varies with how its allocator laid out the
-/// initial list, by up to ±0.3 KiB per pod between runs.
-async fn median_memory(
-    cp: &podtrace_e2e::ControlPlane,
-    ns: &str,
-    scope: &str,
-    label: &str,
-    first: (u64, f64),
-) -> Result<(u64, f64)> {
-    let (mut rss, mut heap) = (vec![first.0], vec![first.1]);
-    for i in 1..3 {
-        let mut op = Operator::start(cp, ns, scope, &format!("{label}-{i}"))?;
-        op.wait_ready(Duration::from_secs(120)).await?;
+/// RSS (KiB) and heap in use (bytes) of operator processes, each sampled once ready and idle
+/// ([`Operator::settle`]).
+#[derive(Default)]
+struct Samples {
+    rss: Vec<u64>,
+    heap: Vec<f64>,
+}
+
+impl Samples {
+    async fn take(&mut self, op: &Operator) -> Result<()> {
         op.settle().await?;
-        rss.push(op.rss_kib()?);
-        heap.push(op.metric(HEAP).await?);
-        op.stop();
-    }
-    let mib = |kib: &u64| format!("{:.1}", *kib as f64 / 1024.0);
-    let heap_mib = |b: &f64| format!("{:.1}", b / MIB);
-    println!(
-        "memory at {label}: RSS {} MiB, heap {} MiB (first process, then two restarts)",
-        rss.iter().map(mib).collect::<Vec<_>>().join(" / "),
-        heap.iter().map(heap_mib).collect::<Vec<_>>().join(" / ")
-    );
-    rss.sort_unstable();
-    heap.sort_by(f64::total_cmp);
-    Ok((rss[1], heap[1]))
-}
-
-/// CPU time (user + system, ms) of the processes a change goes through, to show where the
-/// change latency is spent.
-struct Cpu {
-    apiserver: f64,
-    etcd: f64,
-    operator: f64,
-    bench: f64,
-}
-
-impl Cpu {
-    fn sample(cp: &podtrace_e2e::ControlPlane, op: &Operator) -> Result<Self> {
-        let of_pid_file = |name: &str| -> Result<f64> {
-            let pid = std::fs::read_to_string(cp.dir.join(format!("{name}.pid")))?;
-            cpu_ms(pid.trim().parse()?)
-        };
-        Ok(Self {
-            apiserver: of_pid_file("apiserver")?,
-            etcd: of_pid_file("etcd")?,
-            operator: cpu_ms(op.child.as_ref().context("stopped")?.id())?,
-            bench: cpu_ms(std::process::id())?,
-        })
+        self.rss.push(op.rss_kib()?);
+        self.heap.push(op.metric(HEAP).await?);
+        Ok(())
     }
 
-    fn since(&self, before: &Self) -> Self {
-        Self {
-            apiserver: self.apiserver - before.apiserver,
-            etcd: self.etcd - before.etcd,
-            operator: self.operator - before.operator,
-            bench: self.bench - before.bench,
-        }
+    fn print(&self, label: &str) {
+        let mib = |kib: &u64| format!("{:.1}", *kib as f64 / 1024.0);
+        println!(
+            "operator RSS, {label}: {} MiB (first process, then restarts)",
+            self.rss.iter().map(mib).collect::<Vec<_>>().join(" / ")
+        );
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let mut v = self.rss.clone();
+        v.sort_unstable();
+        v[v.len() / 2]
+    }
+
+    fn heap(&self) -> f64 {
+        let mut v = self.heap.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     }
 }
 
-/// utime + stime of `pid` from /proc/<pid>/stat, in milliseconds.
-fn cpu_ms(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at state, field 3.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // /proc counts in USER_HZ, which the kernel's ABI fixes at 100 on every architecture it
-    // reports through /proc (sysconf(_SC_CLK_TCK) answers the same).
-    Ok(ticks * 10.0)
-}
-
-/// Waits until all `nodes` NodeTraces of `scope` list `pods` pods each.
-async fn nodetraces_complete(
-    client: &Client,
-    scope: &str,
-    nodes: usize,
-    pods: usize,
-) -> Result<()> {
-    let api: Api<NodeTrace> = Api::all(client.clone());
-    let start = Instant::now();
-    loop {
-        let list = api.list(&ListParams::default().labels(scope)).await?;
-        if list.items.len() == nodes && list.items.iter().all(|nt| nt.spec.pods.len() == pods) {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(300) {
-            bail!("NodeTraces incomplete after 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+fn percentile(values: &mut [Duration], q: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
     }
+    values.sort();
+    values[((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1]
 }
 
-async fn create_pods(
-    client: &Client,
-    ns: &str,
-    s: &Scale,
-    range: std::ops::Range<usize>,
-) -> Result<()> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let work = (0..s.podtraces).flat_map(|i| range.clone().map(move |j| (i, j)));
-    futures::stream::iter(work)
-        .map(|(i, j)| {
-            let pods = pods.clone();
-            let name = format!("app-{i}-{j}");
-            let pod: Pod = serde_json::from_value(json!({
-                "metadata": {"name": name, "labels": {"app": format!("app-{i}"), "pod-template-hash": "5d8f7c9b6"},
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("app-{i}-5d8f7c9b6"),
-                        "uid": "6f1c3c1e-0000-4000-8000-000000000001", "controller": true}]},
-                "spec": {"nodeName": format!("{ns}-n{}", (i + j) % s.nodes),
-                    "containers": [{"name": "app", "image": "registry.example/app:1.0"}]},
-            }))
-            .unwrap();
-            async move {
-                pods.create(&PostParams::default(), &pod).await?;
-                let status = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "app",
-                    "containerID": format!("containerd://{:064x}", i * 100_000 + j), "image": "registry.example/app:1.0",
-                    "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]}});
-                pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
-                Ok::<_, kube::Error>(())
-            }
-        })
-        .buffer_unordered(64)
-        .try_collect::<Vec<_>>()
-        .await?;
-    Ok(())
-}
-
-/// A paginated LIST of every pod of `ns`, 500 per page, decoded: what any client must do.
-async fn raw_list(client: &Client, ns: &str) -> Result<Duration> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let started = Instant::now();
-    let mut params = ListParams::default().limit(500);
-    let mut count = 0;
-    loop {
-        let page = pods.list(&params).await?;
-        count += page.items.len();
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => break,
-        }
-    }
-    let took = started.elapsed();
-    println!("raw LIST: {count} pods in {took:.2?}");
-    Ok(took)
+fn load_average() -> (f64, f64, f64) {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = text.split_whitespace().map(|v| v.parse().unwrap_or(f64::NAN));
+    (it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN))
 }
 
 async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
@@ -416,7 +427,7 @@ async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result
         if start.elapsed() > timeout {
             bail!("timed out after {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }

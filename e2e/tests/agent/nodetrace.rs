@@ -1,10 +1,15 @@
+//! The agent as a process against the real API server, with real cgroups laid out as the
+//! kubelet lays them out: a hand-made NodeTrace of spec format 1 (what an operator of an
+//! earlier version writes) and one of format 2 with its PodTraceProfile and MonitoringProfiles,
+//! whose edits the agent follows without any NodeTrace write.
+
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use podtrace_api::{
-    NodeTrace, NodeTraceSpec,
-    nodetrace::{PodSettings, TracedContainer, TracedPod},
+    MonitoringProfile, NodeTrace, NodeTraceSpec, PodTraceProfile,
+    nodetrace::{PodSettings, PodTraceRef, TracedContainer, TracedPod},
     profile::MonitoringProfileSpec,
     status::{PodAttachReason, PodAttachState},
 };
@@ -114,7 +119,7 @@ fn pod(uid: &str, name: &str, runtime_id: &str) -> TracedPod {
             name: "app".into(),
             runtime_id: Some(runtime_id.into()),
         }],
-        settings_key: SETTINGS.into(),
+        settings_key: Some(SETTINGS.into()),
         ..Default::default()
     }
 }
@@ -164,7 +169,7 @@ async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_
 
     let api: Api<NodeTrace> = Api::all(client.clone());
     let spec = NodeTraceSpec {
-        settings: MonitoringProfileSpec { interval: "1s".into(), ..Default::default() },
+        settings: Some(MonitoringProfileSpec { interval: "1s".into(), ..Default::default() }),
         pod_settings: vec![PodSettings {
             key: SETTINGS.into(),
             settings: MonitoringProfileSpec { interval: "1s".into(), ..Default::default() },
@@ -215,6 +220,7 @@ async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_
     assert!(s.heartbeat.is_some());
     assert_eq!(s.observed_generation, nt.metadata.generation);
     assert!(s.series > 0);
+    assert_eq!(s.spec_format, Some(2), "the agent says it reads format 2 too");
     let managers: Vec<String> = nt
         .metadata
         .managed_fields
@@ -260,4 +266,151 @@ async fn a_hand_made_nodetrace_makes_the_agent_track_the_pods_cgroups_and_write_
     api.delete(&node, &DeleteParams::default()).await.unwrap();
     drop(cgroup_a);
     drop(cgroup_b);
+}
+
+/// Starts the agent of `node` against `cp`, its metrics on the returned port.
+fn start_agent(cp: &podtrace_e2e::ControlPlane, node: &str) -> (Agent, u16) {
+    let (metrics_port, health_port, admin_port) = (free_port(), free_port(), free_port());
+    let agent = Agent(
+        Command::new(podtrace_e2e::binary("podtrace-agent"))
+            .args(["run", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("NODE_NAME", node)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (agent, metrics_port)
+}
+
+/// Waits until the agent's /metrics has a line that contains every one of `parts`.
+async fn wait_series(port: u16, what: &str, parts: &[&str]) -> Duration {
+    let start = Instant::now();
+    loop {
+        let m = metrics(port);
+        if m.lines().any(|l| parts.iter().all(|p| l.contains(p))) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: no line with {parts:?} in /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_format_2_nodetrace_takes_its_settings_from_the_podtrace_profile_and_follows_its_edits() {
+    if !podtrace_test_support::require_root(
+        "a_format_2_nodetrace_takes_its_settings_from_the_podtrace_profile_and_follows_its_edits",
+        "real cgroups",
+    ) {
+        return;
+    }
+    let cp = with_crds();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "agent-shared").await.unwrap();
+    let node = format!("e2e-agent-shared-{}", std::process::id());
+    let pid = std::process::id();
+    let uid = format!("cccc{pid:08x}-1111-4222-8333-444455556666");
+    let id = format!("c3{pid:x}f00d");
+    let _cgroup = KubeletCgroup::new(&uid, &id);
+
+    // Two MonitoringProfiles, a PodTraceProfile naming the first, and a NodeTrace whose pod
+    // names the PodTrace (by=) and carries two labels; no profile copies any label yet.
+    let (plain, tiered) = (format!("{}-plain", ns.name), format!("{}-tiered", ns.name));
+    let profiles: Api<MonitoringProfile> = Api::all(client.clone());
+    let profile = |name: &str, labels: &[&str]| {
+        let spec = MonitoringProfileSpec {
+            interval: "1s".into(),
+            labels: podtrace_api::profile::LabelSettings {
+                process_name: false,
+                pod_labels: labels.iter().map(|l| l.to_string()).collect(),
+            },
+            ..Default::default()
+        };
+        MonitoringProfile::new(name, spec)
+    };
+    profiles.create(&PostParams::default(), &profile(&plain, &[])).await.unwrap();
+    profiles.create(&PostParams::default(), &profile(&tiered, &["tier"])).await.unwrap();
+    let ptps: Api<PodTraceProfile> = Api::namespaced(client.clone(), &ns.name);
+    let ptp = |name: &str| {
+        serde_json::json!({"apiVersion": "podtrace.dev/v1alpha1", "kind": "PodTraceProfile",
+            "metadata": {"name": "web"}, "spec": {"profiles": [{"profileRef": {"name": name}}]}})
+    };
+    let pp = PatchParams::apply("e2e").force();
+    ptps.patch("web", &pp, &Patch::Apply(ptp(&plain))).await.unwrap();
+    let line = TracedPod {
+        uid: uid.clone(),
+        namespace: ns.name.clone(),
+        name: "web".into(),
+        qos_class: Some("Burstable".into()),
+        owner_kind: Some("ReplicaSet".into()),
+        containers: vec![TracedContainer {
+            name: "app".into(),
+            runtime_id: Some(format!("containerd://{id}")),
+        }],
+        labels: [
+            ("team".to_string(), "blue".to_string()),
+            ("tier".to_string(), "front".to_string()),
+        ]
+        .into(),
+        requested_by: vec![PodTraceRef { namespace: ns.name.clone(), name: "web".into() }],
+        ..Default::default()
+    };
+    let nodetraces: Api<NodeTrace> = Api::all(client.clone());
+    let spec = NodeTraceSpec { pods: vec![line], ..Default::default() };
+    let created =
+        nodetraces.create(&PostParams::default(), &NodeTrace::new(&node, spec)).await.unwrap();
+
+    let (_agent, port) = start_agent(cp, &node);
+    let nt = wait_status(&nodetraces, &node, "web attached", |nt| {
+        nt.status.as_ref().is_some_and(|s| s.attached_pods == 1)
+    })
+    .await;
+    assert_eq!(nt.status.unwrap().spec_format, Some(2));
+    let pod = "pod=\"web\",container=\"app\"";
+    wait_series(port, "memory of web", &["podtrace_resource_usage_bytes{", pod]).await;
+    assert!(!metrics(port).contains("label_team="), "no profile copies team yet");
+
+    // An edit of the MonitoringProfile reaches the agent with no write of anything else.
+    let mut edited = profiles.get(&plain).await.unwrap();
+    edited.spec.labels.pod_labels = vec!["team".into()];
+    edited.metadata.managed_fields = None;
+    profiles.replace(&plain, &PostParams::default(), &edited).await.unwrap();
+    let took =
+        wait_series(port, "team after the profile edit", &[pod, "label_team=\"blue\""]).await;
+    eprintln!("MonitoringProfile edit → agent's series: {took:?}");
+
+    // The PodTraceProfile names another profile: the agent follows it too.
+    ptps.patch("web", &pp, &Patch::Apply(ptp(&tiered))).await.unwrap();
+    wait_series(port, "tier after the PodTraceProfile edit", &[pod, "label_tier=\"front\""]).await;
+
+    // A PodTraceProfile that goes away leaves the pod waiting for its settings (Pending, with
+    // the object named), not failed.
+    ptps.delete("web", &DeleteParams::default()).await.unwrap();
+    let nt = wait_status(&nodetraces, &node, "web pending without settings", |nt| {
+        nt.status.as_ref().is_some_and(|s| {
+            s.attach_results().next().is_some_and(|p| p.state == PodAttachState::Pending)
+        })
+    })
+    .await;
+    let status = nt.status.unwrap();
+    assert!(status.pods.is_empty() && status.pod_results.len() == 1, "format 2: results as lines");
+    let p = status.attach_results().next().unwrap().clone();
+    assert_eq!(p.reason, Some(PodAttachReason::SettingsNotFound));
+    assert!(p.message.unwrap().contains(&format!("PodTraceProfile {}/web", ns.name)));
+    let unchanged = nodetraces.get(&node).await.unwrap();
+    assert_eq!(
+        unchanged.metadata.generation, created.metadata.generation,
+        "the NodeTrace spec was never written"
+    );
+
+    nodetraces.delete(&node, &DeleteParams::default()).await.unwrap();
+    for name in [&plain, &tiered] {
+        profiles.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    ns.delete().await.unwrap();
 }

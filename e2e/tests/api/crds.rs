@@ -21,6 +21,14 @@ fn kubectl_explain_shows_the_field_docs() {
     assert!(pods.contains("A traced pod, one line: `<namespace>/<name> uid=<uid>"), "{pods}");
     let kind = explain("podtrace");
     assert!(kind.contains("PodTrace selects pods of its namespace by label"), "{kind}");
+    let shared = explain("podtraceprofile");
+    assert!(
+        shared.contains("PodTraceProfile is the monitoring profile of one PodTrace"),
+        "{shared}"
+    );
+    let choices = explain("podtraceprofile.spec.profiles");
+    assert!(choices.contains("first match wins"), "{choices}");
+    assert!(pods.contains("by= gives a pod of its owner kind"), "{pods}");
 }
 
 #[test]
@@ -65,6 +73,7 @@ fn crds_have_status_subresources_and_the_right_scopes() {
         ("monitoringprofiles.podtrace.dev", "Cluster"),
         ("podtraces.podtrace.dev", "Namespaced"),
         ("nodetraces.podtrace.dev", "Cluster"),
+        ("podtraceprofiles.podtrace.dev", "Namespaced"),
     ] {
         let got = cp.kubectl_ok(&["get", "crd", crd, "-o", "jsonpath={.spec.scope}"]).unwrap();
         assert_eq!(got, scope, "{crd}");

@@ -8,6 +8,7 @@ const TRACE: &str =
     "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {name: invalid-trace}\nspec: ";
 const NODE: &str =
     "apiVersion: podtrace.dev/v1alpha1\nkind: NodeTrace\nmetadata: {name: invalid-node}\nspec: ";
+const SHARED: &str = "apiVersion: podtrace.dev/v1alpha1\nkind: PodTraceProfile\nmetadata: {name: invalid-shared}\nspec: ";
 
 /// (case, kind prefix, spec, substrings the error must contain: the field path first).
 const CASES: &[(&str, &str, &str, &[&str])] = &[
@@ -201,6 +202,24 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "{pods: [\"web-1 uid=u settings=k\"]}",
         &["spec.pods[0]", "should match"],
     ),
+    (
+        "PodTraceProfile entry with both a reference and settings",
+        SHARED,
+        "{profiles: [{profileRef: {name: standard}, profile: {interval: 5s}}]}",
+        &["spec.profiles[0]", "set exactly one of profiles[].profileRef and profiles[].profile"],
+    ),
+    (
+        "PodTraceProfile entry with neither",
+        SHARED,
+        "{profiles: [{ownerKinds: [ReplicaSet]}]}",
+        &["spec.profiles[0]", "set exactly one of profiles[].profileRef and profiles[].profile"],
+    ),
+    (
+        "PodTraceProfile without entries",
+        SHARED,
+        "{profiles: []}",
+        &["spec.profiles", "at least 1 items"],
+    ),
 ];
 
 #[tokio::test]
@@ -227,7 +246,14 @@ async fn invalid_objects_are_rejected_with_a_message_naming_the_field() {
     }
     // Nothing was stored by the rejected applies.
     let left = cp
-        .kubectl_ok(&["get", "podtraces,monitoringprofiles", "-n", &ns.name, "-o", "name"])
+        .kubectl_ok(&[
+            "get",
+            "podtraces,monitoringprofiles,podtraceprofiles",
+            "-n",
+            &ns.name,
+            "-o",
+            "name",
+        ])
         .unwrap()
         + &cp.kubectl_ok(&["get", "nodetraces", "-o", "name"]).unwrap();
     assert!(!left.contains("invalid-"), "rejected objects were stored: {left}");

@@ -51,10 +51,25 @@ fn a_helm_release_traces_real_pods_end_to_end() {
         let pt = get_json(node, &["podtrace", "web", "-n", WORKLOAD_NAMESPACE])?;
         let status = &pt["status"];
         ensure!(status["readyNodes"] == "1/1" && status["matchedPods"] == 1, "{status:#}");
-        ensure!(status["nodes"][0]["attached"] == 1, "{status:#}");
+        let node_line = status["nodes"][0].as_str().unwrap_or_default();
+        ensure!(node_line.contains(" pods=1 attached=1 "), "{status:#}");
         Ok(())
     });
     check_probes_attached_as_on_the_host(node);
+
+    // The agent reads spec format 2: the operator moved its NodeTrace to pod lines that name
+    // the PodTrace, whose settings are in its PodTraceProfile.
+    wait_until("the NodeTrace in format 2", Duration::from_secs(60), || {
+        let nt = get_json(node, &["nodetrace", &node.name])?;
+        ensure!(nt["status"]["specFormat"] == 2, "{:#}", nt["status"]);
+        ensure!(nt["spec"].get("settings").is_none() && nt["spec"].get("podSettings").is_none());
+        let line = node_trace_line(node, &web)?;
+        let by = format!(" by={WORKLOAD_NAMESPACE}/web ");
+        ensure!(line.contains(&by) && !line.contains("settings="), "{line}");
+        Ok(())
+    });
+    let ptp = get_json(node, &["podtraceprofile", "web", "-n", WORKLOAD_NAMESPACE]).unwrap();
+    assert_eq!(ptp["spec"]["profiles"][0]["profileRef"]["name"], "intensive", "{ptp:#}");
 
     // The pod's series carry namespace/pod/container, and the untraced pod has none.
     let other = pod_name(node, WORKLOAD_NAMESPACE, "app=other").unwrap();
@@ -96,12 +111,14 @@ fn a_helm_release_traces_real_pods_end_to_end() {
                 "NodeTrace still has the old ID"
             );
             let nt = get_json(node, &["nodetrace", &node.name])?;
-            let attached = nt["status"]["pods"]
+            let prefix = format!("{WORKLOAD_NAMESPACE}/{web} ");
+            let attached = nt["status"]["podResults"]
                 .as_array()
-                .context("status.pods")?
+                .context("status.podResults")?
                 .iter()
-                .any(|p| p["name"] == web.as_str() && p["state"] == "Attached");
-            ensure!(attached, "{:#}", nt["status"]["pods"]);
+                .filter_map(Value::as_str)
+                .any(|l| l.starts_with(&prefix) && l.contains(" Attached"));
+            ensure!(attached, "{:#}", nt["status"]["podResults"]);
             // Memory of the new container (the old one's was tens of MiB of /fill).
             check_memory_close(node, &web, &restarted)
         },

@@ -82,7 +82,7 @@ impl Drop for Installed<'_> {
             &["delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/name=podtrace"],
             None,
         );
-        for crd in ["podtraces", "monitoringprofiles", "nodetraces"] {
+        for crd in ["podtraces", "monitoringprofiles", "nodetraces", "podtraceprofiles"] {
             let _ = node.kubectl(
                 &["delete", "crd", &format!("{crd}.podtrace.dev"), "--ignore-not-found"],
                 None,

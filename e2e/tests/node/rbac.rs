@@ -57,7 +57,13 @@ fn the_manifests_run_with_their_own_rbac_and_a_missing_rule_is_reported() {
         ("podtrace-agent", "patch", "nodetraces.podtrace.dev", "status", true),
         ("podtrace-agent", "patch", "nodetraces.podtrace.dev", "", false),
         ("podtrace-agent", "list", "pods", "", false),
+        ("podtrace-agent", "watch", "podtraceprofiles.podtrace.dev", "", true),
+        ("podtrace-agent", "watch", "monitoringprofiles.podtrace.dev", "", true),
+        ("podtrace-agent", "patch", "podtraceprofiles.podtrace.dev", "", false),
+        ("podtrace-agent", "list", "podtraces.podtrace.dev", "", false),
         ("podtrace-operator", "patch", "nodetraces.podtrace.dev", "", true),
+        ("podtrace-operator", "patch", "podtraceprofiles.podtrace.dev", "", true),
+        ("podtrace-operator", "delete", "podtraceprofiles.podtrace.dev", "", true),
         ("podtrace-operator", "patch", "podtraces.podtrace.dev", "status", true),
         ("podtrace-operator", "delete", "pods", "", false),
     ] {

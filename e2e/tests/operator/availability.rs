@@ -1,4 +1,3 @@
-use podtrace_api::merge::node_trace_spec;
 use podtrace_api::presets::Preset;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -24,8 +23,8 @@ async fn a_restarted_operator_writes_nothing_when_nothing_changed() {
     fx.podtrace("t", json!({"selector": {"matchLabels": {"app": "web"}}})).await;
     let mut first = fx.operator("first");
     let (daemon, by) = ([preset(Preset::Daemon)], [fx.pt("t")]);
-    fx.expect_node_trace(&n1, Some(node_trace_spec(vec![traced(&a, &daemon, &by)]))).await;
-    fx.expect_node_trace(&n2, Some(node_trace_spec(vec![traced(&b, &daemon, &by)]))).await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &daemon, &by)])).await;
+    fx.expect_node_trace(&n2, Some(vec![traced(&b, &daemon, &by)])).await;
     eventually(Duration::from_secs(20), || async {
         let status = fx.podtraces().get("t").await?.status.unwrap_or_default();
         anyhow::ensure!(status.matched_pods == 2, "{status:?}");
@@ -33,7 +32,9 @@ async fn a_restarted_operator_writes_nothing_when_nothing_changed() {
     })
     .await
     .unwrap();
-    assert_eq!(first.writes().await, 2.0, "one apply per node");
+    // Per node: format 1 until its agent reports, then format 2.
+    assert_eq!(first.writes().await, 4.0, "two applies per node");
+    assert_eq!(first.profile_writes().await, 1.0, "one PodTraceProfile");
     first.stop();
 
     let second = fx.operator("second");
@@ -41,6 +42,7 @@ async fn a_restarted_operator_writes_nothing_when_nothing_changed() {
     leading(&second).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(second.writes().await, 0.0, "no NodeTrace write after a restart");
+    assert_eq!(second.profile_writes().await, 0.0, "no PodTraceProfile write after a restart");
     assert_eq!(second.metric("podtrace_operator_status_writes_total").await, 0.0);
     assert!(second.metric("podtrace_operator_reconciles_total").await >= 2.0, "it did reconcile");
     assert_eq!(second.metric("podtrace_operator_pods_indexed").await, 2.0);
@@ -52,7 +54,7 @@ async fn a_restarted_operator_writes_nothing_when_nothing_changed() {
     // The counter does count: a container restart is one write.
     fx.set_container_id("a", "app", "containerd://a-app-1").await;
     let a = fx.pods().get("a").await.unwrap();
-    fx.expect_node_trace(&n1, Some(node_trace_spec(vec![traced(&a, &daemon, &by)]))).await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &daemon, &by)])).await;
     assert_eq!(second.writes().await, 1.0);
 }
 
@@ -68,16 +70,14 @@ async fn two_operators_elect_one_writer_and_the_standby_takes_over_when_it_dies(
     let two = fx.operator("two");
     two.ready().await;
     let (standard, by) = ([preset(Preset::Standard)], [fx.pt("t")]);
-    fx.expect_node_trace(&n1, Some(node_trace_spec(vec![traced(&a, &standard, &by)]))).await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &standard, &by)])).await;
     let b = fx.pod("b", &n1, &[("app", "web")], &["app"], false).await;
-    fx.expect_node_trace(
-        &n1,
-        Some(node_trace_spec(vec![traced(&a, &standard, &by), traced(&b, &standard, &by)])),
-    )
-    .await;
-    // Creating b and then writing its container ID are one or two writes, depending on timing.
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &standard, &by), traced(&b, &standard, &by)]))
+        .await;
+    // Format 1, then format 2 once the agent reported; creating b and then writing its
+    // container ID are one or two writes, depending on timing.
     let leader_writes = one.writes().await;
-    assert!((2.0..=3.0).contains(&leader_writes), "{leader_writes}");
+    assert!((3.0..=4.0).contains(&leader_writes), "{leader_writes}");
     assert_eq!(two.metric("podtrace_operator_leader").await, 0.0);
     assert_eq!(two.writes().await, 0.0, "the standby never writes");
     assert_eq!(two.metric("podtrace_operator_status_writes_total").await, 0.0);
@@ -88,11 +88,8 @@ async fn two_operators_elect_one_writer_and_the_standby_takes_over_when_it_dies(
     // One change (a container restart) while nobody leads.
     fx.set_container_id("b", "app", "containerd://b-app-1").await;
     let b = fx.pods().get("b").await.unwrap();
-    fx.expect_node_trace(
-        &n1,
-        Some(node_trace_spec(vec![traced(&a, &standard, &by), traced(&b, &standard, &by)])),
-    )
-    .await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &standard, &by), traced(&b, &standard, &by)]))
+        .await;
     let took = killed.elapsed();
     assert!(took < Duration::from_secs(10), "takeover took {took:?} with a 4 s Lease");
     assert_eq!(two.metric("podtrace_operator_leader").await, 1.0);

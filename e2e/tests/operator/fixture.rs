@@ -3,15 +3,25 @@
 //! `podtrace.dev/e2e-scope=<namespace>` and its operator runs with `--namespace <ns>
 //! --node-selector podtrace.dev/e2e-scope=<ns>`, so tests running in parallel on one API server
 //! never see each other's objects.
+//!
+//! No agent runs here: [`FakeAgents`] stand in for them where a test needs the operator to see
+//! agents that read spec format 2 (they write only `status.specFormat`, under the agents' field
+//! manager), and [`Fixture::expect_node_trace`] reads each pod's settings the way an agent does
+//! (`NodeTraceSpec::settings_for` over the PodTraceProfiles and MonitoringProfiles).
 
 use anyhow::{Context, Result, bail};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use podtrace_api::merge::merge_profiles;
-use podtrace_api::nodetrace::{PodTraceRef, TracedContainer, TracedPod};
+use podtrace_api::merge::{merge_profiles, node_trace_spec};
+use podtrace_api::nodetrace::{PodTraceRef, SpecFormat, TracedContainer, TracedPod};
 use podtrace_api::presets::Preset;
-use podtrace_api::{MonitoringProfileSpec, NodeTrace, NodeTraceSpec, PodTrace};
+use podtrace_api::{
+    MonitoringProfile, MonitoringProfileSpec, NodeTrace, NodeTraceSpec, PodTrace, PodTraceProfile,
+    SharedSettings,
+};
 use podtrace_e2e::{ControlPlane, TestNamespace, free_port, with_crds};
 use serde_json::json;
 use std::future::Future;
@@ -30,15 +40,40 @@ pub struct Fixture {
     pub client: Client,
     /// The test's namespace (also the scope label's value).
     pub ns: TestNamespace,
+    /// Agents that read format 2 on every node of the scope, unless made `without_agents`.
+    agents: Option<FakeAgents>,
 }
 
+/// The pods a NodeTrace should list, each with the settings an agent should find for it.
+pub type Expected = Vec<(TracedPod, MonitoringProfileSpec)>;
+
 impl Fixture {
-    /// A namespace for `test` on the control plane with the CRDs.
+    /// A namespace for `test` on the control plane with the CRDs, with a fake agent that reads
+    /// spec format 2 on every node of the scope.
     pub async fn new(test: &str) -> Self {
+        let mut fx = Self::without_agents(test).await;
+        fx.agents = Some(fx.fake_agents(None));
+        fx
+    }
+
+    /// A namespace for `test` whose nodes have no agent: their NodeTraces stay in format 1.
+    pub async fn without_agents(test: &str) -> Self {
         let cp = with_crds();
         let client = cp.client().await.unwrap();
         let ns = cp.namespace(&client, test).await.unwrap();
-        Self { cp, client, ns }
+        Self { cp, client, ns, agents: None }
+    }
+
+    /// Fake agents of this scope that report reading spec format 2: on `nodes` only, or on
+    /// every node of the scope.
+    pub fn fake_agents(&self, nodes: Option<Vec<String>>) -> FakeAgents {
+        let scope = format!("{SCOPE_LABEL}={}", self.name());
+        FakeAgents(tokio::spawn(fake_agents(self.client.clone(), scope, nodes)))
+    }
+
+    /// The format the NodeTraces of this fixture's nodes are written in.
+    pub fn format(&self) -> SpecFormat {
+        if self.agents.is_some() { SpecFormat::Shared } else { SpecFormat::PodSettings }
     }
 
     /// The namespace's name.
@@ -143,24 +178,70 @@ impl Fixture {
         Api::<NodeTrace>::all(self.client.clone()).get_opt(node).await.unwrap()
     }
 
-    /// Waits until `node`'s NodeTrace spec is `expected` (`None`: no NodeTrace).
-    pub async fn expect_node_trace(&self, node: &str, expected: Option<NodeTraceSpec>) {
-        let expected = expected.map(without_disabled_probe_lists);
+    /// Waits until `node`'s NodeTrace lists `expected` in this fixture's format (`None`: no
+    /// NodeTrace), and in format 2 until each pod's settings, read as an agent reads them,
+    /// are the expected ones.
+    pub async fn expect_node_trace(&self, node: &str, expected: Option<Expected>) {
+        self.expect_node_trace_in(node, expected, self.format()).await;
+    }
+
+    /// [`expect_node_trace`](Self::expect_node_trace) in `format`.
+    pub async fn expect_node_trace_in(
+        &self,
+        node: &str,
+        expected: Option<Expected>,
+        format: SpecFormat,
+    ) {
+        let settings: Option<std::collections::HashMap<String, MonitoringProfileSpec>> =
+            expected.as_ref().map(|e| e.iter().map(|(p, s)| (p.uid.clone(), s.clone())).collect());
+        let spec = expected.map(|e| without_disabled_probe_lists(node_trace_spec(e, format)));
         let got = || async {
             self.node_trace(node).await.map(|nt| without_disabled_probe_lists(nt.spec))
         };
         let result = eventually(Duration::from_secs(20), || async {
             let got = got().await;
-            if got == expected { Ok(()) } else { bail!("NodeTrace/{node}: {got:#?}") }
+            if got != spec {
+                bail!("NodeTrace/{node}: {got:#?}");
+            }
+            if let (Some(got), Some(want), SpecFormat::Shared) = (&got, &settings, format) {
+                let shared = self.shared_settings().await?;
+                for pod in &got.pods {
+                    let read = got.settings_for(pod, &shared);
+                    if read.as_ref() != Ok(&want[&pod.uid]) {
+                        bail!("settings of {}: {read:#?}", pod.name);
+                    }
+                }
+            }
+            Ok(())
         })
         .await;
         if let Err(e) = result {
-            assert_eq!(
-                got().await,
-                expected,
-                "NodeTrace/{node} never reached the expected spec: {e}"
-            );
+            assert_eq!(got().await, spec, "NodeTrace/{node} never reached the expected spec: {e}");
+            panic!("NodeTrace/{node}: the settings never became the expected ones: {e}");
         }
+    }
+
+    /// The PodTraceProfiles of this namespace and every MonitoringProfile, as an agent sees
+    /// them.
+    pub async fn shared_settings(&self) -> Result<SharedSettings> {
+        let ptps: Api<PodTraceProfile> = Api::namespaced(self.client.clone(), self.name());
+        let mps: Api<MonitoringProfile> = Api::all(self.client.clone());
+        Ok(SharedSettings {
+            podtrace_profiles: ptps
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(|p| (self.pt(&p.name_any()), p.spec))
+                .collect(),
+            monitoring_profiles: mps
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(|p| (p.name_any(), p.spec))
+                .collect(),
+        })
     }
 
     /// A reference to PodTrace `name` of this namespace.
@@ -175,8 +256,8 @@ impl Fixture {
 /// server-side apply empties a `listType: set` owned by one manager it drops the field, and the
 /// CRD default (every probe) reads back. Everything else is compared exactly.
 fn without_disabled_probe_lists(mut spec: NodeTraceSpec) -> NodeTraceSpec {
-    let settings = std::iter::once(&mut spec.settings)
-        .chain(spec.pod_settings.iter_mut().map(|p| &mut p.settings));
+    let settings =
+        spec.settings.iter_mut().chain(spec.pod_settings.iter_mut().map(|p| &mut p.settings));
     for s in settings {
         if !s.probes.enabled {
             s.probes.include.clear();
@@ -186,7 +267,7 @@ fn without_disabled_probe_lists(mut spec: NodeTraceSpec) -> NodeTraceSpec {
 }
 
 /// The TracedPod the operator should write for `pod`, traced by `by` with `profiles`, and the
-/// merged settings it refers to (`node_trace_spec` fills in the key and the settings table).
+/// merged settings it should get (`node_trace_spec` turns them into a spec of either format).
 pub fn traced(
     pod: &Pod,
     profiles: &[(&str, MonitoringProfileSpec)],
@@ -219,8 +300,13 @@ pub fn traced(
             })
             .collect(),
         labels: Default::default(),
+        owner_kind: pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.kind.clone()),
         profiles: names,
-        settings_key: String::new(),
+        settings_key: None,
         requested_by: by,
     };
     (traced, merge_profiles(profiles.iter().map(|(_, p)| p)).unwrap())
@@ -328,6 +414,11 @@ impl Operator {
         self.metric("podtrace_operator_nodetrace_writes_total").await
     }
 
+    /// PodTraceProfile writes (applies and deletes) of this process.
+    pub async fn profile_writes(&self) -> f64 {
+        self.metric("podtrace_operator_podtraceprofile_writes_total").await
+    }
+
     /// Sends SIGTERM and waits for the exit (a graceful shutdown releases the Lease).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -357,5 +448,38 @@ fn send_signal(pid: i32, signal: i32) {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Stand-ins for node agents that read spec format 2: each writes `status.specFormat: 2` on
+/// its node's NodeTrace, under the agents' field manager, as a real agent's status does. The
+/// task stops when dropped.
+pub struct FakeAgents(tokio::task::JoinHandle<()>);
+
+impl Drop for FakeAgents {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn fake_agents(client: Client, scope: String, nodes: Option<Vec<String>>) {
+    let api: Api<NodeTrace> = Api::all(client);
+    let stream = watcher(api.clone(), watcher::Config::default().labels(&scope))
+        .default_backoff()
+        .applied_objects();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let Ok(nt) = event else { continue };
+        let name = nt.name_any();
+        let mine = nodes.as_ref().is_none_or(|n| n.contains(&name));
+        let reported = nt.status.as_ref().and_then(|s| s.spec_format) == Some(2);
+        if mine && !reported {
+            let status = json!({"apiVersion": "podtrace.dev/v1alpha1", "kind": "NodeTrace",
+                "status": {"specFormat": 2}});
+            let params = PatchParams::apply("podtrace-agent").force();
+            if let Err(e) = api.patch_status(&name, &params, &Patch::Apply(&status)).await {
+                eprintln!("fake agent of {name}: {e}");
+            }
+        }
     }
 }

@@ -1,5 +1,4 @@
 use kube::api::{DeleteParams, Patch, PatchParams};
-use podtrace_api::merge::node_trace_spec;
 use podtrace_api::presets::Preset;
 use serde_json::json;
 use std::time::Duration;
@@ -20,23 +19,19 @@ async fn label_change_container_restart_pod_and_node_deletion_are_reflected() {
     )
     .await;
     let (min, by) = ([preset(Preset::Minimal)], [fx.pt("t")]);
-    fx.expect_node_trace(
-        &n1,
-        Some(node_trace_spec(vec![traced(&a, &min, &by), traced(&b, &min, &by)])),
-    )
-    .await;
-    fx.expect_node_trace(&n2, Some(node_trace_spec(vec![traced(&c, &min, &by)]))).await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &min, &by), traced(&b, &min, &by)])).await;
+    fx.expect_node_trace(&n2, Some(vec![traced(&c, &min, &by)])).await;
 
     // A label change makes b leave.
     let relabel = json!({"metadata": {"labels": {"app": "other"}}});
     fx.pods().patch("b", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
-    fx.expect_node_trace(&n1, Some(node_trace_spec(vec![traced(&a, &min, &by)]))).await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &min, &by)])).await;
 
     // A container restart gives it a new runtime ID.
     fx.set_container_id("a", "side", "containerd://a-side-1").await;
     let restarted = fx.pods().get("a").await.unwrap();
-    let spec = node_trace_spec(vec![traced(&restarted, &min, &by)]);
-    assert_eq!(spec.pods[0].containers[1].runtime_id.as_deref(), Some("containerd://a-side-1"));
+    let spec = vec![traced(&restarted, &min, &by)];
+    assert_eq!(spec[0].0.containers[1].runtime_id.as_deref(), Some("containerd://a-side-1"));
     fx.expect_node_trace(&n1, Some(spec)).await;
 
     // Deleting the last traced pod of a node deletes its NodeTrace.
@@ -62,11 +57,7 @@ async fn deleting_a_podtrace_removes_its_pods_before_the_finalizer_is_released()
     .await;
     fx.podtrace("y", json!({"selector": {}, "profileRef": {"name": "minimal"}})).await;
     let both = [preset(Preset::Batch), preset(Preset::Minimal)];
-    fx.expect_node_trace(
-        &n1,
-        Some(node_trace_spec(vec![traced(&a, &both, &[fx.pt("x"), fx.pt("y")])])),
-    )
-    .await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &both, &[fx.pt("x"), fx.pt("y")])])).await;
     eventually(Duration::from_secs(20), || async {
         let x = fx.podtraces().get("x").await?;
         anyhow::ensure!(x.metadata.finalizers.is_some(), "no finalizer yet");
@@ -76,11 +67,8 @@ async fn deleting_a_podtrace_removes_its_pods_before_the_finalizer_is_released()
     .unwrap();
 
     fx.podtraces().delete("x", &DeleteParams::default()).await.unwrap();
-    fx.expect_node_trace(
-        &n1,
-        Some(node_trace_spec(vec![traced(&a, &[preset(Preset::Minimal)], &[fx.pt("y")])])),
-    )
-    .await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &[preset(Preset::Minimal)], &[fx.pt("y")])]))
+        .await;
     let gone = eventually(Duration::from_secs(20), || async {
         match fx.podtraces().get_opt("x").await? {
             None => Ok(()),
@@ -101,7 +89,7 @@ async fn pausing_removes_the_targets_and_resuming_restores_them() {
     let _op = fx.operator("a");
     let a = fx.pod("a", &n1, &[("app", "web")], &["app"], false).await;
     fx.podtrace("p", json!({"selector": {"matchLabels": {"app": "web"}}})).await;
-    let expected = node_trace_spec(vec![traced(&a, &[preset(Preset::Standard)], &[fx.pt("p")])]);
+    let expected = vec![traced(&a, &[preset(Preset::Standard)], &[fx.pt("p")])];
     fx.expect_node_trace(&n1, Some(expected.clone())).await;
 
     let pause = json!({"spec": {"paused": true}});

@@ -2,6 +2,7 @@
 
 mod availability;
 mod fixture;
+mod formats;
 mod lifecycle;
 mod profiles;
 mod selection;

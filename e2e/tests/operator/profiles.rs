@@ -1,7 +1,6 @@
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use podtrace_api::merge::node_trace_spec;
 use podtrace_api::{MonitoringProfile, MonitoringProfileSpec};
 use serde_json::json;
 use std::time::Duration;
@@ -57,7 +56,7 @@ async fn a_missing_profile_is_reported_recovers_once_created_and_its_edits_reach
         |interval: &str| MonitoringProfileSpec { interval: interval.into(), ..Default::default() };
     let by = [fx.pt("t")];
     let named = |interval| [(profile.as_str(), spec(interval))];
-    fx.expect_node_trace(&n1, Some(node_trace_spec(vec![traced(&a, &named("2s"), &by)]))).await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &named("2s"), &by)])).await;
     eventually(Duration::from_secs(20), || async {
         let pt = fx.podtraces().get("t").await?;
         let ready =
@@ -70,6 +69,6 @@ async fn a_missing_profile_is_reported_recovers_once_created_and_its_edits_reach
 
     // Edited: every NodeTrace using it follows.
     profiles.patch(&profile, &pp, &Patch::Apply(apply("3s"))).await.unwrap();
-    fx.expect_node_trace(&n1, Some(node_trace_spec(vec![traced(&a, &named("3s"), &by)]))).await;
+    fx.expect_node_trace(&n1, Some(vec![traced(&a, &named("3s"), &by)])).await;
     profiles.delete(&profile, &DeleteParams::default()).await.unwrap();
 }

@@ -1,6 +1,5 @@
 use kube::Api;
 use podtrace_api::MonitoringProfile;
-use podtrace_api::merge::node_trace_spec;
 use podtrace_api::presets::Preset;
 use serde_json::json;
 use std::time::Duration;
@@ -22,17 +21,13 @@ async fn pods_on_three_nodes_get_one_node_trace_per_node_with_their_runtime_ids(
     let by = [fx.pt("web")];
     fx.expect_node_trace(
         &n1,
-        Some(node_trace_spec(vec![
+        Some(vec![
             traced(&a, &[preset(Preset::Daemon)], &by),
             traced(&b, &[preset(Preset::Standard)], &by),
-        ])),
+        ]),
     )
     .await;
-    fx.expect_node_trace(
-        &n2,
-        Some(node_trace_spec(vec![traced(&c, &[preset(Preset::Daemon)], &by)])),
-    )
-    .await;
+    fx.expect_node_trace(&n2, Some(vec![traced(&c, &[preset(Preset::Daemon)], &by)])).await;
     fx.expect_node_trace(&n3, None).await;
 
     let status = eventually(Duration::from_secs(20), || async {
@@ -76,13 +71,10 @@ async fn two_podtraces_over_the_same_pods_merge_their_profiles() {
     )
     .await;
     let both = [preset(Preset::Batch), preset(Preset::RealtimeApi)];
-    let spec = node_trace_spec(vec![traced(&a, &both, &[fx.pt("batch"), fx.pt("api")])]);
-    assert_eq!(spec.settings.interval, "5s", "the smallest interval wins");
-    assert_eq!(spec.settings.history.size, 500, "the largest history wins");
+    let spec = vec![traced(&a, &both, &[fx.pt("batch"), fx.pt("api")])];
+    assert_eq!(spec[0].1.interval, "5s", "the smallest interval wins");
+    assert_eq!(spec[0].1.history.size, 500, "the largest history wins");
     fx.expect_node_trace(&n1, Some(spec)).await;
-    fx.expect_node_trace(
-        &n2,
-        Some(node_trace_spec(vec![traced(&b, &[preset(Preset::Batch)], &[fx.pt("batch")])])),
-    )
-    .await;
+    fx.expect_node_trace(&n2, Some(vec![traced(&b, &[preset(Preset::Batch)], &[fx.pt("batch")])]))
+        .await;
 }

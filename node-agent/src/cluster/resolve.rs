@@ -1,12 +1,14 @@
-//! Resolution: the containers of the pods of a NodeTrace spec to cgroups on this node, or a
-//! typed reason why not yet. It only looks at the cgroup tree; it writes nothing.
+//! Resolution: the containers of the pods of a NodeTrace spec to cgroups on this node, with
+//! each pod's settings, or a typed reason why not yet. It only looks at the cgroup tree; it
+//! writes nothing.
 //!
 //! ```text
 //!  TracedPod (uid, QoS, containers with runtime IDs) ──kubelet naming──► candidate paths
 //!    ──first that exists──► Target (cgroup, settings, labels) | Pending (reason, message)
+//!  settings: NodeTraceSpec::settings_for (by= → PodTraceProfiles → MonitoringProfiles)
 //! ```
 
-use podtrace_api::{NodeTraceSpec, nodetrace::TracedPod, status::PodAttachReason};
+use podtrace_api::{NodeTraceSpec, SharedSettings, status::PodAttachReason};
 
 use crate::{
     cgroup::{
@@ -17,24 +19,30 @@ use crate::{
     targets::{Pending, Target, pod_labels},
 };
 
-/// Resolves the containers of `spec` to cgroups, under the kubelet's cgroupRoot `kubelet_root`.
+/// Resolves the containers of `spec` to cgroups, under the kubelet's cgroupRoot `kubelet_root`,
+/// each pod with its settings from `spec` (format 1) or `shared` (format 2).
 pub fn resolve(
     spec: &NodeTraceSpec,
+    shared: &SharedSettings,
     layout: &CgroupLayout,
     kubelet_root: &str,
 ) -> (Vec<Target>, Vec<Pending>) {
     let mut targets = Vec::new();
     let mut pending = Vec::new();
     for pod in &spec.pods {
-        let Some(settings) = spec.settings_of(pod) else {
-            // `status` reports the pod Failed with this reason; the other pods keep running.
-            pending.push(Pending {
-                key: TargetKey::new(&pod.namespace, &pod.name, ""),
-                uid: pod.uid.clone(),
-                reason: PodAttachReason::SettingsNotFound,
-                message: settings_not_found(pod),
-            });
-            continue;
+        let settings = match spec.settings_for(pod, shared) {
+            Ok(settings) => settings,
+            Err(e) => {
+                // `status` reports the pod Pending or Failed with this reason; the other pods
+                // keep running, and a missing shared object is retried when it arrives.
+                pending.push(Pending {
+                    key: TargetKey::new(&pod.namespace, &pod.name, ""),
+                    uid: pod.uid.clone(),
+                    reason: PodAttachReason::SettingsNotFound,
+                    message: e.to_string(),
+                });
+                continue;
+            }
         };
         let qos = pod.qos_class.as_deref().and_then(QosClass::parse);
         let labels = pod_labels(&pod.labels, &settings.labels.pod_labels);
@@ -86,13 +94,4 @@ pub fn resolve(
         }
     }
     (targets, pending)
-}
-
-/// Why a pod whose `settingsKey` is not in `spec.podSettings` is not traced.
-pub(super) fn settings_not_found(pod: &TracedPod) -> String {
-    format!(
-        "settingsKey {:?} names no entry of spec.podSettings: the pod is not traced; the operator \
-         rewrites the NodeTrace whole, so this is a hand-edited NodeTrace or an operator bug",
-        pod.settings_key
-    )
 }

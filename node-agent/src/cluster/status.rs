@@ -4,25 +4,28 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use podtrace_api::{
-    NodeTraceSpec, NodeTraceStatus, Probe,
-    nodetrace::{KernelFeatures, PodAttachStatus},
+    NodeTraceSpec, NodeTraceStatus, Probe, SharedSettings,
+    nodetrace::{KernelFeatures, PodAttachStatus, SpecFormat},
     status::{PodAttachReason, PodAttachState, ProbeState, ProbeStatus, condition},
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::resolve::settings_not_found;
 use crate::{engine::EngineStatus, gaps::Gap, metrics::TargetKey, targets::Pending};
 
-/// The status for `spec` given the engine's state (without heartbeat and condition times).
+/// The status for `spec` (its pods' settings from `shared` in format 2) given the engine's
+/// state (without heartbeat and condition times).
 pub fn status(
     spec: &NodeTraceSpec,
+    shared: &SharedSettings,
     generation: Option<i64>,
     engine: &EngineStatus,
     kernel: &KernelFeatures,
     max_tracked: usize,
     export_dropped: u64,
 ) -> NodeTraceStatus {
-    let requested: Vec<Probe> = spec.settings.probes.active().collect();
+    let settings: Vec<_> = spec.pods.iter().map(|p| spec.settings_for(p, shared)).collect();
+    let requested: BTreeSet<Probe> =
+        settings.iter().flatten().flat_map(|s| s.probes.active()).collect();
     // The engine's statuses when it runs the eBPF source; without it (--ebpf=false) every
     // requested probe is Unavailable with that reason.
     let probes: Vec<ProbeStatus> = Probe::ALL
@@ -43,18 +46,16 @@ pub fn status(
     // Containers take slots of the eBPF tracked-cgroup map in spec order; a pod that does not
     // fit any more is Failed.
     let mut slots = 0usize;
-    for pod in &spec.pods {
+    for (pod, settings) in spec.pods.iter().zip(&settings) {
         slots += engine.attached.iter().filter(|a| a.1 == pod.uid).count();
         let pending: Vec<&Pending> = engine.pending.iter().filter(|p| p.uid == pod.uid).collect();
         let attached: Vec<&(TargetKey, String, Option<u64>)> =
             engine.attached.iter().filter(|a| a.1 == pod.uid).collect();
-        let settings = spec.settings_of(pod);
-        let (state, reason, message) = if settings.is_none() {
-            (
-                PodAttachState::Failed,
-                Some(PodAttachReason::SettingsNotFound),
-                Some(settings_not_found(pod)),
-            )
+        let (state, reason, message) = if let Err(e) = settings {
+            // A shared object on its way is waited for; a format-1 key that names nothing is not.
+            let state =
+                if e.is_transient() { PodAttachState::Pending } else { PodAttachState::Failed };
+            (state, Some(PodAttachReason::SettingsNotFound), Some(e.to_string()))
         } else if let Some(p) = pending.first() {
             (PodAttachState::Pending, Some(p.reason), Some(p.message.clone()))
         } else if attached.is_empty() {
@@ -78,7 +79,7 @@ pub fn status(
                 Some(PodAttachReason::SeriesBudgetExceeded),
                 Some(format!(
                     "the pod's series exceed maxSeriesPerPod ({}); some are dropped",
-                    settings.map_or(0, |s| s.max_series_per_pod)
+                    settings.as_ref().map_or(0, |s| s.max_series_per_pod)
                 )),
             )
         } else if attached.iter().any(|a| a.2.is_none()) {
@@ -107,6 +108,7 @@ pub fn status(
         .into_iter()
         .collect();
     NodeTraceStatus {
+        spec_format: Some(SpecFormat::NEWEST as i32),
         observed_generation: generation,
         agent_version: Some(env!("CARGO_PKG_VERSION").into()),
         heartbeat: None,
@@ -119,7 +121,11 @@ pub fn status(
         series_dropped: engine.dropped as i64,
         export_dropped: export_dropped as i64,
         conditions: Vec::new(),
+        pod_results: Vec::new(),
     }
+    // Results as lines for an operator that writes format 2 (it reads them), as objects for
+    // one that writes format 1 (an earlier operator reads only those).
+    .for_format(spec.format())
 }
 
 /// The conditions of `s`: Ready (every pod attached) and Degraded (a pod pending, a requested
@@ -169,7 +175,7 @@ pub fn conditions(
 /// Counts of pods by state, for logs.
 pub fn summary(s: &NodeTraceStatus) -> BTreeMap<&'static str, usize> {
     let mut m = BTreeMap::new();
-    for p in &s.pods {
+    for p in s.attach_results() {
         *m.entry(match p.state {
             PodAttachState::Attached => "attached",
             PodAttachState::Pending => "pending",
@@ -197,7 +203,7 @@ mod tests {
                 name: "app".into(),
                 runtime_id: runtime_id.map(String::from),
             }],
-            settings_key: "k1".into(),
+            settings_key: Some("k1".into()),
             ..Default::default()
         }
     }
@@ -245,12 +251,13 @@ mod tests {
                 pod("a-b", "Burstable", Some("containerd://abc")),
                 pod("c-d", "BestEffort", Some("cri-o://def")),
                 pod("e-f", "Guaranteed", None),
-                TracedPod { settings_key: "gone".into(), ..pod("g-h", "Burstable", None) },
+                TracedPod { settings_key: Some("gone".into()), ..pod("g-h", "Burstable", None) },
             ],
             pod_settings: vec![PodSettings { key: "k1".into(), settings: Default::default() }],
             ..Default::default()
         };
-        let (targets, pending) = resolve(&spec, &layout, "/");
+        let none = SharedSettings::default();
+        let (targets, pending) = resolve(&spec, &none, &layout, "/");
         assert_eq!(targets.len(), 1);
         assert_eq!(targets[0].key, TargetKey::new("ns", "pod-a-b", "app"));
         assert!(targets[0].cgroup.v2_id.is_some());
@@ -275,11 +282,11 @@ mod tests {
             over_budget: vec![],
             ..Default::default()
         };
-        let s = status(&spec, Some(3), &engine, &KernelFeatures::default(), 16, 0);
-        let full = status(&spec, Some(3), &engine, &KernelFeatures::default(), 0, 0);
+        let s = status(&spec, &none, Some(3), &engine, &KernelFeatures::default(), 16, 0);
+        let full = status(&spec, &none, Some(3), &engine, &KernelFeatures::default(), 0, 0);
         assert_eq!(full.pods[0].reason, Some(PodAttachReason::TrackedMapFull));
         let over = EngineStatus { over_budget: vec![targets[0].key.clone()], ..engine.clone() };
-        let over = status(&spec, Some(3), &over, &KernelFeatures::default(), 16, 0);
+        let over = status(&spec, &none, Some(3), &over, &KernelFeatures::default(), 16, 0);
         assert_eq!(over.pods[0].state, PodAttachState::Attached);
         assert_eq!(over.pods[0].reason, Some(PodAttachReason::SeriesBudgetExceeded));
         assert_eq!((s.tracked_pods, s.attached_pods, s.series), (4, 1, 12));
@@ -294,6 +301,54 @@ mod tests {
         assert_eq!((c[0].type_.as_str(), c[0].status.as_str()), ("Ready", "False"));
         assert_eq!(summary(&s)["pending"], 2);
         assert_eq!(summary(&s)["failed"], 1);
+        assert_eq!(s.spec_format, Some(2), "the agent says it reads format 2");
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Format 2: a pod's settings come from its PodTrace's PodTraceProfile and the
+    /// MonitoringProfile it names; until they arrive the pod is Pending (not Failed), and the
+    /// probes requested are those of the settings found.
+    #[test]
+    fn format_2_pods_wait_for_their_shared_settings_and_request_their_probes() {
+        use podtrace_api::podtrace::ProfileRef;
+        use podtrace_api::podtraceprofile::{PodTraceProfileSpec, ProfileChoice};
+        use podtrace_api::presets::Preset;
+        let web =
+            podtrace_api::nodetrace::PodTraceRef { namespace: "ns".into(), name: "web".into() };
+        let pod = TracedPod {
+            settings_key: None,
+            requested_by: vec![web.clone()],
+            ..pod("a-b", "Burstable", Some("containerd://abc"))
+        };
+        let spec = NodeTraceSpec { pods: vec![pod], ..Default::default() };
+        let engine = EngineStatus { resolved: true, ..Default::default() };
+        let kernel = KernelFeatures::default();
+        let mut shared = SharedSettings::default();
+        let s = status(&spec, &shared, None, &engine, &kernel, 16, 0);
+        assert!(s.pods.is_empty(), "format 2: the results are lines");
+        let first = s.attach_results().next().unwrap().clone();
+        assert_eq!(first.state, PodAttachState::Pending);
+        assert_eq!(first.reason, Some(PodAttachReason::SettingsNotFound));
+        assert!(first.message.as_deref().unwrap().contains("PodTraceProfile ns/web"));
+        assert!(s.probes.iter().all(|p| p.state == ProbeState::Disabled), "nothing requested yet");
+
+        let choice = ProfileChoice {
+            profile_ref: Some(ProfileRef { name: "daemon".into() }),
+            ..Default::default()
+        };
+        shared.podtrace_profiles.insert(web, PodTraceProfileSpec { profiles: vec![choice] });
+        shared.monitoring_profiles.insert("daemon".into(), Preset::Daemon.spec());
+        let s = status(&spec, &shared, None, &engine, &kernel, 16, 0);
+        let first = s.attach_results().next().unwrap();
+        assert_eq!(first.reason, Some(PodAttachReason::CgroupNotFound), "settings found");
+        let unavailable: Vec<Probe> = s
+            .probes
+            .iter()
+            .filter(|p| p.state == ProbeState::Unavailable)
+            .map(|p| p.probe)
+            .collect();
+        let mut daemon = Preset::Daemon.spec().probes.include;
+        daemon.sort();
+        assert_eq!(unavailable, daemon, "daemon's probes, without eBPF here");
     }
 }

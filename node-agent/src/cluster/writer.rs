@@ -45,7 +45,7 @@ pub struct StatusWriter {
     pub client: Client,
     /// This node.
     pub node: String,
-    /// The NodeTrace's spec.
+    /// The NodeTrace's spec and the shared settings its pods refer to.
     pub desired: watch::Receiver<Desired>,
     /// The engine's status.
     pub engine: watch::Receiver<EngineStatus>,
@@ -97,11 +97,18 @@ pub async fn write_status(
         if let Some(at) = last_attempt {
             tokio::time::sleep_until(at + WRITE_GAP).await;
         }
-        let Desired { spec, generation } = desired.borrow_and_update().clone();
+        let Desired { spec, generation, shared } = desired.borrow_and_update().clone();
         let engine = engine.borrow_and_update().clone();
         let Some(spec) = spec.filter(|_| engine.resolved) else { continue };
-        let mut next =
-            status::status(&spec, generation, &engine, &kernel, max_tracked, export_dropped());
+        let mut next = status::status(
+            &spec,
+            &shared,
+            generation,
+            &engine,
+            &kernel,
+            max_tracked,
+            export_dropped(),
+        );
         let unchanged = last.as_ref().is_some_and(|(l, _)| {
             NodeTraceStatus { heartbeat: None, conditions: Vec::new(), ..l.clone() } == next
         });
