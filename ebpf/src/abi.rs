@@ -41,7 +41,7 @@ pub mod err {
     pub const COMM_FULL: u32 = 2;
     /// A start-time map was full.
     pub const INFLIGHT_FULL: u32 = 3;
-    /// A block was never closed (see `Drops::unclosed_blocks`).
+    /// A block whose end is not known (see `Drops::unclosed_blocks`).
     pub const UNCLOSED: u32 = 4;
     /// The fork program could not add a child to `tracked_tgids` (see `Drops::processes_full`).
     pub const PROCS_FULL: u32 = 5;
@@ -109,9 +109,9 @@ pub const NET_RECV: usize = 1;
 /// Value of the network family's `net_bytes` (`struct pt_net_counters`, key: cgroup id).
 pub type PtNetCounters = [PtCounter; 2];
 
-/// Value of the cpu_block family's `block_start` (`struct pt_block_start`: ts, cgroup id,
-/// comm), read as words: only the cgroup id is used (at untrack).
-pub type PtBlockStart = [u64; 4];
+/// Value of the cpu_block family's `block_start` (`struct pt_block_start`: start, cgroup id,
+/// comm, run delay, pcount), read as words: only the cgroup id is used (at untrack).
+pub type PtBlockStart = [u64; 6];
 /// Index of the cgroup id in [`PtBlockStart`].
 pub const BLOCK_START_CGROUP: usize = 1;
 

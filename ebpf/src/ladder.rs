@@ -7,7 +7,7 @@
 //! tcp_connect  tcpConnect             tp_btf > raw_tp > tracepoint   (inet_sock_set_state)
 //! dns          dns                    cgroup_skb (ingress + egress at the cgroup v2 root)
 //! fs           fsLatency, fsBytes     tracepoint syscalls/* > tp_btf > raw_tp (sys_enter/exit)
-//! cpu_block    cpuBlock               tp_btf > raw_tp > tracepoint   (sched_switch + wakeup)
+//! cpu_block    cpuBlock               tp_btf > raw_tp > tracepoint   (sched_switch)
 //! network      networkBytes           cgroup_skb (ingress + egress at the cgroup v2 root)
 //!                                     > tp_btf sock_send_length/sock_recv_length (payload bytes)
 //! follow       (process filter only)  tp_btf > raw_tp (sched_process_fork + sched_process_exit)
@@ -197,23 +197,13 @@ pub(crate) static FAMILIES: &[Family] = &[
                 method: M::TpBtf,
                 programs: &[
                     ("pt_switch_btf", TpBtf("sched_switch")),
-                    ("pt_wakeup_btf", TpBtf("sched_wakeup")),
                     ("pt_block_rename_btf", TpBtf("task_rename")),
                 ],
             },
-            Rung {
-                method: M::RawTracepoint,
-                programs: &[
-                    ("pt_switch_raw", Raw("sched_switch")),
-                    ("pt_wakeup_raw", Raw("sched_wakeup")),
-                ],
-            },
+            Rung { method: M::RawTracepoint, programs: &[("pt_switch_raw", Raw("sched_switch"))] },
             Rung {
                 method: M::Tracepoint,
-                programs: &[
-                    ("pt_switch_tp", Tracepoint("sched", "sched_switch")),
-                    ("pt_wakeup_tp", Tracepoint("sched", "sched_wakeup")),
-                ],
+                programs: &[("pt_switch_tp", Tracepoint("sched", "sched_switch"))],
             },
         ],
     },

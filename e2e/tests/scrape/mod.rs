@@ -125,7 +125,6 @@ impl Drop for Process {
     }
 }
 
-
 #[test]
 fn reference_examples_match_the_reference_document() {
     let reference = repo_root().join("../shared/reference/podtrace-metrics.md");
