@@ -22,10 +22,8 @@ use crate::abi::{BLOCK_START_CGROUP, PtBlockStart, PtTarget};
 use crate::config::{Filter, ProbeConfig};
 use crate::error::{Error, Result};
 use crate::family::{LoadedFamily, walk_ladder};
-use crate::ladder::{FAMILIES, FOLLOW, Family, family_of};
-use crate::maps::{
-    NETWORK, full_or, ignore_missing, map_err, purge, retain, set_net_bytes, typed_map,
-};
+use crate::ladder::{FAMILIES, FOLLOW, Family, PACKET, family_of};
+use crate::maps::{full_or, ignore_missing, map_err, purge, retain, set_pkt_target, typed_map};
 use crate::probe::{AttachMethod, Probe, ProbeState, ProbeStatus, mask};
 use crate::process_filter::{TRACKED_TGIDS, Tgids, share_map};
 use crate::read::{bpf_stats_sysctl, read_drops, read_family, read_programs};
@@ -155,8 +153,8 @@ impl Probes {
             let name = loaded.family.name;
             let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, name, "tracked")?;
             ignore_missing(tracked.remove(&cgroup_id)).map_err(|e| map_err(name, "tracked", e))?;
-            if name == NETWORK {
-                set_net_bytes(&mut loaded.ebpf, cgroup_id, false)?;
+            if name == PACKET {
+                set_pkt_target(&mut loaded.ebpf, cgroup_id, 0)?;
             }
             if name == CPU_BLOCK {
                 // Blocks in flight of its threads are dropped; the others' entries stay.
@@ -301,15 +299,29 @@ impl Probes {
             }
         }
         let loaded = self.families.get(family.name);
-        let method = loaded.map(|l| l.rung.method);
-        // On a lower rung, say why the better ones failed: an SRE asks "why not fentry?".
-        let fallbacks = loaded.map(|l| l.fallbacks.clone()).filter(|f| !f.is_empty());
         for p in family.probes {
-            let st = match (self.enabled.contains(p), method) {
-                (true, Some(m)) => {
-                    ProbeStatus::new(*p, ProbeState::Attached, Some(m), fallbacks.clone())
+            let st = match loaded {
+                _ if !self.enabled.contains(p) => {
+                    ProbeStatus::new(*p, ProbeState::Disabled, None, None)
                 }
-                _ => ProbeStatus::new(*p, ProbeState::Disabled, None, None),
+                Some(l) if l.rung.serves(*p) => {
+                    // On a lower rung, say why the better ones failed: an SRE asks "why not
+                    // fentry?".
+                    let fallbacks = Some(l.fallbacks.clone()).filter(|f| !f.is_empty());
+                    ProbeStatus::new(*p, ProbeState::Attached, Some(l.rung.method), fallbacks)
+                }
+                Some(l) => {
+                    let method = l.rung.method.name();
+                    let own = format!("{method}: does not measure {}", p.name());
+                    let reason = [l.fallbacks.as_str(), &own]
+                        .iter()
+                        .filter(|r| !r.is_empty())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    ProbeStatus::new(*p, ProbeState::Unavailable, None, Some(reason))
+                }
+                None => ProbeStatus::new(*p, ProbeState::Disabled, None, None),
             };
             self.statuses.insert(*p, st);
         }
@@ -344,7 +356,7 @@ impl Probes {
             // task_cache (task storage) has no aya type; only the kernel programs use it.
             .allow_unsupported_maps()
             .map_max_entries("tracked", sizes.tracked)
-            .map_max_entries("net_bytes", sizes.tracked)
+            .map_max_entries("pkt_targets", sizes.tracked)
             .map_max_entries("hists", sizes.histograms)
             .map_max_entries("counters", sizes.counters)
             .map_max_entries("comms", sizes.process_names)
@@ -360,7 +372,7 @@ impl Probes {
         for inflight in ["connect_start", "block_start", "fs_start", "dns_start"] {
             loader.map_max_entries(inflight, sizes.inflight);
         }
-        if family.name == "dns" {
+        if family.name == PACKET {
             loader.override_global("pt_dns_port", &self.config.dns_port, true);
         }
         let ebpf = loader.load(object).map_err(|e| format!("object: {e}"))?;
@@ -371,22 +383,24 @@ impl Probes {
         walk_ladder(family, ebpf, &self.config, self.kernel_btf())
     }
 
-    /// Writes a tracked cgroup's entry (its enabled probes) into one family's maps.
+    /// Writes a tracked cgroup's entry (its enabled probes that the family's rung measures)
+    /// into one family's maps.
     fn write_target(&mut self, family: &'static str, cgroup_id: u64) -> Result<()> {
         let Some(probes) = self.targets.get(&cgroup_id) else { return Ok(()) };
-        let probes = mask(probes.iter().copied().filter(|p| self.enabled.contains(p)));
-        let capacity = self.config.map_sizes.tracked;
         let loaded = self.families.get_mut(family).expect("loaded family");
+        let rung = loaded.rung;
+        let probes =
+            mask(probes.iter().copied().filter(|p| self.enabled.contains(p) && rung.serves(*p)));
+        let capacity = self.config.map_sizes.tracked;
         let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, family, "tracked")?;
         let comms = tracked.get(&cgroup_id, 0).map(|t| t.comms).unwrap_or(0);
         let full = || Error::TrackedMapFull { capacity };
         tracked
             .insert(cgroup_id, PtTarget { probes, comms }, 0)
             .map_err(|e| full_or(family, "tracked", e, full))?;
-        if family == NETWORK {
-            let wanted = probes & (1 << Probe::NetworkBytes.bit()) != 0;
-            set_net_bytes(&mut loaded.ebpf, cgroup_id, wanted).map_err(|e| match e {
-                Error::Map { source, .. } => full_or(family, "net_bytes", *source, full),
+        if family == PACKET {
+            set_pkt_target(&mut loaded.ebpf, cgroup_id, probes).map_err(|e| match e {
+                Error::Map { source, .. } => full_or(family, "pkt_targets", *source, full),
                 other => other,
             })?;
         }
@@ -403,8 +417,8 @@ impl Probes {
                 if let Ok(mut m) = typed_map::<u64, PtTarget>(&mut l.ebpf, name, "tracked") {
                     let _ = m.remove(&cgroup_id);
                 }
-                if name == NETWORK {
-                    let _ = set_net_bytes(&mut l.ebpf, cgroup_id, false);
+                if name == PACKET {
+                    let _ = set_pkt_target(&mut l.ebpf, cgroup_id, 0);
                 }
             }
         }

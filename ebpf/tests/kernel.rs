@@ -10,7 +10,9 @@ mod common;
 use anyhow::Result;
 use common::{TestCgroup, bpftool, field, python, root_or_skip};
 use parking_lot::Mutex;
-use podtrace_ebpf::{Op, Probe, ProbeConfig, ProbeState, Probes, Snapshot, bucket_index};
+use podtrace_ebpf::{
+    OTHER_PROCESS, Op, Probe, ProbeConfig, ProbeState, Probes, Snapshot, bucket_index,
+};
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::OnceLock;
@@ -179,7 +181,6 @@ for _ in range(50):
 info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
 print('rtt_us=%d' % struct.unpack_from('I', info, 68)[0])
 s.close()
-print('comm=' + open('/proc/self/comm').read().strip())
 ";
     let out = python(Some(&cg), body, &[port.to_string()])?;
     echo.join().unwrap();
@@ -189,17 +190,18 @@ print('comm=' + open('/proc/self/comm').read().strip())
     let h = snap.merged_histogram(cg.id, Probe::TcpRtt, Op::None);
     let latest_us = h.latest_ns / 1000;
     eprintln!("rtt samples {}, latest {latest_us} us, tcp_info {ss_rtt_us} us", h.count);
-    // 50 sends and at least 50 receives, each sampled once the handshake measured an RTT.
+    // One sample per TCP segment the client's socket received: at least the 50 echoes.
     assert!(h.count >= 50, "{h:?}");
     // The same kernel variable, sampled a few packets apart: same order of magnitude.
     assert!(
         latest_us <= 4 * ss_rtt_us + 200 && ss_rtt_us <= 4 * latest_us + 200,
         "{latest_us} vs {ss_rtt_us}"
     );
-    let comm = field(&out, "comm")?;
+    // Sampled by the packet program on ingress, in softirq: the socket user's name is not
+    // known there (see packet.bpf.c), so the pod's RTT is one series.
     assert!(
-        snap.histograms_of(cg.id, Probe::TcpRtt).all(|s| s.series.process_name == comm),
-        "RTT series should carry the socket user's name {comm}"
+        snap.histograms_of(cg.id, Probe::TcpRtt).all(|s| s.series.process_name == OTHER_PROCESS),
+        "RTT series carry process_name=other on cgroup_skb"
     );
     untrack(&cg)
 }

@@ -69,21 +69,29 @@ fn disabling_untracking_and_dropping_leave_no_links_programs_or_maps() -> Result
     let maps = map_ids_of(&programs)?;
     assert_eq!(links_of(&programs)?.len(), programs.len(), "one link per attached program");
 
-    // Disabling DNS detaches and unloads its programs only.
-    let dns_programs: BTreeSet<u64> = probes
+    // Disabling DNS leaves the packet programs attached for the other packet probes; disabling
+    // the last of them detaches and unloads the packet programs only.
+    let packet_programs: BTreeSet<u64> = probes
         .snapshot()?
         .programs
         .iter()
-        .filter(|p| p.family == "dns")
+        .filter(|p| p.family == "packet")
         .map(|p| u64::from(p.id))
         .collect();
-    assert_eq!(dns_programs.len(), 2);
-    let st = probes.set_enabled(Probe::Dns, false);
+    assert_eq!(packet_programs.len(), 2);
+    assert_eq!(probes.set_enabled(Probe::Dns, false).state, ProbeState::Disabled);
+    assert_eq!(links_of(&packet_programs)?.len(), 2, "still serving networkBytes and tcpRtt");
+    assert_eq!(probes.set_enabled(Probe::TcpRtt, false).state, ProbeState::Disabled);
+    let st = probes.set_enabled(Probe::NetworkBytes, false);
     assert_eq!(st.state, ProbeState::Disabled);
-    assert!(links_of(&dns_programs)?.is_empty(), "DNS links left after disabling");
-    assert!(eventually(|| Ok(loaded_programs()?.is_disjoint(&dns_programs)))?, "DNS programs left");
-    let st = probes.set_enabled(Probe::Dns, true);
-    assert_eq!(st.state, ProbeState::Attached);
+    assert!(links_of(&packet_programs)?.is_empty(), "packet links left after disabling");
+    assert!(
+        eventually(|| Ok(loaded_programs()?.is_disjoint(&packet_programs)))?,
+        "packet programs left"
+    );
+    for p in [Probe::Dns, Probe::TcpRtt, Probe::NetworkBytes] {
+        assert_eq!(probes.set_enabled(p, true).state, ProbeState::Attached);
+    }
 
     // Untracking deletes the cgroup's series from the kernel maps.
     let cg = TestCgroup::new("life")?;
@@ -124,7 +132,7 @@ fn raw_tracepoint_rungs_measure_the_same_ground_truth() -> Result<()> {
     if !root_or_skip("raw_tracepoint_rungs") {
         return Ok(());
     }
-    let skip = [AttachMethod::Fentry, AttachMethod::TpBtf, AttachMethod::Tracepoint];
+    let skip = [AttachMethod::CgroupSkb, AttachMethod::TpBtf, AttachMethod::Tracepoint];
     rung_measures_ground_truth(&skip, AttachMethod::RawTracepoint)
 }
 
@@ -133,7 +141,7 @@ fn tracepoint_rungs_measure_the_same_ground_truth_when_tracefs_is_mounted() -> R
     if !root_or_skip("tracepoint_rungs") {
         return Ok(());
     }
-    let skip = [AttachMethod::Fentry, AttachMethod::TpBtf, AttachMethod::RawTracepoint];
+    let skip = [AttachMethod::CgroupSkb, AttachMethod::TpBtf, AttachMethod::RawTracepoint];
     let mounted = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
         .iter()
         .any(|p| std::path::Path::new(p).exists());
@@ -168,7 +176,7 @@ fn rung_measures_ground_truth(skip: &[AttachMethod], expected: AttachMethod) -> 
     }
     let rtt = statuses.iter().find(|s| s.probe == Probe::TcpRtt).unwrap();
     assert!(
-        rtt.reason.as_deref().unwrap_or("").contains("fentry: skipped by configuration"),
+        rtt.reason.as_deref().unwrap_or("").contains("cgroup_skb: skipped by configuration"),
         "{rtt:?}"
     );
     let dns = statuses.iter().find(|s| s.probe == Probe::Dns).unwrap();
@@ -242,21 +250,31 @@ for name in ['pt-a', 'pt-b', 'pt-c', 'pt-d', 'pt-a']:
 }
 
 #[test]
-fn without_cgroup_skb_network_bytes_fall_back_to_the_socket_calls_payload() -> Result<()> {
+fn without_cgroup_skb_network_bytes_and_rtt_fall_back_to_the_socket_calls() -> Result<()> {
     if !root_or_skip("network_fallback") {
         return Ok(());
     }
     let config = ProbeConfig {
-        probes: [Probe::NetworkBytes].into(),
+        probes: [Probe::NetworkBytes, Probe::TcpRtt, Probe::Dns].into(),
         skip_methods: [AttachMethod::CgroupSkb].into(),
         ..ProbeConfig::default()
     };
     let (mut probes, statuses) = Probes::load(&config)?;
-    let s = statuses.iter().find(|s| s.probe == Probe::NetworkBytes).unwrap();
-    assert_eq!(s.method, Some(AttachMethod::TpBtf), "{s:?}");
-    assert!(s.reason.as_deref().unwrap_or("").contains("cgroup_skb: skipped"), "{s:?}");
+    for p in [Probe::NetworkBytes, Probe::TcpRtt] {
+        let s = statuses.iter().find(|s| s.probe == p).unwrap();
+        assert_eq!(s.method, Some(AttachMethod::TpBtf), "{s:?}");
+        assert!(s.reason.as_deref().unwrap_or("").contains("cgroup_skb: skipped"), "{s:?}");
+    }
+    // The socket calls carry no DNS: unavailable, saying why.
+    let dns = statuses.iter().find(|s| s.probe == Probe::Dns).unwrap();
+    assert_eq!(dns.state, ProbeState::Unavailable, "{dns:?}");
+    let reason = dns.reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("cgroup_skb: skipped") && reason.contains("tp_btf: does not measure dns"),
+        "{dns:?}"
+    );
     let cg = TestCgroup::new("netfb")?;
-    probes.track(cg.id, [Probe::NetworkBytes])?;
+    probes.track(cg.id, [Probe::NetworkBytes, Probe::TcpRtt])?;
     let (port, server) = payload_server(2)?;
     let body = "
 n = int(sys.argv[2])
@@ -266,14 +284,19 @@ got = 0
 while got < 4321:
     got += len(s.recv(65536))
 s.close()
+print('comm=' + open('/proc/self/comm').read().strip())
 ";
     let (inside, outside) = (1_000_000u64, 300_000u64);
-    python(Some(&cg), body, &[port.clone(), inside.to_string()])?;
+    let out = python(Some(&cg), body, &[port.clone(), inside.to_string()])?;
     python(None, body, &[port, outside.to_string()])?;
     server.join().unwrap();
     let snap = probes.snapshot()?;
     // Exactly what the calls moved (the 8-byte length prefix included), nothing of the control.
     assert_eq!(snap.bytes(cg.id, Probe::NetworkBytes, Op::Send), inside + 8);
     assert_eq!(snap.bytes(cg.id, Probe::NetworkBytes, Op::Recv), 4321);
+    // RTT per call, in the caller's context: its process name.
+    let comm = field(&out, "comm")?;
+    let rtt: Vec<_> = snap.histograms_of(cg.id, Probe::TcpRtt).collect();
+    assert!(!rtt.is_empty() && rtt.iter().all(|h| h.series.process_name == comm), "{rtt:?}");
     Ok(())
 }

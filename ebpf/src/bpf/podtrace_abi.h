@@ -105,10 +105,14 @@ struct pt_counter {
 	__u64 events;
 };
 
-/* Value of the network family's `net_bytes` (key: cgroup v2 id), one per CPU. */
+/* Value of the packet family's `pkt_targets` (key: cgroup v2 id), one per CPU: the probes of
+ * that family enabled for the cgroup (the loader writes every CPU's copy) and its network byte
+ * counters (the kernel adds to this CPU's). */
 #define PT_NET_SEND 0
 #define PT_NET_RECV 1
-struct pt_net_counters {
+struct pt_pkt_target {
+	__u32 probes; /* bit mask of PT_PROBE_* */
+	__u32 _pad;
 	struct pt_counter dir[2]; /* PT_NET_SEND, PT_NET_RECV */
 };
 
