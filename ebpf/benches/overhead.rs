@@ -96,11 +96,9 @@ fn main() -> Result<()> {
                 _ => {
                     let stats = config.starts_with("stats") || config == "tracked-stats";
                     let mut pc = ProbeConfig { bpf_stats: stats, ..ProbeConfig::default() };
-                    match config {
-                        "per-pod" => pc.cgroup_skb_root = work.path.clone(),
-                        "per-pod-other" => pc.cgroup_skb_root = idle.path.clone(),
-                        _ => {}
-                    }
+                    // per-pod*: the packet programs at each tracked cgroup (the default); the
+                    // others at the cgroup v2 root, as before December 2026.
+                    pc.cgroup_skb_at_root = !config.starts_with("per-pod");
                     if config == "no-fs" {
                         pc.probes.retain(|p| !matches!(p, Probe::FsLatency | Probe::FsBytes));
                     }
@@ -109,7 +107,7 @@ fn main() -> Result<()> {
                     }
                     let (mut p, _) = Probes::load(&pc)?;
                     let other = config.ends_with("other");
-                    let target = if other { idle.id } else { work.id };
+                    let target = if other { &idle.path } else { &work.path };
                     p.track(target, Probe::ALL)?;
                     Some(p)
                 }

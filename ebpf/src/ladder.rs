@@ -246,10 +246,14 @@ pub(crate) fn family_of(probe: Probe) -> &'static Family {
     FAMILIES.iter().find(|f| f.probes.contains(&probe)).expect("every Probe has a family")
 }
 
-/// What the kernel needs to attach: BTF for fentry/tp_btf, the cgroup for cgroup_skb.
+/// What the kernel needs to attach: BTF for tp_btf, the cgroup for cgroup_skb.
 pub(crate) struct AttachEnv<'a> {
     pub btf: Option<&'a Btf>,
+    /// Where cgroup_skb programs attach on their rung: the cgroup v2 root.
     pub cgroup_root: &'a Path,
+    /// The cgroup_skb attach at the root only checks that cgroup_skb can attach (the programs
+    /// are then attached at each tracked cgroup, packet_links.rs): detached right away.
+    pub cgroup_skb_check_only: bool,
 }
 
 /// Loads and attaches every program of `rung`; on the first failure unloads what it loaded
@@ -299,7 +303,10 @@ fn load_and_attach(
             // aya uses bpf_link_create on kernels >= 5.7, and the kernel rejects any flag on a
             // cgroup link (EINVAL): links always coexist with other programs as if
             // BPF_F_ALLOW_MULTI were set (kernel/bpf/cgroup.c, cgroup_bpf_link_attach).
-            p.attach(cgroup, direction, CgroupAttachMode::Single).map_err(describe)?;
+            let link = p.attach(cgroup, direction, CgroupAttachMode::Single).map_err(describe)?;
+            if env.cgroup_skb_check_only {
+                p.detach(link).map_err(describe)?;
+            }
         }
     }
     Ok(())
@@ -322,7 +329,7 @@ pub(crate) fn unload(ebpf: &mut Ebpf, name: &str) {
 
 /// The kernel's reason in a short form: "EPERM (Operation not permitted)", plus the last line
 /// of the verifier log when there is one.
-fn describe(e: ProgramError) -> String {
+pub(crate) fn describe(e: ProgramError) -> String {
     let mut reason = None;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {

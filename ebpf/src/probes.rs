@@ -4,6 +4,8 @@
 //! Probes
 //!  ├─ families: family name -> LoadedFamily { Ebpf (maps + programs + links), chosen rung }
 //!  ├─ targets:  cgroup id -> probes               (mirrored into every family's `tracked`)
+//!  ├─ dirs:     cgroup id -> its directory        (where the packet programs attach)
+//!  ├─ packet_links: the packet programs' links per tracked cgroup (packet_links.rs)
 //!  ├─ tgids:    process filter only (process_filter.rs): the one `tracked_tgids` map every
 //!  │            family reads, the tgids the agent listed, and the fork/exit follower
 //!  └─ enabled:  probes attached node-wide
@@ -16,6 +18,7 @@ use aya::maps::MapData;
 use aya::{Btf, EbpfLoader};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::abi::{BLOCK_START_CGROUP, PtBlockStart, PtTarget};
@@ -24,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::family::{LoadedFamily, walk_ladder};
 use crate::ladder::{FAMILIES, FOLLOW, Family, PACKET, family_of};
 use crate::maps::{full_or, ignore_missing, map_err, purge, retain, set_pkt_target, typed_map};
+use crate::packet_links::PacketLinks;
 use crate::probe::{AttachMethod, Probe, ProbeState, ProbeStatus, mask};
 use crate::process_filter::{TRACKED_TGIDS, Tgids, share_map};
 use crate::read::{bpf_stats_sysctl, read_drops, read_family, read_programs};
@@ -45,6 +49,10 @@ pub struct Probes {
     statuses: BTreeMap<Probe, ProbeStatus>,
     /// Tracked cgroups (or, with the process filter, target keys) and their probes.
     targets: BTreeMap<u64, BTreeSet<Probe>>,
+    /// The directory each target was tracked with.
+    dirs: BTreeMap<u64, PathBuf>,
+    /// The packet programs' links at the tracked cgroups (cgroup_skb rung, cgroup filter).
+    packet_links: PacketLinks,
     /// Process filter only: the shared `tracked_tgids`, its owners and the follower.
     tgids: Option<Tgids>,
     /// Keeps the kernel's bpf_stats on while held (BPF_ENABLE_STATS).
@@ -79,6 +87,8 @@ impl Probes {
             enabled: config.probes.clone(),
             statuses: BTreeMap::new(),
             targets: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            packet_links: PacketLinks::default(),
             tgids: None,
             stats,
             generation: 0,
@@ -118,26 +128,55 @@ impl Probes {
         self.statuses[&probe].clone()
     }
 
-    /// Starts measuring a cgroup v2 (by id, see [`crate::cgroup_id`]) for `probes`; with the
-    /// process filter, `cgroup_id` is any unique key of the target. Calling it again for the
-    /// same cgroup replaces its probes.
-    pub fn track(&mut self, cgroup_id: u64, probes: impl IntoIterator<Item = Probe>) -> Result<()> {
+    /// Starts measuring the cgroup v2 directory `cgroup` for `probes`, and returns its id (the
+    /// directory's inode, see [`crate::cgroup_id`]): the key of its series and of
+    /// [`Probes::untrack`]. With the process filter, `cgroup` is any directory of the target (a
+    /// v1 one on a node without cgroup v2); its inode is then only a key. Calling it again for
+    /// the same cgroup replaces its probes.
+    ///
+    /// The packet programs (networkBytes, dns, tcpRtt on cgroup_skb) are attached at `cgroup`
+    /// (or at a tracked ancestor of it); a cgroup where they cannot attach is still tracked for
+    /// the other probes, and [`Probes::packet_problems`] says why.
+    pub fn track(&mut self, cgroup: &Path, probes: impl IntoIterator<Item = Probe>) -> Result<u64> {
+        let cgroup_id = crate::cgroup_id(cgroup)?;
         let previous = self.targets.insert(cgroup_id, probes.into_iter().collect());
+        self.dirs.insert(cgroup_id, cgroup.to_path_buf());
         let names: Vec<&'static str> = self.families.keys().copied().collect();
         for name in names {
             if let Err(e) = self.write_target(name, cgroup_id) {
                 match previous {
                     Some(p) => self.targets.insert(cgroup_id, p),
-                    None => self.targets.remove(&cgroup_id),
+                    None => {
+                        self.dirs.remove(&cgroup_id);
+                        self.targets.remove(&cgroup_id)
+                    }
                 };
                 self.rewrite_targets_of(cgroup_id);
+                self.sync_packet_links();
                 self.publish_generation(); // a task may have cached the half-written state
                 return Err(e);
             }
         }
+        self.sync_packet_links();
         self.publish_generation();
-        tracing::debug!(cgroup_id, "tracking cgroup");
-        Ok(())
+        tracing::debug!(cgroup_id, cgroup = %cgroup.display(), "tracking cgroup");
+        Ok(cgroup_id)
+    }
+
+    /// Why the packet probes do not measure a tracked cgroup (by id), for each one they should
+    /// measure and cannot: its packet programs could not be attached there (the kernel's
+    /// reason). Empty when every tracked cgroup has them.
+    pub fn packet_problems(&self) -> BTreeMap<u64, String> {
+        self.dirs
+            .iter()
+            .filter_map(|(id, dir)| Some((*id, self.packet_links.error(dir)?.to_string())))
+            .collect()
+    }
+
+    /// The cgroups the packet programs are attached at (each with an egress and an ingress
+    /// link); 0 when they are attached once at the root or not loaded.
+    pub fn packet_cgroups(&self) -> usize {
+        self.packet_links.attached()
     }
 
     /// Stops measuring a cgroup and deletes its series from the kernel maps. Returns whether
@@ -145,6 +184,8 @@ impl Probes {
     /// removed by the kernel when they complete.
     pub fn untrack(&mut self, cgroup_id: u64) -> Result<bool> {
         let was = self.targets.remove(&cgroup_id).is_some();
+        self.dirs.remove(&cgroup_id);
+        self.sync_packet_links();
         let capacity = self.config.map_sizes.processes;
         if let Some(tgids) = self.tgids.as_mut() {
             tgids.set(cgroup_id, &BTreeSet::new(), capacity)?;
@@ -287,6 +328,9 @@ impl Probes {
             }
         } else if !wanted && loaded {
             self.families.remove(family.name);
+            if family.name == PACKET {
+                self.packet_links.reset(); // the links went with the programs
+            }
             tracing::info!(family = family.name, "probes detached");
         }
         if wanted {
@@ -296,6 +340,9 @@ impl Probes {
                 if let Err(e) = self.write_target(family.name, id) {
                     tracing::warn!(family = family.name, cgroup_id = id, error = %e, "cannot track cgroup");
                 }
+            }
+            if family.name == PACKET {
+                self.sync_packet_links();
             }
         }
         let loaded = self.families.get(family.name);
@@ -381,6 +428,30 @@ impl Probes {
                 .map_err(|e| format!("{TRACKED_TGIDS}: {e}"))?;
         }
         walk_ladder(family, ebpf, &self.config, self.kernel_btf())
+    }
+
+    /// Puts the packet programs' links on the tracked cgroups that want a packet probe, and
+    /// takes them off the others (cgroup_skb rung, attached per cgroup, cgroup filter only).
+    fn sync_packet_links(&mut self) {
+        let Some(loaded) = self.families.get_mut(PACKET) else { return };
+        if loaded.rung.method != AttachMethod::CgroupSkb
+            || self.config.cgroup_skb_at_root
+            || self.config.filter != Filter::Cgroup
+        {
+            return;
+        }
+        let rung = loaded.rung;
+        let wanted: BTreeSet<PathBuf> = self
+            .targets
+            .iter()
+            .filter(|(_, probes)| {
+                probes.iter().any(|p| {
+                    loaded.family.probes.contains(p) && self.enabled.contains(p) && rung.serves(*p)
+                })
+            })
+            .filter_map(|(id, _)| self.dirs.get(id).cloned())
+            .collect();
+        self.packet_links.sync(&mut loaded.ebpf, &wanted);
     }
 
     /// Writes a tracked cgroup's entry (its enabled probes that the family's rung measures)

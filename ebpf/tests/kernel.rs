@@ -37,7 +37,7 @@ fn probes() -> &'static Mutex<Probes> {
 }
 
 fn track(cg: &TestCgroup, probes_: &[Probe]) -> Result<()> {
-    probes().lock().track(cg.id, probes_.iter().copied())?;
+    assert_eq!(probes().lock().track(&cg.path, probes_.iter().copied())?, cg.id);
     Ok(())
 }
 

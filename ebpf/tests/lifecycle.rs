@@ -67,10 +67,6 @@ fn disabling_untracking_and_dropping_leave_no_links_programs_or_maps() -> Result
     assert_eq!(attached, Probe::ALL.len(), "{statuses:?}");
     let programs = program_ids(&mut probes)?;
     let maps = map_ids_of(&programs)?;
-    assert_eq!(links_of(&programs)?.len(), programs.len(), "one link per attached program");
-
-    // Disabling DNS leaves the packet programs attached for the other packet probes; disabling
-    // the last of them detaches and unloads the packet programs only.
     let packet_programs: BTreeSet<u64> = probes
         .snapshot()?
         .programs
@@ -79,6 +75,17 @@ fn disabling_untracking_and_dropping_leave_no_links_programs_or_maps() -> Result
         .map(|p| u64::from(p.id))
         .collect();
     assert_eq!(packet_programs.len(), 2);
+    // One link per attached program, but the packet programs: they wait for a tracked cgroup.
+    assert_eq!(links_of(&programs)?.len(), programs.len() - 2, "one link per attached program");
+
+    // A tracked cgroup gets the packet programs' two links.
+    let cg = TestCgroup::new("life")?;
+    probes.track(&cg.path, [Probe::TcpConnect, Probe::NetworkBytes])?;
+    assert_eq!(links_of(&packet_programs)?.len(), 2);
+
+    // Disabling DNS leaves the packet programs attached for the other packet probes; disabling
+    // the last of them detaches and unloads the packet programs only, and enabling them again
+    // attaches them to the tracked cgroup again.
     assert_eq!(probes.set_enabled(Probe::Dns, false).state, ProbeState::Disabled);
     assert_eq!(links_of(&packet_programs)?.len(), 2, "still serving networkBytes and tcpRtt");
     assert_eq!(probes.set_enabled(Probe::TcpRtt, false).state, ProbeState::Disabled);
@@ -92,10 +99,9 @@ fn disabling_untracking_and_dropping_leave_no_links_programs_or_maps() -> Result
     for p in [Probe::Dns, Probe::TcpRtt, Probe::NetworkBytes] {
         assert_eq!(probes.set_enabled(p, true).state, ProbeState::Attached);
     }
+    assert_eq!(probes.packet_cgroups(), 1, "attached at the tracked cgroup again");
 
-    // Untracking deletes the cgroup's series from the kernel maps.
-    let cg = TestCgroup::new("life")?;
-    probes.track(cg.id, [Probe::TcpConnect])?;
+    // Untracking deletes the cgroup's series from the kernel maps and its links.
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port().to_string();
     python(Some(&cg), "socket.create_connection(('127.0.0.1', int(sys.argv[1])))", &[port])?;
@@ -105,7 +111,12 @@ fn disabling_untracking_and_dropping_leave_no_links_programs_or_maps() -> Result
     assert!(probes.untrack(cg.id)?);
     assert!(!probes.untrack(cg.id)?, "second untrack reports it was not tracked");
     assert_eq!(probes.tracked().count(), 0);
-    assert!(probes.snapshot()?.histograms.is_empty());
+    assert_eq!(probes.packet_cgroups(), 0);
+    let snap = probes.snapshot()?;
+    assert!(snap.histograms.is_empty() && snap.counters.is_empty());
+    let packet_programs: BTreeSet<u64> =
+        snap.programs.iter().filter(|p| p.family == "packet").map(|p| u64::from(p.id)).collect();
+    assert!(links_of(&packet_programs)?.is_empty(), "packet links left after untrack");
 
     // Dropping everything leaves nothing behind.
     let programs = program_ids(&mut probes)?;
@@ -183,7 +194,7 @@ fn rung_measures_ground_truth(skip: &[AttachMethod], expected: AttachMethod) -> 
     assert_eq!(dns.state, ProbeState::Disabled);
 
     let cg = TestCgroup::new("rung")?;
-    probes.track(cg.id, config.probes.iter().copied())?;
+    probes.track(&cg.path, config.probes.iter().copied())?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port().to_string();
     let dir =
@@ -224,7 +235,7 @@ fn process_names_beyond_the_budget_count_as_other() -> Result<()> {
     };
     let (mut probes, _) = Probes::load(&config)?;
     let cg = TestCgroup::new("names")?;
-    probes.track(cg.id, [Probe::TcpConnect])?;
+    probes.track(&cg.path, [Probe::TcpConnect])?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port().to_string();
     let body = "
@@ -274,7 +285,7 @@ fn without_cgroup_skb_network_bytes_and_rtt_fall_back_to_the_socket_calls() -> R
         "{dns:?}"
     );
     let cg = TestCgroup::new("netfb")?;
-    probes.track(cg.id, [Probe::NetworkBytes, Probe::TcpRtt])?;
+    probes.track(&cg.path, [Probe::NetworkBytes, Probe::TcpRtt])?;
     let (port, server) = payload_server(2)?;
     let body = "
 n = int(sys.argv[2])
@@ -298,5 +309,117 @@ print('comm=' + open('/proc/self/comm').read().strip())
     let comm = field(&out, "comm")?;
     let rtt: Vec<_> = snap.histograms_of(cg.id, Probe::TcpRtt).collect();
     assert!(!rtt.is_empty() && rtt.iter().all(|h| h.series.process_name == comm), "{rtt:?}");
+    Ok(())
+}
+
+/// Run counts of the packet programs of `probes` (bpf_stats must be on).
+fn packet_runs(probes: &mut Probes) -> Result<u64> {
+    let snap = probes.snapshot()?;
+    Ok(snap.programs.iter().filter(|p| p.family == "packet").map(|p| p.run_count).sum())
+}
+
+const SEND: &str = "
+n = int(sys.argv[2])
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+s.sendall(struct.pack('>Q', n) + b'x' * n)
+got = 0
+while got < 4321:
+    got += len(s.recv(65536))
+s.close()
+";
+
+/// The packet programs are attached at each tracked cgroup, not at the root: the packets of an
+/// untracked cgroup run none of them (their run count does not move), a tracked cgroup's do,
+/// and after untrack its links are gone (bpftool) and its packets run none either.
+#[test]
+fn untracked_packets_run_no_packet_program() -> Result<()> {
+    if !root_or_skip("packet_links") {
+        return Ok(());
+    }
+    let config = ProbeConfig {
+        probes: [Probe::NetworkBytes].into(),
+        bpf_stats: true,
+        ..ProbeConfig::default()
+    };
+    let (mut probes, _) = Probes::load(&config)?;
+    let (tracked, untracked) = (TestCgroup::new("pkt-in")?, TestCgroup::new("pkt-out")?);
+    assert_eq!(probes.track(&tracked.path, [Probe::NetworkBytes])?, tracked.id);
+    assert_eq!(probes.packet_cgroups(), 1);
+    let programs = program_ids(&mut probes)?;
+    assert_eq!(links_of(&programs)?.len(), 2, "an egress and an ingress link at the cgroup");
+    let (port, server) = payload_server(3)?;
+
+    let before = packet_runs(&mut probes)?;
+    python(Some(&untracked), SEND, &[port.clone(), "300000".into()])?;
+    assert_eq!(packet_runs(&mut probes)?, before, "an untracked cgroup's packets ran them");
+
+    python(Some(&tracked), SEND, &[port.clone(), "300000".into()])?;
+    let after = packet_runs(&mut probes)?;
+    assert!(after > before, "the tracked cgroup's packets ran no packet program");
+    let snap = probes.snapshot()?;
+    let sent = snap.bytes(tracked.id, Probe::NetworkBytes, Op::Send);
+    assert!((300_008..300_008 * 5 / 4).contains(&sent), "sent {sent}");
+
+    assert!(probes.untrack(tracked.id)?);
+    assert_eq!(probes.packet_cgroups(), 0);
+    assert!(links_of(&programs)?.is_empty(), "links left after untrack");
+    python(Some(&tracked), SEND, &[port, "300000".into()])?;
+    assert_eq!(packet_runs(&mut probes)?, after);
+    server.join().unwrap();
+    Ok(())
+}
+
+/// A tracked cgroup inside another tracked cgroup shares its ancestor's links (the programs
+/// run for descendants too): its bytes are counted once, exactly as when it is tracked alone,
+/// and untracking the ancestor gives it links of its own. A directory where cgroup_skb cannot
+/// attach (a cgroup v1 directory) is still tracked for the other probes and says why.
+#[test]
+fn a_tracked_cgroup_inside_another_shares_its_links_and_counts_once() -> Result<()> {
+    if !root_or_skip("packet_links_nested") {
+        return Ok(());
+    }
+    let config = ProbeConfig {
+        probes: [Probe::NetworkBytes, Probe::TcpConnect].into(),
+        ..ProbeConfig::default()
+    };
+    let (mut probes, _) = Probes::load(&config)?;
+    let parent = TestCgroup::new("pkt-parent")?;
+    let child = parent.child("inner")?;
+    probes.track(&parent.path, [Probe::NetworkBytes])?;
+    probes.track(&child.path, [Probe::NetworkBytes])?;
+    assert_eq!(probes.packet_cgroups(), 1, "the child is covered by its parent's links");
+    let (port, server) = payload_server(2)?;
+    python(Some(&child), SEND, &[port.clone(), "200000".into()])?;
+    let snap = probes.snapshot()?;
+    let sent = snap.bytes(child.id, Probe::NetworkBytes, Op::Send);
+    let packets: u64 = snap
+        .counters_of(child.id, Probe::NetworkBytes)
+        .filter(|c| c.series.op == Op::Send)
+        .map(|c| c.events)
+        .sum();
+    // Once: the payload plus 40..80 header bytes per packet (twice would be 400 kB and more).
+    assert!(
+        (200_008 + 40 * packets..=200_008 * 5 / 4 + 80 * packets).contains(&sent),
+        "sent {sent} in {packets} packets"
+    );
+    assert_eq!(snap.bytes(parent.id, Probe::NetworkBytes, Op::Send), 0);
+
+    assert!(probes.untrack(parent.id)?);
+    assert_eq!(probes.packet_cgroups(), 1, "the child got links of its own");
+    python(Some(&child), SEND, &[port, "100000".into()])?;
+    let more = probes.snapshot()?.bytes(child.id, Probe::NetworkBytes, Op::Send) - sent;
+    assert!((100_008..100_008 * 5 / 4).contains(&more), "sent {more}");
+    server.join().unwrap();
+
+    // Not a cgroup v2 directory: tracked (tcpConnect works there), the packet probes say why.
+    let other = std::env::temp_dir().join(format!("podtrace-not-a-cgroup-{}", std::process::id()));
+    std::fs::create_dir_all(&other)?;
+    let id = probes.track(&other, [Probe::NetworkBytes, Probe::TcpConnect])?;
+    let problems = probes.packet_problems();
+    assert!(problems.get(&id).is_some_and(|why| why.contains("pt_pkt_egress")), "{problems:?}");
+    assert!(probes.untrack(id)?);
+    assert!(probes.packet_problems().is_empty());
+    std::fs::remove_dir(&other)?;
+    drop(child);
     Ok(())
 }
