@@ -62,6 +62,7 @@ mod probes;
 mod process_filter;
 mod read;
 mod snapshot;
+pub mod tracefs;
 
 pub use cgroup::cgroup_id;
 pub use config::{Filter, MapSizes, ProbeConfig, default_cgroup2_root};

@@ -6,7 +6,9 @@ mod common;
 
 use anyhow::Result;
 use common::{TestCgroup, bpftool, field, payload_server, python, root_or_skip};
-use podtrace_ebpf::{AttachMethod, OTHER_PROCESS, Op, Probe, ProbeConfig, ProbeState, Probes};
+use podtrace_ebpf::{
+    AttachMethod, OTHER_PROCESS, Op, Probe, ProbeConfig, ProbeState, Probes, Snapshot, tracefs,
+};
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 
@@ -147,17 +149,36 @@ fn raw_tracepoint_rungs_measure_the_same_ground_truth() -> Result<()> {
     rung_measures_ground_truth(&skip, AttachMethod::RawTracepoint)
 }
 
+/// Set in the child process that [`tracepoint_rungs_measure_the_same_ground_truth_with_tracefs`]
+/// runs in a mount namespace of its own.
+const TRACEFS_CHILD: &str = "PT_TEST_TRACEFS_CHILD";
+
+/// The classic tracepoint rungs (fs on the per-syscall tracepoints, the others on theirs)
+/// against the same ground truth, with tracefs mounted for real. This machine may not mount
+/// tracefs, and the test must not mount it on the node: it runs itself again in a child process
+/// moved into a mount namespace of its own (`tracefs::private_mount_namespace`, right after the
+/// fork, while single-threaded), which unmounts any tracefs it inherited, mounts one with
+/// `tracefs::mount_tracefs` (what the agent does at start) and measures. The node's mounts are
+/// checked unchanged afterwards. Without tracefs (in this process, when the node has none) the
+/// rungs are unavailable and say why.
 #[test]
-fn tracepoint_rungs_measure_the_same_ground_truth_when_tracefs_is_mounted() -> Result<()> {
+fn tracepoint_rungs_measure_the_same_ground_truth_with_tracefs() -> Result<()> {
     if !root_or_skip("tracepoint_rungs") {
         return Ok(());
     }
     let skip = [AttachMethod::CgroupSkb, AttachMethod::TpBtf, AttachMethod::RawTracepoint];
-    let mounted = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists());
-    if !mounted {
-        // Then the rung must say why it is unavailable, not fail silently.
+    if std::env::var_os(TRACEFS_CHILD).is_some() {
+        for inherited in ["/sys/kernel/debug/tracing", tracefs::TRACEFS] {
+            let path = std::ffi::CString::new(inherited)?;
+            unmount(&path); // in this process's own mount namespace only
+        }
+        assert_eq!(tracefs::tracefs_path(), None, "tracefs still mounted in the child");
+        assert_eq!(tracefs::mount_tracefs()?, std::path::Path::new(tracefs::TRACEFS));
+        assert!(tracefs::tracefs_path().is_some());
+        return rung_measures_ground_truth(&skip, AttachMethod::Tracepoint);
+    }
+    let node_tracefs = tracefs::tracefs_path();
+    if node_tracefs.is_none() {
         let config = ProbeConfig {
             probes: [Probe::TcpConnect].into(),
             skip_methods: skip.into(),
@@ -167,10 +188,32 @@ fn tracepoint_rungs_measure_the_same_ground_truth_when_tracefs_is_mounted() -> R
         let s = statuses.iter().find(|s| s.probe == Probe::TcpConnect).unwrap();
         assert_eq!(s.state, ProbeState::Unavailable, "{s:?}");
         assert!(s.reason.as_deref().unwrap_or("").contains("tracepoint: "), "{s:?}");
-        eprintln!("SKIPPED the tracepoint workload: tracefs is not mounted ({:?})", s.reason);
-        return Ok(());
     }
-    rung_measures_ground_truth(&skip, AttachMethod::Tracepoint)
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child
+        .args(["tracepoint_rungs_measure_the_same_ground_truth_with_tracefs", "--exact"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(TRACEFS_CHILD, "1");
+    let status = in_own_mount_namespace(&mut child).status()?;
+    assert!(status.success(), "the child measuring with tracefs failed: {status}");
+    assert_eq!(tracefs::tracefs_path(), node_tracefs, "the node's mounts changed");
+    Ok(())
+}
+
+#[allow(unsafe_code, reason = "pre_exec runs code between fork and exec (see the caller)")]
+fn in_own_mount_namespace(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; glibc's fork handlers leave malloc usable
+    // there, and the child has one thread: the whole process moves to the new namespace.
+    unsafe {
+        command.pre_exec(|| tracefs::private_mount_namespace().map_err(std::io::Error::other))
+    }
+}
+
+#[allow(unsafe_code, reason = "umount2(2) has no safe wrapper")]
+fn unmount(path: &std::ffi::CStr) {
+    // SAFETY: a NUL-terminated path; failure (nothing mounted there) is fine.
+    unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
 }
 
 /// Loads the tracepoint families with `skip`ped methods, checks they landed on `expected`,
@@ -312,6 +355,23 @@ print('comm=' + open('/proc/self/comm').read().strip())
     Ok(())
 }
 
+/// Checks that cgroup `id` sent `payload` bytes after `before` (both payload bytes), counted
+/// once: each packet adds 40..80 header bytes (IPv4 and TCP with options), retransmissions may
+/// add some, and counting twice would at least double it.
+fn assert_sent_once(snap: &Snapshot, id: u64, payload: u64, before: u64) {
+    let sent = snap.bytes(id, Probe::NetworkBytes, Op::Send);
+    let packets: u64 = snap
+        .counters_of(id, Probe::NetworkBytes)
+        .filter(|c| c.series.op == Op::Send)
+        .map(|c| c.events)
+        .sum();
+    let total = payload + before;
+    assert!(
+        sent >= total + 40 * packets && sent <= total * 3 / 2 + 80 * packets,
+        "sent {sent} in {packets} packets for {total} payload bytes"
+    );
+}
+
 /// Run counts of the packet programs of `probes` (bpf_stats must be on).
 fn packet_runs(probes: &mut Probes) -> Result<u64> {
     let snap = probes.snapshot()?;
@@ -356,9 +416,7 @@ fn untracked_packets_run_no_packet_program() -> Result<()> {
     python(Some(&tracked), SEND, &[port.clone(), "300000".into()])?;
     let after = packet_runs(&mut probes)?;
     assert!(after > before, "the tracked cgroup's packets ran no packet program");
-    let snap = probes.snapshot()?;
-    let sent = snap.bytes(tracked.id, Probe::NetworkBytes, Op::Send);
-    assert!((300_008..300_008 * 5 / 4).contains(&sent), "sent {sent}");
+    assert_sent_once(&probes.snapshot()?, tracked.id, 300_008, 0);
 
     assert!(probes.untrack(tracked.id)?);
     assert_eq!(probes.packet_cgroups(), 0);
@@ -391,24 +449,13 @@ fn a_tracked_cgroup_inside_another_shares_its_links_and_counts_once() -> Result<
     let (port, server) = payload_server(2)?;
     python(Some(&child), SEND, &[port.clone(), "200000".into()])?;
     let snap = probes.snapshot()?;
-    let sent = snap.bytes(child.id, Probe::NetworkBytes, Op::Send);
-    let packets: u64 = snap
-        .counters_of(child.id, Probe::NetworkBytes)
-        .filter(|c| c.series.op == Op::Send)
-        .map(|c| c.events)
-        .sum();
-    // Once: the payload plus 40..80 header bytes per packet (twice would be 400 kB and more).
-    assert!(
-        (200_008 + 40 * packets..=200_008 * 5 / 4 + 80 * packets).contains(&sent),
-        "sent {sent} in {packets} packets"
-    );
+    assert_sent_once(&snap, child.id, 200_008, 0);
     assert_eq!(snap.bytes(parent.id, Probe::NetworkBytes, Op::Send), 0);
 
     assert!(probes.untrack(parent.id)?);
     assert_eq!(probes.packet_cgroups(), 1, "the child got links of its own");
     python(Some(&child), SEND, &[port, "100000".into()])?;
-    let more = probes.snapshot()?.bytes(child.id, Probe::NetworkBytes, Op::Send) - sent;
-    assert!((100_008..100_008 * 5 / 4).contains(&more), "sent {more}");
+    assert_sent_once(&probes.snapshot()?, child.id, 100_008, 200_008);
     server.join().unwrap();
 
     // Not a cgroup v2 directory: tracked (tcpConnect works there), the packet probes say why.

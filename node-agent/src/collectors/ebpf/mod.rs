@@ -15,6 +15,7 @@
 pub mod crd;
 pub mod metrics;
 pub mod samples;
+pub mod tracefs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
