@@ -251,7 +251,12 @@ impl Engine {
             }
             if process_on {
                 let started = Instant::now();
-                let limit = memory_limit.or_else(|| resource::memory_limit(&state.target.cgroup));
+                // Memory percent needs the limit: read here only when the resource source did
+                // not, and only when memory is collected at all.
+                let limit = memory_limit.or_else(|| {
+                    let memory = state.target.profile.collect.memory;
+                    memory.then(|| resource::memory_limit(&state.target.cgroup)).flatten()
+                });
                 let base = (uptime, limit.unwrap_or(self.mem_total), self.max_processes);
                 if let Some(procs) = tick.process(state, &labels, &mut self.net, base) {
                     samples.push(target_sample(state, node, &procs, tick.wall));
