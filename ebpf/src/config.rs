@@ -47,15 +47,9 @@ pub struct ProbeConfig {
     /// Process names per cgroup (and per probe family) that keep their own `process_name`;
     /// later names are counted as "other".
     pub max_process_names: u32,
-    /// The cgroup v2 root: where loading checks that `cgroup_skb` programs can attach (they are
-    /// then attached at each tracked cgroup), or with [`ProbeConfig::cgroup_skb_at_root`] where
-    /// they stay attached.
+    /// The cgroup v2 root, where loading checks that `cgroup_skb` programs can attach at all
+    /// (they are then attached at each tracked cgroup, see [`crate::Probes::track`]).
     pub cgroup_skb_root: PathBuf,
-    /// Attach the packet programs once at `cgroup_skb_root`, where every packet of the node
-    /// runs them, instead of at each tracked cgroup (the default), where the packets of
-    /// untracked pods run none. The design until December 2026, kept for `make bench-ebpf`'s
-    /// comparison of the two.
-    pub cgroup_skb_at_root: bool,
     /// UDP port of DNS servers (53).
     pub dns_port: u16,
     /// Keep `kernel.bpf_stats_enabled` on while loaded, for per-program run counts and times.
@@ -76,7 +70,6 @@ impl Default for ProbeConfig {
             map_sizes: MapSizes::default(),
             max_process_names: 16,
             cgroup_skb_root: default_cgroup2_root(),
-            cgroup_skb_at_root: false,
             dns_port: 53,
             bpf_stats: false,
             skip_methods: BTreeSet::new(),

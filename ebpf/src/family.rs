@@ -32,11 +32,7 @@ pub(crate) fn walk_ladder(
     config: &ProbeConfig,
     btf: Option<&Btf>,
 ) -> Result<LoadedFamily, String> {
-    let env = AttachEnv {
-        btf,
-        cgroup_root: &config.cgroup_skb_root,
-        cgroup_skb_check_only: !config.cgroup_skb_at_root,
-    };
+    let env = AttachEnv { btf, cgroup_root: &config.cgroup_skb_root };
     let mut reasons = Vec::new();
     for rung in family.rungs {
         let method = rung.method.name();

@@ -249,11 +249,9 @@ pub(crate) fn family_of(probe: Probe) -> &'static Family {
 /// What the kernel needs to attach: BTF for tp_btf, the cgroup for cgroup_skb.
 pub(crate) struct AttachEnv<'a> {
     pub btf: Option<&'a Btf>,
-    /// Where cgroup_skb programs attach on their rung: the cgroup v2 root.
+    /// The cgroup v2 root, where a cgroup_skb rung checks that its programs can attach (then
+    /// detaches them: they are attached at each tracked cgroup, packet_links.rs).
     pub cgroup_root: &'a Path,
-    /// The cgroup_skb attach at the root only checks that cgroup_skb can attach (the programs
-    /// are then attached at each tracked cgroup, packet_links.rs): detached right away.
-    pub cgroup_skb_check_only: bool,
 }
 
 /// Loads and attaches every program of `rung`; on the first failure unloads what it loaded
@@ -304,9 +302,7 @@ fn load_and_attach(
             // cgroup link (EINVAL): links always coexist with other programs as if
             // BPF_F_ALLOW_MULTI were set (kernel/bpf/cgroup.c, cgroup_bpf_link_attach).
             let link = p.attach(cgroup, direction, CgroupAttachMode::Single).map_err(describe)?;
-            if env.cgroup_skb_check_only {
-                p.detach(link).map_err(describe)?;
-            }
+            p.detach(link).map_err(describe)?;
         }
     }
     Ok(())

@@ -174,7 +174,7 @@ impl Probes {
     }
 
     /// The cgroups the packet programs are attached at (each with an egress and an ingress
-    /// link); 0 when they are attached once at the root or not loaded.
+    /// link); 0 when they are not loaded.
     pub fn packet_cgroups(&self) -> usize {
         self.packet_links.attached()
     }
@@ -434,10 +434,7 @@ impl Probes {
     /// takes them off the others (cgroup_skb rung, attached per cgroup, cgroup filter only).
     fn sync_packet_links(&mut self) {
         let Some(loaded) = self.families.get_mut(PACKET) else { return };
-        if loaded.rung.method != AttachMethod::CgroupSkb
-            || self.config.cgroup_skb_at_root
-            || self.config.filter != Filter::Cgroup
-        {
+        if loaded.rung.method != AttachMethod::CgroupSkb || self.config.filter != Filter::Cgroup {
             return;
         }
         let rung = loaded.rung;
