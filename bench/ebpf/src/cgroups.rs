@@ -34,6 +34,14 @@ impl BenchCgroup {
         for root in roots {
             let dir = root.join(relative.trim_start_matches('/'));
             std::fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+            // A new v1 cpuset has no CPUs or memory nodes, and a process cannot join it until
+            // it has: give it the parent's.
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(parent) = std::fs::read_to_string(root.join(file)) {
+                    std::fs::write(dir.join(file), parent.trim())
+                        .with_context(|| format!("{}/{file}", dir.display()))?;
+                }
+            }
             dirs.push(dir);
         }
         Ok(BenchCgroup { relative, dirs, sleepers: Vec::new() })
