@@ -21,6 +21,7 @@ use crate::{
     collectors::ebpf::EbpfSource,
     engine::{self, Engine, EngineStatus},
     exporters::{ExporterArgs, Exporters},
+    gaps,
     health::SERVICES,
     metrics::{Sources, Store, agent::AgentMetrics},
     serve::{self, Auth},
@@ -118,6 +119,10 @@ pub async fn run(
     let node = identity::node_name(&exporter_args.node_name);
     let mut engine = Engine::new(proc_root.clone(), store, sources, metrics.clone(), interval);
     engine.set_max_processes(usize::from(max_processes));
+    if let Some(gap) = gaps::pid_namespace(&proc_root) {
+        tracing::error!(proc_root = %proc_root.display(), "{}", gap.advice());
+        engine.add_gap(gap);
+    }
     let bpf_stats =
         ebpf.as_ref().map_or_else(podtrace_ebpf::bpf_stats_sysctl, |(_, e)| e.bpf_stats_active());
     let filter = ebpf.as_ref().map(|(f, _)| *f);
@@ -127,6 +132,8 @@ pub async fn run(
     engine.set_pusher(exporters.clone(), node.clone());
     let engine_status = engine.subscribe();
     let (config_ok, config_ok_rx) = watch::channel(false);
+    // Whether the last NodeTrace status write succeeded (no writer in standalone mode: true).
+    let (status_ok, status_ok_rx) = watch::channel(true);
     match mode {
         Mode::Standalone(path) => {
             // A file that is there but invalid does not stop the agent: it serves its own
@@ -169,8 +176,11 @@ pub async fn run(
             let ex = exporters.clone();
             let dropped = move || ex.health().exporters.iter().map(|e| e.dropped).sum();
             let m = metrics.clone();
-            tokio::spawn(cluster::write_status(writer, dropped, move |_| {
-                m.error("status", "kubernetes")
+            tokio::spawn(cluster::write_status(writer, dropped, move |result| {
+                if result.is_err() {
+                    m.error("status", "kubernetes");
+                }
+                status_ok.send_if_modified(|ok| std::mem::replace(ok, result.is_ok()) != *ok);
             }));
             let resolve = move |d: &cluster::Desired| match &d.spec {
                 Some(spec) => cluster::resolve(spec, &layout, &kubelet_cgroup_root),
@@ -180,7 +190,8 @@ pub async fn run(
         }
     }
     let health = (servers.health.clone(), servers.readiness.clone());
-    tokio::spawn(report_health(health, engine_status, config_ok_rx, exporters.clone()));
+    let kubernetes = (config_ok_rx, status_ok_rx);
+    tokio::spawn(report_health(health, engine_status, kubernetes, exporters.clone()));
     tracing::info!(node, "agent running");
     stop.stopped().await;
     exporters.flush(Duration::from_secs(2)).await;
@@ -217,6 +228,18 @@ fn load_ebpf(
     if let Some(v2) = &layout.v2 {
         config.cgroup_skb_root = v2.clone();
     }
+    match crate::memlock::raise_for_bpf() {
+        crate::memlock::Memlock::NotNeeded(release) => {
+            tracing::debug!(
+                release,
+                "eBPF maps are charged to the memory cgroup: RLIMIT_MEMLOCK left alone"
+            )
+        }
+        crate::memlock::Memlock::Raised => {
+            tracing::info!("RLIMIT_MEMLOCK raised for the eBPF maps")
+        }
+        crate::memlock::Memlock::Failed(why) => tracing::warn!("{why}"),
+    }
     (filter, EbpfSource::load(config, registry))
 }
 
@@ -242,28 +265,31 @@ fn spawn_engine<C: Clone + Send + Sync + 'static>(
 }
 
 /// Keeps the health services and `/readyz` current: it wakes when the engine's status, the
-/// configuration source's health or an exporter's link changes.
+/// configuration source's health, the status writes' success or an exporter's link changes.
 async fn report_health(
     (health, readiness): (Health, Readiness),
     mut engine: watch::Receiver<EngineStatus>,
-    mut config_ok: watch::Receiver<bool>,
+    (mut config_ok, mut status_ok): (watch::Receiver<bool>, watch::Receiver<bool>),
     exporters: Arc<Exporters>,
 ) {
     let mut links = exporters.subscribe();
     // The engine's channel closes when its thread ends (it never should): not running then.
     let (mut engine_alive, mut config_open, mut links_open) = (true, true, true);
+    let mut status_open = true;
     loop {
         let status = engine.borrow_and_update().clone();
         let running = engine_alive && status.resolved;
         readiness.set(running);
         health.set("", running).await;
-        let config_ok_now = *config_ok.borrow_and_update();
-        health.set("podtrace.kubernetes", config_ok_now).await;
+        let kubernetes = *config_ok.borrow_and_update() && *status_ok.borrow_and_update();
+        health.set("podtrace.kubernetes", kubernetes).await;
         health.set("podtrace.probes", status.probes_ok).await;
         health.set("podtrace.exporters", exporters.health().serving()).await;
+        health.set("podtrace.collectors", status.gaps.is_empty()).await;
         tokio::select! {
             () = changed(&mut engine, &mut engine_alive) => {}
             () = changed(&mut config_ok, &mut config_open) => {}
+            () = changed(&mut status_ok, &mut status_open) => {}
             () = changed(&mut links, &mut links_open) => {}
         }
     }

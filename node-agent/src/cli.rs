@@ -64,9 +64,11 @@ pub enum Command {
     },
     /// A refreshing table per pod and container, read from the agent's /metrics.
     Top {
-        /// The agent's metrics endpoint.
-        #[arg(long, env = "PODTRACE_TOP_ENDPOINT", default_value = "http://127.0.0.1:3000")]
-        endpoint: String,
+        /// The agent's metrics endpoint. Default: the address this agent would serve on,
+        /// `PODTRACE_METRICS_ADDR` (so `kubectl exec` into an agent pod needs no flag; https when
+        /// `PODTRACE_METRICS_TLS_CERT_FILE` is set), else http://127.0.0.1:3000.
+        #[arg(long, env = "PODTRACE_TOP_ENDPOINT")]
+        endpoint: Option<String>,
         /// File holding the bearer token /metrics requires.
         #[arg(long, env = "PODTRACE_METRICS_TOKEN_FILE")]
         token_file: Option<PathBuf>,
@@ -81,6 +83,17 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+}
+
+/// The endpoint `top` reads when none is given: the agent's own metrics address from its
+/// environment (`PODTRACE_METRICS_ADDR`, and https with `PODTRACE_METRICS_TLS_CERT_FILE`), else
+/// `http://127.0.0.1:3000`.
+pub fn default_top_endpoint(metrics_addr: Option<&str>, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    match metrics_addr.map(str::trim).filter(|a| !a.is_empty()) {
+        Some(addr) => format!("{scheme}://{}", addr.replace("0.0.0.0", "127.0.0.1")),
+        None => "http://127.0.0.1:3000".into(),
+    }
 }
 
 /// `health` checks.
@@ -243,6 +256,15 @@ pub fn read_token(path: &std::path::Path) -> crate::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_reads_the_agents_own_metrics_address_by_default() {
+        assert_eq!(default_top_endpoint(Some("10.88.0.4:3000"), false), "http://10.88.0.4:3000");
+        assert_eq!(default_top_endpoint(Some("10.88.0.4:3000"), true), "https://10.88.0.4:3000");
+        assert_eq!(default_top_endpoint(Some("0.0.0.0:3000"), false), "http://127.0.0.1:3000");
+        assert_eq!(default_top_endpoint(None, false), "http://127.0.0.1:3000");
+        assert_eq!(default_top_endpoint(Some(""), true), "http://127.0.0.1:3000");
+    }
 
     #[test]
     fn interval_accepts_seconds_and_durations() {

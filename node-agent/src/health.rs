@@ -4,15 +4,16 @@
 //! | service | SERVING when |
 //! |---|---|
 //! | `""` | the collection engine runs and a configuration was loaded |
-//! | `podtrace.kubernetes` | the configuration source works: the NodeTrace watch (cluster) or the last load of the file (standalone) |
+//! | `podtrace.kubernetes` | the configuration source works: the NodeTrace watch and the last NodeTrace status write (cluster) or the last load of the file (standalone) |
 //! | `podtrace.probes` | every eBPF probe the profiles ask for is attached (or none is asked for) |
 //! | `podtrace.exporters` | every configured push exporter is connected (or none is configured) |
+//! | `podtrace.collectors` | the collectors can read all their data (no [gap](crate::gaps): a capability or the host PID namespace missing) |
 //!
 //! | level | when | exit code |
 //! |---|---|---|
 //! | Optimal | every service SERVING | 0 |
-//! | Healthy | `""` and `podtrace.kubernetes` SERVING, probes or exporters not: data is partial | 0 |
-//! | Degraded | `""` SERVING, `podtrace.kubernetes` not: the configuration is stale | 1 |
+//! | Healthy | `""` and `podtrace.kubernetes` SERVING, probes, exporters or collectors not: data is partial | 0 |
+//! | Degraded | `""` SERVING, `podtrace.kubernetes` not: the configuration is stale or the agent cannot report to its NodeTrace | 1 |
 //! | Unhealthy | no answer, or `""` not SERVING | 3 |
 //!
 //! (Exit code 2 is left to usage errors, which clap reports with 2.)
@@ -21,7 +22,8 @@ use serde::Serialize;
 use std::{collections::BTreeMap, time::Duration};
 
 /// The agent's subsystem services.
-pub const SERVICES: [&str; 3] = ["podtrace.probes", "podtrace.kubernetes", "podtrace.exporters"];
+pub const SERVICES: [&str; 4] =
+    ["podtrace.probes", "podtrace.kubernetes", "podtrace.exporters", "podtrace.collectors"];
 
 /// A health level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -67,9 +69,12 @@ fn why(service: &str) -> &'static str {
             "eBPF probes requested by a profile are not attached (see NodeTrace status.probes)"
         }
         "podtrace.kubernetes" => {
-            "the configuration source failed (NodeTrace watch or config file); the agent runs on its last good configuration"
+            "the configuration source failed (NodeTrace watch or config file; the agent runs on its last good configuration) or writing the NodeTrace status failed (see the agent's log: RBAC, API server)"
         }
         "podtrace.exporters" => "a push exporter is not connected to its broker",
+        "podtrace.collectors" => {
+            "data the agent cannot read is left out (a capability or hostPID missing): see podtrace_agent_data_unavailable and the NodeTrace's Degraded condition"
+        }
         _ => "the agent is not running its collection engine",
     }
 }
@@ -164,12 +169,14 @@ mod tests {
         probes: Option<bool>,
         kube: Option<bool>,
         exporters: Option<bool>,
+        collectors: Option<bool>,
     ) -> Answers {
         [
             ("", overall),
             ("podtrace.probes", probes),
             ("podtrace.kubernetes", kube),
             ("podtrace.exporters", exporters),
+            ("podtrace.collectors", collectors),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -180,15 +187,19 @@ mod tests {
     fn levels_follow_the_table() {
         let t = Some(true);
         let f = Some(false);
-        assert_eq!(level(&answers(t, t, t, t)).level, Level::Optimal);
-        assert!(level(&answers(t, t, t, t)).reasons.is_empty());
-        let healthy = level(&answers(t, f, t, t));
+        assert_eq!(level(&answers(t, t, t, t, t)).level, Level::Optimal);
+        assert!(level(&answers(t, t, t, t, t)).reasons.is_empty());
+        let healthy = level(&answers(t, f, t, t, t));
         assert_eq!(healthy.level, Level::Healthy);
         assert!(healthy.reasons[0].starts_with("podtrace.probes: eBPF probes"));
-        assert_eq!(level(&answers(t, t, t, None)).level, Level::Healthy);
-        assert_eq!(level(&answers(t, t, f, t)).level, Level::Degraded);
-        assert_eq!(level(&answers(f, t, t, t)).level, Level::Unhealthy);
-        let gone = level(&answers(None, None, None, None));
+        assert_eq!(level(&answers(t, t, t, None, t)).level, Level::Healthy);
+        // Data the agent cannot read: partial data, so Healthy, with the reason.
+        let gaps = level(&answers(t, t, t, t, f));
+        assert_eq!(gaps.level, Level::Healthy);
+        assert!(gaps.reasons[0].contains("podtrace_agent_data_unavailable"), "{:?}", gaps.reasons);
+        assert_eq!(level(&answers(t, t, f, t, t)).level, Level::Degraded);
+        assert_eq!(level(&answers(f, t, t, t, t)).level, Level::Unhealthy);
+        let gone = level(&answers(None, None, None, None, None));
         assert_eq!(gone.level, Level::Unhealthy);
         assert_eq!(gone.reasons, ["no answer from the health endpoint (is the agent running?)"]);
         assert_eq!(
@@ -204,7 +215,7 @@ mod tests {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let (health, _task) =
             podtrace_runtime::health::serve(addr, &SERVICES, std::future::pending()).await.unwrap();
-        for s in ["", "podtrace.kubernetes", "podtrace.exporters"] {
+        for s in ["", "podtrace.kubernetes", "podtrace.exporters", "podtrace.collectors"] {
             health.set(s, true).await;
         }
         let report = level(&check(&addr.to_string(), Duration::from_secs(2)).await);

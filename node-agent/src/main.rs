@@ -53,6 +53,11 @@ async fn run(cli: Cli, tracefs: tracefs::Tracefs) -> anyhow::Result<()> {
             std::process::exit(standalone::check(&file));
         }
         Command::Top { endpoint, token_file, ca_file, every, once } => {
+            let endpoint = endpoint.unwrap_or_else(|| {
+                let addr = std::env::var("PODTRACE_METRICS_ADDR").ok();
+                let tls = std::env::var_os("PODTRACE_METRICS_TLS_CERT_FILE").is_some();
+                podtrace_agent::cli::default_top_endpoint(addr.as_deref(), tls)
+            });
             let token = token_file.as_deref().map(read_token).transpose()?;
             top::run(&endpoint, token.as_deref(), ca_file.as_deref(), every, once).await?;
         }

@@ -6,6 +6,7 @@
 //! | ```` ```sh ```` | this test: each block as one `bash -euo pipefail` script from the repository's root, with the freshly built `podtrace-agent` first on `PATH`; it must exit 0 |
 //! | ```` ```sh ci ```` | CI: each command must be one `.ci/run` runs (`make test`) |
 //! | ```` ```sh cluster ```` | the e2e test `docs::the_documented_cluster_commands_run_on_a_fresh_cluster`, in order per file, against a fresh kube-apiserver |
+//! | ```` ```sh node ```` | the e2e test `docs::the_documented_node_commands_run_as_root` (they start clusters of their own: `make demo-cluster`) |
 //! | ```` ```sh bench ```` | by hand (minutes each, on an idle machine): this test checks that each is a `make` target whose recipe `make -n` expands |
 //!
 //! Anything else (`console`, `text`, `yaml`, …) is an example or an output, not a command. The

@@ -1,15 +1,12 @@
 //! A Helm release on the real node traces a real Deployment end to end.
 
 use super::{
-    How, Installed, RELEASE_NAMESPACE, agent_metrics, get_json, namespace, pod_name, samples,
-    wait_ready,
+    How, Installed, RELEASE_NAMESPACE, agent_metrics, get_json, helm_install, namespace, pod_name,
+    samples,
     workload::{self, MEMORY_LIMIT, cgroup_memory, fill_memory, memory_dir},
 };
 use anyhow::{Context, Result, ensure};
-use podtrace_e2e::{
-    node::{Node, node, wait_until},
-    repo_root,
-};
+use podtrace_e2e::node::{Node, node, wait_until};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -23,23 +20,9 @@ const WORKLOAD_NAMESPACE: &str = "shop";
 #[test]
 fn a_helm_release_traces_real_pods_end_to_end() {
     let Some((_turn, node)) = node("a_helm_release_traces_real_pods_end_to_end") else { return };
-    let chart = repo_root().join("charts/podtrace");
     let started = Instant::now();
     let _installed = Installed { node, how: How::Helm };
-    node.helm(&[
-        "install",
-        RELEASE,
-        chart.to_str().unwrap(),
-        "-n",
-        RELEASE_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        &format!("agent.kubeletCgroupRoot={}", node.kubelet_cgroup_root),
-    ])
-    .unwrap();
-    wait_ready(node, RELEASE);
+    helm_install(node, &[]);
     eprintln!("helm install → operator and agent Ready in {:.1}s", started.elapsed().as_secs_f64());
     // The operator created the six presets.
     wait_until("the six preset MonitoringProfiles", Duration::from_secs(60), || {
@@ -135,18 +118,7 @@ fn a_helm_release_traces_real_pods_end_to_end() {
     });
 
     // helm upgrade rolls both workloads; helm uninstall removes them (the CRDs stay by default).
-    node.helm(&[
-        "upgrade",
-        RELEASE,
-        chart.to_str().unwrap(),
-        "-n",
-        RELEASE_NAMESPACE,
-        "--reuse-values",
-        "--set",
-        "logging.level=debug",
-    ])
-    .unwrap();
-    wait_ready(node, RELEASE);
+    helm_install(node, &["--set", "logging.level=debug"]);
     let ds = get_json(node, &["daemonset", "podtrace-agent", "-n", RELEASE_NAMESPACE]).unwrap();
     assert!(
         ds.to_string().contains(r#""value":"debug""#),

@@ -2,6 +2,7 @@
 //! `make images` builds, on a real node (kubelet, containerd, runc, CNI; `e2e/scripts/node.sh`),
 //! tracing real pods. Needs root (namespaces, cgroups, eBPF).
 
+mod gaps;
 mod install;
 mod prometheus;
 mod rbac;
@@ -76,6 +77,11 @@ impl Drop for Installed<'_> {
                 );
             }
         }
+        // Whatever an interrupted uninstall left of the cluster-scoped objects.
+        let _ = node.kubectl(
+            &["delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/name=podtrace"],
+            None,
+        );
         for crd in ["podtraces", "monitoringprofiles", "nodetraces"] {
             let _ = node.kubectl(
                 &["delete", "crd", &format!("{crd}.podtrace.dev"), "--ignore-not-found"],
@@ -124,6 +130,43 @@ fn wait_ready(node: &Node, release: &str) {
             diagnostics(node)
         );
     }
+}
+
+/// `helm upgrade --install podtrace charts/podtrace` as the tests install it: the images of
+/// `make images` (never pulled), the node's kubelet cgroupRoot, and `extra` values; then waits
+/// for the operator and the agent to be Ready.
+fn helm_install(node: &Node, extra: &[&str]) {
+    let chart = podtrace_e2e::repo_root().join("charts/podtrace");
+    let root = format!("agent.kubeletCgroupRoot={}", node.kubelet_cgroup_root);
+    let mut args =
+        vec!["upgrade", "--install", "podtrace", chart.to_str().unwrap(), "-n", RELEASE_NAMESPACE];
+    args.extend(["--create-namespace", "--set", "image.pullPolicy=Never", "--set", &root]);
+    args.extend_from_slice(extra);
+    node.helm(&args).unwrap();
+    wait_ready(node, "podtrace");
+}
+
+/// `kubectl patch daemonset podtrace-agent --type=<kind> -p <patch>`, then waits for the rollout.
+fn patch_agent(node: &Node, kind: &str, patch: &str) {
+    let kind = format!("--type={kind}");
+    node.kubectl_ok(&[
+        "patch",
+        "daemonset",
+        "podtrace-agent",
+        "-n",
+        RELEASE_NAMESPACE,
+        &kind,
+        "-p",
+        patch,
+    ])
+    .unwrap();
+    wait_ready(node, "podtrace");
+}
+
+/// `kubectl set env daemonset/podtrace-agent <var>` (no wait: the new pod may never be Ready).
+fn set_agent_env(node: &Node, var: &str) {
+    node.kubectl_ok(&["set", "env", "daemonset/podtrace-agent", "-n", RELEASE_NAMESPACE, var])
+        .unwrap();
 }
 
 /// What a person would look at when a rollout fails: pods, events and the agent's log.

@@ -5,7 +5,7 @@
 //! answers the reference's PromQL and the dashboard's queries, and fires the chart's alerts.
 
 use super::{
-    How, Installed, RELEASE_NAMESPACE, get_json, namespace, pod_name, wait_ready,
+    How, Installed, RELEASE_NAMESPACE, get_json, helm_install, namespace, pod_name, set_agent_env,
     workload::{self, fill_memory, memory_dir},
 };
 use anyhow::{Context, Result, ensure};
@@ -255,15 +255,10 @@ fn image_tag(name: &str) -> String {
 /// `helm install` (or upgrade) of podtrace with the ServiceMonitors and PrometheusRule left on
 /// `auto` (the Prometheus Operator's API is there), 5 s scrapes and 5 s alert `for:`.
 fn install(node: &Node, extra: &[&str]) {
-    let chart = repo_root().join("charts/podtrace");
-    let root = format!("agent.kubeletCgroupRoot={}", node.kubelet_cgroup_root);
     let mut args =
-        vec!["upgrade", "--install", "podtrace", chart.to_str().unwrap(), "-n", RELEASE_NAMESPACE];
-    args.extend(["--create-namespace", "--set", "image.pullPolicy=Never", "--set", &root]);
-    args.extend(["--set", "serviceMonitor.interval=5s", "--set", "prometheusRule.forOverride=5s"]);
+        vec!["--set", "serviceMonitor.interval=5s", "--set", "prometheusRule.forOverride=5s"];
     args.extend_from_slice(extra);
-    node.helm(&args).unwrap();
-    wait_ready(node, "podtrace");
+    helm_install(node, &args);
 }
 
 /// Every agent and the operator are scraped (`up == 1`) through the chart's ServiceMonitors,
@@ -283,6 +278,8 @@ fn prometheus_operator_scrapes_podtrace_answers_the_reference_promql_and_fires_t
         return;
     };
     let stack = MonitoringStack::start(node);
+    // Declared after the stack, so dropped before it: the release's ServiceMonitors and
+    // PrometheusRule go while their CRDs still exist (else helm uninstall fails half-way).
     let _installed = Installed { node, how: How::Helm };
     // A NATS broker that does not exist: the exporter series exist, disconnected.
     install(node, &["--set", "exporters.nats.url=nats://nats.invalid:4222"]);
@@ -365,21 +362,12 @@ fn prometheus_operator_scrapes_podtrace_answers_the_reference_promql_and_fires_t
     node.kubectl_ok(&["exec", "-n", APPS, &web, "--", "rm", "/fill/data"]).unwrap();
 
     // An agent that cannot start (its metrics address is refused) makes PodtraceAgentDown fire.
-    node.kubectl_ok(&[
-        "set",
-        "env",
-        "daemonset/podtrace-agent",
-        "-n",
-        RELEASE_NAMESPACE,
-        "PODTRACE_METRICS_ADDR=256.0.0.1:3000",
-    ])
-    .unwrap();
+    set_agent_env(node, "PODTRACE_METRICS_ADDR=256.0.0.1:3000");
     stack.wait_values(
         "PodtraceAgentDown firing",
         r#"ALERTS{alertname="PodtraceAgentDown",alertstate="firing"}"#,
         &[1.0],
     );
-    drop(stack);
 }
 
 /// Each alert's expression names metrics and labels the agent really exports: every metric
@@ -437,6 +425,8 @@ fn prometheus_scrapes_through_metrics_tls_and_metrics_auth() {
         return;
     };
     let stack = MonitoringStack::start(node);
+    // Declared after the stack, so dropped before it: the release's ServiceMonitors and
+    // PrometheusRule go while their CRDs still exist (else helm uninstall fails half-way).
     let _installed = Installed { node, how: How::Helm };
     install(node, &[]);
     namespace(node, APPS);
@@ -551,5 +541,4 @@ fn prometheus_scrapes_through_metrics_tls_and_metrics_auth() {
     assert_eq!(status_with("nobody").unwrap(), "403", "a token without get /metrics");
     let _ =
         node.kubectl(&["delete", "clusterrolebinding", "e2e-prometheus-podtrace-metrics"], None);
-    drop(stack);
 }

@@ -3,7 +3,7 @@
 
 use super::{
     How, Installed, RELEASE_NAMESPACE, agent_metrics, get_json, namespace, pod_name, samples,
-    wait_ready,
+    set_agent_env, wait_ready,
 };
 use anyhow::ensure;
 use podtrace_e2e::{
@@ -41,15 +41,7 @@ fn the_manifests_run_with_their_own_rbac_and_a_missing_rule_is_reported() {
     let _installed = Installed { node, how: How::Manifests };
     node.kubectl_ok(&["apply", "--server-side", "-f", manifests.to_str().unwrap()]).unwrap();
     // What a user of a kubelet with a cgroupRoot does with the plain manifests.
-    node.kubectl_ok(&[
-        "set",
-        "env",
-        "daemonset/podtrace-agent",
-        "-n",
-        RELEASE_NAMESPACE,
-        &format!("PODTRACE_KUBELET_CGROUP_ROOT={}", node.kubelet_cgroup_root),
-    ])
-    .unwrap();
+    set_agent_env(node, &format!("PODTRACE_KUBELET_CGROUP_ROOT={}", node.kubelet_cgroup_root));
     wait_ready(node, "podtrace");
 
     // Each binary runs as its own ServiceAccount, which holds exactly what it needs.
@@ -115,6 +107,15 @@ fn the_manifests_run_with_their_own_rbac_and_a_missing_rule_is_reported() {
         let m = agent_metrics(node, "podtrace")?;
         let errors = samples(&m, "podtrace_agent_errors_total", &[("source", "status")]);
         ensure!(errors.iter().sum::<f64>() > 0.0, "errors {errors:?}");
+        let health = node.kubectl(
+            &["exec", "-n", RELEASE_NAMESPACE, &agent, "--", "/podtrace-agent", "health", "live"],
+            None,
+        );
+        let health = String::from_utf8_lossy(&health.stdout);
+        ensure!(
+            health.contains("Degraded") && health.contains("writing the NodeTrace status failed"),
+            "health live: {health}"
+        );
         Ok(())
     });
 }

@@ -11,7 +11,7 @@ use podtrace_api::{
 use std::collections::BTreeMap;
 
 use super::resolve::settings_not_found;
-use crate::{engine::EngineStatus, metrics::TargetKey, targets::Pending};
+use crate::{engine::EngineStatus, gaps::Gap, metrics::TargetKey, targets::Pending};
 
 /// The status for `spec` given the engine's state (without heartbeat and condition times).
 pub fn status(
@@ -119,9 +119,15 @@ pub fn status(
     }
 }
 
-/// The conditions of `s`: Ready (every pod attached) and Degraded (a pod pending or a requested
-/// probe unavailable), keeping the transition times of `previous` that did not change.
-pub fn conditions(s: &NodeTraceStatus, previous: &[Condition], now: &Time) -> Vec<Condition> {
+/// The conditions of `s`: Ready (every pod attached) and Degraded (a pod pending, a requested
+/// probe unavailable or data the agent cannot read: `gaps`), keeping the transition times of
+/// `previous` that did not change.
+pub fn conditions(
+    s: &NodeTraceStatus,
+    gaps: &[Gap],
+    previous: &[Condition],
+    now: &Time,
+) -> Vec<Condition> {
     let all_attached = s.attached_pods == s.tracked_pods;
     let probes_missing = s.probes.iter().any(|p| p.state == ProbeState::Unavailable);
     let make = |type_: &str, ok: bool, reason: &str, message: String| {
@@ -136,15 +142,19 @@ pub fn conditions(s: &NodeTraceStatus, previous: &[Condition], now: &Time) -> Ve
         ),
         make(
             "Degraded",
-            !all_attached || probes_missing,
-            if probes_missing {
+            !all_attached || probes_missing || !gaps.is_empty(),
+            if !gaps.is_empty() {
+                "DataUnavailable"
+            } else if probes_missing {
                 "ProbesUnavailable"
             } else if all_attached {
                 "AsExpected"
             } else {
                 "PodsPending"
             },
-            if probes_missing {
+            if !gaps.is_empty() {
+                gaps.iter().map(Gap::describe).collect::<Vec<_>>().join("; ")
+            } else if probes_missing {
                 "requested eBPF probes are not attached (see status.probes)".into()
             } else {
                 String::new()
@@ -260,7 +270,7 @@ mod tests {
         assert_eq!(s.pods[1].reason, Some(PodAttachReason::CgroupNotFound));
         assert_eq!(s.pods[2].reason, Some(PodAttachReason::ContainerNotStarted));
         assert_eq!(s.observed_generation, Some(3));
-        let c = conditions(&s, &[], &Time(Timestamp::UNIX_EPOCH));
+        let c = conditions(&s, &[], &[], &Time(Timestamp::UNIX_EPOCH));
         assert_eq!((c[0].type_.as_str(), c[0].status.as_str()), ("Ready", "False"));
         assert_eq!(summary(&s)["pending"], 2);
         assert_eq!(summary(&s)["failed"], 1);

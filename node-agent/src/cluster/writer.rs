@@ -61,7 +61,7 @@ pub struct StatusWriter {
 pub async fn write_status(
     writer: StatusWriter,
     export_dropped: impl Fn() -> u64 + Send,
-    on_error: impl Fn(&kube::Error) + Send,
+    on_result: impl Fn(Result<(), &kube::Error>) + Send,
 ) {
     let StatusWriter { client, node, mut desired, mut engine, mut exports, kernel, max_tracked } =
         writer;
@@ -109,7 +109,7 @@ pub async fn write_status(
         }
         let now = Time(Timestamp::now());
         let previous = last.as_ref().map_or(&[][..], |(l, _)| &l.conditions);
-        next.conditions = status::conditions(&next, previous, &now);
+        next.conditions = status::conditions(&next, &engine.gaps, previous, &now);
         next.heartbeat = Some(now);
         let patch = serde_json::json!({
             "apiVersion": "podtrace.dev/v1alpha1",
@@ -122,11 +122,12 @@ pub async fn write_status(
             .await
         {
             Ok(_) => {
+                on_result(Ok(()));
                 last = Some((next, Instant::now()));
                 retry = false;
             }
             Err(e) => {
-                on_error(&e);
+                on_result(Err(&e));
                 retry = true;
                 tracing::warn!(error = %e, node, "writing NodeTrace status failed; retrying");
             }

@@ -14,6 +14,7 @@ use std::{
 };
 
 use crate::{
+    gaps::{self, FDS_DENIED, Gap, IO_DENIED, NETWORK_DENIED},
     metrics::{Labels, Sample, catalog::*},
     procfs::{self, KeptFile, USER_HZ},
     sample::{AggregatedMetrics, ProcessMetrics, record},
@@ -30,6 +31,37 @@ pub struct ProcessReport {
     pub sample: ProcessMetrics,
     /// Aggregates over the history (none with `history.size` 0).
     pub aggregates: Option<AggregatedMetrics>,
+    /// What could not be read: its series are left out rather than exported as 0.
+    pub denied: Denied,
+}
+
+/// The files of one process the agent was refused (a missing capability), not merely gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Denied {
+    /// `/proc/<pid>/io`.
+    pub io: bool,
+    /// `/proc/<pid>/fd`.
+    pub fds: bool,
+    /// `/proc/<pid>/ns/net`.
+    pub network: bool,
+}
+
+impl Denied {
+    /// The gaps these refusals make.
+    pub fn gaps(self) -> impl Iterator<Item = Gap> {
+        [(self.io, IO_DENIED), (self.fds, FDS_DENIED), (self.network, NETWORK_DENIED)]
+            .into_iter()
+            .filter_map(|(denied, gap)| denied.then_some(gap))
+    }
+
+    /// Both refusals together (for the sum of the processes beyond the bound).
+    fn or(self, other: Denied) -> Denied {
+        Denied {
+            io: self.io || other.io,
+            fds: self.fds || other.fds,
+            network: self.network || other.network,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +99,8 @@ pub struct Raw {
     pub net: (u64, u64),
     /// fd count.
     pub fds: u64,
+    /// What was refused.
+    pub denied: Denied,
 }
 
 /// The files of one process, kept open between collections (see [`KeptFile`]). Only those the
@@ -79,8 +113,9 @@ struct ProcFiles {
     io: Option<KeptFile>,
     fd_dir: Option<KeptFile>,
     /// The inode of the process's network namespace (fixed for its life in practice), the key of
-    /// the shared `net/dev` reading; looked up once, when network bytes are first collected.
-    netns: Option<Option<u64>>,
+    /// the shared `net/dev` reading; looked up once, when network bytes are first collected;
+    /// `Err(true)` when reading it was refused.
+    netns: Option<Result<u64, bool>>,
 }
 
 impl ProcFiles {
@@ -169,17 +204,27 @@ impl ProcessCollector {
         }
         if collect.disk_io {
             let io = ProcFiles::file(&mut files.io, base, "io", true);
-            raw.io = io.parse(procfs::parse_pid_io).unwrap_or_default();
+            raw.io = io.parse(procfs::parse_pid_io).unwrap_or_else(|e| {
+                raw.denied.io = gaps::is_denied(&e);
+                Default::default()
+            });
         }
         if collect.network_io {
             let netns = *files.netns.get_or_insert_with(|| {
-                std::fs::metadata(base.join("ns/net")).ok().map(|m| m.ino())
+                std::fs::metadata(base.join("ns/net"))
+                    .map(|m| m.ino())
+                    .map_err(|e| gaps::is_denied(&e))
             });
+            raw.denied.network = netns == Err(true);
             raw.net = netns.map(|ns| net.read(proc, pid, ns)).unwrap_or_default();
         }
         if collect.file_descriptors {
             let fd_dir = ProcFiles::file(&mut files.fd_dir, base, "fd", false);
-            raw.fds = procfs::count_fds(fd_dir).unwrap_or(0);
+            raw.fds = procfs::count_fds(fd_dir).unwrap_or_else(|e| {
+                raw.denied.fds =
+                    matches!(&e, crate::Error::Read { source, .. } if gaps::is_denied(source));
+                0
+            });
         }
         Some(raw)
     }
@@ -242,7 +287,13 @@ impl ProcessCollector {
             };
             record(&mut state.history, &sample, history_size);
             let aggregates = AggregatedMetrics::of(&state.history);
-            out.push(ProcessReport { pid, comm: stat.comm, sample, aggregates });
+            out.push(ProcessReport {
+                pid,
+                comm: stat.comm,
+                sample,
+                aggregates,
+                denied: raw.denied,
+            });
         }
         out
     }
@@ -287,8 +338,14 @@ pub fn samples(
 ) -> Vec<Sample> {
     let c = &profile.collect;
     let (kept, other) = top(reports, max_processes);
-    let other =
-        other.map(|sample| ProcessReport { pid: 0, comm: OTHER.into(), sample, aggregates: None });
+    let denied = reports.iter().fold(Denied::default(), |d, r| d.or(r.denied));
+    let other = other.map(|sample| ProcessReport {
+        pid: 0,
+        comm: OTHER.into(),
+        sample,
+        aggregates: None,
+        denied,
+    });
     let mut out = Vec::with_capacity((kept.len() + 1) * 18);
     for r in kept.into_iter().chain(other.as_ref()) {
         let mut l = target_labels.clone();
@@ -309,12 +366,14 @@ pub fn samples(
         push(c.cpu, PROCESS_CPU, s.cpu_usage_percent);
         push(c.memory, PROCESS_MEMORY, s.memory_usage_bytes as f64);
         push(c.memory, PROCESS_MEMORY_PERCENT, s.memory_usage_percent);
-        push(c.disk_io, PROCESS_DISK_READ, s.disk_read_bytes as f64);
-        push(c.disk_io, PROCESS_DISK_WRITE, s.disk_write_bytes as f64);
-        push(c.network_io, PROCESS_NET_RX, s.network_rx_bytes as f64);
-        push(c.network_io, PROCESS_NET_TX, s.network_tx_bytes as f64);
+        // What was refused is left out (and reported as a gap), never exported as 0.
+        let d = r.denied;
+        push(c.disk_io && !d.io, PROCESS_DISK_READ, s.disk_read_bytes as f64);
+        push(c.disk_io && !d.io, PROCESS_DISK_WRITE, s.disk_write_bytes as f64);
+        push(c.network_io && !d.network, PROCESS_NET_RX, s.network_rx_bytes as f64);
+        push(c.network_io && !d.network, PROCESS_NET_TX, s.network_tx_bytes as f64);
         push(c.threads, PROCESS_THREADS, s.thread_count as f64);
-        push(c.file_descriptors, PROCESS_FDS, s.file_descriptor_count as f64);
+        push(c.file_descriptors && !d.fds, PROCESS_FDS, s.file_descriptor_count as f64);
         push(true, PROCESS_UPTIME, s.uptime_seconds as f64);
         if let Some(a) = &r.aggregates {
             push(c.cpu, PROCESS_CPU_AVG, a.avg_cpu_usage);
@@ -345,6 +404,7 @@ mod tests {
             io: crate::cgroup::files::IoBytes { read, write: 0 },
             net: (10, 20),
             fds: 4,
+            denied: Denied::default(),
         }
     }
 
@@ -468,6 +528,7 @@ mod tests {
                 ..Default::default()
             },
             aggregates: None,
+            denied: Denied::default(),
         };
         let reports = vec![
             report(10, 5.0, 100, 7),

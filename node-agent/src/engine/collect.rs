@@ -10,7 +10,7 @@
 //! ```
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::Path,
     time::{Duration, Instant, SystemTime},
 };
@@ -22,6 +22,7 @@ use crate::{
         process::{self, NetDevCache, ProcessCollector},
         resource::{self, GroupFiles, LIMITS_REFRESH, Reading},
     },
+    gaps::Gap,
     metrics::{Labels, Store, TargetKey, agent::AgentMetrics, sources::Source},
     sample::{AggregatedMetrics, KernelSample, ProcessMetrics, TargetSample, record},
     targets::Target,
@@ -41,6 +42,8 @@ pub(super) struct TargetState {
     history: VecDeque<ProcessMetrics>,
     /// Series dropped for the pod's budget at the last collection.
     pub dropped: usize,
+    /// What its last process collection was refused (left out of its series).
+    pub gaps: BTreeSet<Gap>,
 }
 
 impl TargetState {
@@ -54,6 +57,7 @@ impl TargetState {
             processes: ProcessCollector::default(),
             history: VecDeque::new(),
             dropped: 0,
+            gaps: BTreeSet::new(),
         }
     }
 
@@ -163,6 +167,7 @@ impl Tick<'_> {
         let t = &state.target;
         let history = t.profile.history.size.max(0) as usize;
         let procs = state.processes.record(raws, self.now, self.wall, uptime, memory_base, history);
+        state.gaps = procs.iter().flat_map(|p| p.denied.gaps()).collect();
         let samples = process::samples(labels, &procs, &t.profile, max_processes);
         state.dropped += self.store.replace(Source::Process, &t.key, samples, Some(t.budget()));
         Some(procs.into_iter().map(|p| p.sample).collect())

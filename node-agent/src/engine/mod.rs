@@ -32,6 +32,7 @@ use podtrace_api::{
 
 use crate::{
     collectors::{ebpf::EbpfSource, process::NetDevCache, resource},
+    gaps::Gap,
     metrics::{
         Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, sources::Source,
     },
@@ -70,6 +71,8 @@ pub struct EngineStatus {
     /// Targets whose packet probes (networkBytes, dns, tcpRtt) are not measured although
     /// attached on the node: their programs could not be attached at the target's cgroup.
     pub packet_problems: Vec<(TargetKey, String)>,
+    /// Data the agent cannot read (see [`crate::gaps`]), sorted.
+    pub gaps: Vec<Gap>,
 }
 
 /// Processes per container with series of their own unless `--max-processes` says otherwise.
@@ -100,6 +103,10 @@ pub struct Engine {
     dropped_seen: u64,
     push: Option<Push>,
     ebpf: Option<EbpfSource>,
+    /// Gaps found at start (the PID namespace), reported for the agent's whole life.
+    start_gaps: BTreeSet<Gap>,
+    /// The gaps of the last published status, to clear their gauges when they go.
+    reported_gaps: BTreeSet<Gap>,
 }
 
 impl Engine {
@@ -131,7 +138,14 @@ impl Engine {
             dropped_seen: 0,
             push: None,
             ebpf: None,
+            start_gaps: BTreeSet::new(),
+            reported_gaps: BTreeSet::new(),
         }
+    }
+
+    /// Reports `gap` as long as the agent runs (found at start, e.g. [`crate::gaps::PID_NAMESPACE`]).
+    pub fn add_gap(&mut self, gap: Gap) {
+        self.start_gaps.insert(gap);
     }
 
     /// Exports at most `max` processes per container on their own (see
@@ -311,6 +325,28 @@ impl Engine {
         let probes_ok = requested
             .iter()
             .all(|p| probes.iter().any(|s| s.probe == *p && s.state == ProbeState::Attached));
+        let gaps: BTreeSet<Gap> = self
+            .start_gaps
+            .iter()
+            .chain(self.targets.values().flat_map(|s| &s.gaps))
+            .copied()
+            .collect();
+        if gaps != self.reported_gaps {
+            for gap in self.reported_gaps.difference(&gaps) {
+                self.metrics.set_gap(gap, false);
+            }
+            for gap in gaps.difference(&self.reported_gaps) {
+                tracing::warn!(
+                    source = gap.source,
+                    data = gap.data,
+                    reason = gap.reason,
+                    "{}",
+                    gap.advice()
+                );
+                self.metrics.set_gap(gap, true);
+            }
+            self.reported_gaps = gaps.clone();
+        }
         let next = EngineStatus {
             attached: self
                 .targets
@@ -342,6 +378,7 @@ impl Engine {
                     })
                     .collect()
             }),
+            gaps: gaps.into_iter().collect(),
         };
         self.status.send_if_modified(|status| {
             let changed = *status != next;

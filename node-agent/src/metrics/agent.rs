@@ -32,6 +32,17 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// Labels of the data-unavailable gauge (see [`crate::gaps`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GapLabels {
+    /// The metric source whose data is missing.
+    pub source: &'static str,
+    /// What cannot be read.
+    pub data: &'static str,
+    /// Why.
+    pub reason: &'static str,
+}
+
 /// The self-metrics.
 #[derive(Clone)]
 pub struct AgentMetrics {
@@ -49,6 +60,8 @@ pub struct AgentMetrics {
     pub series_dropped: Counter,
     /// Configuration reloads (standalone file or NodeTrace changes) applied.
     pub config_reloads: Counter,
+    /// 1 per kind of data the agent cannot read (a capability or the host PID namespace missing).
+    pub data_unavailable: Family<GapLabels, Gauge>,
 }
 
 impl AgentMetrics {
@@ -67,6 +80,7 @@ impl AgentMetrics {
             series: Gauge::default(),
             series_dropped: Counter::default(),
             config_reloads: Counter::default(),
+            data_unavailable: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("podtrace_agent");
         r.register("targets", "Traced containers by state (attached, pending)", m.targets.clone());
@@ -96,8 +110,23 @@ impl AgentMetrics {
             "Configuration changes applied without restart",
             m.config_reloads.clone(),
         );
+        r.register(
+            "data_unavailable",
+            "1 per kind of data the agent cannot read, by source, data and reason (pid_namespace: not in the host's PID namespace; permission_denied: a capability is missing); the series of that data are left out, not exported as 0",
+            m.data_unavailable.clone(),
+        );
         r.register_collector(Box::new(podtrace_runtime::alloc::HeapCollector));
         m
+    }
+
+    /// Sets the gauge of `gap` (1 while it lasts; its series is removed when it is gone).
+    pub fn set_gap(&self, gap: &crate::gaps::Gap, present: bool) {
+        let labels = GapLabels { source: gap.source, data: gap.data, reason: gap.reason };
+        if present {
+            self.data_unavailable.get_or_create(&labels).set(1);
+        } else {
+            self.data_unavailable.remove(&labels);
+        }
     }
 
     /// Observes how long one collection of `source` over its due targets took.

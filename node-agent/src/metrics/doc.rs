@@ -32,6 +32,7 @@ fn self_metrics() -> Vec<Described> {
     let _ = agent.collection_seconds.get_or_create(&SourceLabels { source: Source::Resource });
     let _ =
         agent.errors.get_or_create(&ErrorLabels { source: "resource".into(), reason: "io".into() });
+    agent.set_gap(&crate::gaps::IO_DENIED, true);
     let mut ebpf = EbpfMetrics::register(&mut registry, podtrace_ebpf::Filter::Cgroup, "by_cgroup");
     let attached = ProbeStatus {
         probe: Probe::TcpRtt,
