@@ -44,6 +44,8 @@ impl AgentSpec {
 pub struct Agent {
     child: Child,
     metrics: u16,
+    log: PathBuf,
+    names: std::cell::RefCell<BTreeMap<u64, String>>,
 }
 
 /// Runs of one program and the time they took (bpf_stats).
@@ -56,8 +58,9 @@ pub struct Runs {
 }
 
 impl Agent {
-    /// Starts `spec` in standalone mode on `config` (with bpf_stats on when `stats`).
-    pub fn start(spec: &AgentSpec, config: &Path, stats: bool) -> Result<Agent> {
+    /// Starts `spec` in standalone mode on `config` (with bpf_stats on when `stats`), its
+    /// warnings and errors written to `log`.
+    pub fn start(spec: &AgentSpec, config: &Path, stats: bool, log: &Path) -> Result<Agent> {
         let port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
         let (metrics, health, admin) = (port()?, port()?, port()?);
         let mut command = Command::new(&spec.path);
@@ -69,11 +72,16 @@ impl Agent {
             .args(["--bpf-stats", if stats { "true" } else { "false" }])
             .env("PODTRACE_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(log)?);
         for (k, v) in &spec.env {
             command.env(k, v);
         }
-        Ok(Agent { child: command.spawn()?, metrics })
+        Ok(Agent {
+            child: command.spawn()?,
+            metrics,
+            log: log.to_path_buf(),
+            names: Default::default(),
+        })
     }
 
     /// Its process id.
@@ -86,7 +94,9 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the agent exited: {status}");
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!("the agent exited: {status}; its last log lines: {tail:?}");
             }
             if let Ok(text) = self.get("/metrics") {
                 let ready = self.get("/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200"));
@@ -127,29 +137,52 @@ impl Agent {
             .map_or(0, |kib| kib * 1024)
     }
 
-    /// The run counts and times of the eBPF programs this agent holds, by program name (bpftool,
-    /// which names the processes holding each program; needs bpf_stats on for non-zero values).
+    /// The run counts and times of the eBPF programs this agent holds, by program name (needs
+    /// bpf_stats on for non-zero values). The programs are those of its file descriptors, and
+    /// their counts come from each descriptor's fdinfo (`prog_id`, `run_cnt`, `run_time_ns`), so
+    /// that programs of other processes never count; names from `bpftool prog show id`.
     pub fn program_runs(&self) -> Result<BTreeMap<String, Runs>> {
-        let out =
-            Command::new("bpftool").args(["-j", "prog", "show"]).output().context("bpftool")?;
-        if !out.status.success() {
-            bail!("bpftool prog show: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let pid = u64::from(self.pid());
-        let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
-        for p in progs.as_array().into_iter().flatten() {
-            let ours =
-                p["pids"].as_array().into_iter().flatten().any(|o| o["pid"].as_u64() == Some(pid));
-            if !ours {
-                continue;
+        let dir = format!("/proc/{}/fdinfo", self.pid());
+        let mut by_id: BTreeMap<u64, Runs> = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).with_context(|| dir.clone())?.flatten() {
+            let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
+            let field = |key: &str| -> Option<u64> {
+                info.lines().find_map(|l| l.strip_prefix(key))?.trim().parse().ok()
+            };
+            if let Some(id) = field("prog_id:") {
+                let runs = Runs {
+                    count: field("run_cnt:").unwrap_or(0),
+                    ns: field("run_time_ns:").unwrap_or(0),
+                };
+                by_id.insert(id, runs); // one program may be held by several descriptors
             }
-            let name = p["name"].as_str().unwrap_or("?").to_string();
-            let r = runs.entry(name).or_default();
-            r.count += p["run_cnt"].as_u64().unwrap_or(0);
-            r.ns += p["run_time_ns"].as_u64().unwrap_or(0);
+        }
+        if by_id.is_empty() {
+            bail!("no eBPF program among the descriptors of the agent (pid {})", self.pid());
+        }
+        let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
+        for (id, r) in by_id {
+            let e = runs.entry(self.program_name(id)).or_default();
+            e.count += r.count;
+            e.ns += r.ns;
         }
         Ok(runs)
+    }
+
+    /// The name of program `id`, looked up once (bpftool), or `prog <id>`.
+    fn program_name(&self, id: u64) -> String {
+        if let Some(name) = self.names.borrow().get(&id) {
+            return name.clone();
+        }
+        let out =
+            Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output();
+        let name = out
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("prog {id}"));
+        self.names.borrow_mut().insert(id, name.clone());
+        name
     }
 
     fn get(&self, path: &str) -> std::io::Result<String> {

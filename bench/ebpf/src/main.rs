@@ -14,7 +14,7 @@
 //! It prints per workload and configuration: requests/s and the ratio to `none`; the CPU each
 //! request costs on top of `none` (the workload process's own CPU time per request: the eBPF
 //! programs run in its context, so this is their cost plus what they do to the kernel's paths);
-//! the eBPF program runs per request, node-wide, from separate rounds with bpf_stats on (which
+//! the runs per request of the agent's eBPF programs, from separate rounds with bpf_stats on (which
 //! costs itself, so those rounds give no other figure); the agent's own CPU (% of a core, over
 //! the workload's run) and RSS. Then the issue-15 goals with the figures measured.
 //!
@@ -217,10 +217,18 @@ impl Bench {
         let agent = match config.agent {
             Some(a) => {
                 let file = self.config_file(config)?;
-                let mut agent = Agent::start(&self.agents[a], &file, stats)?;
+                let log = self.config_dir.join("agent.log");
                 let probes: Vec<&str> =
                     config.preset.spec().probes.include.iter().map(|p| p.name()).collect();
-                agent.wait_ready(&probes)?;
+                // One retry: on a busy machine an agent can lose its (picked, then released)
+                // port to another process before it binds it.
+                let mut agent = Agent::start(&self.agents[a], &file, stats, &log)?;
+                if let Err(e) = agent.wait_ready(&probes) {
+                    eprintln!("{}: {e:#}; starting it again", self.name(c));
+                    drop(agent);
+                    agent = Agent::start(&self.agents[a], &file, stats, &log)?;
+                    agent.wait_ready(&probes)?;
+                }
                 // Past its start: its first collection and the loading of its programs.
                 std::thread::sleep(Duration::from_millis(300));
                 Some(agent)

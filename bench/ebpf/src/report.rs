@@ -42,11 +42,12 @@ fn median(v: &[f64]) -> f64 {
     if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 }
 }
 
-/// Runs per request of a configuration (bpf_stats rounds), if measured.
+/// Runs per request of a configuration (bpf_stats rounds), if measured: `None` as well when
+/// not one run was counted (bpf_stats did not count, so 0 would be a false figure).
 fn runs_per_request(ctx: &Context<'_>, kind: Kind, c: usize) -> Option<f64> {
     let (runs, requests) = ctx.results.runs.get(&(kind, c))?;
     let total: u64 = runs.values().map(|r| r.count).sum();
-    Some(total as f64 / (*requests).max(1) as f64)
+    (total > 0).then(|| total as f64 / (*requests).max(1) as f64)
 }
 
 /// Prints every table.
