@@ -149,11 +149,10 @@ impl Agent {
             let field = |key: &str| -> Option<u64> {
                 info.lines().find_map(|l| l.strip_prefix(key))?.trim().parse().ok()
             };
-            if let Some(id) = field("prog_id:") {
-                let runs = Runs {
-                    count: field("run_cnt:").unwrap_or(0),
-                    ns: field("run_time_ns:").unwrap_or(0),
-                };
+            // Program descriptors only: a link's fdinfo names its program (`prog_id`) too, but
+            // has no run counts; taking it would overwrite the program's counts with 0.
+            if let (Some(id), Some(count)) = (field("prog_id:"), field("run_cnt:")) {
+                let runs = Runs { count, ns: field("run_time_ns:").unwrap_or(0) };
                 by_id.insert(id, runs); // one program may be held by several descriptors
             }
         }
