@@ -48,7 +48,7 @@ e2e: images ## End-to-end tests: a real kube-apiserver + etcd, and a real node (
 ebpf: ## eBPF probe tests against the running kernel (root; they print SKIPPED otherwise; also part of `unit`)
 	$(CARGO) test -p podtrace-ebpf
 
-bench-ebpf: ## eBPF overhead: workload slowdown with/without probes and ns per event (root)
+bench-ebpf: ## Agent overhead per preset: requests/s, CPU and eBPF runs per request, traced or not; agent CPU and RSS (root)
 	bash bench/ebpf/run.sh
 
 test: setup lint check-generated unit e2e ## Everything CI runs

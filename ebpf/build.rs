@@ -7,12 +7,9 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The probe families; each is one object file embedded by src/ladder.rs.
-/// `floor` is not a family: empty programs on the same hooks, loaded only by the overhead
-/// benchmark (benches/overhead.rs) to measure what bpf_stats itself costs per run. Neither is
-/// `follow`: the process filter's fork and exit programs (one object, always by tgid).
-const FAMILIES: &[&str] =
-    &["network", "dns", "tcp_rtt", "tcp_connect", "fs", "cpu_block", "floor", "follow"];
+/// The probe families; each is one object file embedded by src/ladder.rs. `follow` is not a
+/// family: the process filter's fork and exit programs (one object, always by tgid).
+const FAMILIES: &[&str] = &["packet", "tcp_connect", "fs", "cpu_block", "follow"];
 
 fn main() -> Result<()> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -23,10 +20,9 @@ fn main() -> Result<()> {
     let multiarch = multiarch_include();
 
     // Each family twice: filtered by cgroup v2 id, and by process (`<family>.tgid.bpf.o`, with
-    // PT_FILTER_TGID) for nodes without cgroup v2. The floor has no filter; follow exists for
-    // the process filter only.
+    // PT_FILTER_TGID) for nodes without cgroup v2. follow exists for the process filter only.
     let variants = FAMILIES.iter().flat_map(|f| {
-        let tgid = (!["floor", "follow"].contains(f)).then(|| (*f, format!("{f}.tgid"), true));
+        let tgid = (*f != "follow").then(|| (*f, format!("{f}.tgid"), true));
         std::iter::once((*f, f.to_string(), false)).chain(tgid)
     });
     for (family, object, by_tgid) in variants {
@@ -103,7 +99,7 @@ int main(void) {
     SZ(pt_key); OFF(pt_key, cgroup_id); OFF(pt_key, comm); OFF(pt_key, probe); OFF(pt_key, op);
     SZ(pt_hist); OFF(pt_hist, buckets); OFF(pt_hist, count); OFF(pt_hist, sum_ns); OFF(pt_hist, latest_ns); OFF(pt_hist, latest_at);
     SZ(pt_counter); OFF(pt_counter, bytes); OFF(pt_counter, events);
-    SZ(pt_net_counters); K(PT_NET_SEND); K(PT_NET_RECV);
+    SZ(pt_pkt_target); OFF(pt_pkt_target, probes); OFF(pt_pkt_target, dir); K(PT_NET_SEND); K(PT_NET_RECV);
     SZ(pt_block_start); OFF(pt_block_start, cgroup_id);
     SZ(pt_comm_key); OFF(pt_comm_key, cgroup_id); OFF(pt_comm_key, comm);
     K(PT_BUCKETS); K(PT_FINITE_BUCKETS); K(PT_BUCKET_BASE_NS); K(PT_COMM_LEN); K(PT_ERR_COUNT);

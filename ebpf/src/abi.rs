@@ -41,7 +41,7 @@ pub mod err {
     pub const COMM_FULL: u32 = 2;
     /// A start-time map was full.
     pub const INFLIGHT_FULL: u32 = 3;
-    /// A block was never closed (see `Drops::unclosed_blocks`).
+    /// A block whose end is not known (see `Drops::unclosed_blocks`).
     pub const UNCLOSED: u32 = 4;
     /// The fork program could not add a child to `tracked_tgids` (see `Drops::processes_full`).
     pub const PROCS_FULL: u32 = 5;
@@ -101,17 +101,27 @@ pub struct PtCounter {
     pub events: u64,
 }
 
-/// Index of the send counters in [`PtNetCounters`].
+/// Index of the send counters in [`PtPktTarget::dir`].
 pub const NET_SEND: usize = 0;
-/// Index of the receive counters in [`PtNetCounters`].
+/// Index of the receive counters in [`PtPktTarget::dir`].
 pub const NET_RECV: usize = 1;
 
-/// Value of the network family's `net_bytes` (`struct pt_net_counters`, key: cgroup id).
-pub type PtNetCounters = [PtCounter; 2];
+/// Value of the packet family's `pkt_targets` (`struct pt_pkt_target`, key: cgroup id); one
+/// per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PtPktTarget {
+    /// Bit mask of the enabled probes (bit = [`crate::Probe::bit`]), the same on every CPU.
+    pub probes: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Network bytes sent ([`NET_SEND`]) and received ([`NET_RECV`]).
+    pub dir: [PtCounter; 2],
+}
 
-/// Value of the cpu_block family's `block_start` (`struct pt_block_start`: ts, cgroup id,
-/// comm), read as words: only the cgroup id is used (at untrack).
-pub type PtBlockStart = [u64; 4];
+/// Value of the cpu_block family's `block_start` (`struct pt_block_start`: start, cgroup id,
+/// comm, run delay, pcount), read as words: only the cgroup id is used (at untrack).
+pub type PtBlockStart = [u64; 6];
 /// Index of the cgroup id in [`PtBlockStart`].
 pub const BLOCK_START_CGROUP: usize = 1;
 
@@ -134,6 +144,7 @@ mod pod {
     unsafe impl aya::Pod for super::PtKey {}
     unsafe impl aya::Pod for super::PtHist {}
     unsafe impl aya::Pod for super::PtCounter {}
+    unsafe impl aya::Pod for super::PtPktTarget {}
     unsafe impl aya::Pod for super::PtCommKey {}
 }
 
@@ -174,7 +185,9 @@ mod tests {
         assert_eq!(offset_of!(PtCounter, bytes), c::OFFSETOF_pt_counter_bytes);
         assert_eq!(offset_of!(PtCounter, events), c::OFFSETOF_pt_counter_events);
 
-        assert_eq!(size_of::<PtNetCounters>(), c::SIZEOF_pt_net_counters);
+        assert_eq!(size_of::<PtPktTarget>(), c::SIZEOF_pt_pkt_target);
+        assert_eq!(offset_of!(PtPktTarget, probes), c::OFFSETOF_pt_pkt_target_probes);
+        assert_eq!(offset_of!(PtPktTarget, dir), c::OFFSETOF_pt_pkt_target_dir);
         assert_eq!(NET_SEND as u64, c::PT_NET_SEND);
         assert_eq!(NET_RECV as u64, c::PT_NET_RECV);
 

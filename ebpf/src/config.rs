@@ -47,7 +47,8 @@ pub struct ProbeConfig {
     /// Process names per cgroup (and per probe family) that keep their own `process_name`;
     /// later names are counted as "other".
     pub max_process_names: u32,
-    /// The cgroup v2 directory the `cgroup_skb` programs attach to (once, with the id filter).
+    /// The cgroup v2 root, where loading checks that `cgroup_skb` programs can attach at all
+    /// (they are then attached at each tracked cgroup, see [`crate::Probes::track`]).
     pub cgroup_skb_root: PathBuf,
     /// UDP port of DNS servers (53).
     pub dns_port: u16,

@@ -53,6 +53,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// tracefs could not be made available (see [`crate::tracefs`]).
+    #[error(
+        "tracefs: {step} failed: {source}; the fs probes use sys_enter/sys_exit instead (every syscall of the node runs them): mount tracefs on the node, or give the agent CAP_SYS_ADMIN"
+    )]
+    Tracefs {
+        /// What was being done.
+        step: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -1,25 +1,26 @@
 //! The probe families and their attach ladders: for each family, the rungs to try, best
-//! first, each naming the programs of the embedded object it needs and where they attach.
+//! first, each naming the programs of the embedded object it needs, where they attach and which
+//! of the family's probes it serves.
 //!
 //! ```text
-//! family       probes                 rungs (best first)
-//! tcp_rtt      tcpRtt                 fentry tcp_sendmsg/tcp_recvmsg > tp_btf > raw_tp > tracepoint
-//! tcp_connect  tcpConnect             tp_btf > raw_tp > tracepoint   (inet_sock_set_state)
-//! dns          dns                    cgroup_skb (ingress + egress at the cgroup v2 root)
-//! fs           fsLatency, fsBytes     tracepoint syscalls/* > tp_btf > raw_tp (sys_enter/exit)
-//! cpu_block    cpuBlock               tp_btf > raw_tp > tracepoint   (sched_switch + wakeup)
-//! network      networkBytes           cgroup_skb (ingress + egress at the cgroup v2 root)
-//!                                     > tp_btf sock_send_length/sock_recv_length (payload bytes)
-//! follow       (process filter only)  tp_btf > raw_tp (sched_process_fork + sched_process_exit)
-//!                                     > tracepoint (task_newtask + sched_process_exit)
+//! family       probes                       rungs (best first)
+//! packet       networkBytes, dns, tcpRtt    cgroup_skb (egress + ingress, at each tracked cgroup)
+//!                                           > tp_btf > raw_tp > tracepoint (sock_send_length +
+//!                                             sock_recv_length: networkBytes and tcpRtt, no dns)
+//! tcp_connect  tcpConnect                   tp_btf > raw_tp > tracepoint   (inet_sock_set_state)
+//! fs           fsLatency, fsBytes           tracepoint syscalls/* > tp_btf > raw_tp (sys_enter/exit)
+//! cpu_block    cpuBlock                     tp_btf > raw_tp > tracepoint   (sched_switch)
+//! follow       (process filter only)        tp_btf > raw_tp (sched_process_fork + sched_process_exit)
+//!                                           > tracepoint (task_newtask + sched_process_exit)
 //! ```
 //!
 //! A rung is taken only if *all* its programs load and attach; otherwise what it loaded is
 //! unloaded and the next rung is tried. The reason of each failed rung is kept for the
-//! `Unavailable` status. kprobes are not offered: every family has a tracepoint.
+//! `Unavailable` status. A probe the rung taken does not serve is `Unavailable` with those
+//! reasons. kprobes are not offered: every family has a tracepoint.
 
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, Program, ProgramError,
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, ProgramError,
     RawTracePoint, TracePoint,
 };
 use aya::{Btf, Ebpf};
@@ -28,11 +29,13 @@ use std::path::Path;
 
 use crate::probe::{AttachMethod, Probe};
 
+/// The family of the packet probes (`packet.bpf.c`), whose cgroup_skb programs are attached per
+/// tracked cgroup and whose `pkt_targets` map holds the probes and byte counters of each.
+pub(crate) const PACKET: &str = "packet";
+
 /// Where one program attaches.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Hook {
-    /// fentry on a kernel function.
-    Fentry(&'static str),
     /// BTF tracepoint.
     TpBtf(&'static str),
     /// Raw tracepoint.
@@ -43,11 +46,25 @@ pub(crate) enum Hook {
     CgroupSkb(CgroupSkbAttachType),
 }
 
-/// One rung: an attach method and its programs.
+/// One rung: an attach method, its programs and the probes it serves.
 #[derive(Debug)]
 pub(crate) struct Rung {
     pub method: AttachMethod,
     pub programs: &'static [(&'static str, Hook)],
+    /// The family's probes this rung measures; `None`: all of them.
+    pub serves: Option<&'static [Probe]>,
+}
+
+impl Rung {
+    /// A rung that serves every probe of its family.
+    const fn all(method: AttachMethod, programs: &'static [(&'static str, Hook)]) -> Rung {
+        Rung { method, programs, serves: None }
+    }
+
+    /// Whether the rung measures `probe` (of its family).
+    pub(crate) fn serves(&self, probe: Probe) -> bool {
+        self.serves.is_none_or(|s| s.contains(&probe))
+    }
 }
 
 /// One probe family: an embedded object, the probes it serves and its ladder.
@@ -79,43 +96,51 @@ macro_rules! fs_tracepoints {
     };
 }
 
+/// The socket-call programs of the packet family's lower rungs (networkBytes and tcpRtt).
+const SOCKET_CALL_PROBES: &[Probe] = &[Probe::NetworkBytes, Probe::TcpRtt];
+
 /// Every family, in a stable order.
 pub(crate) static FAMILIES: &[Family] = &[
     Family {
-        name: "tcp_rtt",
-        object: object!("tcp_rtt"),
-        object_by_tgid: object!("tcp_rtt.tgid"),
-        probes: &[Probe::TcpRtt],
+        name: PACKET,
+        object: object!("packet"),
+        object_by_tgid: object!("packet.tgid"),
+        probes: &[Probe::NetworkBytes, Probe::Dns, Probe::TcpRtt],
         rungs: &[
-            Rung {
-                method: M::Fentry,
-                programs: &[
-                    ("pt_rtt_send_fentry", Fentry("tcp_sendmsg")),
-                    ("pt_rtt_recv_fentry", Fentry("tcp_recvmsg")),
-                    ("pt_rtt_rename_btf", TpBtf("task_rename")),
+            // Attached at each tracked cgroup by `Probes::track` (see packet_links.rs); loading
+            // the rung checks that cgroup_skb can attach at all, at the cgroup v2 root.
+            Rung::all(
+                M::CgroupSkb,
+                &[
+                    ("pt_pkt_egress", CgroupSkb(CgroupSkbAttachType::Egress)),
+                    ("pt_pkt_ingress", CgroupSkb(CgroupSkbAttachType::Ingress)),
                 ],
-            },
+            ),
+            // Without cgroup_skb (no CAP_NET_ADMIN, no cgroup v2, the process filter): the
+            // socket calls, in the caller's context: payload bytes, RTT per call, no dns.
             Rung {
                 method: M::TpBtf,
                 programs: &[
-                    ("pt_rtt_send_btf", TpBtf("sock_send_length")),
-                    ("pt_rtt_recv_btf", TpBtf("sock_recv_length")),
-                    ("pt_rtt_rename_btf", TpBtf("task_rename")),
+                    ("pt_sock_send_btf", TpBtf("sock_send_length")),
+                    ("pt_sock_recv_btf", TpBtf("sock_recv_length")),
                 ],
+                serves: Some(SOCKET_CALL_PROBES),
             },
             Rung {
                 method: M::RawTracepoint,
                 programs: &[
-                    ("pt_rtt_send_raw", Raw("sock_send_length")),
-                    ("pt_rtt_recv_raw", Raw("sock_recv_length")),
+                    ("pt_sock_send_raw", Raw("sock_send_length")),
+                    ("pt_sock_recv_raw", Raw("sock_recv_length")),
                 ],
+                serves: Some(SOCKET_CALL_PROBES),
             },
             Rung {
                 method: M::Tracepoint,
                 programs: &[
-                    ("pt_rtt_send_tp", Tracepoint("sock", "sock_send_length")),
-                    ("pt_rtt_recv_tp", Tracepoint("sock", "sock_recv_length")),
+                    ("pt_sock_send_tp", Tracepoint("sock", "sock_send_length")),
+                    ("pt_sock_recv_tp", Tracepoint("sock", "sock_recv_length")),
                 ],
+                serves: Some(SOCKET_CALL_PROBES),
             },
         ],
     },
@@ -125,32 +150,13 @@ pub(crate) static FAMILIES: &[Family] = &[
         object_by_tgid: object!("tcp_connect.tgid"),
         probes: &[Probe::TcpConnect],
         rungs: &[
-            Rung {
-                method: M::TpBtf,
-                programs: &[("pt_connect_btf", TpBtf("inet_sock_set_state"))],
-            },
-            Rung {
-                method: M::RawTracepoint,
-                programs: &[("pt_connect_raw", Raw("inet_sock_set_state"))],
-            },
-            Rung {
-                method: M::Tracepoint,
-                programs: &[("pt_connect_tp", Tracepoint("sock", "inet_sock_set_state"))],
-            },
+            Rung::all(M::TpBtf, &[("pt_connect_btf", TpBtf("inet_sock_set_state"))]),
+            Rung::all(M::RawTracepoint, &[("pt_connect_raw", Raw("inet_sock_set_state"))]),
+            Rung::all(
+                M::Tracepoint,
+                &[("pt_connect_tp", Tracepoint("sock", "inet_sock_set_state"))],
+            ),
         ],
-    },
-    Family {
-        name: "dns",
-        object: object!("dns"),
-        object_by_tgid: object!("dns.tgid"),
-        probes: &[Probe::Dns],
-        rungs: &[Rung {
-            method: M::CgroupSkb,
-            programs: &[
-                ("pt_dns_egress", CgroupSkb(CgroupSkbAttachType::Egress)),
-                ("pt_dns_ingress", CgroupSkb(CgroupSkbAttachType::Ingress)),
-            ],
-        }],
     },
     Family {
         name: "fs",
@@ -158,9 +164,9 @@ pub(crate) static FAMILIES: &[Family] = &[
         object_by_tgid: object!("fs.tgid"),
         probes: &[Probe::FsLatency, Probe::FsBytes],
         rungs: &[
-            Rung {
-                method: M::Tracepoint,
-                programs: fs_tracepoints!(
+            Rung::all(
+                M::Tracepoint,
+                fs_tracepoints!(
                     "read",
                     "write",
                     "pread64",
@@ -170,21 +176,15 @@ pub(crate) static FAMILIES: &[Family] = &[
                     "fsync",
                     "fdatasync"
                 ),
-            },
-            Rung {
-                method: M::TpBtf,
-                programs: &[
-                    ("pt_fs_enter_btf", TpBtf("sys_enter")),
-                    ("pt_fs_exit_btf", TpBtf("sys_exit")),
-                ],
-            },
-            Rung {
-                method: M::RawTracepoint,
-                programs: &[
-                    ("pt_fs_enter_raw", Raw("sys_enter")),
-                    ("pt_fs_exit_raw", Raw("sys_exit")),
-                ],
-            },
+            ),
+            Rung::all(
+                M::TpBtf,
+                &[("pt_fs_enter_btf", TpBtf("sys_enter")), ("pt_fs_exit_btf", TpBtf("sys_exit"))],
+            ),
+            Rung::all(
+                M::RawTracepoint,
+                &[("pt_fs_enter_raw", Raw("sys_enter")), ("pt_fs_exit_raw", Raw("sys_exit"))],
+            ),
         ],
     },
     Family {
@@ -193,52 +193,15 @@ pub(crate) static FAMILIES: &[Family] = &[
         object_by_tgid: object!("cpu_block.tgid"),
         probes: &[Probe::CpuBlock],
         rungs: &[
-            Rung {
-                method: M::TpBtf,
-                programs: &[
+            Rung::all(
+                M::TpBtf,
+                &[
                     ("pt_switch_btf", TpBtf("sched_switch")),
-                    ("pt_wakeup_btf", TpBtf("sched_wakeup")),
                     ("pt_block_rename_btf", TpBtf("task_rename")),
                 ],
-            },
-            Rung {
-                method: M::RawTracepoint,
-                programs: &[
-                    ("pt_switch_raw", Raw("sched_switch")),
-                    ("pt_wakeup_raw", Raw("sched_wakeup")),
-                ],
-            },
-            Rung {
-                method: M::Tracepoint,
-                programs: &[
-                    ("pt_switch_tp", Tracepoint("sched", "sched_switch")),
-                    ("pt_wakeup_tp", Tracepoint("sched", "sched_wakeup")),
-                ],
-            },
-        ],
-    },
-    Family {
-        name: "network",
-        object: object!("network"),
-        object_by_tgid: object!("network.tgid"),
-        probes: &[Probe::NetworkBytes],
-        rungs: &[
-            Rung {
-                method: M::CgroupSkb,
-                programs: &[
-                    ("pt_net_egress", CgroupSkb(CgroupSkbAttachType::Egress)),
-                    ("pt_net_ingress", CgroupSkb(CgroupSkbAttachType::Ingress)),
-                ],
-            },
-            // Without cgroup_skb (no cgroup v2 mounted for the root attach, no CAP_NET_ADMIN):
-            // payload bytes of the socket calls, in the caller's context.
-            Rung {
-                method: M::TpBtf,
-                programs: &[
-                    ("pt_net_send_btf", TpBtf("sock_send_length")),
-                    ("pt_net_recv_btf", TpBtf("sock_recv_length")),
-                ],
-            },
+            ),
+            Rung::all(M::RawTracepoint, &[("pt_switch_raw", Raw("sched_switch"))]),
+            Rung::all(M::Tracepoint, &[("pt_switch_tp", Tracepoint("sched", "sched_switch"))]),
         ],
     },
 ];
@@ -254,27 +217,27 @@ pub(crate) static FOLLOW: Family = Family {
     object_by_tgid: object!("follow"),
     probes: &[],
     rungs: &[
-        Rung {
-            method: M::TpBtf,
-            programs: &[
+        Rung::all(
+            M::TpBtf,
+            &[
                 ("pt_follow_fork_btf", TpBtf("sched_process_fork")),
                 ("pt_follow_exit_btf", TpBtf("sched_process_exit")),
             ],
-        },
-        Rung {
-            method: M::RawTracepoint,
-            programs: &[
+        ),
+        Rung::all(
+            M::RawTracepoint,
+            &[
                 ("pt_follow_fork_raw", Raw("sched_process_fork")),
                 ("pt_follow_exit_raw", Raw("sched_process_exit")),
             ],
-        },
-        Rung {
-            method: M::Tracepoint,
-            programs: &[
+        ),
+        Rung::all(
+            M::Tracepoint,
+            &[
                 ("pt_follow_fork_tp", Tracepoint("task", "task_newtask")),
                 ("pt_follow_exit_tp", Tracepoint("sched", "sched_process_exit")),
             ],
-        },
+        ),
     ],
 };
 
@@ -283,9 +246,11 @@ pub(crate) fn family_of(probe: Probe) -> &'static Family {
     FAMILIES.iter().find(|f| f.probes.contains(&probe)).expect("every Probe has a family")
 }
 
-/// What the kernel needs to attach: BTF for fentry/tp_btf, the cgroup for cgroup_skb.
+/// What the kernel needs to attach: BTF for tp_btf, the cgroup for cgroup_skb.
 pub(crate) struct AttachEnv<'a> {
     pub btf: Option<&'a Btf>,
+    /// The cgroup v2 root, where a cgroup_skb rung checks that its programs can attach (then
+    /// detaches them: they are attached at each tracked cgroup, packet_links.rs).
     pub cgroup_root: &'a Path,
 }
 
@@ -313,11 +278,6 @@ fn load_and_attach(
         ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
     let need_btf = || env.btf.ok_or_else(|| "no kernel BTF (/sys/kernel/btf/vmlinux)".to_string());
     match hook {
-        Fentry(func) => {
-            let p: &mut FEntry = program.try_into().map_err(describe)?;
-            p.load(func, need_btf()?).map_err(describe)?;
-            p.attach().map_err(describe)?;
-        }
         TpBtf(tp) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(describe)?;
             p.load(tp, need_btf()?).map_err(describe)?;
@@ -341,7 +301,8 @@ fn load_and_attach(
             // aya uses bpf_link_create on kernels >= 5.7, and the kernel rejects any flag on a
             // cgroup link (EINVAL): links always coexist with other programs as if
             // BPF_F_ALLOW_MULTI were set (kernel/bpf/cgroup.c, cgroup_bpf_link_attach).
-            p.attach(cgroup, direction, CgroupAttachMode::Single).map_err(describe)?;
+            let link = p.attach(cgroup, direction, CgroupAttachMode::Single).map_err(describe)?;
+            p.detach(link).map_err(describe)?;
         }
     }
     Ok(())
@@ -351,7 +312,6 @@ fn load_and_attach(
 pub(crate) fn unload(ebpf: &mut Ebpf, name: &str) {
     let Some(program) = ebpf.program_mut(name) else { return };
     let result = match program {
-        Program::FEntry(p) => p.unload(),
         Program::BtfTracePoint(p) => p.unload(),
         Program::RawTracePoint(p) => p.unload(),
         Program::TracePoint(p) => p.unload(),
@@ -365,7 +325,7 @@ pub(crate) fn unload(ebpf: &mut Ebpf, name: &str) {
 
 /// The kernel's reason in a short form: "EPERM (Operation not permitted)", plus the last line
 /// of the verifier log when there is one.
-fn describe(e: ProgramError) -> String {
+pub(crate) fn describe(e: ProgramError) -> String {
     let mut reason = None;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {

@@ -5,17 +5,20 @@
 //!
 //! ```no_run
 //! use podtrace_ebpf::{Probe, ProbeConfig, Probes, cgroup_id};
+//! use std::path::Path;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // At start: load every probe the node's profiles ask for. Each probe walks its ladder
-//! // (fentry > tp_btf > raw_tracepoint > tracepoint) and reports what it got; a probe that
-//! // cannot attach is Unavailable with the kernel's reason and the others keep running.
+//! // (cgroup_skb or classic tracepoint > tp_btf > raw_tracepoint > tracepoint) and reports
+//! // what it got; a probe that cannot attach is Unavailable with the kernel's reason and the
+//! // others keep running.
 //! let (mut probes, statuses) = Probes::load(&ProbeConfig::default())?;
 //! // statuses -> NodeTrace.status.probes and podtrace_agent_probe_info{probe,method}
 //!
-//! // For each container cgroup of a traced pod (cgroup v2 id = inode of its directory):
-//! let id = cgroup_id("/sys/fs/cgroup/unified/kubepods/pod1234/abcd")?;
-//! probes.track(id, Probe::ALL)?;
+//! // For each container cgroup of a traced pod: its series are keyed by its cgroup v2 id (the
+//! // inode of its directory), and the packet programs are attached there.
+//! let id = probes.track(Path::new("/sys/fs/cgroup/unified/kubepods/pod1234/abcd"), Probe::ALL)?;
+//! assert_eq!(id, cgroup_id("/sys/fs/cgroup/unified/kubepods/pod1234/abcd")?);
 //!
 //! // Every interval: one read of the kernel maps; no per-event work in user space.
 //! let snap = probes.snapshot()?;
@@ -33,7 +36,8 @@
 //!
 //! # Design
 //! - **Filter first**: every program looks the current (or socket's) cgroup v2 id up in
-//!   `tracked`; an untracked cgroup costs that one hash lookup.
+//!   `tracked`; an untracked cgroup costs that one hash lookup. The packet programs are
+//!   attached at each tracked cgroup, so untracked packets run none.
 //! - **Aggregate in the kernel**: log2 histograms with the reference's buckets
 //!   (0.0001 s × 2^k, 20 finite buckets to 52.4288 s, plus +Inf), byte counters and the latest
 //!   value, keyed by (cgroup, process name, probe, op).
@@ -52,11 +56,13 @@ mod family;
 pub mod histogram;
 mod ladder;
 mod maps;
+mod packet_links;
 mod probe;
 mod probes;
 mod process_filter;
 mod read;
 mod snapshot;
+pub mod tracefs;
 
 pub use cgroup::cgroup_id;
 pub use config::{Filter, MapSizes, ProbeConfig, default_cgroup2_root};

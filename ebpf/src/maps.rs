@@ -10,11 +10,9 @@
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuHashMap, PerCpuValues};
 use aya::{Ebpf, Pod};
 
-use crate::abi::{PtCommKey, PtCounter, PtHist, PtKey, PtNetCounters};
+use crate::abi::{PtCommKey, PtCounter, PtHist, PtKey, PtPktTarget};
 use crate::error::{Error, Result};
-
-/// The family whose counters are keyed by cgroup id alone (`net_bytes`).
-pub(crate) const NETWORK: &str = "network";
+use crate::ladder::PACKET;
 
 /// The map `map` of a loaded object as the typed map `M` (a hash map, per-CPU or not).
 fn map_as<'a, M>(ebpf: &'a mut Ebpf, family: &'static str, map: &'static str) -> Result<M>
@@ -135,27 +133,33 @@ pub(crate) fn purge(
     Ok(())
 }
 
-/// Creates (zero, if absent) or deletes a cgroup's entry of `net_bytes`: the entry is the
-/// network programs' tracked check.
-pub(crate) fn set_net_bytes(ebpf: &mut Ebpf, cgroup_id: u64, wanted: bool) -> Result<()> {
-    let mut m = per_cpu_map::<u64, PtNetCounters>(ebpf, NETWORK, "net_bytes")?;
-    if !wanted {
-        return ignore_missing(m.remove(&cgroup_id)).map_err(|e| map_err(NETWORK, "net_bytes", e));
+/// Sets a cgroup's entry of the packet family's `pkt_targets` to `probes` (the packet probes
+/// enabled for it, a bit mask), creating it with zero counters if absent, or deletes it when
+/// `probes` is 0: the entry is the packet programs' tracked check.
+///
+/// The value is per CPU, so changing the probes of an existing entry writes back every CPU's
+/// counters as read just before: bytes the kernel counted between that read and the write (a
+/// few microseconds, at a profile change only) are lost.
+pub(crate) fn set_pkt_target(ebpf: &mut Ebpf, cgroup_id: u64, probes: u32) -> Result<()> {
+    let mut m = per_cpu_map::<u64, PtPktTarget>(ebpf, PACKET, "pkt_targets")?;
+    let err = |e| map_err(PACKET, "pkt_targets", e);
+    if probes == 0 {
+        return ignore_missing(m.remove(&cgroup_id)).map_err(err);
     }
-    let syscall = |call, io_error| {
-        map_err(
-            NETWORK,
-            "net_bytes",
-            MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
-        )
+    let syscall =
+        |call, io_error| err(MapError::SyscallError(aya::sys::SyscallError { call, io_error }));
+    let mut values = match m.get(&cgroup_id, 0) {
+        Ok(per_cpu) if per_cpu.iter().all(|v| v.probes == probes) => return Ok(()),
+        Ok(per_cpu) => per_cpu.iter().copied().collect(),
+        Err(e) if is_missing(&e) => {
+            let cpus = aya::util::nr_cpus().map_err(|(call, e)| syscall(call, e))?;
+            vec![PtPktTarget::default(); cpus]
+        }
+        Err(e) => return Err(err(e)),
     };
-    let cpus = aya::util::nr_cpus().map_err(|(call, e)| syscall(call, e))?;
-    let zero = PerCpuValues::try_from(vec![PtNetCounters::default(); cpus])
-        .map_err(|e| syscall("nr_cpus", e))?;
-    match m.insert(cgroup_id, zero, 1 /* BPF_NOEXIST */) {
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        r => r.map_err(|e| map_err(NETWORK, "net_bytes", e)),
-    }
+    values.iter_mut().for_each(|v| v.probes = probes);
+    let values = PerCpuValues::try_from(values).map_err(|e| syscall("nr_cpus", e))?;
+    m.insert(cgroup_id, values, 0).map_err(err)
 }
 
 /// The error of an insert into a map of `capacity` entries: `full` when the kernel says E2BIG

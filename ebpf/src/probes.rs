@@ -4,6 +4,8 @@
 //! Probes
 //!  ├─ families: family name -> LoadedFamily { Ebpf (maps + programs + links), chosen rung }
 //!  ├─ targets:  cgroup id -> probes               (mirrored into every family's `tracked`)
+//!  ├─ dirs:     cgroup id -> its directory        (where the packet programs attach)
+//!  ├─ packet_links: the packet programs' links per tracked cgroup (packet_links.rs)
 //!  ├─ tgids:    process filter only (process_filter.rs): the one `tracked_tgids` map every
 //!  │            family reads, the tgids the agent listed, and the fork/exit follower
 //!  └─ enabled:  probes attached node-wide
@@ -16,16 +18,16 @@ use aya::maps::MapData;
 use aya::{Btf, EbpfLoader};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::abi::{BLOCK_START_CGROUP, PtBlockStart, PtTarget};
 use crate::config::{Filter, ProbeConfig};
 use crate::error::{Error, Result};
 use crate::family::{LoadedFamily, walk_ladder};
-use crate::ladder::{FAMILIES, FOLLOW, Family, family_of};
-use crate::maps::{
-    NETWORK, full_or, ignore_missing, map_err, purge, retain, set_net_bytes, typed_map,
-};
+use crate::ladder::{FAMILIES, FOLLOW, Family, PACKET, family_of};
+use crate::maps::{full_or, ignore_missing, map_err, purge, retain, set_pkt_target, typed_map};
+use crate::packet_links::PacketLinks;
 use crate::probe::{AttachMethod, Probe, ProbeState, ProbeStatus, mask};
 use crate::process_filter::{TRACKED_TGIDS, Tgids, share_map};
 use crate::read::{bpf_stats_sysctl, read_drops, read_family, read_programs};
@@ -47,6 +49,10 @@ pub struct Probes {
     statuses: BTreeMap<Probe, ProbeStatus>,
     /// Tracked cgroups (or, with the process filter, target keys) and their probes.
     targets: BTreeMap<u64, BTreeSet<Probe>>,
+    /// The directory each target was tracked with.
+    dirs: BTreeMap<u64, PathBuf>,
+    /// The packet programs' links at the tracked cgroups (cgroup_skb rung, cgroup filter).
+    packet_links: PacketLinks,
     /// Process filter only: the shared `tracked_tgids`, its owners and the follower.
     tgids: Option<Tgids>,
     /// Keeps the kernel's bpf_stats on while held (BPF_ENABLE_STATS).
@@ -81,6 +87,8 @@ impl Probes {
             enabled: config.probes.clone(),
             statuses: BTreeMap::new(),
             targets: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            packet_links: PacketLinks::default(),
             tgids: None,
             stats,
             generation: 0,
@@ -120,26 +128,55 @@ impl Probes {
         self.statuses[&probe].clone()
     }
 
-    /// Starts measuring a cgroup v2 (by id, see [`crate::cgroup_id`]) for `probes`; with the
-    /// process filter, `cgroup_id` is any unique key of the target. Calling it again for the
-    /// same cgroup replaces its probes.
-    pub fn track(&mut self, cgroup_id: u64, probes: impl IntoIterator<Item = Probe>) -> Result<()> {
+    /// Starts measuring the cgroup v2 directory `cgroup` for `probes`, and returns its id (the
+    /// directory's inode, see [`crate::cgroup_id`]): the key of its series and of
+    /// [`Probes::untrack`]. With the process filter, `cgroup` is any directory of the target (a
+    /// v1 one on a node without cgroup v2); its inode is then only a key. Calling it again for
+    /// the same cgroup replaces its probes.
+    ///
+    /// The packet programs (networkBytes, dns, tcpRtt on cgroup_skb) are attached at `cgroup`
+    /// (or at a tracked ancestor of it); a cgroup where they cannot attach is still tracked for
+    /// the other probes, and [`Probes::packet_problems`] says why.
+    pub fn track(&mut self, cgroup: &Path, probes: impl IntoIterator<Item = Probe>) -> Result<u64> {
+        let cgroup_id = crate::cgroup_id(cgroup)?;
         let previous = self.targets.insert(cgroup_id, probes.into_iter().collect());
+        self.dirs.insert(cgroup_id, cgroup.to_path_buf());
         let names: Vec<&'static str> = self.families.keys().copied().collect();
         for name in names {
             if let Err(e) = self.write_target(name, cgroup_id) {
                 match previous {
                     Some(p) => self.targets.insert(cgroup_id, p),
-                    None => self.targets.remove(&cgroup_id),
+                    None => {
+                        self.dirs.remove(&cgroup_id);
+                        self.targets.remove(&cgroup_id)
+                    }
                 };
                 self.rewrite_targets_of(cgroup_id);
+                self.sync_packet_links();
                 self.publish_generation(); // a task may have cached the half-written state
                 return Err(e);
             }
         }
+        self.sync_packet_links();
         self.publish_generation();
-        tracing::debug!(cgroup_id, "tracking cgroup");
-        Ok(())
+        tracing::debug!(cgroup_id, cgroup = %cgroup.display(), "tracking cgroup");
+        Ok(cgroup_id)
+    }
+
+    /// Why the packet probes do not measure a tracked cgroup (by id), for each one they should
+    /// measure and cannot: its packet programs could not be attached there (the kernel's
+    /// reason). Empty when every tracked cgroup has them.
+    pub fn packet_problems(&self) -> BTreeMap<u64, String> {
+        self.dirs
+            .iter()
+            .filter_map(|(id, dir)| Some((*id, self.packet_links.error(dir)?.to_string())))
+            .collect()
+    }
+
+    /// The cgroups the packet programs are attached at (each with an egress and an ingress
+    /// link); 0 when they are not loaded.
+    pub fn packet_cgroups(&self) -> usize {
+        self.packet_links.attached()
     }
 
     /// Stops measuring a cgroup and deletes its series from the kernel maps. Returns whether
@@ -147,6 +184,8 @@ impl Probes {
     /// removed by the kernel when they complete.
     pub fn untrack(&mut self, cgroup_id: u64) -> Result<bool> {
         let was = self.targets.remove(&cgroup_id).is_some();
+        self.dirs.remove(&cgroup_id);
+        self.sync_packet_links();
         let capacity = self.config.map_sizes.processes;
         if let Some(tgids) = self.tgids.as_mut() {
             tgids.set(cgroup_id, &BTreeSet::new(), capacity)?;
@@ -155,8 +194,8 @@ impl Probes {
             let name = loaded.family.name;
             let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, name, "tracked")?;
             ignore_missing(tracked.remove(&cgroup_id)).map_err(|e| map_err(name, "tracked", e))?;
-            if name == NETWORK {
-                set_net_bytes(&mut loaded.ebpf, cgroup_id, false)?;
+            if name == PACKET {
+                set_pkt_target(&mut loaded.ebpf, cgroup_id, 0)?;
             }
             if name == CPU_BLOCK {
                 // Blocks in flight of its threads are dropped; the others' entries stay.
@@ -289,6 +328,9 @@ impl Probes {
             }
         } else if !wanted && loaded {
             self.families.remove(family.name);
+            if family.name == PACKET {
+                self.packet_links.reset(); // the links went with the programs
+            }
             tracing::info!(family = family.name, "probes detached");
         }
         if wanted {
@@ -299,17 +341,34 @@ impl Probes {
                     tracing::warn!(family = family.name, cgroup_id = id, error = %e, "cannot track cgroup");
                 }
             }
+            if family.name == PACKET {
+                self.sync_packet_links();
+            }
         }
         let loaded = self.families.get(family.name);
-        let method = loaded.map(|l| l.rung.method);
-        // On a lower rung, say why the better ones failed: an SRE asks "why not fentry?".
-        let fallbacks = loaded.map(|l| l.fallbacks.clone()).filter(|f| !f.is_empty());
         for p in family.probes {
-            let st = match (self.enabled.contains(p), method) {
-                (true, Some(m)) => {
-                    ProbeStatus::new(*p, ProbeState::Attached, Some(m), fallbacks.clone())
+            let st = match loaded {
+                _ if !self.enabled.contains(p) => {
+                    ProbeStatus::new(*p, ProbeState::Disabled, None, None)
                 }
-                _ => ProbeStatus::new(*p, ProbeState::Disabled, None, None),
+                Some(l) if l.rung.serves(*p) => {
+                    // On a lower rung, say why the better ones failed: an SRE asks "why not
+                    // fentry?".
+                    let fallbacks = Some(l.fallbacks.clone()).filter(|f| !f.is_empty());
+                    ProbeStatus::new(*p, ProbeState::Attached, Some(l.rung.method), fallbacks)
+                }
+                Some(l) => {
+                    let method = l.rung.method.name();
+                    let own = format!("{method}: does not measure {}", p.name());
+                    let reason = [l.fallbacks.as_str(), &own]
+                        .iter()
+                        .filter(|r| !r.is_empty())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    ProbeStatus::new(*p, ProbeState::Unavailable, None, Some(reason))
+                }
+                None => ProbeStatus::new(*p, ProbeState::Disabled, None, None),
             };
             self.statuses.insert(*p, st);
         }
@@ -344,7 +403,7 @@ impl Probes {
             // task_cache (task storage) has no aya type; only the kernel programs use it.
             .allow_unsupported_maps()
             .map_max_entries("tracked", sizes.tracked)
-            .map_max_entries("net_bytes", sizes.tracked)
+            .map_max_entries("pkt_targets", sizes.tracked)
             .map_max_entries("hists", sizes.histograms)
             .map_max_entries("counters", sizes.counters)
             .map_max_entries("comms", sizes.process_names)
@@ -360,7 +419,7 @@ impl Probes {
         for inflight in ["connect_start", "block_start", "fs_start", "dns_start"] {
             loader.map_max_entries(inflight, sizes.inflight);
         }
-        if family.name == "dns" {
+        if family.name == PACKET {
             loader.override_global("pt_dns_port", &self.config.dns_port, true);
         }
         let ebpf = loader.load(object).map_err(|e| format!("object: {e}"))?;
@@ -371,22 +430,45 @@ impl Probes {
         walk_ladder(family, ebpf, &self.config, self.kernel_btf())
     }
 
-    /// Writes a tracked cgroup's entry (its enabled probes) into one family's maps.
+    /// Puts the packet programs' links on the tracked cgroups that want a packet probe, and
+    /// takes them off the others (cgroup_skb rung, attached per cgroup, cgroup filter only).
+    fn sync_packet_links(&mut self) {
+        let Some(loaded) = self.families.get_mut(PACKET) else { return };
+        if loaded.rung.method != AttachMethod::CgroupSkb || self.config.filter != Filter::Cgroup {
+            return;
+        }
+        let rung = loaded.rung;
+        let wanted: BTreeSet<PathBuf> = self
+            .targets
+            .iter()
+            .filter(|(_, probes)| {
+                probes.iter().any(|p| {
+                    loaded.family.probes.contains(p) && self.enabled.contains(p) && rung.serves(*p)
+                })
+            })
+            .filter_map(|(id, _)| self.dirs.get(id).cloned())
+            .collect();
+        self.packet_links.sync(&mut loaded.ebpf, &wanted);
+    }
+
+    /// Writes a tracked cgroup's entry (its enabled probes that the family's rung measures)
+    /// into one family's maps.
     fn write_target(&mut self, family: &'static str, cgroup_id: u64) -> Result<()> {
         let Some(probes) = self.targets.get(&cgroup_id) else { return Ok(()) };
-        let probes = mask(probes.iter().copied().filter(|p| self.enabled.contains(p)));
-        let capacity = self.config.map_sizes.tracked;
         let loaded = self.families.get_mut(family).expect("loaded family");
+        let rung = loaded.rung;
+        let probes =
+            mask(probes.iter().copied().filter(|p| self.enabled.contains(p) && rung.serves(*p)));
+        let capacity = self.config.map_sizes.tracked;
         let mut tracked = typed_map::<u64, PtTarget>(&mut loaded.ebpf, family, "tracked")?;
         let comms = tracked.get(&cgroup_id, 0).map(|t| t.comms).unwrap_or(0);
         let full = || Error::TrackedMapFull { capacity };
         tracked
             .insert(cgroup_id, PtTarget { probes, comms }, 0)
             .map_err(|e| full_or(family, "tracked", e, full))?;
-        if family == NETWORK {
-            let wanted = probes & (1 << Probe::NetworkBytes.bit()) != 0;
-            set_net_bytes(&mut loaded.ebpf, cgroup_id, wanted).map_err(|e| match e {
-                Error::Map { source, .. } => full_or(family, "net_bytes", *source, full),
+        if family == PACKET {
+            set_pkt_target(&mut loaded.ebpf, cgroup_id, probes).map_err(|e| match e {
+                Error::Map { source, .. } => full_or(family, "pkt_targets", *source, full),
                 other => other,
             })?;
         }
@@ -403,8 +485,8 @@ impl Probes {
                 if let Ok(mut m) = typed_map::<u64, PtTarget>(&mut l.ebpf, name, "tracked") {
                     let _ = m.remove(&cgroup_id);
                 }
-                if name == NETWORK {
-                    let _ = set_net_bytes(&mut l.ebpf, cgroup_id, false);
+                if name == PACKET {
+                    let _ = set_pkt_target(&mut l.ebpf, cgroup_id, 0);
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! ```text
 //!  hists     (per CPU, key pt_key)   ─► HistogramSample  (CPUs summed, latest of the last CPU)
 //!  counters  (per CPU, key pt_key)   ─► CounterSample
-//!  net_bytes (per CPU, key cgroup)   ─► CounterSample × {send, recv}   (network family only)
+//!  pkt_targets (per CPU, key cgroup) ─► CounterSample × {send, recv}   (packet family only)
 //!  errors    (per-CPU array)         ─► Drops
 //!  programs of the rung taken        ─► ProgramStats (bpf_stats, fdinfo recursion_misses)
 //! ```
@@ -16,11 +16,12 @@ use aya::maps::{MapData, MapError, PerCpuArray};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd};
 
-use crate::abi::{ERR_COUNT, NET_RECV, NET_SEND, PtCounter, PtHist, PtKey, PtNetCounters, err};
+use crate::abi::{ERR_COUNT, NET_RECV, NET_SEND, PtCounter, PtHist, PtKey, PtPktTarget, err};
 use crate::error::Result;
 use crate::family::LoadedFamily;
 use crate::histogram::Histogram;
-use crate::maps::{NETWORK, map_err, per_cpu_map, retain};
+use crate::ladder::PACKET;
+use crate::maps::{map_err, per_cpu_map, retain};
 use crate::probe::Probe;
 use crate::snapshot::{
     CounterSample, HistogramSample, OTHER_PROCESS, Op, ProgramStats, Series, Snapshot, process_name,
@@ -57,15 +58,15 @@ pub(crate) fn read_family(
         snap.counters.push(CounterSample { series, bytes, events });
         true
     })?;
-    if name == NETWORK {
-        let net = per_cpu_map::<u64, PtNetCounters>(&mut loaded.ebpf, name, "net_bytes");
-        retain(&mut net?, name, "net_bytes", |&cgroup_id, per_cpu| {
+    if name == PACKET {
+        let net = per_cpu_map::<u64, PtPktTarget>(&mut loaded.ebpf, name, "pkt_targets");
+        retain(&mut net?, name, "pkt_targets", |&cgroup_id, per_cpu| {
             if !tracked.contains_key(&cgroup_id) {
                 return false;
             }
             for (dir, op) in [(NET_SEND, Op::Send), (NET_RECV, Op::Recv)] {
-                let bytes = per_cpu.iter().map(|c| c[dir].bytes).sum();
-                let events: u64 = per_cpu.iter().map(|c| c[dir].events).sum();
+                let bytes = per_cpu.iter().map(|c| c.dir[dir].bytes).sum();
+                let events: u64 = per_cpu.iter().map(|c| c.dir[dir].events).sum();
                 if events == 0 {
                     continue; /* a series appears with its first packet, as the others do */
                 }

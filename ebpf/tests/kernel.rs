@@ -10,7 +10,9 @@ mod common;
 use anyhow::Result;
 use common::{TestCgroup, bpftool, field, python, root_or_skip};
 use parking_lot::Mutex;
-use podtrace_ebpf::{Op, Probe, ProbeConfig, ProbeState, Probes, Snapshot, bucket_index};
+use podtrace_ebpf::{
+    OTHER_PROCESS, Op, Probe, ProbeConfig, ProbeState, Probes, Snapshot, bucket_index,
+};
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::OnceLock;
@@ -35,7 +37,7 @@ fn probes() -> &'static Mutex<Probes> {
 }
 
 fn track(cg: &TestCgroup, probes_: &[Probe]) -> Result<()> {
-    probes().lock().track(cg.id, probes_.iter().copied())?;
+    assert_eq!(probes().lock().track(&cg.path, probes_.iter().copied())?, cg.id);
     Ok(())
 }
 
@@ -179,7 +181,6 @@ for _ in range(50):
 info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
 print('rtt_us=%d' % struct.unpack_from('I', info, 68)[0])
 s.close()
-print('comm=' + open('/proc/self/comm').read().strip())
 ";
     let out = python(Some(&cg), body, &[port.to_string()])?;
     echo.join().unwrap();
@@ -189,17 +190,18 @@ print('comm=' + open('/proc/self/comm').read().strip())
     let h = snap.merged_histogram(cg.id, Probe::TcpRtt, Op::None);
     let latest_us = h.latest_ns / 1000;
     eprintln!("rtt samples {}, latest {latest_us} us, tcp_info {ss_rtt_us} us", h.count);
-    // 50 sends and at least 50 receives, each sampled once the handshake measured an RTT.
+    // One sample per TCP segment the client's socket received: at least the 50 echoes.
     assert!(h.count >= 50, "{h:?}");
     // The same kernel variable, sampled a few packets apart: same order of magnitude.
     assert!(
         latest_us <= 4 * ss_rtt_us + 200 && ss_rtt_us <= 4 * latest_us + 200,
         "{latest_us} vs {ss_rtt_us}"
     );
-    let comm = field(&out, "comm")?;
+    // Sampled by the packet program on ingress, in softirq: the socket user's name is not
+    // known there (see packet.bpf.c), so the pod's RTT is one series.
     assert!(
-        snap.histograms_of(cg.id, Probe::TcpRtt).all(|s| s.series.process_name == comm),
-        "RTT series should carry the socket user's name {comm}"
+        snap.histograms_of(cg.id, Probe::TcpRtt).all(|s| s.series.process_name == OTHER_PROCESS),
+        "RTT series carry process_name=other on cgroup_skb"
     );
     untrack(&cg)
 }
@@ -551,8 +553,8 @@ t.start(); t.join()
         .map(|h| h.histogram.buckets[bucket_index(2_000_000)])
         .unwrap_or_default();
     assert!(before_rename >= 1, "no 2 ms block under the first name");
-    // A program run the kernel skipped (recursion) is counted: a skipped wakeup is still closed
-    // at the switch-in, a skipped switch-out loses its block. None was seen so far.
+    // A program run the kernel skipped (recursion) would be counted; sched_switch runs with
+    // interrupts off, so none is expected.
     let missed = misses(&snap) - missed_before;
     eprintln!(
         "off-cpu buckets {:?}; {voluntary} voluntary switches, {preempted} preempted, {missed} missed; \
@@ -560,27 +562,23 @@ t.start(); t.join()
         h.buckets, snap.drops
     );
     assert_eq!(clean + late + other + unblocked, 100);
-    // A block the kernel never closed (neither program ran for the thread's wakeup and switch-in,
-    // see cpu_block.bpf.c) is counted, not recorded. The counter is shared with the other tests
-    // (they run in parallel on the same probes), so it bounds this thread's losses from above.
-    let unclosed = snap.drops.unclosed_blocks - unclosed_before;
     let d = snap.drops;
     assert_eq!(d.histograms_full + d.counters_full + d.inflight_full, 0, "{d:?}");
-    // Every voluntary switch of the thread is one block: recorded, or counted as lost.
-    assert!(
-        h.count <= voluntary && h.count + missed + unclosed >= voluntary,
-        "blocks {h:?} for {voluntary} voluntary switches ({missed} missed, {unclosed} unclosed)"
-    );
+    // Every voluntary switch of the thread is one block, recorded: none lost (the counter is
+    // shared with the tests running in parallel; none of them may lose one either).
+    assert_eq!((missed, d.unclosed_blocks - unclosed_before), (0, 0), "{d:?}");
+    assert_eq!(h.count, voluntary, "one block per voluntary switch: {h:?}");
     // A clean sleep (one voluntary switch, no preemption, back within 12.8 ms) is a block of
     // 10 ms (+ the timer slack) minus the µs between arming the timer and switching out: in
-    // the bucket le=0.0128, every one. A late one (woken after 12.8 ms) or one that also saw a
-    // preemption may or may not be; nothing else may land there.
+    // the bucket le=0.0128, every one. A late one (running again after 12.8 ms: its block ends
+    // at its wakeup, maybe earlier) or one that also saw a preemption may or may not be;
+    // nothing else may land there.
     assert!(
-        h.buckets[bucket] + missed + unclosed >= clean && h.buckets[bucket] <= clean + late + other,
+        h.buckets[bucket] >= clean && h.buckets[bucket] <= clean + late + other,
         "{} samples in the 10 ms bucket for {clean} clean sleeps ({late} late, {other} other)",
         h.buckets[bucket]
     );
-    assert!(h.sum_ns >= (clean + late).saturating_sub(missed + unclosed) * 9_500_000, "{h:?}");
+    assert!(h.sum_ns >= (clean + late) * 9_500_000, "{h:?}");
     // Every thread of the workload has exited: their start entries are gone with them.
     let left = block_start_entries_of(cg.id)?;
     assert_eq!(left, 0, "block_start entries of exited threads");
@@ -605,4 +603,50 @@ fn block_start_entries_of(cgroup_id: u64) -> Result<usize> {
         Some(u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?))
     };
     Ok(entries.iter().filter(|e| cgroup(e) == Some(cgroup_id)).count())
+}
+
+/// The goal of issue 15: no block lost in 10,000. A thread sleeps 0.5 ms 10,000 times (about
+/// 7 s); every voluntary switch it made is one recorded block, none is counted unclosed, and
+/// each is at least the sleep. Closing at the wakeup lost about one in 600 here (see
+/// cpu_block.bpf.c).
+#[test]
+fn ten_thousand_short_sleeps_are_each_one_block() -> Result<()> {
+    if !root_or_skip("cpu_block_many") {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("cpumany")?;
+    track(&cg, &[Probe::CpuBlock])?;
+    let body = "
+def switches():
+    st = open('/proc/thread-self/status').read().split('\\n')
+    return int([l for l in st if l.startswith('voluntary_ctxt_switches')][0].split()[1])
+def sleeper():
+    with open('/proc/thread-self/comm', 'w') as f:
+        f.write('pt-many')
+    v0 = switches()
+    for _ in range(int(sys.argv[1])):
+        time.sleep(0.0005)
+    v1 = switches()
+    with open('/proc/thread-self/comm', 'w') as f:
+        f.write('pt-done')
+    print('voluntary=%d' % (v1 - v0))
+t = threading.Thread(target=sleeper)
+t.start(); t.join()
+";
+    let before = snapshot()?.drops.unclosed_blocks;
+    let sleeps = 10_000u64;
+    let out = python(Some(&cg), body, &[sleeps.to_string()])?;
+    let voluntary: u64 = field(&out, "voluntary")?.parse()?;
+    let snap = snapshot()?;
+    let h = snap
+        .histograms_of(cg.id, Probe::CpuBlock)
+        .find(|h| h.series.process_name == "pt-many")
+        .map(|h| h.histogram.clone())
+        .unwrap_or_default();
+    let unclosed = snap.drops.unclosed_blocks - before;
+    eprintln!("{voluntary} voluntary switches, {h:?}, {unclosed} unclosed");
+    assert!(voluntary >= sleeps * 99 / 100, "the thread blocked in almost every sleep");
+    assert_eq!((h.count, unclosed), (voluntary, 0));
+    assert!(h.sum_ns >= sleeps * 450_000, "every sleep is a block of about 0.5 ms: {h:?}");
+    untrack(&cg)
 }

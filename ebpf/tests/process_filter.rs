@@ -7,7 +7,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{TestCgroup, field, payload_server, python, python_then, root_or_skip};
+use common::{KeyDir, TestCgroup, field, payload_server, python, python_then, root_or_skip};
 use parking_lot::Mutex;
 use podtrace_ebpf::{AttachMethod, Filter, Op, Probe, ProbeConfig, ProbeState, Probes};
 use std::collections::BTreeSet;
@@ -64,11 +64,11 @@ fn process_filter_counts_the_listed_processes_bytes_exactly_and_nothing_outside(
     }
     let probes = Mutex::new(probes);
     let cg = TestCgroup::new("procfilter")?;
-    // Any unique key (the agent uses the cgroup directory's inode, v1 where there is no v2);
-    // not the v2 id here, so that a cgroup filter would find nothing under it.
-    let key = cg.id ^ (1 << 62);
+    // Any directory of the target is its key (the agent uses the v1 directory where there is
+    // no v2); not the v2 cgroup here, so that a cgroup filter would find nothing under it.
+    let key_dir = KeyDir::new("procfilter")?;
     let wanted = [Probe::NetworkBytes, Probe::FsBytes, Probe::FsLatency];
-    probes.lock().track(key, wanted)?;
+    let key = probes.lock().track(&key_dir.0, wanted)?;
     let dir = std::env::temp_dir().join(format!("podtrace-pf-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (port, server) = payload_server(2)?;
@@ -118,7 +118,7 @@ fn an_unlisted_process_inside_the_cgroup_is_not_counted_until_listed() -> Result
     }
     let (mut probes, _) = load(&[Probe::FsBytes])?;
     let cg = TestCgroup::new("procfilter-unlisted")?;
-    probes.track(cg.id, [Probe::FsBytes])?;
+    probes.track(&cg.path, [Probe::FsBytes])?;
     let path = std::env::temp_dir().join(format!("podtrace-pf-unlisted-{}", std::process::id()));
     let body = "
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -235,8 +235,8 @@ fn forks_are_followed(wanted: &[Probe], skip_methods: BTreeSet<AttachMethod>) ->
     let networked = wanted.contains(&Probe::NetworkBytes);
     let probes = Mutex::new(probes);
     let cg = TestCgroup::new("procfilter-forks")?;
-    let key = cg.id ^ (1 << 62);
-    probes.lock().track(key, wanted.iter().copied())?;
+    let key_dir = KeyDir::new("forks")?;
+    let key = probes.lock().track(&key_dir.0, wanted.iter().copied())?;
     // One directory per test: the two variants run in parallel.
     let dir = std::env::temp_dir().join(format!(
         "podtrace-pf-forks-{}-{}",
@@ -386,8 +386,8 @@ fn the_listing_reconciles_kernel_added_children_and_untrack_removes_them() -> Re
     }
     let (mut probes, _) = load(&[Probe::FsBytes])?;
     let cg = TestCgroup::new("procfilter-reconcile")?;
-    let key = cg.id ^ (1 << 62);
-    probes.track(key, [Probe::FsBytes])?;
+    let key_dir = KeyDir::new("fsbytes")?;
+    let key = probes.track(&key_dir.0, [Probe::FsBytes])?;
     let mut parent = Commanded::start(&cg)?;
     let p = parent.child.id();
     let entries = |probes: &Probes| -> Result<BTreeSet<u32>> {
@@ -463,8 +463,8 @@ fn a_child_that_does_not_fit_is_counted_as_a_drop() -> Result<()> {
     config.map_sizes.processes = 1;
     let (mut probes, _) = Probes::load(&config)?;
     let cg = TestCgroup::new("procfilter-full")?;
-    let key = cg.id ^ (1 << 62);
-    probes.track(key, [Probe::FsBytes])?;
+    let key_dir = KeyDir::new("fsbytes")?;
+    let key = probes.track(&key_dir.0, [Probe::FsBytes])?;
     let mut parent = Commanded::start(&cg)?;
     let p = parent.child.id();
     probes.set_processes(key, &BTreeSet::from([p]))?;

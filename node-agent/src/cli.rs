@@ -216,6 +216,12 @@ pub struct EbpfArgs {
     /// (podtrace_agent_bpf_stats_enabled says which).
     #[arg(long, env = "PODTRACE_BPF_STATS", default_value_t = false, action = clap::ArgAction::Set)]
     pub bpf_stats: bool,
+    /// When tracefs is not mounted, mount it in a mount namespace of the agent's own (the
+    /// node's mounts are untouched; needs CAP_SYS_ADMIN), so that the fs probes run on the
+    /// per-syscall tracepoints of the eight file syscalls instead of on sys_enter/sys_exit,
+    /// which run a program for every syscall of the node.
+    #[arg(long, env = "PODTRACE_MOUNT_TRACEFS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mount_tracefs: bool,
 }
 
 impl AgentArgs {

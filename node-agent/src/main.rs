@@ -4,12 +4,25 @@ use clap::Parser;
 use podtrace_agent::{
     app::{self, Mode},
     cli::{Cli, Command, Format, HealthCommand, read_token},
+    collectors::ebpf::tracefs,
     health, standalone, top,
 };
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let Cli { log, command } = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Before the runtime starts its threads: only a single-threaded process can move into a
+    // mount namespace of its own, where tracefs is mounted if the node has not.
+    let tracefs = match &cli.command {
+        Command::Run { agent, .. } | Command::Standalone { agent, .. } => {
+            tracefs::prepare(agent.ebpf.enabled && agent.ebpf.mount_tracefs)
+        }
+        _ => tracefs::Tracefs::Off,
+    };
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli, tracefs))
+}
+
+async fn run(cli: Cli, tracefs: tracefs::Tracefs) -> anyhow::Result<()> {
+    let Cli { log, command } = cli;
     match command {
         Command::Run {
             agent,
@@ -24,10 +37,12 @@ async fn main() -> anyhow::Result<()> {
                 kubelet_cgroup_root,
             };
             let handle = Box::new(log.init()?);
+            tracefs.log();
             app::run(mode, agent, exporters, handle, &log.log_level).await?;
         }
         Command::Standalone { config, allow_empty_config, config_settle, agent, exporters } => {
             let handle = Box::new(log.init()?);
+            tracefs.log();
             let mode = Mode::Standalone {
                 path: config,
                 allow_empty: allow_empty_config,

@@ -597,6 +597,8 @@ fn bpf_program_counters_follow_the_bpf_stats_flag() {
         engine.tick(Instant::now());
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        // The fs family's entry programs, on whichever rung it took: pt_fs_enter_btf on
+        // sys_enter, or pt_fs_enter_<syscall> where tracefs is mounted.
         let runs: f64 = text
             .lines()
             .filter(|l| {
@@ -617,5 +619,62 @@ fn bpf_program_counters_follow_the_bpf_stats_flag() {
             assert!(text.contains("podtrace_agent_bpf_stats_enabled 0"), "{text}");
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The agent binary mounts tracefs, when the node has not, in a mount namespace of its own: the
+/// fs probes then run on the per-syscall tracepoints (only the eight file syscalls run a
+/// program), measure a file write exactly, and the node's mounts are unchanged.
+#[test]
+fn the_agent_binary_mounts_tracefs_for_itself_and_fs_probes_use_the_syscall_tracepoints() {
+    require_root!();
+    let node_tracefs = podtrace_ebpf::tracefs::tracefs_path();
+    let mut g = TestCgroup::new("tracefs");
+    let dir = std::env::temp_dir().join(format!("podtrace-agent-tracefs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = |name: &str| dir.join(name);
+    let n = 123_457u64;
+    g.spawn(&file_writer(&f("go"), &f("out"), n, &f("done")));
+    let config = f("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {{name: fs, namespace: t}}\nspec:\n  selector: {{matchLabels: {{podtrace.dev/cgroup: \"{}\"}}}}\n  profile: {{interval: 1s, probes: {{enabled: true, include: [fsBytes]}}}}\n",
+            g.relative
+        ),
+    )
+    .unwrap();
+    let (metrics, health, admin_port) = (free_port(), free_port(), free_port());
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
+            .args(["standalone", "--config", config.to_str().unwrap()])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let info = "podtrace_agent_probe_info{probe=\"fsBytes\",method=\"tracepoint\"} 1";
+    wait_for("fsBytes on the per-syscall tracepoints", || {
+        std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
+            && get(metrics, "/metrics").contains(info)
+    });
+    std::fs::write(f("go"), "").unwrap();
+    wait_file(&f("done"));
+    let written = || -> f64 {
+        get(metrics, "/metrics")
+            .lines()
+            .filter(|l| {
+                l.starts_with("podtrace_filesystem_bytes_total{")
+                    && l.contains("pod=\"fs\"")
+                    && l.contains("operation=\"write\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    wait_for("the written bytes", || written() > 0.0);
+    assert_eq!(written(), n as f64, "exactly the bytes written");
+    assert_eq!(podtrace_ebpf::tracefs::tracefs_path(), node_tracefs, "the node's mounts changed");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -64,8 +64,8 @@ static inline __u32 pt_bucket(__u64 ns)
 #define PT_ERR_COUNTER_FULL 1  /* `counters` had no room for a new key */
 #define PT_ERR_COMM_FULL 2     /* `comms` had no room; the sample went to "other" */
 #define PT_ERR_INFLIGHT_FULL 3 /* a start-time map had no room; the sample was lost */
-#define PT_ERR_UNCLOSED 4      /* a thread blocked again while its previous block was still open:
-				* neither its wakeup nor its switch-in ran the programs */
+#define PT_ERR_UNCLOSED 4      /* a block whose end is not known: a run of its thread between the
+				* block and the thread's next switch-out was not seen */
 #define PT_ERR_PROCS_FULL 5    /* process filter: a forked child of a tracked process could not
 				* be added to `tracked_tgids` (full): it is seen from the agent's
 				* next listing only */
@@ -105,19 +105,25 @@ struct pt_counter {
 	__u64 events;
 };
 
-/* Value of the network family's `net_bytes` (key: cgroup v2 id), one per CPU. */
+/* Value of the packet family's `pkt_targets` (key: cgroup v2 id), one per CPU: the probes of
+ * that family enabled for the cgroup (the loader writes every CPU's copy) and its network byte
+ * counters (the kernel adds to this CPU's). */
 #define PT_NET_SEND 0
 #define PT_NET_RECV 1
-struct pt_net_counters {
+struct pt_pkt_target {
+	__u32 probes; /* bit mask of PT_PROBE_* */
+	__u32 _pad;
 	struct pt_counter dir[2]; /* PT_NET_SEND, PT_NET_RECV */
 };
 
-/* Value of the cpu_block family's `block_start` (key: thread id). The loader deletes the entries
- * of an untracked cgroup. */
+/* Value of the cpu_block family's `block_start` (key: thread id): the block in flight of a
+ * thread (see cpu_block.bpf.c). The loader deletes the entries of an untracked cgroup. */
 struct pt_block_start {
-	__u64 ts; /* start of the block in flight, 0: none */
+	__u64 ts; /* its run queue's clock when the block started, 0: none */
 	__u64 cgroup_id;
 	char comm[PT_COMM_LEN];
+	__u64 delay;  /* the thread's sched_info.run_delay then */
+	__u64 pcount; /* the thread's sched_info.pcount then */
 };
 
 /* Key of `comms`: the process names of a cgroup that have their own series. */

@@ -40,6 +40,14 @@ impl TestCgroup {
         Ok(TestCgroup { path, id })
     }
 
+    /// A child cgroup `name` of this one (remove it before its parent: drop it first).
+    pub fn child(&self, name: &str) -> Result<TestCgroup> {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        let id = podtrace_ebpf::cgroup_id(&path)?;
+        Ok(TestCgroup { path, id })
+    }
+
     fn add(&self, pid: u32) -> Result<()> {
         std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
             .with_context(|| format!("moving {pid} into {}", self.path.display()))
@@ -55,6 +63,30 @@ impl Drop for TestCgroup {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         eprintln!("warning: could not remove {}", self.path.display());
+    }
+}
+
+/// A plain directory standing for a target that is not a cgroup v2: with the process filter,
+/// a target is tracked under the inode of any of its directories (the agent uses the v1 one on
+/// a node without cgroup v2). Removed on drop.
+pub struct KeyDir(pub PathBuf);
+
+impl KeyDir {
+    pub fn new(name: &str) -> Result<KeyDir> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "podtrace-key-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        Ok(KeyDir(path))
+    }
+}
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 

@@ -196,7 +196,7 @@ impl Cgroup {
     }
 
     /// The directory whose `cgroup.procs` lists the group's processes: v2, else a v1 controller.
-    fn procs_dir(&self) -> Option<&PathBuf> {
+    pub fn procs_dir(&self) -> Option<&PathBuf> {
         [&self.v2, &self.memory, &self.cpu, &self.cpuacct, &self.blkio].into_iter().flatten().next()
     }
 

@@ -87,7 +87,13 @@ pub fn status(
             (PodAttachState::Attached, Some(PodAttachReason::CgroupV2Unavailable), Some("no cgroup v2 directory: in-kernel cgroup filtering is not possible for this pod".into()))
         } else {
             attached_pods += 1;
-            (PodAttachState::Attached, None, None)
+            // Measured, except by the packet probes where their programs could not attach.
+            let packet =
+                engine.packet_problems.iter().find(|p| attached.iter().any(|a| a.0 == p.0));
+            let message = packet.map(|(key, why)| {
+                format!("container {}: networkBytes, dns and tcpRtt not measured: the packet programs could not attach at its cgroup: {why}", key.container)
+            });
+            (PodAttachState::Attached, None, message)
         };
         pods.push(PodAttachStatus {
             uid: pod.uid.clone(),
@@ -289,6 +295,20 @@ mod tests {
         let over = status(&spec, &none, Some(3), &over, &KernelFeatures::default(), 16, 0);
         assert_eq!(over.pods[0].state, PodAttachState::Attached);
         assert_eq!(over.pods[0].reason, Some(PodAttachReason::SeriesBudgetExceeded));
+        // Packet programs that could not attach at the pod's cgroup: still Attached (the other
+        // probes and collectors measure it), with the kernel's reason.
+        let why = "EPERM (Operation not permitted)".to_string();
+        let packet =
+            EngineStatus { packet_problems: vec![(targets[0].key.clone(), why)], ..engine.clone() };
+        let packet = status(&spec, Some(3), &packet, &KernelFeatures::default(), 16, 0);
+        assert_eq!((packet.pods[0].state, packet.pods[0].reason), (PodAttachState::Attached, None));
+        let message = packet.pods[0].message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("networkBytes, dns and tcpRtt not measured")
+                && message.contains("EPERM"),
+            "{message}"
+        );
+        assert_eq!(s.pods[0].message, None);
         assert_eq!((s.tracked_pods, s.attached_pods, s.series), (4, 1, 12));
         assert_eq!(s.pods[3].state, PodAttachState::Failed, "a missing settings entry fails");
         assert_eq!(s.pods[3].reason, Some(PodAttachReason::SettingsNotFound));

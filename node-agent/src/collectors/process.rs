@@ -6,7 +6,7 @@
 //! `process_name`. Network bytes are those of the process's network namespace (every interface
 //! but `lo`): for a pod, the pod's traffic, the same for each of its processes.
 
-use podtrace_api::MonitoringProfileSpec;
+use podtrace_api::{MonitoringProfileSpec, profile::CollectSettings};
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     path::Path,
@@ -103,16 +103,40 @@ pub struct Raw {
     pub denied: Denied,
 }
 
-/// The files of one process, kept open between collections (see [`KeptFile`]).
+/// The files of one process, kept open between collections (see [`KeptFile`]). Only those the
+/// profile's `collect` settings need are ever opened or read.
 #[derive(Debug)]
 struct ProcFiles {
+    base: std::path::PathBuf,
     stat: KeptFile,
-    statm: KeptFile,
-    io: KeptFile,
-    fd_dir: KeptFile,
+    statm: Option<KeptFile>,
+    io: Option<KeptFile>,
+    fd_dir: Option<KeptFile>,
     /// The inode of the process's network namespace (fixed for its life in practice), the key of
-    /// the shared `net/dev` reading; `Err(true)` when reading it was refused.
-    netns: Result<u64, bool>,
+    /// the shared `net/dev` reading; looked up once, when network bytes are first collected;
+    /// `Err(true)` when reading it was refused.
+    netns: Option<Result<u64, bool>>,
+}
+
+impl ProcFiles {
+    fn new(proc: &Path, pid: u32) -> Self {
+        let base = proc.join(pid.to_string());
+        let stat = KeptFile::one_record(base.join("stat"));
+        Self { base, stat, statm: None, io: None, fd_dir: None, netns: None }
+    }
+
+    /// The kept file `name` of the process, created (not yet opened) on first use.
+    fn file<'a>(
+        slot: &'a mut Option<KeptFile>,
+        base: &Path,
+        name: &str,
+        one_record: bool,
+    ) -> &'a mut KeptFile {
+        slot.get_or_insert_with(|| {
+            let path = base.join(name);
+            if one_record { KeptFile::one_record(path) } else { KeptFile::new(path) }
+        })
+    }
 }
 
 /// `/proc/<pid>/net/dev` per network namespace, read once per collection however many processes
@@ -154,48 +178,55 @@ impl NetDevCache {
 }
 
 impl ProcessCollector {
-    /// Reads one process from `proc` (normally `/proc`); `None` when it exited meanwhile.
-    pub fn read_raw(&mut self, proc: &Path, pid: u32, net: &mut NetDevCache) -> Option<Raw> {
+    /// Reads one process from `proc` (normally `/proc`); `None` when it exited meanwhile. Only the
+    /// files `collect` needs are read: `stat` always (CPU, threads, uptime), `statm` for memory,
+    /// `io` for disk bytes, `net/dev` for network bytes and the `fd` directory for descriptors;
+    /// what is not collected reads as 0.
+    pub fn read_raw(
+        &mut self,
+        proc: &Path,
+        pid: u32,
+        net: &mut NetDevCache,
+        collect: &CollectSettings,
+    ) -> Option<Raw> {
         use std::os::unix::fs::MetadataExt;
-        let files = self.files.entry(pid).or_insert_with(|| {
-            let base = proc.join(pid.to_string());
-            ProcFiles {
-                stat: KeptFile::one_record(base.join("stat")),
-                statm: KeptFile::one_record(base.join("statm")),
-                io: KeptFile::one_record(base.join("io")),
-                fd_dir: KeptFile::new(base.join("fd")),
-                netns: std::fs::metadata(base.join("ns/net"))
-                    .map(|m| m.ino())
-                    .map_err(|e| gaps::is_denied(&e)),
-            }
-        });
+        let files = self.files.entry(pid).or_insert_with(|| ProcFiles::new(proc, pid));
         let Some(stat) = files.stat.parse(procfs::parse_pid_stat).ok().flatten() else {
             self.files.remove(&pid);
             return None;
         };
-        let mut denied = Denied::default();
-        let io = files.io.parse(procfs::parse_pid_io).unwrap_or_else(|e| {
-            denied.io = gaps::is_denied(&e);
-            Default::default()
-        });
-        let fds = procfs::count_fds(&mut files.fd_dir).unwrap_or_else(|e| {
-            denied.fds = matches!(&e, crate::Error::Read { source, .. } if gaps::is_denied(source));
-            0
-        });
-        denied.network = files.netns == Err(true);
-        Some(Raw {
-            rss: files
-                .statm
-                .parse(|t| procfs::parse_statm_rss(t, self.page_size))
-                .ok()
-                .flatten()
-                .unwrap_or(0),
-            io,
-            net: files.netns.map(|ns| net.read(proc, pid, ns)).unwrap_or_default(),
-            fds,
-            denied,
-            stat: Some(stat),
-        })
+        let base = files.base.as_path();
+        let mut raw = Raw { stat: Some(stat), ..Raw::default() };
+        if collect.memory {
+            let statm = ProcFiles::file(&mut files.statm, base, "statm", true);
+            let rss = statm.parse(|t| procfs::parse_statm_rss(t, self.page_size));
+            raw.rss = rss.ok().flatten().unwrap_or(0);
+        }
+        if collect.disk_io {
+            let io = ProcFiles::file(&mut files.io, base, "io", true);
+            raw.io = io.parse(procfs::parse_pid_io).unwrap_or_else(|e| {
+                raw.denied.io = gaps::is_denied(&e);
+                Default::default()
+            });
+        }
+        if collect.network_io {
+            let netns = *files.netns.get_or_insert_with(|| {
+                std::fs::metadata(base.join("ns/net"))
+                    .map(|m| m.ino())
+                    .map_err(|e| gaps::is_denied(&e))
+            });
+            raw.denied.network = netns == Err(true);
+            raw.net = netns.map(|ns| net.read(proc, pid, ns)).unwrap_or_default();
+        }
+        if collect.file_descriptors {
+            let fd_dir = ProcFiles::file(&mut files.fd_dir, base, "fd", false);
+            raw.fds = procfs::count_fds(fd_dir).unwrap_or_else(|e| {
+                raw.denied.fds =
+                    matches!(&e, crate::Error::Read { source, .. } if gaps::is_denied(source));
+                0
+            });
+        }
+        Some(raw)
     }
 }
 
@@ -362,6 +393,7 @@ pub fn samples(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use podtrace_api::presets::Preset;
     use std::time::Duration;
 
     fn raw(ticks: u64, rss: u64, read: u64) -> Raw {
@@ -378,6 +410,48 @@ mod tests {
             fds: 4,
             denied: Denied::default(),
         }
+    }
+
+    /// The `collect` settings decide which `/proc/<pid>` files are read, not only which series
+    /// are kept. Ground truth: the kernel's count of this thread's read syscalls.
+    #[test]
+    fn only_the_files_the_collect_settings_need_are_read() {
+        let syscr = || -> u64 {
+            let text = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+            text.lines().find_map(|l| l.strip_prefix("syscr:")?.trim().parse().ok()).unwrap()
+        };
+        let own_cost = {
+            let a = syscr();
+            syscr() - a
+        };
+        let reads = |collect: &CollectSettings| -> (u64, Raw) {
+            let (mut c, mut net) = (ProcessCollector::default(), NetDevCache::default());
+            let (proc, pid) = (Path::new("/proc"), std::process::id());
+            c.read_raw(proc, pid, &mut net, collect).unwrap(); // opens what it needs
+            net.new_cycle();
+            let before = syscr();
+            let raw = c.read_raw(proc, pid, &mut net, collect).unwrap();
+            (syscr() - before - own_cost, raw)
+        };
+        let c = |memory, disk_io, network_io, file_descriptors| CollectSettings {
+            cpu: true,
+            memory,
+            disk_io,
+            network_io,
+            threads: true,
+            file_descriptors,
+        };
+        // CPU, threads and uptime: stat alone.
+        let (n, raw) = reads(&c(false, false, false, false));
+        assert_eq!((n, raw.rss, raw.fds), (1, 0, 0));
+        // The minimal preset (CPU and memory): stat and statm.
+        let (n, raw) = reads(&Preset::Minimal.spec().collect);
+        assert_eq!(n, 2);
+        assert!(raw.rss > 0);
+        // Everything: io and net/dev too (the fd count is an fstat, not a read).
+        let (n, raw) = reads(&CollectSettings::all(true));
+        assert!(n >= 4, "{n} reads");
+        assert!(raw.fds > 0 && raw.stat.is_some());
     }
 
     #[test]

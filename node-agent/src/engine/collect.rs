@@ -178,7 +178,10 @@ impl Tick<'_> {
         };
         let raws: Vec<_> = pids
             .into_iter()
-            .filter_map(|p| Some((p, state.processes.read_raw(self.proc_root, p, net)?)))
+            .filter_map(|p| {
+                let collect = &state.target.profile.collect;
+                Some((p, state.processes.read_raw(self.proc_root, p, net, collect)?))
+            })
             .collect();
         let t = &state.target;
         let history = t.profile.history.size.max(0) as usize;

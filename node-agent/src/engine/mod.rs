@@ -68,6 +68,9 @@ pub struct EngineStatus {
     pub probes: Vec<ProbeStatus>,
     /// Whether every probe some target asks for is attached.
     pub probes_ok: bool,
+    /// Targets whose packet probes (networkBytes, dns, tcpRtt) are not measured although
+    /// attached on the node: their programs could not be attached at the target's cgroup.
+    pub packet_problems: Vec<(TargetKey, String)>,
     /// Data the agent cannot read (see [`crate::gaps`]), sorted.
     pub gaps: Vec<Gap>,
 }
@@ -187,12 +190,14 @@ impl Engine {
         }
         self.targets = next;
         if let Some(ebpf) = self.ebpf.as_mut() {
-            let wanted: Vec<(u64, BTreeSet<Probe>)> = self
+            let wanted: Vec<(u64, PathBuf, BTreeSet<Probe>)> = self
                 .targets
                 .values()
                 .filter_map(|s| {
                     let probes: BTreeSet<Probe> = s.target.profile.probes.active().collect();
-                    Some((ebpf.key_of(&s.target.cgroup)?, probes)).filter(|(_, p)| !p.is_empty())
+                    let cgroup = &s.target.cgroup;
+                    let dir = ebpf.dir_of(cgroup)?.to_path_buf();
+                    Some((ebpf.key_of(cgroup)?, dir, probes)).filter(|(_, _, p)| !p.is_empty())
                 })
                 .collect();
             ebpf.sync(&wanted);
@@ -258,7 +263,12 @@ impl Engine {
             let mut procs = None;
             if process_on {
                 let started = Instant::now();
-                let limit = memory_limit.or_else(|| resource::memory_limit(&state.target.cgroup));
+                // Memory percent needs the limit: read here only when the resource source did
+                // not, and only when memory is collected at all.
+                let limit = memory_limit.or_else(|| {
+                    let memory = state.target.profile.collect.memory;
+                    memory.then(|| resource::memory_limit(&state.target.cgroup)).flatten()
+                });
                 let base = (uptime, limit.or(self.mem_total), self.max_processes);
                 procs = tick.process(state, &labels, &mut self.net, base);
                 spent.process += started.elapsed();
@@ -360,6 +370,16 @@ impl Engine {
                 .collect(),
             probes,
             probes_ok,
+            packet_problems: ebpf.map_or_else(Vec::new, |e| {
+                let problems = e.packet_problems();
+                self.targets
+                    .values()
+                    .filter_map(|s| {
+                        let why = problems.get(&e.key_of(&s.target.cgroup)?)?;
+                        Some((s.target.key.clone(), why.clone()))
+                    })
+                    .collect()
+            }),
             gaps: gaps.into_iter().collect(),
         };
         self.status.send_if_modified(|status| {

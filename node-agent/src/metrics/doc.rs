@@ -36,15 +36,15 @@ fn self_metrics() -> Vec<Described> {
     let attached = ProbeStatus {
         probe: Probe::TcpRtt,
         state: ProbeState::Attached,
-        method: Some(AttachMethod::TpBtf),
+        method: Some(AttachMethod::CgroupSkb),
         reason: None,
     };
     ebpf.publish_statuses(&[attached]);
     let program = ProgramStats {
-        family: "tcp_rtt",
-        program: "pt_rtt_send_btf",
+        family: "packet",
+        program: "pt_pkt_ingress",
         id: 1,
-        method: AttachMethod::TpBtf,
+        method: AttachMethod::CgroupSkb,
         run_count: 1,
         run_time: Duration::from_micros(1),
         recursion_misses: 0,

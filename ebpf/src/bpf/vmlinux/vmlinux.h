@@ -89,7 +89,28 @@ struct signal_struct {
 	atomic_t live; /* threads of the group not yet exited */
 };
 
+/* The scheduler's accounting of a task (CONFIG_SCHED_INFO), in its run queue's clock. */
+struct sched_info {
+	unsigned long pcount;           /* times it was switched in */
+	unsigned long long run_delay;   /* time spent runnable, waiting for a CPU */
+	unsigned long long last_arrival; /* when it was last switched in */
+};
+
+struct rq {
+	u64 clock;
+};
+
+struct cfs_rq {
+	struct rq *rq;
+};
+
+struct sched_entity {
+	struct cfs_rq *cfs_rq;
+};
+
 struct task_struct {
+	struct sched_entity se;
+	struct sched_info sched_info;
 	int pid;
 	int tgid;
 	char comm[16];
@@ -114,14 +135,6 @@ struct trace_event_raw_sched_switch {
 	char next_comm[16];
 	int next_pid;
 	int next_prio;
-};
-
-struct trace_event_raw_sched_wakeup_template {
-	struct trace_entry ent;
-	char comm[16];
-	int pid;
-	int prio;
-	int target_cpu;
 };
 
 struct trace_event_raw_inet_sock_set_state {

@@ -63,6 +63,8 @@ pub struct EbpfMetrics {
     seconds: Family<ProgramLabels, Counter<f64>>,
     stats_enabled: Gauge,
     drops: Family<DropLabels, Counter>,
+    /// Cgroups the packet programs are attached at.
+    pub packet_cgroups: Gauge,
     /// Cumulative kernel values already added to the counters, by key.
     seen: BTreeMap<String, (u64, f64)>,
 }
@@ -103,6 +105,11 @@ impl EbpfMetrics {
             "bpf_drops",
             "Events the eBPF programs could not record (full maps, recursion), by reason",
             metrics.drops.clone(),
+        );
+        r.register(
+            "bpf_packet_cgroups",
+            "Cgroups the packet programs (networkBytes, dns, tcpRtt on cgroup_skb) are attached at: one per tracked cgroup that asks for one of them (a tracked cgroup inside another shares its link); the packets of other cgroups run no podtrace program",
+            metrics.packet_cgroups.clone(),
         );
         metrics
     }

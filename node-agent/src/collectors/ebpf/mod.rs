@@ -15,8 +15,10 @@
 pub mod crd;
 pub mod metrics;
 pub mod samples;
+pub mod tracefs;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use podtrace_api::{profile::Probe, status::ProbeStatus};
 use podtrace_ebpf::{Filter, ProbeConfig, ProbeState, Probes, Snapshot};
@@ -70,15 +72,18 @@ impl EbpfSource {
     }
 
     /// Attaches the union of the targets' probes, detaches the rest, and makes the tracked
-    /// cgroups those of `targets` (cgroup v2 id, probes). Errors are logged and reflected in the
-    /// statuses; the other probes and cgroups are unaffected.
-    pub fn sync(&mut self, targets: &[(u64, BTreeSet<Probe>)]) {
+    /// cgroups those of `targets` (key from [`EbpfSource::key_of`], directory from
+    /// [`EbpfSource::dir_of`], probes). Errors are logged and reflected in the statuses; the
+    /// other probes and cgroups are unaffected.
+    pub fn sync(&mut self, targets: &[(u64, PathBuf, BTreeSet<Probe>)]) {
         let Some(probes) = self.probes.as_mut() else { return };
-        let desired: BTreeMap<u64, BTreeSet<podtrace_ebpf::Probe>> = targets
+        let desired: BTreeMap<u64, (&Path, BTreeSet<podtrace_ebpf::Probe>)> = targets
             .iter()
-            .map(|(id, p)| (*id, p.iter().copied().map(crd::to_kernel).collect()))
+            .map(|(id, dir, p)| {
+                (*id, (dir.as_path(), p.iter().copied().map(crd::to_kernel).collect()))
+            })
             .collect();
-        let wanted: BTreeSet<_> = desired.values().flatten().copied().collect();
+        let wanted: BTreeSet<_> = desired.values().flat_map(|(_, p)| p).copied().collect();
         for probe in podtrace_ebpf::Probe::ALL {
             if wanted.contains(&probe) != self.enabled.contains(&probe) {
                 let status = probes.set_enabled(probe, wanted.contains(&probe));
@@ -94,17 +99,26 @@ impl EbpfSource {
             }
             self.tracked.remove(&id);
         }
-        for (id, wanted) in desired {
+        for (id, (dir, wanted)) in desired {
             if self.tracked.get(&id) == Some(&wanted) {
                 continue;
             }
-            match probes.track(id, wanted.iter().copied()) {
-                Ok(()) => {
+            match probes.track(dir, wanted.iter().copied()) {
+                Ok(tracked) if tracked == id => {
                     self.tracked.insert(id, wanted);
+                }
+                Ok(other) => {
+                    // The directory was replaced since it was resolved: the next rescan
+                    // resolves it again.
+                    tracing::warn!(cgroup_id = id, now = other, cgroup = %dir.display(), "the cgroup changed while being tracked");
+                    if let Err(e) = probes.untrack(other) {
+                        tracing::warn!(cgroup_id = other, error = %e, "untracking a cgroup failed");
+                    }
                 }
                 Err(e) => tracing::warn!(cgroup_id = id, error = %e, "tracking a cgroup failed"),
             }
         }
+        self.metrics.packet_cgroups.set(probes.packet_cgroups() as i64);
         self.metrics.publish_statuses(&self.kernel_statuses());
     }
 
@@ -139,6 +153,22 @@ impl EbpfSource {
             Filter::Cgroup => cgroup.v2_id,
             Filter::Process => cgroup.process_key(),
         }
+    }
+
+    /// The directory a target is tracked with (whose inode is [`EbpfSource::key_of`]): its v2
+    /// directory, where the packet programs attach, or with the process filter the directory
+    /// its processes are listed from.
+    pub fn dir_of<'a>(&self, cgroup: &'a crate::cgroup::Cgroup) -> Option<&'a Path> {
+        match self.filter {
+            Filter::Cgroup => cgroup.v2.as_deref(),
+            Filter::Process => cgroup.procs_dir().map(PathBuf::as_path),
+        }
+    }
+
+    /// Why the packet probes (networkBytes, dns, tcpRtt) do not measure a tracked cgroup, by
+    /// key: their programs could not be attached at it.
+    pub fn packet_problems(&self) -> BTreeMap<u64, String> {
+        self.probes.as_ref().map(Probes::packet_problems).unwrap_or_default()
     }
 
     /// One read of the kernel maps (`None` when nothing is loaded or the read failed, which is
