@@ -429,7 +429,10 @@ fn prometheus_scrapes_through_metrics_tls_and_metrics_auth() {
     // PrometheusRule go while their CRDs still exist (else helm uninstall fails half-way).
     let _installed = Installed { node, how: How::Helm };
     // Forced on (as with `helm template`), where the first test leaves them on `auto`.
-    install(node, &["--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"]);
+    install(
+        node,
+        &["--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"],
+    );
     namespace(node, APPS);
     workload::start(node, APPS, &["web"]);
     let out =
