@@ -237,11 +237,12 @@ mod tests {
             ],
             ..Default::default()
         };
-        let s = status(&NodeTraceSpec::default(), None, &engine, &KernelFeatures::default(), 16, 0);
+        let shared = SharedSettings::default();
+        let spec = NodeTraceSpec::default();
+        let s = status(&spec, &shared, None, &engine, &KernelFeatures::default(), 16, 0);
         let kernel = s.kernel.unwrap();
         assert_eq!(kernel.attach_types, [AttachMethod::TpBtf, AttachMethod::CgroupSkb]);
-        let none =
-            status(&NodeTraceSpec::default(), None, &EngineStatus::default(), &kernel, 16, 0);
+        let none = status(&spec, &shared, None, &EngineStatus::default(), &kernel, 16, 0);
         assert!(none.kernel.unwrap().attach_types.is_empty(), "nothing attached, nothing listed");
     }
 
@@ -300,7 +301,7 @@ mod tests {
         let why = "EPERM (Operation not permitted)".to_string();
         let packet =
             EngineStatus { packet_problems: vec![(targets[0].key.clone(), why)], ..engine.clone() };
-        let packet = status(&spec, Some(3), &packet, &KernelFeatures::default(), 16, 0);
+        let packet = status(&spec, &none, Some(3), &packet, &KernelFeatures::default(), 16, 0);
         assert_eq!((packet.pods[0].state, packet.pods[0].reason), (PodAttachState::Attached, None));
         let message = packet.pods[0].message.as_deref().unwrap_or_default();
         assert!(
