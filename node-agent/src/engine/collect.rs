@@ -260,5 +260,6 @@ pub(super) fn target_sample(
         resources,
         ebpf: EbpfSample::default(),
         export: t.profile.export.clone(),
+        unavailable: state.gaps.iter().filter(|g| g.source == "process").map(|g| g.data).collect(),
     }
 }

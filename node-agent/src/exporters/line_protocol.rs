@@ -63,6 +63,8 @@ pub fn encode_target(out: &mut String, t: &TargetSample) {
         }
     };
     if let (Some(m), Some(a)) = (&t.metrics, &t.aggregated) {
+        // What the agent was refused is left out (a line left without fields goes), never 0.
+        let refused = |data: &str| t.unavailable.contains(&data);
         let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[0], &[]));
         line.float("usage_percent", m.cpu_usage_percent);
         line.float("avg_usage", a.avg_cpu_usage);
@@ -79,23 +81,29 @@ pub fn encode_target(out: &mut String, t: &TargetSample) {
         line.end(ts);
 
         let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[2], &[]));
-        line.int("read_bytes", m.disk_read_bytes);
-        line.int("write_bytes", m.disk_write_bytes);
-        line.int("total_read_bytes", a.total_disk_read);
-        line.int("total_write_bytes", a.total_disk_write);
+        if !refused("io") {
+            line.int("read_bytes", m.disk_read_bytes);
+            line.int("write_bytes", m.disk_write_bytes);
+            line.int("total_read_bytes", a.total_disk_read);
+            line.int("total_write_bytes", a.total_disk_write);
+        }
         line.end(ts);
 
         let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[3], &[]));
-        line.int("rx_bytes", m.network_rx_bytes);
-        line.int("tx_bytes", m.network_tx_bytes);
-        line.int("total_rx_bytes", a.total_network_rx);
-        line.int("total_tx_bytes", a.total_network_tx);
+        if !refused("network") {
+            line.int("rx_bytes", m.network_rx_bytes);
+            line.int("tx_bytes", m.network_tx_bytes);
+            line.int("total_rx_bytes", a.total_network_rx);
+            line.int("total_tx_bytes", a.total_network_tx);
+        }
         line.end(ts);
 
         let mut line = Line::start(out, |o| tags(o, TARGET_MEASUREMENTS[4], &[]));
         line.int("uptime_seconds", m.uptime_seconds);
         line.int("thread_count", m.thread_count);
-        line.int("file_descriptor_count", m.file_descriptor_count);
+        if !refused("fds") {
+            line.int("file_descriptor_count", m.file_descriptor_count);
+        }
         line.int("sample_count", a.sample_count);
         line.string("pod_uid", &t.pod_uid);
         line.end(ts);
@@ -295,6 +303,7 @@ mod tests {
             resources: Default::default(),
             ebpf: Default::default(),
             export: podtrace_api::presets::Preset::Standard.spec().export,
+            unavailable: vec![],
         }
     }
 
@@ -324,6 +333,19 @@ mod tests {
             ),
         ];
         assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    }
+
+    /// Refused data is left out: the disk line goes (no field left), the descriptor count goes,
+    /// the rest stays.
+    #[test]
+    fn refused_data_is_left_out_not_written_as_zero() {
+        let mut t = target("shop", "web-0", "app");
+        t.unavailable = vec!["fds", "io"];
+        let mut out = String::new();
+        encode_target(&mut out, &t);
+        assert!(!out.contains("podtrace_disk,"), "{out}");
+        assert!(!out.contains("file_descriptor_count"), "{out}");
+        assert!(out.contains("podtrace_network,") && out.contains("thread_count=2i"), "{out}");
     }
 
     #[test]

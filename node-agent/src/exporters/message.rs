@@ -15,9 +15,12 @@
 //! monitoring-profiles reference, so consumers written for it read podtrace's messages unchanged.
 //! podtrace adds `resources` (per cgroup resource: usage, limit, utilization and alert level)
 //! and `ebpf` (the probes' latency counts, sums and latest values, and their byte counters);
-//! an object whose source did not run for the container is left out.
+//! an object whose source did not run for the container is left out. A field the agent was
+//! refused (`/proc/<pid>/io`, `fd` or `ns/net` without the capability, see [`crate::gaps`]) is
+//! left out of `metrics` and `aggregated` too, and named in `unavailable` (`io`, `fds`,
+//! `network`), so that no consumer reads it as 0.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::time::SystemTime;
 
 use crate::sample::{
@@ -43,10 +46,13 @@ pub struct MqttMessage<'a> {
     pub container: &'a str,
     /// The latest sample of its processes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<&'a ProcessMetrics>,
+    pub metrics: Option<Measured<'a, ProcessMetrics>>,
     /// The aggregates.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aggregated: Option<&'a AggregatedMetrics>,
+    pub aggregated: Option<Measured<'a, AggregatedMetrics>>,
+    /// What the agent was refused, left out of `metrics` and `aggregated`.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub unavailable: &'a [&'static str],
     /// The cgroup's resources by type.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: &'a BTreeMap<&'static str, ResourceSample>,
@@ -63,8 +69,12 @@ impl<'a> From<&'a TargetSample> for MqttMessage<'a> {
             namespace: &t.namespace,
             pod: &t.pod,
             container: &t.container,
-            metrics: t.metrics.as_ref(),
-            aggregated: t.aggregated.as_ref(),
+            metrics: t.metrics.as_ref().map(|m| Measured::new(m, &t.unavailable, METRICS_FIELDS)),
+            aggregated: t
+                .aggregated
+                .as_ref()
+                .map(|a| Measured::new(a, &t.unavailable, AGGREGATED_FIELDS)),
+            unavailable: &t.unavailable,
             resources: &t.resources,
             ebpf: &t.ebpf,
         }
@@ -91,10 +101,13 @@ pub struct PodMessage<'a> {
     pub timestamp: SystemTime,
     /// The latest sample of its processes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<&'a ProcessMetrics>,
+    pub metrics: Option<Measured<'a, ProcessMetrics>>,
     /// The aggregates.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aggregated: Option<&'a AggregatedMetrics>,
+    pub aggregated: Option<Measured<'a, AggregatedMetrics>>,
+    /// What the agent was refused, left out of `metrics` and `aggregated`.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub unavailable: &'a [&'static str],
     /// The cgroup's resources by type.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: &'a BTreeMap<&'static str, ResourceSample>,
@@ -114,11 +127,60 @@ impl<'a> PodMessage<'a> {
             pod_uid: &t.pod_uid,
             container: &t.container,
             timestamp: t.timestamp,
-            metrics: t.metrics.as_ref(),
-            aggregated: t.aggregated.as_ref(),
+            metrics: t.metrics.as_ref().map(|m| Measured::new(m, &t.unavailable, METRICS_FIELDS)),
+            aggregated: t
+                .aggregated
+                .as_ref()
+                .map(|a| Measured::new(a, &t.unavailable, AGGREGATED_FIELDS)),
+            unavailable: &t.unavailable,
             resources: &t.resources,
             ebpf: &t.ebpf,
         }
+    }
+}
+
+/// The fields of `metrics` each refused `data` leaves out.
+const METRICS_FIELDS: &[(&str, &[&str])] = &[
+    ("io", &["disk_read_bytes", "disk_write_bytes"]),
+    ("network", &["network_rx_bytes", "network_tx_bytes"]),
+    ("fds", &["file_descriptor_count"]),
+];
+/// The fields of `aggregated` each refused `data` leaves out.
+const AGGREGATED_FIELDS: &[(&str, &[&str])] = &[
+    ("io", &["total_disk_read", "total_disk_write"]),
+    ("network", &["total_network_rx", "total_network_tx"]),
+];
+
+/// `value` without the fields its refused data (`unavailable`) names in `fields`. Written by
+/// hand because serde's `skip_serializing_if` decides per type, not per message.
+#[derive(Debug)]
+pub struct Measured<'a, T> {
+    value: &'a T,
+    left_out: Vec<&'static str>,
+}
+
+impl<'a, T> Measured<'a, T> {
+    fn new(value: &'a T, unavailable: &[&str], fields: &[(&str, &'static [&'static str])]) -> Self {
+        let left_out = fields
+            .iter()
+            .filter(|(data, _)| unavailable.contains(data))
+            .flat_map(|(_, f)| f.iter().copied())
+            .collect();
+        Measured { value, left_out }
+    }
+}
+
+impl<T: Serialize> Serialize for Measured<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.left_out.is_empty() {
+            return self.value.serialize(s);
+        }
+        // Rare (a node whose agent lacks a capability): the detour through a JSON map is fine.
+        let mut v = serde_json::to_value(self.value).map_err(serde::ser::Error::custom)?;
+        if let Some(map) = v.as_object_mut() {
+            self.left_out.iter().for_each(|f| drop(map.remove(*f)));
+        }
+        v.serialize(s)
     }
 }
 
@@ -193,6 +255,7 @@ pub(crate) fn test_target() -> TargetSample {
         resources: BTreeMap::new(),
         ebpf: EbpfSample::default(),
         export: podtrace_api::presets::Preset::Standard.spec().export,
+        unavailable: vec![],
     }
 }
 
@@ -241,12 +304,37 @@ mod tests {
             resources: BTreeMap::new(),
             ebpf: EbpfSample::default(),
             export: podtrace_api::presets::Preset::Standard.spec().export,
+            unavailable: vec![],
         };
         let ours = serde_json::to_value(MqttMessage::from(&target)).unwrap();
         let mut reference: serde_json::Value = serde_json::from_str(REFERENCE).unwrap();
         let extra = serde_json::json!({"namespace": "ns", "pod": "p", "container": "c"});
         reference.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         assert_eq!(ours, reference);
+    }
+
+    /// What the agent was refused is left out and named, not sent as 0, in both messages.
+    #[test]
+    fn refused_fields_are_left_out_and_named() {
+        let mut t = test_target();
+        t.unavailable = vec!["fds", "io"];
+        for v in [
+            serde_json::to_value(MqttMessage::from(&t)).unwrap(),
+            serde_json::to_value(PodMessage::new(&t, "i")).unwrap(),
+        ] {
+            assert_eq!(v["unavailable"], serde_json::json!(["fds", "io"]), "{v:#}");
+            let (m, a) = (v["metrics"].as_object().unwrap(), v["aggregated"].as_object().unwrap());
+            for gone in ["disk_read_bytes", "disk_write_bytes", "file_descriptor_count"] {
+                assert!(!m.contains_key(gone), "{gone} in {v:#}");
+            }
+            assert!(!a.contains_key("total_disk_read") && !a.contains_key("total_disk_write"));
+            // The rest is still there, with its values.
+            assert_eq!((&m["network_rx_bytes"], &m["thread_count"]), (&2048.into(), &2.into()));
+            assert_eq!(a["total_network_rx"], 12_288);
+        }
+        // Nothing refused: no `unavailable` key, every field.
+        let v = serde_json::to_value(MqttMessage::from(&test_target())).unwrap();
+        assert!(v.get("unavailable").is_none() && v["metrics"]["disk_read_bytes"] == 1_048_576);
     }
 
     /// Besides the reference's objects, the container's resources with their alert levels and

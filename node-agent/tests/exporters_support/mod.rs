@@ -403,6 +403,7 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
             }],
         },
         export: all(),
+        unavailable: vec![],
     }
 }
 
