@@ -44,21 +44,9 @@ pub struct MqttMessage<'a> {
     pub pod: &'a str,
     /// The container's name.
     pub container: &'a str,
-    /// The latest sample of its processes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Measured<'a, ProcessMetrics>>,
-    /// The aggregates.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub aggregated: Option<Measured<'a, AggregatedMetrics>>,
-    /// What the agent was refused, left out of `metrics` and `aggregated`.
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub unavailable: &'a [&'static str],
-    /// The cgroup's resources by type.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub resources: &'a BTreeMap<&'static str, ResourceSample>,
-    /// The eBPF probes' series.
-    #[serde(skip_serializing_if = "EbpfSample::is_empty")]
-    pub ebpf: &'a EbpfSample,
+    /// What was measured.
+    #[serde(flatten)]
+    pub measured: Measurements<'a>,
 }
 
 impl<'a> From<&'a TargetSample> for MqttMessage<'a> {
@@ -69,14 +57,7 @@ impl<'a> From<&'a TargetSample> for MqttMessage<'a> {
             namespace: &t.namespace,
             pod: &t.pod,
             container: &t.container,
-            metrics: t.metrics.as_ref().map(|m| Measured::new(m, &t.unavailable, METRICS_FIELDS)),
-            aggregated: t
-                .aggregated
-                .as_ref()
-                .map(|a| Measured::new(a, &t.unavailable, AGGREGATED_FIELDS)),
-            unavailable: &t.unavailable,
-            resources: &t.resources,
-            ebpf: &t.ebpf,
+            measured: Measurements::of(t),
         }
     }
 }
@@ -99,6 +80,30 @@ pub struct PodMessage<'a> {
     /// When it was collected.
     #[serde(with = "rfc3339")]
     pub timestamp: SystemTime,
+    /// What was measured.
+    #[serde(flatten)]
+    pub measured: Measurements<'a>,
+}
+
+impl<'a> PodMessage<'a> {
+    /// The message of `t`, sent by the agent `instance_id`.
+    pub fn new(t: &'a TargetSample, instance_id: &'a str) -> Self {
+        PodMessage {
+            node: &t.node,
+            instance_id,
+            namespace: &t.namespace,
+            pod: &t.pod,
+            pod_uid: &t.pod_uid,
+            container: &t.container,
+            timestamp: t.timestamp,
+            measured: Measurements::of(t),
+        }
+    }
+}
+
+/// The objects both pod messages carry after their identity.
+#[derive(Debug, Serialize)]
+pub struct Measurements<'a> {
     /// The latest sample of its processes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Measured<'a, ProcessMetrics>>,
@@ -116,23 +121,16 @@ pub struct PodMessage<'a> {
     pub ebpf: &'a EbpfSample,
 }
 
-impl<'a> PodMessage<'a> {
-    /// The message of `t`, sent by the agent `instance_id`.
-    pub fn new(t: &'a TargetSample, instance_id: &'a str) -> Self {
-        PodMessage {
-            node: &t.node,
-            instance_id,
-            namespace: &t.namespace,
-            pod: &t.pod,
-            pod_uid: &t.pod_uid,
-            container: &t.container,
-            timestamp: t.timestamp,
-            metrics: t.metrics.as_ref().map(|m| Measured::new(m, &t.unavailable, METRICS_FIELDS)),
+impl<'a> Measurements<'a> {
+    fn of(t: &'a TargetSample) -> Self {
+        let unavailable = &t.unavailable;
+        Measurements {
+            metrics: t.metrics.as_ref().map(|m| Measured::new(m, unavailable, METRICS_FIELDS)),
             aggregated: t
                 .aggregated
                 .as_ref()
-                .map(|a| Measured::new(a, &t.unavailable, AGGREGATED_FIELDS)),
-            unavailable: &t.unavailable,
+                .map(|a| Measured::new(a, unavailable, AGGREGATED_FIELDS)),
+            unavailable,
             resources: &t.resources,
             ebpf: &t.ebpf,
         }
