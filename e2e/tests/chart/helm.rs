@@ -115,7 +115,10 @@ fn helm_install_and_upgrade_succeed_on_a_fresh_cluster() {
         assert!(deploy.contains(want), "{want} missing after install:\n{deploy}");
     }
     let crds = cp.kubectl_ok(&["get", "crd", "-o", "name"]).unwrap();
-    assert_eq!(crds.matches("podtrace.dev").count(), 3, "{crds}");
+    // Every CRD the chart ships (crds/ holds one file per CRD).
+    let shipped = std::fs::read_dir(format!("{}/files/crds", chart())).unwrap().count();
+    assert_eq!(shipped, 4, "MonitoringProfile, PodTrace, PodTraceProfile, NodeTrace");
+    assert_eq!(crds.matches("podtrace.dev").count(), shipped, "{crds}");
 
     // An upgrade changes a value and keeps the release working.
     helm(
