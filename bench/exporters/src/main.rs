@@ -167,6 +167,7 @@ fn batch(n: usize) -> PushBatch {
                 resources: Default::default(),
                 ebpf: Default::default(),
                 export: podtrace_api::presets::Preset::Standard.spec().export,
+                unavailable: vec![],
             }
         })
         .collect();
