@@ -646,7 +646,11 @@ t.start(); t.join()
     let unclosed = snap.drops.unclosed_blocks - before;
     eprintln!("{voluntary} voluntary switches, {h:?}, {unclosed} unclosed");
     assert!(voluntary >= sleeps * 99 / 100, "the thread blocked in almost every sleep");
-    assert_eq!((h.count, unclosed), (voluntary, 0));
+    // None lost: every voluntary switch of the loop is a block. The comm is set just before
+    // the first reading of the switch count, and a switch in between (opening the status file
+    // can block) makes one block more than the loop's count: at most that one.
+    assert_eq!(unclosed, 0, "{h:?}");
+    assert!((voluntary..=voluntary + 1).contains(&h.count), "{voluntary} switches: {h:?}");
     assert!(h.sum_ns >= sleeps * 450_000, "every sleep is a block of about 0.5 ms: {h:?}");
     untrack(&cg)
 }
