@@ -421,11 +421,33 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-struct Agent(Child);
+/// The agent binary in standalone mode on free loopback ports, killed on drop.
+struct Agent {
+    child: Child,
+    metrics: u16,
+    health: u16,
+    admin: u16,
+}
+
+impl Agent {
+    fn standalone(config: &Path) -> Agent {
+        let (metrics, health, admin) = (free_port(), free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
+            .args(["standalone", "--config", config.to_str().unwrap()])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Agent { child, metrics, health, admin }
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -446,17 +468,8 @@ fn standalone_agent_serves_the_cgroup_and_the_admin_channel_switches_a_source_of
         ),
     )
     .unwrap();
-    let (metrics, health, admin_port) = (free_port(), free_port(), free_port());
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
-            .args(["standalone", "--config", config.to_str().unwrap()])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-            .args(["--health-addr", &format!("127.0.0.1:{health}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let agent = Agent::standalone(&config);
+    let (metrics, health, admin_port) = (agent.metrics, agent.health, agent.admin);
     let resource = format!(
         "podtrace_resource_usage_bytes{{resource_type=\"memory\",namespace=\"t\",pod=\"admin\",container=\"{}\"}}",
         g.relative.trim_start_matches('/')
@@ -644,17 +657,8 @@ fn the_agent_binary_mounts_tracefs_for_itself_and_fs_probes_use_the_syscall_trac
         ),
     )
     .unwrap();
-    let (metrics, health, admin_port) = (free_port(), free_port(), free_port());
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
-            .args(["standalone", "--config", config.to_str().unwrap()])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-            .args(["--health-addr", &format!("127.0.0.1:{health}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let agent = Agent::standalone(&config);
+    let metrics = agent.metrics;
     let info = "podtrace_agent_probe_info{probe=\"fsBytes\",method=\"tracepoint\"} 1";
     wait_for("fsBytes on the per-syscall tracepoints", || {
         std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
