@@ -9,6 +9,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE="${DEMO_DIR:-$HOME/.cache/podtrace/demo-standalone}"
 METRICS_ADDR="${PODTRACE_METRICS_ADDR:-127.0.0.1:3000}"
+# The agent's own variables choose the other two ports too (a test gives free ones).
+HEALTH_ADDR="${PODTRACE_HEALTH_ADDR:-127.0.0.1:50100}"
+ADMIN_ADDR="${PODTRACE_ADMIN_ADDR:-127.0.0.1:2323}"
 CGROUP=/podtrace-demo
 
 if [[ $(id -u) != 0 ]]; then
@@ -124,18 +127,18 @@ spec:
 YAML
 
 "$AGENT" standalone --config "$STATE/agent.yaml" --metrics-addr "$METRICS_ADDR" \
-  --health-addr 127.0.0.1:50100 --admin-addr 127.0.0.1:2323 >"$STATE/agent.log" 2>&1 &
+  --health-addr "$HEALTH_ADDR" --admin-addr "$ADMIN_ADDR" >"$STATE/agent.log" 2>&1 &
 AGENT_PID=$!
 for _ in $(seq 100); do
-  "$AGENT" health live --endpoint 127.0.0.1:50100 >/dev/null 2>&1 && break
+  "$AGENT" health live --endpoint "$HEALTH_ADDR" >/dev/null 2>&1 && break
   kill -0 "$AGENT_PID" 2>/dev/null || { echo "demo: the agent stopped; its log:"; cat "$STATE/agent.log"; exit 1; }
   sleep 0.2
 done
 cat <<INFO
 demo: podtrace-agent runs in standalone mode on $CGROUP/{web,batch}
   metrics:        curl -s http://$METRICS_ADDR/metrics | grep -E 'podtrace_(resource|rtt|latency|network|fs|cpu_block)'
-  health:         $AGENT health live --endpoint 127.0.0.1:50100
-  admin channel:  echo 'Mprocess:disable' | python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",2323)); s.sendall(sys.stdin.read().encode()); print(s.recv(100).decode())'
+  health:         $AGENT health live --endpoint $HEALTH_ADDR
+  admin channel:  echo 'Mprocess:disable' | python3 -c 'import socket,sys; s=socket.create_connection(("${ADMIN_ADDR%:*}",${ADMIN_ADDR##*:})); s.sendall(sys.stdin.read().encode()); print(s.recv(100).decode())'
   config:         $STATE/agent.yaml (edit it: the agent reloads it)   log: $STATE/agent.log
 INFO
 sleep 5

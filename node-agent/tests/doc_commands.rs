@@ -60,14 +60,18 @@ fn every_sh_block_of_the_documentation_runs() {
         {
             continue;
         }
-        // A port of its own for the demo's /metrics.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        drop(listener);
+        // Ports of its own for the demo's /metrics, health and admin channel.
+        let free = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let (metrics, health, admin) = (free(), free(), free());
         let env = [
             ("PATH", path.as_ref()),
             ("DEMO_SECONDS", "2".as_ref()),
-            ("PODTRACE_METRICS_ADDR", addr.as_ref()),
+            ("PODTRACE_METRICS_ADDR", metrics.as_ref()),
+            ("PODTRACE_HEALTH_ADDR", health.as_ref()),
+            ("PODTRACE_ADMIN_ADDR", admin.as_ref()),
         ];
         if let Err(failure) = run_block(&block, &root(), &env) {
             panic!("{failure}");
