@@ -14,6 +14,8 @@
 //!        └── NodeTraceSpec::settings_for (agent): merge::merge_profiles over by=
 //! ```
 //!
+//! It also holds what the agent and the `kubectl podtrace` plugin both read: the `top` table over an agent's `/metrics` ([`top`]).
+//!
 //! Nothing in this crate does I/O; everything is plain data and functions with unit tests.
 
 pub mod catalog;
@@ -28,6 +30,7 @@ pub mod podtraceprofile;
 pub mod presets;
 pub mod profile;
 pub mod status;
+pub mod top;
 
 pub use effective::{EffectiveProfile, ProfileError, ProfileSource};
 pub use nodetrace::{NodeTrace, NodeTraceSpec, NodeTraceStatus};

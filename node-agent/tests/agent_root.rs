@@ -8,9 +8,8 @@ use podtrace_agent::{
     engine::Engine,
     metrics::{Labels, Sources, Store, TargetKey, agent::AgentMetrics},
     targets::Target,
-    top::parse_line,
 };
-use podtrace_api::{MonitoringProfileSpec, profile::Probe};
+use podtrace_api::{MonitoringProfileSpec, profile::Probe, top::parse_line};
 use std::{
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
