@@ -14,7 +14,8 @@
 //!        └── NodeTraceSpec::settings_for (agent): merge::merge_profiles over by=
 //! ```
 //!
-//! It also holds what the agent and the `kubectl podtrace` plugin both read: the `top` table over an agent's `/metrics` ([`top`]).
+//! It also holds what the agent and the `kubectl podtrace` plugin both read: the health levels
+//! ([`health`]) and the `top` table over an agent's `/metrics` ([`top`]).
 //!
 //! Nothing in this crate does I/O; everything is plain data and functions with unit tests.
 
@@ -23,6 +24,7 @@ pub mod crds;
 pub mod duration;
 pub mod effective;
 pub mod hash;
+pub mod health;
 pub mod merge;
 pub mod nodetrace;
 pub mod podtrace;

@@ -106,7 +106,7 @@ pub enum PodAttachReason {
 
 /// A status enum's name in JSON (`tp_btf`, `tcpRtt`, `CgroupNotFound`), as status lines
 /// write it.
-pub(crate) fn name_of(value: &impl Serialize) -> String {
+pub fn name_of(value: &impl Serialize) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,
         other => unreachable!("status enums serialize as strings, not {other:?}"),

@@ -25,29 +25,7 @@ use std::{collections::BTreeMap, time::Duration};
 pub const SERVICES: [&str; 4] =
     ["podtrace.probes", "podtrace.kubernetes", "podtrace.exporters", "podtrace.collectors"];
 
-/// A health level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Level {
-    /// Everything works.
-    Optimal,
-    /// Works, some data is missing.
-    Healthy,
-    /// Works on a stale configuration.
-    Degraded,
-    /// Not working.
-    Unhealthy,
-}
-
-impl Level {
-    /// The process exit code for `health live`.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Level::Optimal | Level::Healthy => 0,
-            Level::Degraded => 1,
-            Level::Unhealthy => 3,
-        }
-    }
-}
+pub use podtrace_api::health::Level;
 
 /// A service's answer: `Some(true)` SERVING, `Some(false)` anything else, `None` no answer.
 pub type Answers = BTreeMap<String, Option<bool>>;
