@@ -4,7 +4,9 @@ SHELL := bash
 CARGO ?= cargo
 DEMO_DIR ?= $(HOME)/.cache/podtrace/demo
 
-.PHONY: help setup build images generate check-generated lint unit e2e test demo demo-cluster demo-down
+PREFIX ?= /usr/local
+
+.PHONY: help setup build images generate check-generated lint unit e2e test demo demo-cluster demo-down kubectl-plugin install-kubectl-plugin
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -38,7 +40,7 @@ images: ## Build the operator and agent images (OCI archives in target/images, n
 	bash scripts/images.sh
 
 e2e: images ## End-to-end tests: a real kube-apiserver + etcd, and a real node (kubelet, containerd) running the images
-	$(CARGO) build -p podtrace-operator -p podtrace-agent
+	$(CARGO) build -p podtrace-operator -p podtrace-agent -p kubectl-podtrace
 	$(CARGO) build -p podtrace-ebpf --example probe_status
 	bash scripts/images.sh pause workload prometheus prometheus-operator prometheus-config-reloader
 	$(CARGO) test -p podtrace-e2e
@@ -52,6 +54,12 @@ bench-ebpf: ## Agent overhead per preset: requests/s, CPU and eBPF runs per requ
 	bash bench/ebpf/run.sh
 
 test: setup lint check-generated unit e2e ## Everything CI runs
+
+kubectl-plugin: ## Build the kubectl plugin (target/release/kubectl-podtrace: copy it onto the PATH, then `kubectl podtrace`)
+	$(CARGO) build --release -p kubectl-podtrace
+
+install-kubectl-plugin: kubectl-plugin ## Copy kubectl-podtrace to $(PREFIX)/bin
+	install -m 0755 target/release/kubectl-podtrace $(PREFIX)/bin/kubectl-podtrace
 
 demo: ## Run the agent standalone on a demo workload in its own cgroups and show `top` (Ctrl-C stops all)
 	bash scripts/setup.sh --packages-only
