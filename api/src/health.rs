@@ -29,9 +29,15 @@ impl Level {
     }
 }
 
+/// Its name, padded as the format asks (tables align on it).
 impl std::fmt::Display for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self, f)
+        f.pad(match self {
+            Level::Optimal => "Optimal",
+            Level::Healthy => "Healthy",
+            Level::Degraded => "Degraded",
+            Level::Unhealthy => "Unhealthy",
+        })
     }
 }
 
@@ -49,6 +55,6 @@ mod tests {
             .map(Level::exit_code)
             .into();
         assert_eq!(codes, [0, 0, 1, 3]);
-        assert_eq!(Level::Degraded.to_string(), "Degraded");
+        assert_eq!(format!("{:<10}|", Level::Degraded), "Degraded  |");
     }
 }

@@ -7,4 +7,5 @@ mod chart;
 mod docs;
 mod node;
 mod operator;
+mod plugin;
 mod scrape;

@@ -291,35 +291,26 @@ fn operator_level(o: &Observed) -> OperatorHealth {
     h
 }
 
-/// The report as a table.
+/// The report as a table: the operator's line, then one per agent.
 pub fn render(r: &Report) -> String {
-    let mut s =
-        format!("{:<10} {:<24} {:<40} {:<10} {}\n", "COMPONENT", "NODE", "POD", "LEVEL", "REASONS");
     let o = &r.operator;
     let pods: Vec<&str> = o.replicas.keys().map(String::as_str).collect();
     let mut reasons = o.reasons.clone();
     if let Some(l) = &o.leader {
         reasons.insert(0, format!("leader {l}"));
     }
-    let _ = writeln!(
-        s,
-        "{:<10} {:<24} {:<40} {:<10} {}",
-        "operator",
-        "-",
-        if pods.is_empty() { "-".into() } else { pods.join(",") },
-        o.level,
-        reasons.join("; ")
-    );
+    let operator_pods = if pods.is_empty() { "-".to_owned() } else { pods.join(",") };
+    let mut lines = vec![("operator", "-", operator_pods.as_str(), o.level, reasons.join("; "))];
     for a in &r.agents {
-        let _ = writeln!(
-            s,
-            "{:<10} {:<24} {:<40} {:<10} {}",
-            "agent",
-            a.node,
-            a.pod,
-            a.level,
-            a.reasons.join("; ")
-        );
+        lines.push(("agent", &a.node, &a.pod, a.level, a.reasons.join("; ")));
+    }
+    // Columns as wide as their longest value, as kubectl's tables.
+    let node = lines.iter().map(|l| l.1.len()).max().unwrap_or(0).max(4);
+    let pod = lines.iter().map(|l| l.2.len()).max().unwrap_or(0).max(3);
+    let mut s =
+        format!("{:<9} {:<node$} {:<pod$} {:<9} REASONS\n", "COMPONENT", "NODE", "POD", "LEVEL");
+    for (component, n, p, level, why) in lines {
+        let _ = writeln!(s, "{component:<9} {n:<node$} {p:<pod$} {level:<9} {why}");
     }
     let _ = writeln!(s, "\noverall: {}", r.level);
     s

@@ -270,16 +270,21 @@ pub fn render(report: &Report) -> String {
         if i > 0 {
             s.push('\n');
         }
+        // Columns as wide as their longest value, as kubectl's tables.
+        let ns = pt.namespace.len().max(9);
+        let name = pt.name.len().max(4);
+        let profile = pt.profile.as_deref().map_or(1, str::len).max(7);
+        let node = pt.nodes.iter().map(|n| n.node.len()).max().unwrap_or(0).max(4);
         let _ = writeln!(
             s,
-            "{:<20} {:<24} {:<16} {:>7} {:>11} {:>13} CONDITIONS",
+            "{:<ns$} {:<name$} {:<profile$} {:>7} {:>11} {:>13} CONDITIONS",
             "NAMESPACE", "NAME", "PROFILE", "MATCHED", "READY NODES", "SERIES (EST.)"
         );
         let conditions: Vec<String> =
             pt.conditions.iter().map(|(t, v)| format!("{t}={v}")).collect();
         let _ = writeln!(
             s,
-            "{:<20} {:<24} {:<16} {:>7} {:>11} {:>13} {}{}{}",
+            "{:<ns$} {:<name$} {:<profile$} {:>7} {:>11} {:>13} {}{}{}",
             pt.namespace,
             pt.name,
             pt.profile.as_deref().unwrap_or("-"),
@@ -293,7 +298,7 @@ pub fn render(report: &Report) -> String {
         if !pt.nodes.is_empty() {
             let _ = writeln!(
                 s,
-                "  {:<24} {:>4} {:>8} {:>7} {:>6} {:>7} {:>14} {:>14}  PROBES",
+                "  {:<node$} {:>4} {:>8} {:>7} {:>6} {:>7} {:>14} {:>14}  PROBES",
                 "NODE",
                 "PODS",
                 "ATTACHED",
@@ -312,7 +317,7 @@ pub fn render(report: &Report) -> String {
                 n.probes.iter().map(|(p, how)| format!("{p}:{how}")).collect();
             let _ = writeln!(
                 s,
-                "  {:<24} {:>4} {:>8} {:>7} {:>6} {:>7} {:>14} {:>14}  {}",
+                "  {:<node$} {:>4} {:>8} {:>7} {:>6} {:>7} {:>14} {:>14}  {}",
                 n.node,
                 n.pods,
                 n.attached,

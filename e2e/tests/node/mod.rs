@@ -4,6 +4,7 @@
 
 mod gaps;
 mod install;
+mod plugin;
 mod prometheus;
 mod rbac;
 mod workload;

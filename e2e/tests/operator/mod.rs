@@ -1,7 +1,7 @@
 //! The operator against the real API server, run as a process (`target/debug/podtrace-operator`).
 
 mod availability;
-mod fixture;
+pub(crate) mod fixture;
 mod formats;
 mod lifecycle;
 mod profiles;

@@ -105,7 +105,7 @@ fn each_agent_gets_the_level_its_pod_nodetrace_and_metrics_give() {
     assert_eq!(r.operator.leader.as_deref(), Some("op-1"));
     assert_eq!(r.level, Level::Unhealthy);
     let table = render(&r);
-    assert!(table.contains("operator   -                        op-1,op-2"), "{table}");
+    assert!(table.contains("operator  -    op-1,op-2 Optimal   leader op-1"), "{table}");
     assert!(table.ends_with("overall: Unhealthy\n"), "{table}");
 }
 

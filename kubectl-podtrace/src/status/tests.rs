@@ -74,7 +74,7 @@ fn a_podtrace_joins_its_node_lines_with_the_agents_status() {
         "the other PodTrace's failed pod is not this one's"
     );
     let table = render(&r);
-    assert!(table.contains("shop                 web"), "{table}");
+    assert!(table.contains("shop      web  daemon"), "{table}");
     assert!(table.contains("1/2"), "{table}");
     assert!(table.contains("dns:Unavailable tcpRtt:tp_btf"), "{table}");
     assert!(table.contains("  ! node-b: pod shop/web-1 Pending"), "{table}");
