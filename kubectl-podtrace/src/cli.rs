@@ -144,4 +144,19 @@ mod tests {
         let err = Cli::try_parse_from(["kubectl-podtrace", "status", "-o", "wide"]).unwrap_err();
         assert!(err.to_string().contains("table, json, yaml"), "{err}");
     }
+
+    #[test]
+    fn completions_know_every_subcommand_and_flag() {
+        use clap::CommandFactory;
+        for shell in
+            [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish]
+        {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kubectl-podtrace", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for word in ["status", "top", "health", "all-namespaces", "system-namespace"] {
+                assert!(script.contains(word), "{shell}: {word} missing");
+            }
+        }
+    }
 }

@@ -31,12 +31,9 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> error::Result<u8> {
     let Cli { cluster: args, command } = cli;
     if let Command::Completion { shell } = command {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "kubectl-podtrace",
-            &mut std::io::stdout(),
-        );
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "kubectl-podtrace", &mut script);
+        output::write(&script)?;
         return Ok(0);
     }
     let cluster = cluster::Cluster::connect(&args).await?;

@@ -4,6 +4,7 @@
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result, api, describe};
+use crate::output;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, ResourceExt, api::ListParams};
 use podtrace_api::top::{Key, Row, render, rows};
@@ -53,15 +54,26 @@ pub async fn read(cluster: &Cluster, scope: &Scope<'_>) -> Result<Reading> {
     for (pod, result) in futures::future::join_all(reads).await {
         match result {
             Ok(text) => {
-                reading.rows.extend(rows(&text).into_iter().filter(|((ns, name, _), _)| {
-                    cluster.namespace.as_ref().is_none_or(|n| n == ns)
-                        && wanted.as_ref().is_none_or(|w| w.contains(&(ns.clone(), name.clone())))
+                reading.rows.extend(rows(&text).into_iter().filter(|(key, _)| {
+                    in_scope(key, cluster.namespace.as_deref(), wanted.as_ref())
                 }))
             }
             Err(e) => reading.problems.push(problem(pod, &e)),
         }
     }
     Ok(reading)
+}
+
+/// Whether the row of `key` is one to show: in the namespace of `-n` (any with `-A`), and of a
+/// pod `-l` selected (when given).
+fn in_scope(
+    key: &Key,
+    namespace: Option<&str>,
+    wanted: Option<&BTreeSet<(String, String)>>,
+) -> bool {
+    let (ns, pod, _) = key;
+    namespace.is_none_or(|n| n == ns)
+        && wanted.is_none_or(|w| w.contains(&(ns.clone(), pod.clone())))
 }
 
 /// The pods `-l selector` selects in the scope of `-n`/`-A`, as (namespace, name).
@@ -107,17 +119,34 @@ pub async fn run(cluster: &Cluster, scope: &Scope<'_>, every: Duration, once: bo
             table += &format!("warning: {p}\n");
         }
         if once {
-            print!("{table}");
-            return Ok(());
+            return output::write(table.as_bytes());
         }
-        print!(
+        let screen = format!(
             "\x1b[2J\x1b[H kubectl podtrace top — {} agents — every {every:?} — Ctrl-C to quit\n\n{table}",
             reading.agents
         );
+        output::write(screen.as_bytes())?;
         previous = Some((reading.rows, Instant::now()));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_kept_by_namespace_and_by_the_pods_of_the_selector() {
+        let key = |ns: &str, pod: &str| (ns.to_owned(), pod.to_owned(), "app".to_owned());
+        let wanted: BTreeSet<_> = [("shop".to_owned(), "web-1".to_owned())].into();
+        assert!(in_scope(&key("shop", "web-2"), Some("shop"), None));
+        assert!(!in_scope(&key("other", "web-2"), Some("shop"), None));
+        assert!(in_scope(&key("other", "x"), None, None), "-A");
+        assert!(in_scope(&key("shop", "web-1"), None, Some(&wanted)));
+        assert!(!in_scope(&key("shop", "web-2"), Some("shop"), Some(&wanted)));
+        assert!(!in_scope(&key("other", "web-1"), None, Some(&wanted)));
     }
 }
