@@ -5,6 +5,7 @@
 //! through the pod proxy, which needs a kubelet and a real agent: `node::plugin`.
 
 mod health;
+mod rbac;
 mod status;
 
 use anyhow::{Context, Result, bail};
@@ -12,7 +13,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use podtrace_api::NodeTrace;
 use podtrace_e2e::ControlPlane;
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 /// What a `kubectl-podtrace` run printed.
 pub struct Run {
@@ -24,11 +25,16 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs `kubectl-podtrace` with `args` and the control plane's kubeconfig.
+/// Runs `kubectl-podtrace` with `args` and the control plane's (admin) kubeconfig.
 pub fn plugin(cp: &ControlPlane, args: &[&str]) -> Result<Run> {
+    plugin_as(&cp.kubeconfig, args)
+}
+
+/// Runs `kubectl-podtrace` with `args` and `kubeconfig`.
+pub fn plugin_as(kubeconfig: &Path, args: &[&str]) -> Result<Run> {
     let out = Command::new(podtrace_e2e::binary("kubectl-podtrace"))
         .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
+        .arg(kubeconfig)
         .args(args)
         .env_remove("KUBECONFIG")
         .output()
