@@ -118,6 +118,8 @@ mod tests {
 
     #[test]
     fn flags_read_like_kubectls() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
         let cli = Cli::try_parse_from([
             "kubectl-podtrace",
             "status",

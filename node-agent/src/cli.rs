@@ -74,7 +74,9 @@ pub enum Command {
         #[command(subcommand)]
         check: HealthCommand,
     },
-    /// A refreshing table per pod and container, read from the agent's /metrics.
+    /// A refreshing table per pod and container, read from the agent's /metrics: CPU, memory,
+    /// alert level, network rates, processes and the eBPF latencies (connect, RTT, DNS, file
+    /// system, off-CPU: p50/p99).
     Top {
         /// The agent's metrics endpoint. Default: the address this agent would serve on,
         /// `PODTRACE_METRICS_ADDR` (so `kubectl exec` into an agent pod needs no flag; https when
