@@ -113,17 +113,25 @@ async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
         ctx.metrics.status_writes.inc();
         ctx.index.write().status_written(&pt.uid().unwrap_or_default(), std::time::Instant::now());
     }
-    // Agents' results arrive through NodeTrace events; the requeue is a safety net.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // Agents' results arrive through NodeTrace events; the requeue is a safety net, or the
+    // instant spec.duration elapses (the status written then takes the pods off the nodes).
+    Ok(Action::requeue(until_expiry(&status).map_or(SAFETY_NET, |d| d.min(SAFETY_NET))))
+}
+
+/// The longest wait between two reconciles of a PodTrace.
+const SAFETY_NET: Duration = Duration::from_secs(300);
+
+/// How long until `status.expiresAt`, if it is still ahead (plus a millisecond, so that the
+/// reconcile then finds it passed).
+fn until_expiry(status: &PodTraceStatus) -> Option<Duration> {
+    let end = status.expires_at.as_ref()?.0;
+    let left = end.duration_since(k8s_openapi::jiff::Timestamp::now());
+    let left = Duration::try_from(left).ok().filter(|d| !d.is_zero())?;
+    Some(left + Duration::from_millis(1))
 }
 
 async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
-    let nodes = {
-        let index = ctx.index.read();
-        let mut nodes = index.nodes_requested_by(&reference(pt));
-        nodes.extend(index.pods.nodes_of_namespace(&pt.namespace().unwrap_or_default()));
-        nodes
-    };
+    let nodes = crate::watch::nodes_of(ctx, pt);
     let count = nodes.len();
     writer::sync(ctx, [reference(pt)].into(), nodes).await?;
     publish(
@@ -139,7 +147,7 @@ async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
 }
 
 /// An Event when Ready changes status or reason (ProfileNotFound, ProfileResolved, Paused,
-/// Resumed, Configured), never on an unchanged status.
+/// Expired, NamespaceSelectorNotAllowed, Resumed, Configured), never on an unchanged status.
 async fn publish_transitions(
     pt: &PodTrace,
     old: Option<&PodTraceStatus>,
@@ -155,11 +163,13 @@ async fn publish_transitions(
     {
         let (type_, reason) = match c.reason.as_str() {
             "ProfileNotFound" => (EventType::Warning, "ProfileNotFound"),
+            "NamespaceSelectorNotAllowed" => (EventType::Warning, "NamespaceSelectorNotAllowed"),
             "Paused" => (EventType::Normal, "Paused"),
+            "Expired" => (EventType::Normal, "Expired"),
             _ if old_ready.as_ref().is_some_and(|(_, r)| r == "ProfileNotFound") => {
                 (EventType::Normal, "ProfileResolved")
             }
-            _ if old_ready.as_ref().is_some_and(|(_, r)| r == "Paused") => {
+            _ if old_ready.as_ref().is_some_and(|(_, r)| r == "Paused" || r == "Expired") => {
                 (EventType::Normal, "Resumed")
             }
             _ => (EventType::Normal, "Configured"),
