@@ -306,3 +306,27 @@ impl Context {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_of_every_namespace_are_watched_only_where_a_podtrace_may_trace_across_namespaces() {
+        let scope = |namespace: Option<&str>, allowed: &[&str]| Scope {
+            namespace: namespace.map(str::to_owned),
+            cluster_tracing: ClusterTracing::new(None, allowed.iter().map(|n| n.to_string())),
+            ..Default::default()
+        };
+        let cases = [
+            (scope(None, &[]), false, None),
+            (scope(None, &["ops"]), true, None),
+            (scope(Some("shop"), &["ops"]), false, Some("shop")),
+            (scope(Some("ops"), &["ops"]), true, None),
+        ];
+        for (scope, across, pods) in cases {
+            assert_eq!(scope.traces_across_namespaces(), across, "{scope:?}");
+            assert_eq!(scope.pod_namespace(), pods, "{scope:?}");
+        }
+    }
+}

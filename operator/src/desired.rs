@@ -527,6 +527,65 @@ mod tests {
         assert_eq!(set.node_trace(&idx, "n1", SpecFormat::Shared), None);
     }
 
+    /// A platform PodTrace traces the selected pods of the namespaces that consent, and names
+    /// itself (its own namespace) in their lines; the other namespaces' pods stay untraced.
+    #[test]
+    fn a_namespace_selector_traces_consenting_namespaces_under_its_own_reference() {
+        use crate::reach::{CONSENT_LABEL, ClusterTracing};
+        let idx = index(vec![
+            pod("shop", "a", Some("n1"), &[("app", "web")], &[]),
+            pod("bank", "b", Some("n1"), &[("app", "web")], &[]),
+        ]);
+        let mut namespaces = NamespaceIndex::default();
+        let consent = || (CONSENT_LABEL.0.to_string(), CONSENT_LABEL.1.to_string());
+        namespaces.applied("shop", [consent()]);
+        namespaces.applied("bank", []);
+        let rules = ClusterTracing::new(Some("ops".into()), []);
+        let world =
+            World { now: Timestamp::now(), cluster_tracing: &rules, namespaces: &namespaces };
+        let mut platform = podtrace("ops", "fe", "web", None);
+        platform.spec.namespace_selector = Some(Default::default());
+        let set = TraceSet::within(world, [&platform], presets);
+        let spec = set.node_trace(&idx, "n1", SpecFormat::Shared).unwrap();
+        let lines: Vec<(&str, &str, &[PodTraceRef])> =
+            spec.pods.iter().map(|p| (&*p.namespace, &*p.name, &*p.requested_by)).collect();
+        let by = [PodTraceRef { namespace: "ops".into(), name: "fe".into() }];
+        assert_eq!(lines, [("shop", "a", &by[..])]);
+        assert_eq!(world.namespaces_of(&platform), ["shop"]);
+
+        // The same PodTrace in a namespace that may not trace across namespaces: nothing.
+        let mut user = platform.clone();
+        user.metadata.namespace = Some("shop".into());
+        let set = TraceSet::within(world, [&user], presets);
+        assert_eq!(set.node_trace(&idx, "n1", SpecFormat::Shared), None);
+        assert!(world.namespaces_of(&user).is_empty());
+    }
+
+    #[test]
+    fn an_expired_podtrace_traces_nothing_and_a_new_duration_traces_again() {
+        use podtrace_api::PodTraceStatus;
+        use podtrace_api::podtrace::Countdown;
+        let idx = index(vec![pod("ns", "a", Some("n1"), &[("app", "web")], &[])]);
+        let mut pt = podtrace("ns", "t", "web", None);
+        pt.spec.duration = Some("10s".into());
+        let start: Timestamp = "2026-12-06T11:00:00Z".parse().unwrap();
+        pt.status = Some(PodTraceStatus {
+            countdown: Some(Countdown {
+                duration: "10s".into(),
+                started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(start),
+            }),
+            ..Default::default()
+        });
+        let at = |now: &str, pt: &PodTrace| {
+            let world = World { now: now.parse().unwrap(), ..World::local() };
+            TraceSet::within(world, [pt], presets).node_trace(&idx, "n1", SpecFormat::Shared)
+        };
+        assert!(at("2026-12-06T11:00:09Z", &pt).is_some(), "before the end");
+        assert_eq!(at("2026-12-06T11:00:10Z", &pt), None, "at the end");
+        pt.spec.duration = Some("1h".into());
+        assert!(at("2026-12-06T11:00:10Z", &pt).is_some(), "a new value is traced at once");
+    }
+
     #[test]
     fn a_node_that_does_not_exist_gets_no_node_trace() {
         let idx = index(vec![pod("ns", "a", Some("gone"), &[("app", "web")], &[])]);

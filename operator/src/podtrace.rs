@@ -115,7 +115,8 @@ async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
     }
     // Agents' results arrive through NodeTrace events; the requeue is a safety net, or the
     // instant spec.duration elapses (the status written then takes the pods off the nodes).
-    Ok(Action::requeue(until_expiry(&status).map_or(SAFETY_NET, |d| d.min(SAFETY_NET))))
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Ok(Action::requeue(until_expiry(&status, now).map_or(SAFETY_NET, |d| d.min(SAFETY_NET))))
 }
 
 /// The longest wait between two reconciles of a PodTrace.
@@ -123,9 +124,9 @@ const SAFETY_NET: Duration = Duration::from_secs(300);
 
 /// How long until `status.expiresAt`, if it is still ahead (plus a millisecond, so that the
 /// reconcile then finds it passed).
-fn until_expiry(status: &PodTraceStatus) -> Option<Duration> {
+fn until_expiry(status: &PodTraceStatus, now: k8s_openapi::jiff::Timestamp) -> Option<Duration> {
     let end = status.expires_at.as_ref()?.0;
-    let left = end.duration_since(k8s_openapi::jiff::Timestamp::now());
+    let left = end.duration_since(now);
     let left = Duration::try_from(left).ok().filter(|d| !d.is_zero())?;
     Some(left + Duration::from_millis(1))
 }
@@ -324,6 +325,19 @@ mod tests {
         assert_eq!(within(task).await.unwrap().unwrap(), Action::await_change());
         let deleted = crate::index::Write::Nothing;
         assert_eq!(fx.ctx.index.read().write_for("n1", None), deleted, "deleted by us");
+    }
+
+    #[test]
+    fn the_next_reconcile_is_at_the_expiry_instant_and_none_after_it() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let status = PodTraceStatus {
+            expires_at: Some(Time(at("2026-12-06T11:15:00Z"))),
+            ..Default::default()
+        };
+        let wait = until_expiry(&status, at("2026-12-06T11:14:50Z"));
+        assert_eq!(wait, Some(Duration::from_millis(10_001)));
+        assert_eq!(until_expiry(&status, at("2026-12-06T11:15:00Z")), None);
+        assert_eq!(until_expiry(&PodTraceStatus::default(), at("2026-12-06T11:15:00Z")), None);
     }
 
     #[tokio::test]

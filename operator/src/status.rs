@@ -353,6 +353,61 @@ mod tests {
         assert_eq!(status.effective_profile.as_deref(), Some("standard"));
     }
 
+    /// The (type, status, reason) of every condition.
+    fn conditions(status: &PodTraceStatus) -> Vec<(&str, &str, &str)> {
+        let c = status.conditions.iter();
+        c.map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect()
+    }
+
+    #[test]
+    fn a_duration_counts_from_the_first_status_and_expires_like_a_pause() {
+        let mut pt = podtrace(None);
+        pt.spec.duration = Some("90s".into());
+        let idx = index();
+        let status_at = |pt: &PodTrace, now: &Time| {
+            let world = crate::desired::World { now: now.0, ..crate::desired::World::local() };
+            podtrace_status(pt, &idx, &TraceSet::within(world, [pt], presets), |_| None, now)
+        };
+        let first = status_at(&pt, &now());
+        assert_eq!(first.expires_at, Some(Time("2026-11-22T00:01:30Z".parse().unwrap())));
+        assert_eq!(first.nodes.len(), 2);
+        let expired = conditions(&first)[3];
+        assert_eq!(expired, ("Expired", "False", "Counting"));
+        assert!(first.conditions[3].message.contains("tracing stops at 2026-11-22T00:01:30Z"));
+
+        pt.status = Some(first.clone());
+        let later = Time("2026-11-22T00:01:30Z".parse().unwrap());
+        let over = status_at(&pt, &later);
+        assert_eq!(over.expires_at, first.expires_at, "the same countdown");
+        assert_eq!(
+            conditions(&over),
+            [
+                ("Ready", "False", "Expired"),
+                ("Degraded", "False", "AllAttached"),
+                ("Paused", "False", "Active"),
+                ("Expired", "True", "DurationElapsed")
+            ]
+        );
+        assert!(over.conditions[3].message.contains("elapsed at 2026-11-22T00:01:30Z"));
+        assert_eq!((over.matched_pods, over.nodes.len()), (3, 0), "matched, not traced");
+
+        pt.spec.duration = None;
+        let endless = status_at(&pt, &later);
+        assert_eq!((&endless.countdown, &endless.expires_at), (&None, &None));
+        assert_eq!(conditions(&endless).len(), 3, "no Expired condition without a duration");
+    }
+
+    #[test]
+    fn a_refused_namespace_selector_is_ready_false_and_matches_nothing() {
+        let mut pt = podtrace(None);
+        pt.spec.namespace_selector = Some(Default::default());
+        let set = TraceSet::new([&pt], presets);
+        let status = podtrace_status(&pt, &index(), &set, |_| None, &now());
+        assert_eq!(conditions(&status)[0], ("Ready", "False", "NamespaceSelectorNotAllowed"));
+        assert!(status.conditions[0].message.contains("not in ns"), "{:?}", status.conditions);
+        assert_eq!((status.matched_pods, status.nodes.len()), (0, 0));
+    }
+
     #[test]
     fn an_unchanged_condition_keeps_its_transition_time_so_status_compares_equal() {
         let mut pt = podtrace(Some("minimal"));
