@@ -229,6 +229,11 @@ pub async fn namespaces(ctx: Arc<Context>) {
                 }
             }
         };
+        // Only PodTraces with a namespaceSelector read namespace labels; one created later
+        // reads them when its own event marks its nodes.
+        if !ctx.podtraces.state().iter().any(|pt| pt.spec.namespace_selector.is_some()) {
+            continue;
+        }
         let nodes: BTreeSet<Arc<str>> = {
             let index = ctx.index.read();
             changed.iter().flat_map(|ns| index.pods.nodes_of_namespace(ns)).collect()
