@@ -196,14 +196,14 @@ pub struct PodTraceSpec {
     #[schemars(transform = bounded_selector)]
     pub selector: LabelSelector,
 
-    /// Trace the pods that match selector in other namespaces too: in every namespace whose
-    /// labels match this selector and that consents by carrying the label
-    /// podtrace.dev/allow-tracing: "true" (the PodTrace's own namespace included only if it
-    /// matches and consents as well). Only PodTraces in the operator's own namespace, or in a
+    /// Trace pods of other namespaces: selector then applies in every namespace whose labels
+    /// match this namespace selector and that consents by carrying the label
+    /// podtrace.dev/allow-tracing: "true" (this PodTrace's own namespace too, only if it matches
+    /// and consents). Only PodTraces in the operator's own namespace, or in a
     /// namespace named by the operator's --cluster-trace-namespaces flag, may set it; anywhere
     /// else the PodTrace traces nothing and its condition Ready is False with reason
-    /// NamespaceSelectorNotAllowed. Removing the consent label from a namespace stops the
-    /// tracing of its pods. An empty selector ({}) selects every consenting namespace.
+    /// NamespaceSelectorNotAllowed. Removing a namespace's consent label stops the tracing of
+    /// its pods. An empty selector ({}) selects every consenting namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(
         validation = Rule::new(operators_rule!()).message(operators_message!("namespaceSelector")),
@@ -245,6 +245,7 @@ pub struct PodTraceSpec {
     /// status.expiresAt the agents detach from the pods as if paused, and the condition Expired
     /// becomes True; the PodTrace and its results stay. Setting another value starts a new
     /// countdown from that moment (to extend a trace); removing it traces again, without end.
+    /// The countdown runs on while the PodTrace is paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(
