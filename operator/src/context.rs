@@ -258,14 +258,22 @@ impl Context {
         let podtraces = self.podtraces.state();
         let lookup = |name: &str| self.profile(name);
         let lookup: &dyn Fn(&str) -> Option<MonitoringProfileSpec> = &lookup;
+        self.with_world(|world, index| {
+            let set = TraceSet::within(*world, podtraces.iter().map(|p| &**p), lookup);
+            f(&set, index)
+        })
+    }
+
+    /// Runs `f` with the world now (time, cross-namespace rules, namespace labels) and the
+    /// index, read-locked.
+    pub fn with_world<T>(&self, f: impl FnOnce(&World<'_>, &Index) -> T) -> T {
         let index = self.index.read();
         let world = World {
             now: k8s_openapi::jiff::Timestamp::now(),
             cluster_tracing: &self.scope.cluster_tracing,
             namespaces: &index.namespaces,
         };
-        let set = TraceSet::within(world, podtraces.iter().map(|p| &**p), lookup);
-        f(&set, &index)
+        f(&world, &index)
     }
 
     /// Asks the controller to reconcile `pt`'s status (dropped while not leading: the

@@ -81,8 +81,7 @@ pub async fn pods(ctx: Arc<Context>) {
         };
         ctx.dirty.nodes.mark(touched.nodes);
         if !touched.pods.is_empty() && ctx.leading.load(std::sync::atomic::Ordering::SeqCst) {
-            let selecting: Vec<Arc<PodTrace>> = ctx.with_traces(|set, _| {
-                let world = set.world();
+            let selecting: Vec<Arc<PodTrace>> = ctx.with_world(|world, _| {
                 let state = ctx.podtraces.state().into_iter();
                 state.filter(|pt| touched.pods.iter().any(|p| world.selects(pt, p))).collect()
             });
@@ -177,9 +176,9 @@ pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
 /// The nodes whose NodeTrace `pt` may be on: those listing it and those hosting pods of the
 /// namespaces it reaches (its own, or those of its namespaceSelector).
 pub fn nodes_of(ctx: &Context, pt: &PodTrace) -> BTreeSet<Arc<str>> {
-    ctx.with_traces(|set, index| {
+    ctx.with_world(|world, index| {
         let mut nodes = index.nodes_requested_by(&reference(pt));
-        for namespace in set.world().namespaces_of(pt) {
+        for namespace in world.namespaces_of(pt) {
             nodes.extend(index.pods.nodes_of_namespace(namespace));
         }
         nodes
