@@ -327,6 +327,47 @@ mod tests {
         assert_eq!(fx.ctx.index.read().write_for("n1", None), deleted, "deleted by us");
     }
 
+    /// A PodTrace whose counted duration has ended: Ready False, Expired True, written at once
+    /// with an Event; the same PodTrace with a new duration is written as Resumed.
+    #[tokio::test]
+    async fn an_elapsed_duration_is_written_with_an_expired_event_and_a_new_one_resumes() {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        let mut pt = podtrace(true, None);
+        pt.spec.duration = Some("1s".into());
+        let started = Time(Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(5));
+        let countdown =
+            podtrace_api::podtrace::Countdown { duration: "1s".into(), started_at: started };
+        pt.status = Some(PodTraceStatus { countdown: Some(countdown), ..Default::default() });
+        fx.store(&pt);
+        let task = tokio::spawn(reconcile(Arc::new(pt.clone()), fx.ctx.clone()));
+        assert_eq!(fx.api.event().await, ("Expired".into(), "Normal".into()));
+        let applied = fx.api.expect(Method::PATCH, &format!("{PODTRACE}/status?"), json(&pt)).await;
+        let written: PodTraceStatus =
+            serde_json::from_value(applied.body["status"].clone()).unwrap();
+        let expired = status::find(Some(&written), status::EXPIRED).unwrap();
+        assert_eq!((expired.status.as_str(), expired.reason.as_str()), ("True", "DurationElapsed"));
+        assert!(written.nodes.is_empty(), "not traced");
+        assert_eq!(within(task).await.unwrap().unwrap(), Action::requeue(SAFETY_NET));
+
+        // A new duration: traced again, with a new countdown.
+        fx.ctx.index.write().podtrace_status_nodes("pt-uid", &written.nodes);
+        let mut extended = PodTrace { status: Some(written), ..pt };
+        extended.spec.duration = Some("1h".into());
+        extended.metadata.generation = Some(2);
+        fx.store(&extended);
+        let task = tokio::spawn(reconcile(Arc::new(extended.clone()), fx.ctx.clone()));
+        assert_eq!(fx.api.event().await, ("Resumed".into(), "Normal".into()));
+        let applied =
+            fx.api.expect(Method::PATCH, &format!("{PODTRACE}/status?"), json(&extended)).await;
+        let written: PodTraceStatus =
+            serde_json::from_value(applied.body["status"].clone()).unwrap();
+        assert_eq!(written.countdown.unwrap().duration, "1h");
+        assert_eq!(written.nodes.len(), 1);
+        let action = within(task).await.unwrap().unwrap();
+        assert_eq!(action, Action::requeue(SAFETY_NET), "an hour away: the safety net first");
+    }
+
     #[test]
     fn the_next_reconcile_is_at_the_expiry_instant_and_none_after_it() {
         let at = |s: &str| s.parse::<Timestamp>().unwrap();
