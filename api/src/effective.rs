@@ -156,6 +156,8 @@ mod tests {
             profile_ref: profile_ref.map(|n| ProfileRef { name: n.into() }),
             profile: inline,
             paused: false,
+            namespace_selector: None,
+            duration: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! `PodTrace`: which pods of a namespace podtrace measures, and with which profile.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,84 @@ macro_rules! label_value_rules {
     };
 }
 
+/// The CEL rules of a label selector (`selector`, `namespaceSelector`), each with its
+/// message naming the field: `$f` is the field's name.
+macro_rules! operators_rule {
+    () => {
+        "!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])"
+    };
+}
+macro_rules! operators_message {
+    ($f:literal) => {
+        concat!($f, ".matchExpressions[].operator must be one of In, NotIn, Exists, DoesNotExist")
+    };
+}
+macro_rules! values_rule {
+    () => {
+        "!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? has(e.values) && size(e.values) > 0 : !has(e.values) || size(e.values) == 0)"
+    };
+}
+macro_rules! values_message {
+    ($f:literal) => {
+        concat!(
+            $f,
+            ".matchExpressions[].values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist"
+        )
+    };
+}
+macro_rules! match_label_keys_rule {
+    () => {
+        concat!("!has(self.matchLabels) || self.matchLabels.all(k, ", label_key!("k"), ")")
+    };
+}
+macro_rules! match_label_keys_message {
+    ($f:literal) => {
+        concat!($f, ".matchLabels keys must be label keys: ", label_key_rules!())
+    };
+}
+macro_rules! match_label_values_rule {
+    () => {
+        concat!(
+            "!has(self.matchLabels) || self.matchLabels.all(k, ",
+            label_value!("self.matchLabels[k]"),
+            ")"
+        )
+    };
+}
+macro_rules! match_label_values_message {
+    ($f:literal) => {
+        concat!($f, ".matchLabels values must be label values: ", label_value_rules!())
+    };
+}
+macro_rules! expression_keys_rule {
+    () => {
+        concat!(
+            "!has(self.matchExpressions) || self.matchExpressions.all(e, ",
+            label_key!("e.key"),
+            ")"
+        )
+    };
+}
+macro_rules! expression_keys_message {
+    ($f:literal) => {
+        concat!($f, ".matchExpressions[].key must be a label key: ", label_key_rules!())
+    };
+}
+macro_rules! expression_values_rule {
+    () => {
+        concat!(
+            "!has(self.matchExpressions) || self.matchExpressions.all(e, !has(e.values) || e.values.all(v, ",
+            label_value!("v"),
+            "))"
+        )
+    };
+}
+macro_rules! expression_values_message {
+    ($f:literal) => {
+        concat!($f, ".matchExpressions[].values must be label values: ", label_value_rules!())
+    };
+}
+
 /// Most `matchLabels` entries and `matchExpressions` of a selector, and values of one
 /// expression. The API server prices CEL rules by the largest input the schema allows; without
 /// bounds the label checks above exceed its budget many times over.
@@ -68,8 +146,9 @@ fn bounded_selector(schema: &mut schemars::Schema) {
     *schema = value.try_into().expect("a bounded selector schema stays a schema");
 }
 
-/// Spec of a PodTrace: the pods to trace (by label selector, within the PodTrace's namespace) and
-/// the monitoring profile to trace them with.
+/// Spec of a PodTrace: the pods to trace (by label selector, within the PodTrace's namespace or,
+/// with a namespace selector, in the namespaces that consent), for how long, and the monitoring
+/// profile to trace them with.
 #[allow(
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) repeats the keys name/type_/json_path; clippy reads them as duplicates"
@@ -87,11 +166,14 @@ fn bounded_selector(schema: &mut schemars::Schema) {
     derive = "PartialEq",
     doc = "PodTrace selects pods of its namespace by label and has the podtrace agents on their nodes \
            measure them in the kernel (network, file system, CPU, cgroup limits) with the chosen \
-           MonitoringProfile. Its status reports how many pods matched and, per node, which probes \
-           attached and why any did not.",
+           MonitoringProfile, for as long as spec.duration says (or until deleted), and, from the \
+           operator's own namespace, in other namespaces that consent (spec.namespaceSelector). \
+           Its status reports how many pods matched and, per node, which probes attached and why \
+           any did not.",
     printcolumn(name = "Profile", type_ = "string", json_path = ".status.effectiveProfile"),
     printcolumn(name = "Matched", type_ = "integer", json_path = ".status.matchedPods"),
     printcolumn(name = "Ready Nodes", type_ = "string", json_path = ".status.readyNodes"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("!has(self.spec.profileRef) || !has(self.spec.profile)")
@@ -100,29 +182,39 @@ fn bounded_selector(schema: &mut schemars::Schema) {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PodTraceSpec {
-    /// Label selector over the pods of this PodTrace's namespace. Pods that match, are bound to a
-    /// node and have not finished are traced. An empty selector ({}) selects every pod of the
-    /// namespace.
+    /// Label selector over the pods of this PodTrace's namespace (with namespaceSelector: of
+    /// every namespace it selects). Pods that match, are bound to a node and have not finished
+    /// are traced. An empty selector ({}) selects every pod of the namespace.
     #[x_kube(
-        validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])")
-            .message("selector.matchExpressions[].operator must be one of In, NotIn, Exists, DoesNotExist"),
-        validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? has(e.values) && size(e.values) > 0 : !has(e.values) || size(e.values) == 0)")
-            .message("selector.matchExpressions[].values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist"),
-        validation = Rule::new(concat!("!has(self.matchLabels) || self.matchLabels.all(k, ", label_key!("k"), ")"))
-            .field_path(".matchLabels")
-            .message(concat!("selector.matchLabels keys must be label keys: ", label_key_rules!())),
-        validation = Rule::new(concat!("!has(self.matchLabels) || self.matchLabels.all(k, ", label_value!("self.matchLabels[k]"), ")"))
-            .field_path(".matchLabels")
-            .message(concat!("selector.matchLabels values must be label values: ", label_value_rules!())),
-        validation = Rule::new(concat!("!has(self.matchExpressions) || self.matchExpressions.all(e, ", label_key!("e.key"), ")"))
-            .field_path(".matchExpressions")
-            .message(concat!("selector.matchExpressions[].key must be a label key: ", label_key_rules!())),
-        validation = Rule::new(concat!("!has(self.matchExpressions) || self.matchExpressions.all(e, !has(e.values) || e.values.all(v, ", label_value!("v"), "))"))
-            .field_path(".matchExpressions")
-            .message(concat!("selector.matchExpressions[].values must be label values: ", label_value_rules!())),
+        validation = Rule::new(operators_rule!()).message(operators_message!("selector")),
+        validation = Rule::new(values_rule!()).message(values_message!("selector")),
+        validation = Rule::new(match_label_keys_rule!()).field_path(".matchLabels").message(match_label_keys_message!("selector")),
+        validation = Rule::new(match_label_values_rule!()).field_path(".matchLabels").message(match_label_values_message!("selector")),
+        validation = Rule::new(expression_keys_rule!()).field_path(".matchExpressions").message(expression_keys_message!("selector")),
+        validation = Rule::new(expression_values_rule!()).field_path(".matchExpressions").message(expression_values_message!("selector")),
     )]
     #[schemars(transform = bounded_selector)]
     pub selector: LabelSelector,
+
+    /// Trace pods of other namespaces: selector then applies in every namespace whose labels
+    /// match this namespace selector and that consents by carrying the label
+    /// podtrace.dev/allow-tracing: "true" (this PodTrace's own namespace too, only if it matches
+    /// and consents). Only PodTraces in the operator's own namespace, or in a
+    /// namespace named by the operator's --cluster-trace-namespaces flag, may set it; anywhere
+    /// else the PodTrace traces nothing and its condition Ready is False with reason
+    /// NamespaceSelectorNotAllowed. Removing a namespace's consent label stops the tracing of
+    /// its pods. An empty selector ({}) selects every consenting namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = Rule::new(operators_rule!()).message(operators_message!("namespaceSelector")),
+        validation = Rule::new(values_rule!()).message(values_message!("namespaceSelector")),
+        validation = Rule::new(match_label_keys_rule!()).field_path(".matchLabels").message(match_label_keys_message!("namespaceSelector")),
+        validation = Rule::new(match_label_values_rule!()).field_path(".matchLabels").message(match_label_values_message!("namespaceSelector")),
+        validation = Rule::new(expression_keys_rule!()).field_path(".matchExpressions").message(expression_keys_message!("namespaceSelector")),
+        validation = Rule::new(expression_values_rule!()).field_path(".matchExpressions").message(expression_values_message!("namespaceSelector")),
+    )]
+    #[schemars(transform = bounded_selector)]
+    pub namespace_selector: Option<LabelSelector>,
 
     /// Only trace these containers of the selected pods (by container name: a DNS label, as
     /// Kubernetes requires of container names). Empty or absent traces every container.
@@ -147,6 +239,19 @@ pub struct PodTraceSpec {
     /// condition Paused becomes True.
     #[serde(default)]
     pub paused: bool,
+
+    /// Trace for this long, then stop (for example "15m", "2h"; at least 1s, at most 8760h).
+    /// The countdown starts when the operator first sees the value (status.countdown), and at
+    /// status.expiresAt the agents detach from the pods as if paused, and the condition Expired
+    /// becomes True; the PodTrace and its results stay. Setting another value starts a new
+    /// countdown from that moment (to extend a trace); removing it traces again, without end.
+    /// The countdown runs on while the PodTrace is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('8760h')"
+    ).message("duration must be a duration between 1s and 8760h, such as \"15m\" or \"2h\""))]
+    pub duration: Option<String>,
 }
 
 /// A reference to a MonitoringProfile by name.
@@ -187,10 +292,30 @@ pub struct PodTraceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10000))]
     pub nodes: Vec<NodeSummary>,
-    /// Ready, Degraded and Paused, as standard Kubernetes conditions.
+    /// The countdown of spec.duration: the value counted and when the operator first saw it.
+    /// Absent without spec.duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub countdown: Option<Countdown>,
+    /// When tracing stops (or stopped) because of spec.duration: countdown.startedAt plus the
+    /// duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Ready, Degraded and Paused, and Expired while spec.duration is set, as standard
+    /// Kubernetes conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The countdown of a PodTrace's spec.duration.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Countdown {
+    /// The spec.duration value counted: another value starts a new countdown.
+    #[schemars(length(max = 32))]
+    pub duration: String,
+    /// When the operator first saw that value.
+    pub started_at: Time,
 }
 
 /// One node's part of a PodTrace, rolled up from that node's NodeTrace status.

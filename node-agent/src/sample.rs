@@ -73,8 +73,9 @@ pub struct TargetSample {
     /// Which push exporters the target's effective profile enables (`prometheus` is ignored here).
     pub export: ExportSettings,
     /// What of `metrics` and `aggregated` the agent was refused, as the `data` of its
-    /// [`crate::gaps::Gap`]s (`io`, `fds`, `network`): the messages leave those fields out and
-    /// name them, never sending them as 0.
+    /// [`crate::gaps::Gap`]s (`io`, `fds`, `network`; `pids`: the processes could not be
+    /// listed, so neither is there): the messages leave those fields out and name them, never
+    /// sending them as 0.
     pub unavailable: Vec<&'static str>,
 }
 

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use crate::context::{Context, Scope};
 use crate::leader::{Election, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::reach::ClusterTracing;
 use crate::{Error, podtrace, presets, watch as watches, writer};
 
 /// The operator's flags.
@@ -30,6 +31,15 @@ pub struct OperatorArgs {
     /// selectors can share a cluster.
     #[arg(long, env = "PODTRACE_NODE_SELECTOR", default_value = "")]
     pub node_selector: String,
+    /// The namespace this operator runs in (the chart sets it from the pod's own): its PodTraces
+    /// may use spec.namespaceSelector to trace pods of other namespaces that consent.
+    #[arg(long, env = "PODTRACE_OPERATOR_NAMESPACE")]
+    pub operator_namespace: Option<String>,
+    /// More namespaces whose PodTraces may use spec.namespaceSelector, comma-separated (for
+    /// example a platform team's). Grant this like cluster-wide read access to pods: a PodTrace
+    /// there traces every consenting namespace.
+    #[arg(long, env = "PODTRACE_CLUSTER_TRACE_NAMESPACES", value_delimiter = ',')]
+    pub cluster_trace_namespaces: Vec<String>,
     /// Create the six preset MonitoringProfiles when missing (never overwrites an edit).
     #[arg(long, env = "PODTRACE_INSTALL_PRESETS", default_value_t = true, action = clap::ArgAction::Set)]
     pub install_presets: bool,
@@ -86,6 +96,8 @@ impl OperatorArgs {
         let Self {
             namespace,
             node_selector,
+            operator_namespace,
+            cluster_trace_namespaces,
             install_presets,
             leader_elect,
             lease_namespace,
@@ -96,7 +108,9 @@ impl OperatorArgs {
             tls,
             health_addr,
         } = self;
-        let scope = Scope { namespace, node_labels: parse_node_selector(&node_selector)? };
+        let cluster_tracing = ClusterTracing::new(operator_namespace, cluster_trace_namespaces);
+        let node_labels = parse_node_selector(&node_selector)?;
+        let scope = Scope { namespace, node_labels, cluster_tracing };
         let identity = identity::replica(identity);
         let client = Client::try_default().await?;
         let stop = Stop::on_signal();
@@ -126,6 +140,7 @@ impl OperatorArgs {
             tokio::spawn(watches::nodetraces(ctx.clone())),
             tokio::spawn(watches::podtraces(ctx.clone(), pt_writer)),
             tokio::spawn(watches::podtraceprofiles(ctx.clone())),
+            tokio::spawn(watches::namespaces(ctx.clone())),
         ];
         {
             let (ctx, readiness, health) = (ctx.clone(), readiness.clone(), health.clone());

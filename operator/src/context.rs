@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use tokio::sync::Notify;
 
-use crate::desired::TraceSet;
+use crate::desired::{TraceSet, World};
 use crate::fingerprint;
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::reach::ClusterTracing;
 
 /// Which objects this operator handles. The defaults (all namespaces, all nodes) are what a
 /// cluster runs; narrower scopes shard the work, and let tests share one API server.
@@ -26,12 +27,29 @@ pub struct Scope {
     /// Only nodes with all these labels get a NodeTrace. The labels are copied onto the
     /// NodeTraces, so that the operator also watches (and deletes) only its own.
     pub node_labels: BTreeMap<String, String>,
+    /// The namespaces whose PodTraces may trace across namespaces.
+    pub cluster_tracing: ClusterTracing,
 }
 
 /// Label on every NodeTrace the operator writes; the operator never deletes one without it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", crate::FIELD_MANAGER);
 
 impl Scope {
+    /// Whether a PodTrace this operator handles may trace across namespaces: then it watches
+    /// Namespaces, and Pods of every namespace.
+    pub fn traces_across_namespaces(&self) -> bool {
+        match &self.namespace {
+            Some(ns) => self.cluster_tracing.allows(ns),
+            None => !self.cluster_tracing.is_empty(),
+        }
+    }
+
+    /// The namespace whose Pods are watched (`None`: all). An operator limited to one namespace
+    /// watches every namespace's Pods when that namespace may trace across namespaces.
+    pub fn pod_namespace(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|_| !self.traces_across_namespaces())
+    }
+
     /// The label selector of the Node watch (`k=v,…`, empty for all).
     pub fn node_selector(&self) -> String {
         self.node_labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
@@ -132,6 +150,8 @@ pub enum Cache {
     PodTraces = 16,
     /// PodTraceProfiles (metadata).
     PodTraceProfiles = 32,
+    /// Namespaces (metadata; marked at once when not watched).
+    Namespaces = 64,
 }
 
 /// Which caches have completed their first list.
@@ -150,7 +170,7 @@ impl Synced {
 
     /// Whether every cache has listed once.
     pub fn all(&self) -> bool {
-        self.bits.load(Ordering::SeqCst) == 63
+        self.bits.load(Ordering::SeqCst) == 127
     }
 
     /// Waits until every cache has listed once.
@@ -238,9 +258,22 @@ impl Context {
         let podtraces = self.podtraces.state();
         let lookup = |name: &str| self.profile(name);
         let lookup: &dyn Fn(&str) -> Option<MonitoringProfileSpec> = &lookup;
-        let set = TraceSet::new(podtraces.iter().map(|p| &**p), lookup);
+        self.with_world(|world, index| {
+            let set = TraceSet::within(*world, podtraces.iter().map(|p| &**p), lookup);
+            f(&set, index)
+        })
+    }
+
+    /// Runs `f` with the world now (time, cross-namespace rules, namespace labels) and the
+    /// index, read-locked.
+    pub fn with_world<T>(&self, f: impl FnOnce(&World<'_>, &Index) -> T) -> T {
         let index = self.index.read();
-        f(&set, &index)
+        let world = World {
+            now: k8s_openapi::jiff::Timestamp::now(),
+            cluster_tracing: &self.scope.cluster_tracing,
+            namespaces: &index.namespaces,
+        };
+        f(&world, &index)
     }
 
     /// Asks the controller to reconcile `pt`'s status (dropped while not leading: the
@@ -260,6 +293,15 @@ impl Context {
         }
     }
 
+    /// Triggers the PodTraces with a namespaceSelector (after a namespace's labels changed).
+    pub fn trigger_across_namespaces(&self) {
+        for pt in self.podtraces.state() {
+            if pt.spec.namespace_selector.is_some() {
+                self.trigger(&pt);
+            }
+        }
+    }
+
     /// Triggers the PodTraces whose reference has one of the fingerprints `requesters`.
     pub fn trigger_requesters(&self, requesters: &[u64]) {
         if requesters.is_empty() {
@@ -269,6 +311,30 @@ impl Context {
             if requesters.contains(&fingerprint::of(&crate::desired::reference(&pt))) {
                 self.trigger(&pt);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_of_every_namespace_are_watched_only_where_a_podtrace_may_trace_across_namespaces() {
+        let scope = |namespace: Option<&str>, allowed: &[&str]| Scope {
+            namespace: namespace.map(str::to_owned),
+            cluster_tracing: ClusterTracing::new(None, allowed.iter().map(|n| n.to_string())),
+            ..Default::default()
+        };
+        let cases = [
+            (scope(None, &[]), false, None),
+            (scope(None, &["ops"]), true, None),
+            (scope(Some("shop"), &["ops"]), false, Some("shop")),
+            (scope(Some("ops"), &["ops"]), true, None),
+        ];
+        for (scope, across, pods) in cases {
+            assert_eq!(scope.traces_across_namespaces(), across, "{scope:?}");
+            assert_eq!(scope.pod_namespace(), pods, "{scope:?}");
         }
     }
 }

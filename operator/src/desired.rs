@@ -13,6 +13,10 @@
 //!                          format 1: pods refer to podSettings[] by settingsKey
 //! ```
 //!
+//! A PodTrace is in effect unless paused, being deleted, past its `spec.duration`
+//! (`expiry.rs`) or refused its `spec.namespaceSelector` (`reach.rs`): [`World`] holds what
+//! decides the last two, the time and the namespaces.
+//!
 //! [`TraceSet::nodetrace_key`] fingerprints what a format-2 NodeTrace takes from a PodTrace
 //! (selection, container filter, whether it is in effect, the pod-label allow-lists): when only
 //! the rest of a PodTrace or a MonitoringProfile changes, no format-2 NodeTrace is recomputed.
@@ -25,23 +29,82 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::fingerprint;
-use crate::index::{PodIndex, ProjectedPod};
-use crate::selector;
+use crate::index::{NamespaceIndex, PodIndex, ProjectedPod};
+use crate::reach::ClusterTracing;
+use crate::{expiry, fingerprint, selector};
+use k8s_openapi::jiff::Timestamp;
 
-/// Whether `pt` is in effect: not paused and not being deleted.
-pub fn is_active(pt: &PodTrace) -> bool {
-    !pt.spec.paused && pt.metadata.deletion_timestamp.is_none()
+/// What decides, besides the PodTraces and profiles, which pods are traced: the time (for
+/// `spec.duration`), the namespaces that may trace across namespaces and the namespaces'
+/// labels (for `spec.namespaceSelector`).
+#[derive(Clone, Copy, Debug)]
+pub struct World<'a> {
+    /// Now.
+    pub now: Timestamp,
+    /// The namespaces whose PodTraces may use a namespaceSelector.
+    pub cluster_tracing: &'a ClusterTracing,
+    /// Every namespace's labels.
+    pub namespaces: &'a NamespaceIndex,
 }
 
-/// Whether `pt`'s selector (and container filter) selects `pod`, ignoring paused. The pod must
-/// be in the PodTrace's namespace, bound to a node and not finished.
-pub fn selects(pt: &PodTrace, pod: &ProjectedPod) -> bool {
-    pt.metadata.namespace.as_deref() == Some(&*pod.namespace)
-        && pod.is_running()
-        && selector::matches(&pt.spec.selector, &pod.labels)
-        && (pt.spec.containers.is_empty()
-            || pod.containers.iter().any(|c| pt.spec.containers.iter().any(|n| **n == *c.name)))
+static NO_CLUSTER_TRACING: ClusterTracing = ClusterTracing::none();
+static NO_NAMESPACES: std::sync::LazyLock<NamespaceIndex> =
+    std::sync::LazyLock::new(NamespaceIndex::default);
+
+impl World<'static> {
+    /// Now, where no namespace may trace across namespaces.
+    pub fn local() -> Self {
+        Self {
+            now: Timestamp::now(),
+            cluster_tracing: &NO_CLUSTER_TRACING,
+            namespaces: &NO_NAMESPACES,
+        }
+    }
+}
+
+impl World<'_> {
+    /// Whether `pt` is in effect: not paused, not being deleted, its duration not over, and its
+    /// namespaceSelector (if any) allowed. Out of effect, it traces nothing.
+    pub fn in_effect(&self, pt: &PodTrace) -> bool {
+        !pt.spec.paused
+            && pt.metadata.deletion_timestamp.is_none()
+            && !expiry::expired(pt, self.now)
+            && self.cluster_tracing.refusal(pt).is_none()
+    }
+
+    /// Whether `pt`'s selector (and container filter) selects `pod`, in effect or not. The pod
+    /// must be in a namespace the PodTrace reaches (`reach.rs`), bound to a node and not
+    /// finished.
+    pub fn selects(&self, pt: &PodTrace, pod: &ProjectedPod) -> bool {
+        self.cluster_tracing.reaches(pt, &pod.namespace, self.namespaces)
+            && pod.is_running()
+            && selector::matches(&pt.spec.selector, &pod.labels)
+            && (pt.spec.containers.is_empty()
+                || pod.containers.iter().any(|c| pt.spec.containers.iter().any(|n| **n == *c.name)))
+    }
+
+    /// The namespaces whose pods `pt` may select: its own, or those its namespaceSelector
+    /// reaches.
+    pub fn namespaces_of<'n>(&'n self, pt: &'n PodTrace) -> Vec<&'n str> {
+        match &pt.spec.namespace_selector {
+            None => vec![pt.metadata.namespace.as_deref().unwrap_or_default()],
+            Some(_) => self
+                .namespaces
+                .names()
+                .filter(|n| self.cluster_tracing.reaches(pt, n, self.namespaces))
+                .map(|n| &**n)
+                .collect(),
+        }
+    }
+
+    /// The pods `pt` selects (in effect or not).
+    pub fn matched<'i>(&self, pt: &PodTrace, index: &'i PodIndex) -> Vec<&'i ProjectedPod> {
+        self.namespaces_of(pt)
+            .into_iter()
+            .flat_map(|ns| index.in_namespace(ns))
+            .filter(|p| self.selects(pt, p))
+            .collect()
+    }
 }
 
 /// The reference to a PodTrace used in NodeTrace specs.
@@ -57,25 +120,48 @@ type ResolveKey = (usize, Option<Arc<str>>);
 /// The outcome of resolving a PodTrace's profile.
 type Resolved = Result<Arc<EffectiveProfile>, ProfileError>;
 
-/// The active PodTraces by namespace, with a per-batch cache of resolved profiles (resolution
-/// hashes the settings, and the same (PodTrace, owner kind) pair repeats for every replica).
+/// The PodTraces in effect, by namespace (those with a namespaceSelector apart), with a
+/// per-batch cache of resolved profiles (resolution hashes the settings, and the same
+/// (PodTrace, owner kind) pair repeats for every replica).
 pub struct TraceSet<'a, L> {
     by_namespace: HashMap<&'a str, Vec<&'a PodTrace>>,
+    across_namespaces: Vec<&'a PodTrace>,
+    world: World<'a>,
     lookup: L,
     resolved: RefCell<HashMap<ResolveKey, Resolved>>,
 }
 
 impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
-    /// The active PodTraces of `podtraces`; `lookup` finds a MonitoringProfile by name.
+    /// The PodTraces of `podtraces` in effect now, where no namespace may trace across
+    /// namespaces; `lookup` finds a MonitoringProfile by name.
     pub fn new(podtraces: impl IntoIterator<Item = &'a PodTrace>, lookup: L) -> Self {
+        Self::within(World::local(), podtraces, lookup)
+    }
+
+    /// The PodTraces of `podtraces` in effect in `world`.
+    pub fn within(
+        world: World<'a>,
+        podtraces: impl IntoIterator<Item = &'a PodTrace>,
+        lookup: L,
+    ) -> Self {
         let mut by_namespace: HashMap<&str, Vec<&PodTrace>> = HashMap::new();
-        for pt in podtraces.into_iter().filter(|pt| is_active(pt)) {
+        let mut across_namespaces = Vec::new();
+        for pt in podtraces.into_iter().filter(|pt| world.in_effect(pt)) {
+            if pt.spec.namespace_selector.is_some() {
+                across_namespaces.push(pt);
+                continue;
+            }
             by_namespace
                 .entry(pt.metadata.namespace.as_deref().unwrap_or_default())
                 .or_default()
                 .push(pt);
         }
-        Self { by_namespace, lookup, resolved: RefCell::default() }
+        Self { by_namespace, across_namespaces, world, lookup, resolved: RefCell::default() }
+    }
+
+    /// The world the set was made in.
+    pub fn world(&self) -> &World<'a> {
+        &self.world
     }
 
     /// The profile `pt` applies to a pod owned by `owner_kind`.
@@ -97,7 +183,7 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
     /// The PodTraceProfile `pt` should have: `None` while it is not in effect (paused, being
     /// deleted) or its profileRef names no MonitoringProfile, since no NodeTrace then names it.
     pub fn podtrace_profile(&self, pt: &PodTrace) -> Option<PodTraceProfileSpec> {
-        if !is_active(pt) {
+        if !self.world.in_effect(pt) {
             return None;
         }
         effective::choices(&pt.spec, |name| (self.lookup)(name).is_some()).ok()
@@ -110,7 +196,7 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
     /// PodTraceProfile and the MonitoringProfile, so a change of only that rewrites no
     /// format-2 NodeTrace.
     pub fn nodetrace_key(&self, pt: &PodTrace) -> u64 {
-        if !is_active(pt) {
+        if !self.world.in_effect(pt) {
             return fingerprint::of(&"not in effect");
         }
         let allow_lists = self.podtrace_profile(pt).map(|ptp| {
@@ -122,17 +208,17 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
                 })
                 .collect::<Vec<_>>()
         });
-        fingerprint::of(&(&pt.spec.selector, &pt.spec.containers, allow_lists))
+        let selection = (&pt.spec.selector, &pt.spec.namespace_selector, &pt.spec.containers);
+        fingerprint::of(&(selection, allow_lists))
     }
 
     /// The traced pod for `pod` and its merged settings, or `None` when no active PodTrace with
     /// a resolvable profile selects it. `settingsKey` is filled in by `merge::node_trace_spec`.
     pub fn traced_pod(&self, pod: &ProjectedPod) -> Option<(TracedPod, MonitoringProfileSpec)> {
-        let selecting: Vec<(&PodTrace, Arc<EffectiveProfile>)> = self
-            .by_namespace
-            .get(&*pod.namespace)?
-            .iter()
-            .filter(|pt| selects(pt, pod))
+        let local = self.by_namespace.get(&*pod.namespace).into_iter().flatten();
+        let selecting: Vec<(&PodTrace, Arc<EffectiveProfile>)> = local
+            .chain(&self.across_namespaces)
+            .filter(|pt| self.world.selects(pt, pod))
             .filter_map(|pt| Some((*pt, self.resolve(pt, pod.owner_kind.as_ref()).ok()?)))
             .collect();
         if selecting.is_empty() {
@@ -235,16 +321,18 @@ mod tests {
     fn selection_needs_namespace_labels_a_node_and_a_running_pod() {
         let pt = podtrace("ns", "t", "web", None);
         let web = pod("ns", "a", Some("n1"), &[("app", "web")], &[("c", None)]);
-        assert!(selects(&pt, &web));
-        assert!(!selects(&pt, &pod("other", "a", Some("n1"), &[("app", "web")], &[])));
-        assert!(!selects(&pt, &pod("ns", "a", Some("n1"), &[("app", "db")], &[])));
-        assert!(!selects(&pt, &pod("ns", "a", None, &[("app", "web")], &[])));
-        assert!(!selects(&pt, &ProjectedPod { finished: true, ..web.clone() }));
+        assert!(World::local().selects(&pt, &web));
+        assert!(
+            !World::local().selects(&pt, &pod("other", "a", Some("n1"), &[("app", "web")], &[]))
+        );
+        assert!(!World::local().selects(&pt, &pod("ns", "a", Some("n1"), &[("app", "db")], &[])));
+        assert!(!World::local().selects(&pt, &pod("ns", "a", None, &[("app", "web")], &[])));
+        assert!(!World::local().selects(&pt, &ProjectedPod { finished: true, ..web.clone() }));
         let mut filtered = pt.clone();
         filtered.spec.containers = vec!["sidecar".into()];
-        assert!(!selects(&filtered, &web));
+        assert!(!World::local().selects(&filtered, &web));
         filtered.spec.containers = vec!["c".into()];
-        assert!(selects(&filtered, &web));
+        assert!(World::local().selects(&filtered, &web));
     }
 
     #[test]
@@ -437,6 +525,65 @@ mod tests {
         let missing = podtrace("ns", "m", "web", Some("nope"));
         let set = TraceSet::new([&paused, &deleting, &missing], presets);
         assert_eq!(set.node_trace(&idx, "n1", SpecFormat::Shared), None);
+    }
+
+    /// A platform PodTrace traces the selected pods of the namespaces that consent, and names
+    /// itself (its own namespace) in their lines; the other namespaces' pods stay untraced.
+    #[test]
+    fn a_namespace_selector_traces_consenting_namespaces_under_its_own_reference() {
+        use crate::reach::{CONSENT_LABEL, ClusterTracing};
+        let idx = index(vec![
+            pod("shop", "a", Some("n1"), &[("app", "web")], &[]),
+            pod("bank", "b", Some("n1"), &[("app", "web")], &[]),
+        ]);
+        let mut namespaces = NamespaceIndex::default();
+        let consent = || (CONSENT_LABEL.0.to_string(), CONSENT_LABEL.1.to_string());
+        namespaces.applied("shop", [consent()]);
+        namespaces.applied("bank", []);
+        let rules = ClusterTracing::new(Some("ops".into()), []);
+        let world =
+            World { now: Timestamp::now(), cluster_tracing: &rules, namespaces: &namespaces };
+        let mut platform = podtrace("ops", "fe", "web", None);
+        platform.spec.namespace_selector = Some(Default::default());
+        let set = TraceSet::within(world, [&platform], presets);
+        let spec = set.node_trace(&idx, "n1", SpecFormat::Shared).unwrap();
+        let lines: Vec<(&str, &str, &[PodTraceRef])> =
+            spec.pods.iter().map(|p| (&*p.namespace, &*p.name, &*p.requested_by)).collect();
+        let by = [PodTraceRef { namespace: "ops".into(), name: "fe".into() }];
+        assert_eq!(lines, [("shop", "a", &by[..])]);
+        assert_eq!(world.namespaces_of(&platform), ["shop"]);
+
+        // The same PodTrace in a namespace that may not trace across namespaces: nothing.
+        let mut user = platform.clone();
+        user.metadata.namespace = Some("shop".into());
+        let set = TraceSet::within(world, [&user], presets);
+        assert_eq!(set.node_trace(&idx, "n1", SpecFormat::Shared), None);
+        assert!(world.namespaces_of(&user).is_empty());
+    }
+
+    #[test]
+    fn an_expired_podtrace_traces_nothing_and_a_new_duration_traces_again() {
+        use podtrace_api::PodTraceStatus;
+        use podtrace_api::podtrace::Countdown;
+        let idx = index(vec![pod("ns", "a", Some("n1"), &[("app", "web")], &[])]);
+        let mut pt = podtrace("ns", "t", "web", None);
+        pt.spec.duration = Some("10s".into());
+        let start: Timestamp = "2026-12-06T11:00:00Z".parse().unwrap();
+        pt.status = Some(PodTraceStatus {
+            countdown: Some(Countdown {
+                duration: "10s".into(),
+                started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(start),
+            }),
+            ..Default::default()
+        });
+        let at = |now: &str, pt: &PodTrace| {
+            let world = World { now: now.parse().unwrap(), ..World::local() };
+            TraceSet::within(world, [pt], presets).node_trace(&idx, "n1", SpecFormat::Shared)
+        };
+        assert!(at("2026-12-06T11:00:09Z", &pt).is_some(), "before the end");
+        assert_eq!(at("2026-12-06T11:00:10Z", &pt), None, "at the end");
+        pt.spec.duration = Some("1h".into());
+        assert!(at("2026-12-06T11:00:10Z", &pt).is_some(), "a new value is traced at once");
     }
 
     #[test]

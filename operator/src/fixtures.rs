@@ -163,6 +163,8 @@ pub fn podtrace_of(ns: &str, name: &str, app: &str, profile: Option<&str>) -> Po
         profile_ref: profile.map(|name| ProfileRef { name: name.into() }),
         profile: None,
         paused: false,
+        namespace_selector: None,
+        duration: None,
     };
     let mut pt = PodTrace::new(name, spec);
     pt.meta_mut().namespace = Some(ns.into());

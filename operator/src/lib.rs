@@ -4,10 +4,11 @@
 //!
 //! ```text
 //!  watch.rs ── Pods (projected), Nodes (metadata), Profiles, NodeTraces, PodTraces,
-//!     │        PodTraceProfiles (metadata)
+//!     │        PodTraceProfiles (metadata), Namespaces (metadata)
 //!     │ events                       │
 //!     ▼                              ▼
 //!  index/ (one pure state) + desired.rs / status.rs  ◄── pure, unit-tested
+//!     │        (expiry.rs: spec.duration; reach.rs: spec.namespaceSelector)
 //!     │ dirty PodTraces and nodes     │ PodTraces to roll up
 //!     ▼                               ▼
 //!  writer.rs: podtraceprofile.rs      podtrace.rs (Controller<PodTrace>:
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod context;
 pub mod desired;
 pub mod error;
+pub mod expiry;
 pub mod fingerprint;
 #[cfg(test)]
 mod fixtures;
@@ -33,6 +35,7 @@ pub mod nodetrace;
 pub mod podtrace;
 pub mod podtraceprofile;
 pub mod presets;
+pub mod reach;
 pub mod selector;
 pub mod status;
 pub mod watch;

@@ -113,17 +113,26 @@ async fn apply(pt: &PodTrace, ctx: &Context) -> Result<Action> {
         ctx.metrics.status_writes.inc();
         ctx.index.write().status_written(&pt.uid().unwrap_or_default(), std::time::Instant::now());
     }
-    // Agents' results arrive through NodeTrace events; the requeue is a safety net.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // Agents' results arrive through NodeTrace events; the requeue is a safety net, or the
+    // instant spec.duration elapses (the status written then takes the pods off the nodes).
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Ok(Action::requeue(until_expiry(&status, now).map_or(SAFETY_NET, |d| d.min(SAFETY_NET))))
+}
+
+/// The longest wait between two reconciles of a PodTrace.
+const SAFETY_NET: Duration = Duration::from_secs(300);
+
+/// How long until `status.expiresAt`, if it is still ahead (plus a millisecond, so that the
+/// reconcile then finds it passed).
+fn until_expiry(status: &PodTraceStatus, now: k8s_openapi::jiff::Timestamp) -> Option<Duration> {
+    let end = status.expires_at.as_ref()?.0;
+    let left = end.duration_since(now);
+    let left = Duration::try_from(left).ok().filter(|d| !d.is_zero())?;
+    Some(left + Duration::from_millis(1))
 }
 
 async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
-    let nodes = {
-        let index = ctx.index.read();
-        let mut nodes = index.nodes_requested_by(&reference(pt));
-        nodes.extend(index.pods.nodes_of_namespace(&pt.namespace().unwrap_or_default()));
-        nodes
-    };
+    let nodes = crate::watch::nodes_of(ctx, pt);
     let count = nodes.len();
     writer::sync(ctx, [reference(pt)].into(), nodes).await?;
     publish(
@@ -139,7 +148,7 @@ async fn cleanup(pt: &PodTrace, ctx: &Arc<Context>) -> Result<Action> {
 }
 
 /// An Event when Ready changes status or reason (ProfileNotFound, ProfileResolved, Paused,
-/// Resumed, Configured), never on an unchanged status.
+/// Expired, NamespaceSelectorNotAllowed, Resumed, Configured), never on an unchanged status.
 async fn publish_transitions(
     pt: &PodTrace,
     old: Option<&PodTraceStatus>,
@@ -155,11 +164,13 @@ async fn publish_transitions(
     {
         let (type_, reason) = match c.reason.as_str() {
             "ProfileNotFound" => (EventType::Warning, "ProfileNotFound"),
+            "NamespaceSelectorNotAllowed" => (EventType::Warning, "NamespaceSelectorNotAllowed"),
             "Paused" => (EventType::Normal, "Paused"),
+            "Expired" => (EventType::Normal, "Expired"),
             _ if old_ready.as_ref().is_some_and(|(_, r)| r == "ProfileNotFound") => {
                 (EventType::Normal, "ProfileResolved")
             }
-            _ if old_ready.as_ref().is_some_and(|(_, r)| r == "Paused") => {
+            _ if old_ready.as_ref().is_some_and(|(_, r)| r == "Paused" || r == "Expired") => {
                 (EventType::Normal, "Resumed")
             }
             _ => (EventType::Normal, "Configured"),
@@ -314,6 +325,60 @@ mod tests {
         assert_eq!(within(task).await.unwrap().unwrap(), Action::await_change());
         let deleted = crate::index::Write::Nothing;
         assert_eq!(fx.ctx.index.read().write_for("n1", None), deleted, "deleted by us");
+    }
+
+    /// A PodTrace whose counted duration has ended: Ready False, Expired True, written at once
+    /// with an Event; the same PodTrace with a new duration is written as Resumed.
+    #[tokio::test]
+    async fn an_elapsed_duration_is_written_with_an_expired_event_and_a_new_one_resumes() {
+        let mut fx = Fixture::new();
+        fx.pod_on("n1", "a");
+        let mut pt = podtrace(true, None);
+        pt.spec.duration = Some("1s".into());
+        let started = Time(Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(5));
+        let countdown =
+            podtrace_api::podtrace::Countdown { duration: "1s".into(), started_at: started };
+        pt.status = Some(PodTraceStatus { countdown: Some(countdown), ..Default::default() });
+        fx.store(&pt);
+        let task = tokio::spawn(reconcile(Arc::new(pt.clone()), fx.ctx.clone()));
+        assert_eq!(fx.api.event().await, ("Expired".into(), "Normal".into()));
+        let applied = fx.api.expect(Method::PATCH, &format!("{PODTRACE}/status?"), json(&pt)).await;
+        let written: PodTraceStatus =
+            serde_json::from_value(applied.body["status"].clone()).unwrap();
+        let expired = status::find(Some(&written), status::EXPIRED).unwrap();
+        assert_eq!((expired.status.as_str(), expired.reason.as_str()), ("True", "DurationElapsed"));
+        assert!(written.nodes.is_empty(), "not traced");
+        assert_eq!(within(task).await.unwrap().unwrap(), Action::requeue(SAFETY_NET));
+
+        // A new duration: traced again, with a new countdown.
+        fx.ctx.index.write().podtrace_status_nodes("pt-uid", &written.nodes);
+        let mut extended = PodTrace { status: Some(written), ..pt };
+        extended.spec.duration = Some("1h".into());
+        extended.metadata.generation = Some(2);
+        fx.store(&extended);
+        let task = tokio::spawn(reconcile(Arc::new(extended.clone()), fx.ctx.clone()));
+        assert_eq!(fx.api.event().await, ("Resumed".into(), "Normal".into()));
+        let applied =
+            fx.api.expect(Method::PATCH, &format!("{PODTRACE}/status?"), json(&extended)).await;
+        let written: PodTraceStatus =
+            serde_json::from_value(applied.body["status"].clone()).unwrap();
+        assert_eq!(written.countdown.unwrap().duration, "1h");
+        assert_eq!(written.nodes.len(), 1);
+        let action = within(task).await.unwrap().unwrap();
+        assert_eq!(action, Action::requeue(SAFETY_NET), "an hour away: the safety net first");
+    }
+
+    #[test]
+    fn the_next_reconcile_is_at_the_expiry_instant_and_none_after_it() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let status = PodTraceStatus {
+            expires_at: Some(Time(at("2026-12-06T11:15:00Z"))),
+            ..Default::default()
+        };
+        let wait = until_expiry(&status, at("2026-12-06T11:14:50Z"));
+        assert_eq!(wait, Some(Duration::from_millis(10_001)));
+        assert_eq!(until_expiry(&status, at("2026-12-06T11:15:00Z")), None);
+        assert_eq!(until_expiry(&PodTraceStatus::default(), at("2026-12-06T11:15:00Z")), None);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! A PodTrace's status: matched pods, the per-node roll-up of the agents' NodeTrace statuses,
-//! the effective profile, the series estimate and the conditions. Pure.
+//! the effective profile, the series estimate, the countdown of `spec.duration` and the
+//! conditions. Pure.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use podtrace_api::hash::profile_hash;
@@ -10,7 +11,8 @@ use podtrace_api::status::{PodAttachReason, PodAttachState, condition, find_cond
 use podtrace_api::{MonitoringProfileSpec, PodTrace, PodTraceStatus};
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::desired::{TraceSet, selects};
+use crate::desired::TraceSet;
+use crate::expiry;
 use crate::index::{PodIndex, ProjectedPod};
 
 /// Condition types of a PodTrace.
@@ -19,6 +21,8 @@ pub const READY: &str = "Ready";
 pub const DEGRADED: &str = "Degraded";
 /// `spec.paused` is true.
 pub const PAUSED: &str = "Paused";
+/// `spec.duration` has elapsed (present only while `spec.duration` is set).
+pub const EXPIRED: &str = "Expired";
 
 /// The series a pod produces with `spec`, from the agents' metric catalog (see
 /// [`podtrace_api::catalog::series_per_pod`]): capped at the profile's budget, for capacity
@@ -36,15 +40,20 @@ pub fn podtrace_status<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>>(
     node_status: impl Fn(&str) -> Option<&'a NodeTraceStatus>,
     now: &Time,
 ) -> PodTraceStatus {
-    let namespace = pt.metadata.namespace.as_deref().unwrap_or_default();
-    let matched: Vec<&ProjectedPod> =
-        index.in_namespace(namespace).filter(|p| selects(pt, p)).collect();
+    let world = profiles.world();
+    let matched = world.matched(pt, index);
     let generation = pt.metadata.generation;
+    let countdown = expiry::countdown(pt, now.0);
+    let expires_at = countdown.as_ref().map(expiry::expires_at);
     let mut status = PodTraceStatus {
         observed_generation: generation,
         matched_pods: matched.len() as i32,
+        expires_at: expires_at.clone().and_then(Result::ok).map(Time),
+        countdown,
         ..Default::default()
     };
+    let expired = expiry::expired(pt, world.now);
+    let refusal = world.cluster_tracing.refusal(pt);
 
     // The profile per pod; with no pods, the one an unowned pod would get.
     let resolved: Result<Vec<_>, _> = if matched.is_empty() {
@@ -55,12 +64,16 @@ pub fn podtrace_status<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>>(
             .map(|p| profiles.resolve(pt, p.owner_kind.as_ref()).map(|e| (Some(*p), e)))
             .collect()
     };
-    let ready = match &resolved {
-        Err(e) => (false, e.reason(), e.to_string()),
-        Ok(_) if pt.spec.paused => {
+    let ready = match (&resolved, refusal) {
+        (_, Some(refusal)) => (false, "NamespaceSelectorNotAllowed", refusal),
+        (Err(e), _) => (false, e.reason(), e.to_string()),
+        (Ok(_), _) if pt.spec.paused => {
             (false, "Paused", "spec.paused is true: the agents do not trace its pods".into())
         }
-        Ok(_) => (
+        (Ok(_), _) if expired => {
+            (false, "Expired", "spec.duration has elapsed: the agents do not trace its pods".into())
+        }
+        (Ok(_), _) => (
             true,
             "NodeTracesWritten",
             format!("{} pods configured on their nodes' NodeTrace", matched.len()),
@@ -78,7 +91,7 @@ pub fn podtrace_status<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>>(
             .iter()
             .filter_map(|(pod, p)| Some(series_estimate(&p.spec, traced_containers(pt, (*pod)?))))
             .sum();
-        if !pt.spec.paused {
+        if world.in_effect(pt) {
             status.nodes = node_summaries(&matched, resolved, &node_status);
             let ready_nodes = status.nodes.iter().filter(|n| n.attached == n.pods).count();
             status.ready_nodes = Some(format!("{ready_nodes}/{}", status.nodes.len()));
@@ -101,9 +114,26 @@ pub fn podtrace_status<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>>(
     } else {
         (false, "Active", "spec.paused is false".to_string())
     };
+    let expiry = pt.spec.duration.as_ref().map(|duration| match &expires_at {
+        Some(Err(e)) => (false, "InvalidDuration", format!("spec.duration: {e}")),
+        Some(Ok(end)) if expired => (
+            true,
+            "DurationElapsed",
+            format!(
+                "spec.duration {duration} elapsed at {end}: the agents no longer trace its pods; \
+                 set another duration to trace again, or remove it to trace without end"
+            ),
+        ),
+        Some(Ok(end)) => {
+            (false, "Counting", format!("tracing stops at {end} (spec.duration {duration})"))
+        }
+        None => (false, "Counting", "the countdown starts now".to_string()),
+    });
     let old = pt.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    status.conditions = [(READY, ready), (DEGRADED, degraded), (PAUSED, paused)]
+    let conditions = [(READY, ready), (DEGRADED, degraded), (PAUSED, paused)];
+    status.conditions = conditions
         .into_iter()
+        .chain(expiry.map(|e| (EXPIRED, e)))
         .map(|(type_, (on, reason, message))| {
             condition(old, type_, on, reason, message, generation, now)
         })
@@ -321,6 +351,61 @@ mod tests {
         );
         assert!(status.nodes.is_empty());
         assert_eq!(status.effective_profile.as_deref(), Some("standard"));
+    }
+
+    /// The (type, status, reason) of every condition.
+    fn conditions(status: &PodTraceStatus) -> Vec<(&str, &str, &str)> {
+        let c = status.conditions.iter();
+        c.map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect()
+    }
+
+    #[test]
+    fn a_duration_counts_from_the_first_status_and_expires_like_a_pause() {
+        let mut pt = podtrace(None);
+        pt.spec.duration = Some("90s".into());
+        let idx = index();
+        let status_at = |pt: &PodTrace, now: &Time| {
+            let world = crate::desired::World { now: now.0, ..crate::desired::World::local() };
+            podtrace_status(pt, &idx, &TraceSet::within(world, [pt], presets), |_| None, now)
+        };
+        let first = status_at(&pt, &now());
+        assert_eq!(first.expires_at, Some(Time("2026-11-22T00:01:30Z".parse().unwrap())));
+        assert_eq!(first.nodes.len(), 2);
+        let expired = conditions(&first)[3];
+        assert_eq!(expired, ("Expired", "False", "Counting"));
+        assert!(first.conditions[3].message.contains("tracing stops at 2026-11-22T00:01:30Z"));
+
+        pt.status = Some(first.clone());
+        let later = Time("2026-11-22T00:01:30Z".parse().unwrap());
+        let over = status_at(&pt, &later);
+        assert_eq!(over.expires_at, first.expires_at, "the same countdown");
+        assert_eq!(
+            conditions(&over),
+            [
+                ("Ready", "False", "Expired"),
+                ("Degraded", "False", "AllAttached"),
+                ("Paused", "False", "Active"),
+                ("Expired", "True", "DurationElapsed")
+            ]
+        );
+        assert!(over.conditions[3].message.contains("elapsed at 2026-11-22T00:01:30Z"));
+        assert_eq!((over.matched_pods, over.nodes.len()), (3, 0), "matched, not traced");
+
+        pt.spec.duration = None;
+        let endless = status_at(&pt, &later);
+        assert_eq!((&endless.countdown, &endless.expires_at), (&None, &None));
+        assert_eq!(conditions(&endless).len(), 3, "no Expired condition without a duration");
+    }
+
+    #[test]
+    fn a_refused_namespace_selector_is_ready_false_and_matches_nothing() {
+        let mut pt = podtrace(None);
+        pt.spec.namespace_selector = Some(Default::default());
+        let set = TraceSet::new([&pt], presets);
+        let status = podtrace_status(&pt, &index(), &set, |_| None, &now());
+        assert_eq!(conditions(&status)[0], ("Ready", "False", "NamespaceSelectorNotAllowed"));
+        assert!(status.conditions[0].message.contains("not in ns"), "{:?}", status.conditions);
+        assert_eq!((status.matched_pods, status.nodes.len()), (0, 0));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //!
 //! | watch | kept | a change marks |
 //! |---|---|---|
-//! | Pods (decoded as `WatchedPod`) | projection in the pod index | old and new node; PodTraces of the namespace that select it |
+//! | Pods (decoded as `WatchedPod`) | projection in the pod index | old and new node; PodTraces that select it |
+//! | Namespaces (metadata only, while cross-namespace tracing is possible) | labels in the index | nodes hosting its pods, when its labels changed; PodTraces with a namespaceSelector |
 //! | Nodes (metadata only) | names in the index | that node |
 //! | MonitoringProfiles (managed fields stripped) | store | every PodTraceProfile (rewritten only if a referenced profile appeared or went); format-1 nodes; the nodes of PodTraces whose pod-label allow-list moved; every PodTrace's status |
 //! | NodeTraces (ours, by label) | index: requesters, spec hash, spec format, agent status | that node (not our own write, unless the agent's format moved); the PodTraces it lists when the agent's report changed |
-//! | PodTraces (managed fields stripped) | store | its PodTraceProfile; nodes hosting its namespace's pods or listing it (only format-1 nodes when only its profile changed); itself |
+//! | PodTraces (managed fields stripped) | store | its PodTraceProfile; nodes hosting the pods of the namespaces it reaches or listing it (only format-1 nodes when only its profile changed); itself |
 //! | PodTraceProfiles (ours, metadata only) | index: spec hash | itself, when not our own write |
 //!
 //! Each watch applies its events to the one index (`index/`), which says what follows. All
@@ -14,7 +15,7 @@
 //! consumes the marks.
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,20 +26,21 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use crate::context::{Cache, Context, MANAGED_BY};
-use crate::desired::{reference, selects};
+use crate::desired::reference;
 use crate::index::{NodeTraceChange, PodTraceChange, ProjectedPod, Touched, spec_hash_of};
 use crate::watched_pod::WatchedPod;
 
 /// Pages of the initial lists: large pages list 10,000 pods in few round trips.
 const PAGE_SIZE: u32 = 500;
 
-fn api<K>(ctx: &Context, namespaced: bool) -> Api<K>
+/// The API of `K` in `namespace`, or of all namespaces.
+fn api<K>(ctx: &Context, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
-    match (&ctx.scope.namespace, namespaced) {
-        (Some(ns), true) => Api::namespaced(ctx.client.clone(), ns),
-        _ => Api::all(ctx.client.clone()),
+    match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
     }
 }
 
@@ -46,7 +48,8 @@ where
 /// fields), projected and dropped as it arrives.
 pub async fn pods(ctx: Arc<Context>) {
     let config = watcher::Config::default().page_size(PAGE_SIZE);
-    let stream = watcher(api::<WatchedPod>(&ctx, true), config).default_backoff();
+    let stream =
+        watcher(api::<WatchedPod>(&ctx, ctx.scope.pod_namespace()), config).default_backoff();
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let touched = {
@@ -78,11 +81,11 @@ pub async fn pods(ctx: Arc<Context>) {
         };
         ctx.dirty.nodes.mark(touched.nodes);
         if !touched.pods.is_empty() && ctx.leading.load(std::sync::atomic::Ordering::SeqCst) {
-            for pt in ctx.podtraces.state() {
-                if touched.pods.iter().any(|p| selects(&pt, p)) {
-                    ctx.trigger(&pt);
-                }
-            }
+            let selecting: Vec<Arc<PodTrace>> = ctx.with_world(|world, _| {
+                let state = ctx.podtraces.state().into_iter();
+                state.filter(|pt| touched.pods.iter().any(|p| world.selects(pt, p))).collect()
+            });
+            selecting.iter().for_each(|pt| ctx.trigger(pt));
         }
     }
 }
@@ -151,32 +154,92 @@ pub async fn profiles(ctx: Arc<Context>, writer: Writer<MonitoringProfile>) {
                 })
                 .collect()
         });
-        let nodes = {
+        let (moved, format_1): (Vec<&Arc<PodTrace>>, Vec<Arc<str>>) = {
             let mut index = ctx.index.write();
-            let moved: Vec<&Arc<PodTrace>> = keys
+            let moved = keys
                 .iter()
                 .filter(|(pt, key)| index.podtrace_key(&pt.uid().unwrap_or_default(), *key))
                 .map(|(pt, _)| pt)
                 .collect();
-            let mut nodes: BTreeSet<Arc<str>> = index.format_1_nodes().cloned().collect();
-            for pt in moved {
-                nodes.extend(nodes_of(&index, pt));
-            }
-            nodes
+            (moved, index.format_1_nodes().cloned().collect())
         };
-        ctx.dirty.nodes.mark(nodes);
+        ctx.dirty.nodes.mark(format_1);
+        for pt in moved {
+            ctx.dirty.nodes.mark(nodes_of(ctx, pt));
+        }
         ctx.dirty.profiles.mark(keys.iter().map(|(pt, _)| reference(pt)));
         ctx.trigger_namespace(None);
     })
     .await;
 }
 
-/// The nodes whose NodeTrace `pt` may be on: those listing it and those hosting pods of its
-/// namespace.
-fn nodes_of(index: &crate::index::Index, pt: &PodTrace) -> BTreeSet<Arc<str>> {
-    let mut nodes = index.nodes_requested_by(&reference(pt));
-    nodes.extend(index.pods.nodes_of_namespace(&pt.namespace().unwrap_or_default()));
-    nodes
+/// The nodes whose NodeTrace `pt` may be on: those listing it and those hosting pods of the
+/// namespaces it reaches (its own, or those of its namespaceSelector).
+pub fn nodes_of(ctx: &Context, pt: &PodTrace) -> BTreeSet<Arc<str>> {
+    ctx.with_world(|world, index| {
+        let mut nodes = index.nodes_requested_by(&reference(pt));
+        for namespace in world.namespaces_of(pt) {
+            nodes.extend(index.pods.nodes_of_namespace(namespace));
+        }
+        nodes
+    })
+}
+
+/// Namespaces (metadata only) → their labels in the index, while a PodTrace this operator
+/// handles may trace across namespaces (otherwise marked synced at once). A change of labels
+/// may add or remove the namespace's pods from the PodTraces with a namespaceSelector: it marks
+/// the nodes hosting them and triggers those PodTraces.
+pub async fn namespaces(ctx: Arc<Context>) {
+    if !ctx.scope.traces_across_namespaces() {
+        ctx.synced.done(Cache::Namespaces);
+        return;
+    }
+    let stream = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let changed: BTreeSet<Arc<str>> = {
+            let mut index = ctx.index.write();
+            let namespaces = &mut index.namespaces;
+            match event {
+                Ok(watcher::Event::Init) => {
+                    namespaces.relist_start();
+                    continue;
+                }
+                Ok(watcher::Event::InitApply(ns) | watcher::Event::Apply(ns)) => {
+                    let name = ns.name_any();
+                    let labels = ns.metadata.labels.unwrap_or_default();
+                    if namespaces.applied(&name, labels) { [name.into()].into() } else { continue }
+                }
+                Ok(watcher::Event::Delete(ns)) => {
+                    let name = ns.name_any();
+                    if namespaces.deleted(&name) { [name.into()].into() } else { continue }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    ctx.synced.done(Cache::Namespaces);
+                    namespaces.relist_done()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, cache = ?Cache::Namespaces, "watch failed; retrying");
+                    continue;
+                }
+            }
+        };
+        // Only PodTraces with a namespaceSelector read namespace labels; one created later
+        // reads them when its own event marks its nodes.
+        if !ctx.podtraces.state().iter().any(|pt| pt.spec.namespace_selector.is_some()) {
+            continue;
+        }
+        let nodes: BTreeSet<Arc<str>> = {
+            let index = ctx.index.read();
+            changed.iter().flat_map(|ns| index.pods.nodes_of_namespace(ns)).collect()
+        };
+        ctx.dirty.nodes.mark(nodes);
+        ctx.trigger_across_namespaces();
+    }
 }
 
 /// NodeTraces (ours, by label) → the index, which keeps their requesters, spec hash and agent
@@ -225,23 +288,24 @@ pub async fn nodetraces(ctx: Arc<Context>) {
 /// a change of what it selects may add or remove pods on the nodes hosting the namespace's pods
 /// and on the nodes that list the PodTrace, in either format.
 pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
-    let stream = watcher(api::<PodTrace>(&ctx, true), watcher::Config::default())
-        .default_backoff()
-        // Managed fields are never read, and the status entry's grows with every node listed in
-        // status.nodes (about 150 bytes per node, per PodTrace), as does the list itself: the
-        // index keeps a fingerprint of the list.
-        .modify({
-            let ctx = ctx.clone();
-            move |pt| {
-                pt.managed_fields_mut().clear();
-                if let Some(status) = pt.status.as_mut() {
-                    let nodes = std::mem::take(&mut status.nodes);
-                    let uid = pt.metadata.uid.as_deref().unwrap_or_default();
-                    ctx.index.write().podtrace_status_nodes(uid, &nodes);
+    let stream =
+        watcher(api::<PodTrace>(&ctx, ctx.scope.namespace.as_deref()), watcher::Config::default())
+            .default_backoff()
+            // Managed fields are never read, and the status entry's grows with every node listed in
+            // status.nodes (about 150 bytes per node, per PodTrace), as does the list itself: the
+            // index keeps a fingerprint of the list.
+            .modify({
+                let ctx = ctx.clone();
+                move |pt| {
+                    pt.managed_fields_mut().clear();
+                    if let Some(status) = pt.status.as_mut() {
+                        let nodes = std::mem::take(&mut status.nodes);
+                        let uid = pt.metadata.uid.as_deref().unwrap_or_default();
+                        ctx.index.write().podtrace_status_nodes(uid, &nodes);
+                    }
                 }
-            }
-        })
-        .reflect(writer);
+            })
+            .reflect(writer);
     for_each_change(stream, Cache::PodTraces, &ctx, |ctx, event| {
         let (pt, deleted) = match event {
             watcher::Event::Apply(pt) => (pt, false),
@@ -256,23 +320,23 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
         };
         let uid = pt.uid().unwrap_or_default();
         let key = ctx.with_traces(|set, _| set.nodetrace_key(pt));
-        let (change, nodes) = {
+        let change = {
             let mut index = ctx.index.write();
-            let change = if deleted {
+            if deleted {
                 index.podtrace_deleted(&uid);
                 PodTraceChange::Selection
             } else {
                 index.podtrace_applied(&uid, pt.metadata.generation, key)
-            };
-            let nodes: BTreeSet<Arc<str>> = match change {
-                PodTraceChange::Nothing => BTreeSet::new(),
-                PodTraceChange::Selection => nodes_of(&index, pt),
-                PodTraceChange::Settings => {
-                    let format_1: HashSet<&Arc<str>> = index.format_1_nodes().collect();
-                    nodes_of(&index, pt).into_iter().filter(|n| format_1.contains(n)).collect()
-                }
-            };
-            (change, nodes)
+            }
+        };
+        let nodes: BTreeSet<Arc<str>> = match change {
+            PodTraceChange::Nothing => BTreeSet::new(),
+            PodTraceChange::Selection => nodes_of(ctx, pt),
+            PodTraceChange::Settings => {
+                let format_1: HashSet<Arc<str>> =
+                    ctx.index.read().format_1_nodes().cloned().collect();
+                nodes_of(ctx, pt).into_iter().filter(|n| format_1.contains(n)).collect()
+            }
         };
         if change != PodTraceChange::Nothing {
             ctx.dirty.profiles.mark([reference(pt)]);
@@ -289,7 +353,7 @@ pub async fn podtraces(ctx: Arc<Context>, writer: Writer<PodTrace>) {
 pub async fn podtraceprofiles(ctx: Arc<Context>) {
     let config = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     // Metadata only: the hash annotation is all the writer compares.
-    let api = api::<PartialObjectMeta<PodTraceProfile>>(&ctx, true);
+    let api = api::<PartialObjectMeta<PodTraceProfile>>(&ctx, ctx.scope.namespace.as_deref());
     let stream = watcher(api, config).default_backoff();
     futures::pin_mut!(stream);
     let mut relisted = false;

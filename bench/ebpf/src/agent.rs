@@ -95,8 +95,7 @@ impl Agent {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                bail!("the agent exited: {status}; its last log lines: {tail:?}");
+                bail!("the agent exited: {status}; its log: {:?}", error_lines(&log));
             }
             if let Ok(text) = self.get("/metrics") {
                 let ready = self.get("/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200"));
@@ -221,5 +220,37 @@ impl Drop for Agent {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The log lines that say what went wrong: the last five, without the frames of a backtrace
+/// (an error printed with `RUST_BACKTRACE` set ends in dozens of them, which hid the error).
+fn error_lines(log: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = log
+        .lines()
+        .take_while(|l| !l.starts_with("Stack backtrace:"))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines.drain(..lines.len().saturating_sub(5));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_lines;
+
+    #[test]
+    fn error_lines_drop_the_backtrace() {
+        let log = "Error: metrics on 127.0.0.1:53039: Address already in use (os error 98)\n\n\
+                   Caused by:\n    Address already in use (os error 98)\n\n\
+                   Stack backtrace:\n   0: anyhow::error\n  12: _start\n";
+        assert_eq!(
+            error_lines(log),
+            [
+                "Error: metrics on 127.0.0.1:53039: Address already in use (os error 98)",
+                "Caused by:",
+                "    Address already in use (os error 98)",
+            ]
+        );
     }
 }

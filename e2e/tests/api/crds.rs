@@ -29,6 +29,18 @@ fn kubectl_explain_shows_the_field_docs() {
     let choices = explain("podtraceprofile.spec.profiles");
     assert!(choices.contains("first match wins"), "{choices}");
     assert!(pods.contains("by= gives a pod of its owner kind"), "{pods}");
+    let namespaces = explain("podtrace.spec.namespaceSelector");
+    for says in [
+        "podtrace.dev/allow-tracing: \"true\"",
+        "Only PodTraces in the operator's own namespace",
+        "--cluster-trace-namespaces",
+        "reason NamespaceSelectorNotAllowed",
+    ] {
+        assert!(namespaces.contains(says), "{says:?} not in {namespaces}");
+    }
+    let duration = explain("podtrace.spec.duration");
+    assert!(duration.contains("at status.expiresAt the agents detach"), "{duration}");
+    assert!(duration.contains("Setting another value starts a new countdown"), "{duration}");
 }
 
 #[test]
@@ -53,7 +65,7 @@ fn printer_columns_show_interval_history_and_probes() {
             "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
         ])
         .unwrap();
-    assert_eq!(crd, "Profile Matched Ready Nodes Paused Age");
+    assert_eq!(crd, "Profile Matched Ready Nodes Expires Paused Age");
     let nt = cp
         .kubectl_ok(&[
             "get",

@@ -101,6 +101,39 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         &["spec.profile", "at most one of spec.profileRef and spec.profile"],
     ),
     (
+        "duration without unit",
+        TRACE,
+        "{selector: {}, duration: \"15\"}",
+        &["spec.duration", "duration must be a duration between 1s and 8760h"],
+    ),
+    (
+        "duration below 1s",
+        TRACE,
+        "{selector: {}, duration: 500ms}",
+        &["spec.duration", "between 1s and 8760h"],
+    ),
+    (
+        "negative duration",
+        TRACE,
+        "{selector: {}, duration: -15m}",
+        &["spec.duration", "between 1s and 8760h"],
+    ),
+    (
+        "namespaceSelector with unknown operator",
+        TRACE,
+        "{selector: {}, namespaceSelector: {matchExpressions: [{key: team, operator: Like, values: [a]}]}}",
+        &["spec.namespaceSelector", "namespaceSelector.matchExpressions[].operator must be one of"],
+    ),
+    (
+        "namespaceSelector with a bad label key",
+        TRACE,
+        "{selector: {}, namespaceSelector: {matchLabels: {\"-team\": a}}}",
+        &[
+            "spec.namespaceSelector.matchLabels",
+            "namespaceSelector.matchLabels keys must be label keys",
+        ],
+    ),
+    (
         "missing selector",
         TRACE,
         "{profileRef: {name: standard}}",

@@ -66,6 +66,8 @@ fn the_manifests_run_with_their_own_rbac_and_a_missing_rule_is_reported() {
         ("podtrace-operator", "delete", "podtraceprofiles.podtrace.dev", "", true),
         ("podtrace-operator", "patch", "podtraces.podtrace.dev", "status", true),
         ("podtrace-operator", "delete", "pods", "", false),
+        ("podtrace-operator", "watch", "namespaces", "", true),
+        ("podtrace-operator", "patch", "namespaces", "", false),
     ] {
         let sub = format!("--subresource={subresource}");
         let mut args = vec!["auth", "can-i", verb, resource, "--as"];

@@ -123,6 +123,20 @@ impl Fixture {
         containers: &[&str],
         owned: bool,
     ) -> Pod {
+        self.pod_in(self.name(), name, node, labels, containers, owned).await
+    }
+
+    /// [`pod`](Self::pod) in `namespace`.
+    pub async fn pod_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        containers: &[&str],
+        owned: bool,
+    ) -> Pod {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let labels: serde_json::Map<_, _> =
             labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
         let owners = if owned {
@@ -135,32 +149,16 @@ impl Fixture {
             "spec": {"nodeName": node, "containers": containers.iter().map(|c| json!({"name": c, "image": "busybox"})).collect::<Vec<_>>()},
         }))
         .unwrap();
-        self.pods().create(&PostParams::default(), &pod).await.unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
         for c in containers {
-            self.set_container_id(name, c, &format!("containerd://{name}-{c}-0")).await;
+            set_container_id(&pods, name, c, &format!("containerd://{name}-{c}-0")).await;
         }
-        self.pods().get(name).await.unwrap()
+        pods.get(name).await.unwrap()
     }
 
     /// Writes a container's runtime ID (a restart gives a container a new one).
     pub async fn set_container_id(&self, pod: &str, container: &str, id: &str) {
-        let current = self.pods().get(pod).await.unwrap();
-        let mut statuses: Vec<serde_json::Value> = current
-            .status
-            .and_then(|s| s.container_statuses)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| s.name != container)
-            .map(|s| serde_json::to_value(s).unwrap())
-            .collect();
-        statuses
-            .push(json!({"name": container, "containerID": id, "image": "busybox", "imageID": "",
-            "ready": true, "restartCount": 0, "state": {"running": {}}}));
-        let patch = json!({"status": {"phase": "Running", "containerStatuses": statuses}});
-        self.pods()
-            .patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
+        set_container_id(&self.pods(), pod, container, id).await;
     }
 
     /// Applies a PodTrace with `spec` (JSON) in this namespace.
@@ -171,6 +169,21 @@ impl Fixture {
             .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&body))
             .await
             .unwrap();
+    }
+
+    /// The status of PodTrace `name` once `check` holds (within 20 s).
+    pub async fn status_when(
+        &self,
+        name: &str,
+        check: impl Fn(&podtrace_api::PodTraceStatus) -> bool,
+    ) -> podtrace_api::PodTraceStatus {
+        eventually(Duration::from_secs(20), || async {
+            let status = self.podtraces().get(name).await?.status.unwrap_or_default();
+            anyhow::ensure!(check(&status), "PodTrace/{name}: {status:#?}");
+            Ok(status)
+        })
+        .await
+        .unwrap()
     }
 
     /// The NodeTrace of `node`, if any.
@@ -248,6 +261,23 @@ impl Fixture {
     pub fn pt(&self, name: &str) -> PodTraceRef {
         PodTraceRef { namespace: self.name().into(), name: name.into() }
     }
+}
+
+/// Writes a container's runtime ID through the status subresource, as a kubelet would.
+async fn set_container_id(pods: &Api<Pod>, pod: &str, container: &str, id: &str) {
+    let current = pods.get(pod).await.unwrap();
+    let mut statuses: Vec<serde_json::Value> = current
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.name != container)
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
+    statuses.push(json!({"name": container, "containerID": id, "image": "busybox", "imageID": "",
+        "ready": true, "restartCount": 0, "state": {"running": {}}}));
+    let patch = json!({"status": {"phase": "Running", "containerStatuses": statuses}});
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
 }
 
 /// Clears `probes.include` where `probes.enabled` is false, on both sides of a comparison.

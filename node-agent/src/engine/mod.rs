@@ -32,7 +32,7 @@ use podtrace_api::{
 
 use crate::{
     collectors::{ebpf::EbpfSource, process::NetDevCache, resource},
-    gaps::Gap,
+    gaps::{self, Gap},
     metrics::{
         Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, sources::Source,
     },
@@ -260,8 +260,13 @@ impl Engine {
                 (memory_limit, resources) = tick.resource(state, &labels);
                 spent.resource += started.elapsed();
             }
+            // Without the host's PID namespace, cgroup.procs lists every process as 0: the
+            // processes are not measured (the pids gap names it in the push messages) rather
+            // than summed over none. A standalone pid selector resolves pids itself.
+            let pids_unreadable =
+                self.start_gaps.contains(&gaps::PID_NAMESPACE) && state.target.pids.is_none();
             let mut procs = None;
-            if process_on {
+            if process_on && !pids_unreadable {
                 let started = Instant::now();
                 // Memory percent needs the limit: read here only when the resource source did
                 // not, and only when memory is collected at all.
@@ -273,7 +278,10 @@ impl Engine {
                 procs = tick.process(state, &labels, &mut self.net, base);
                 spent.process += started.elapsed();
             }
-            let sample = target_sample(state, node, procs.as_deref(), resources, tick.wall);
+            let mut sample = target_sample(state, node, procs.as_deref(), resources, tick.wall);
+            if pids_unreadable {
+                sample.unavailable.push(gaps::PID_NAMESPACE.data);
+            }
             samples.push((state.target.key.clone(), sample));
         }
         if resource_on && collected > 0 {
@@ -514,6 +522,37 @@ mod tests {
         let batches = recorder.0.lock();
         let last = batches.last().unwrap();
         assert_eq!(last.targets.len(), 1, "the push exporters still get the pod");
+    }
+
+    #[test]
+    fn without_the_pid_namespace_cgroup_processes_are_unavailable_not_summed_over_none() {
+        let mut registry = Registry::default();
+        let mut engine = engine(std::path::Path::new("/proc"), &mut registry);
+        let recorder = Arc::new(Recorder::default());
+        engine.set_pusher(recorder.clone(), "node-1".into());
+        engine.add_gap(gaps::PID_NAMESPACE);
+        // A pod cgroup as an agent outside the host's PID namespace sees it: every pid is 0.
+        let root = std::env::temp_dir().join(format!("podtrace-pidns-{}", std::process::id()));
+        let dir = root.join("unified/pod");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in [("cgroup.procs", "0\n0\n"), ("memory.current", "4096\n")] {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        let cgroup = crate::cgroup::CgroupLayout::hybrid_under(&root).resolve("/pod").unwrap();
+        let key = TargetKey::new("ns", "pod", "c");
+        let by_cgroup = Target { pids: None, key, cgroup, ..me("1s") };
+        engine.set_targets(vec![me("1s"), by_cgroup], vec![]);
+        engine.tick(Instant::now());
+        std::fs::remove_dir_all(root).unwrap();
+        let batches = recorder.0.lock();
+        let targets = &batches.last().expect("a batch").targets;
+        let of = |pod: &str| targets.iter().find(|t| t.pod == pod).expect(pod);
+        let (cgroup, selector) = (of("pod"), of("me"));
+        assert_eq!(cgroup.unavailable, ["pids"], "the cgroup's processes cannot be listed");
+        assert!(cgroup.metrics.is_none() && cgroup.aggregated.is_none(), "{cgroup:?}");
+        assert_eq!(cgroup.resources["memory"].usage, 4096.0, "its cgroup is still measured");
+        // A pid selector's processes are read from the /proc it names: measured.
+        assert!(selector.unavailable.is_empty() && selector.metrics.is_some());
     }
 
     #[test]

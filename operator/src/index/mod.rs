@@ -5,6 +5,7 @@
 //! ```text
 //!  Index
 //!   ├─ pods         PodIndex (pods.rs): projected pods by uid, node and namespace; the nodes
+//!   ├─ namespaces   NamespaceIndex (namespaces.rs): labels per namespace, for namespaceSelector
 //!   ├─ nodetraces   per node: requesters (fingerprints of the pods' by=), the spec format its
 //!   │               agent reads, the agent's status and a fingerprint of it
 //!   ├─ nodetrace_hashes, profile_hashes
@@ -18,6 +19,7 @@
 //! do, and the tests below drive it with plain values.
 
 mod ledger;
+mod namespaces;
 mod pods;
 
 use kube::ResourceExt;
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use crate::SPEC_HASH_ANNOTATION;
 use crate::fingerprint;
 pub use ledger::{Ledger, Write};
+pub use namespaces::NamespaceIndex;
 pub use pods::{ContainerRef, Interner, Labels, PodIndex, ProjectedPod, Touched};
 
 /// What the operator keeps of a NodeTrace (ours, by label): never its spec.
@@ -109,6 +112,8 @@ pub enum PodTraceChange {
 pub struct Index {
     /// Projected pods and existing nodes.
     pub pods: PodIndex,
+    /// Namespaces and their labels (only while cross-namespace tracing is possible).
+    pub namespaces: NamespaceIndex,
     nodetraces: HashMap<Arc<str>, NodeTraceEntry>,
     /// NodeTraces listed again during a relist of their watch.
     nodetraces_relisted: Option<HashSet<Arc<str>>>,
@@ -293,6 +298,7 @@ impl Index {
         let news = seen.observed_generation != status.observed_generation
             || seen.effective_profile != status.effective_profile
             || seen.profile_hash != status.profile_hash
+            || seen.expires_at != status.expires_at
             || conditions(seen) != conditions(status);
         let last = pt.uid().and_then(|uid| self.podtraces.get(&uid)?.status_written);
         match last {
@@ -460,6 +466,8 @@ pub(crate) mod tests {
                 profile_ref: None,
                 profile: None,
                 paused: false,
+                namespace_selector: None,
+                duration: None,
             },
         );
         pt.metadata.uid = Some("u1".into());
@@ -486,6 +494,8 @@ pub(crate) mod tests {
             profile_ref: None,
             profile: None,
             paused: false,
+            namespace_selector: None,
+            duration: None,
         };
         let mut pt = PodTrace::new("t", spec);
         pt.metadata.uid = Some("u1".into());
