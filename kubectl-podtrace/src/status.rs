@@ -53,6 +53,8 @@ pub struct PodTraceReport {
     pub series_estimate: i64,
     /// Whether the PodTrace is paused.
     pub paused: bool,
+    /// When tracing stops (spec.duration), RFC 3339; past when the Expired condition is True.
+    pub expires_at: Option<String>,
     /// Whether the operator has seen the current spec (status.observedGeneration equals
     /// metadata.generation).
     pub up_to_date: bool,
@@ -174,6 +176,7 @@ fn pod_trace(pt: &PodTrace, node_traces: &BTreeMap<String, &NodeTrace>) -> PodTr
         nodes_total: nodes.len(),
         series_estimate: status.series_estimate,
         paused: pt.spec.paused,
+        expires_at: status.expires_at.as_ref().map(|t| t.0.to_string()),
         up_to_date: generation.is_none() || status.observed_generation == generation,
         conditions: status
             .conditions
@@ -284,7 +287,7 @@ pub fn render(report: &Report) -> String {
             pt.conditions.iter().map(|(t, v)| format!("{t}={v}")).collect();
         let _ = writeln!(
             s,
-            "{:<ns$} {:<name$} {:<profile$} {:>7} {:>11} {:>13} {}{}{}",
+            "{:<ns$} {:<name$} {:<profile$} {:>7} {:>11} {:>13} {}{}{}{}",
             pt.namespace,
             pt.name,
             pt.profile.as_deref().unwrap_or("-"),
@@ -293,6 +296,7 @@ pub fn render(report: &Report) -> String {
             pt.series_estimate,
             conditions.join(" "),
             if pt.paused { " (paused)" } else { "" },
+            pt.expires_at.as_ref().map(|t| format!(" (until {t})")).unwrap_or_default(),
             if pt.up_to_date { "" } else { " (the operator has not seen the last edit yet)" },
         );
         if !pt.nodes.is_empty() {

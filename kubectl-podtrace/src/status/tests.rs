@@ -8,6 +8,7 @@ fn pod_trace() -> PodTrace {
         "spec": {"selector": {"matchLabels": {"app": "web"}}},
         "status": {
             "observedGeneration": 2, "matchedPods": 3, "readyNodes": "1/2",
+            "expiresAt": "2026-12-06T10:15:00Z",
             "effectiveProfile": "daemon", "seriesEstimate": 120,
             "nodes": [
                 "node-a pods=2 attached=2 pending=0 failed=0 probes=tcpRtt:tp_btf,dns:Unavailable",
@@ -76,6 +77,8 @@ fn a_podtrace_joins_its_node_lines_with_the_agents_status() {
     let table = render(&r);
     assert!(table.contains("shop      web  daemon"), "{table}");
     assert!(table.contains("1/2"), "{table}");
+    assert!(table.contains(" (until 2026-12-06T10:15:00Z)"), "{table}");
+    assert_eq!(pt.expires_at.as_deref(), Some("2026-12-06T10:15:00Z"));
     assert!(table.contains("dns:Unavailable tcpRtt:tp_btf"), "{table}");
     assert!(table.contains("  ! node-b: pod shop/web-1 Pending"), "{table}");
 }
