@@ -58,8 +58,9 @@ test: setup lint check-generated unit e2e ## Everything CI runs
 kubectl-plugin: ## Build the kubectl plugin (target/release/kubectl-podtrace: copy it onto the PATH, then `kubectl podtrace`)
 	$(CARGO) build --release -p kubectl-podtrace
 
-install-kubectl-plugin: kubectl-plugin ## Copy kubectl-podtrace to $(PREFIX)/bin
+install-kubectl-plugin: kubectl-plugin ## Copy kubectl-podtrace to $(PREFIX)/bin (and the link kubectl's completion runs)
 	install -m 0755 target/release/kubectl-podtrace $(PREFIX)/bin/kubectl-podtrace
+	ln -sf kubectl-podtrace $(PREFIX)/bin/kubectl_complete-podtrace
 
 demo: ## Run the agent standalone on a demo workload in its own cgroups and show `top` (Ctrl-C stops all)
 	bash scripts/setup.sh --packages-only

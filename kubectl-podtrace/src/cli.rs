@@ -94,7 +94,9 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Prints a shell completion script: `source <(kubectl-podtrace completion bash)`.
+    /// Prints a shell completion script for `kubectl-podtrace` (`source <(kubectl-podtrace
+    /// completion bash)`); `kubectl podtrace <TAB>` completes through the link
+    /// kubectl_complete-podtrace instead.
     Completion {
         /// The shell.
         shell: clap_complete::Shell,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod complete;
 mod error;
 mod health;
 mod output;
@@ -13,6 +14,14 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    // Run by kubectl as `kubectl_complete-podtrace <words>` (a link to this binary).
+    let mut args = std::env::args();
+    let program = args.next().unwrap_or_default();
+    if std::path::Path::new(&program).file_name().is_some_and(|n| n == complete::PROGRAM) {
+        let words: Vec<String> = args.collect();
+        let _ = output::write(complete::reply(Cli::command(), &words).as_bytes());
+        return std::process::ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     match runtime

@@ -5,6 +5,7 @@
 //! through the pod proxy, which needs a kubelet and a real agent: `node::plugin`.
 
 mod health;
+mod path;
 mod rbac;
 mod status;
 
