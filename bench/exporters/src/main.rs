@@ -168,6 +168,7 @@ fn batch(n: usize) -> PushBatch {
                 ebpf: Default::default(),
                 export: podtrace_api::presets::Preset::Standard.spec().export,
                 unavailable: vec![],
+                series: Vec::new(),
             }
         })
         .collect();

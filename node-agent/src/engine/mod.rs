@@ -47,6 +47,13 @@ pub use run::{RESCAN, run};
 pub trait Pusher: Send + Sync {
     /// Called after each tick that collected at least one target or the kernel.
     fn push(&self, batch: PushBatch);
+
+    /// Whether the batches should carry each target's series as `/metrics` shows them
+    /// ([`TargetSample::series`]); copying them costs, so only an exporter that sends them
+    /// (OTLP) asks.
+    fn wants_series(&self) -> bool {
+        false
+    }
 }
 
 /// What the engine achieved, for the NodeTrace status writer and health.
@@ -222,6 +229,7 @@ impl Engine {
             proc_root: &self.proc_root,
             now,
             wall: SystemTime::now(),
+            keep_series: self.push.as_ref().is_some_and(|p| p.to.wants_series()),
         };
         let mut kernel = None;
         if now >= self.kernel_next {
@@ -295,6 +303,11 @@ impl Engine {
                 if let Some(summary) = summaries.remove(key) {
                     sample.ebpf = summary;
                 }
+            }
+        }
+        for (key, sample) in &mut samples {
+            if let Some(state) = self.targets.get_mut(key) {
+                sample.series = std::mem::take(&mut state.series);
             }
         }
         // What no source measured (every one off, or all failed) is not sent.

@@ -86,6 +86,30 @@ impl Labels {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The labels as (name, unescaped value) pairs, in order: the inverse of [`Labels::push`],
+    /// for the OTLP exporter, which sends them as attributes. Labels are kept formatted because
+    /// `/metrics` encoding is the hot path; this runs only for a pushed interval.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, String)> {
+        let mut rest = self.0.as_str();
+        std::iter::from_fn(move || {
+            let (name, after) = rest.split_once("=\"")?;
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            rest = after[end + 1..].strip_prefix(',').unwrap_or("");
+            Some((name, value))
+        })
+    }
 }
 
 /// One value of one series.
@@ -449,6 +473,21 @@ mod tests {
         let mut l = Labels::default();
         l.push("a", "x\"y\\z\nw").push("b", "");
         assert_eq!(l.as_str(), r#"a="x\"y\\z\nw",b="""#);
+    }
+
+    proptest::proptest! {
+        /// `pairs` gives back exactly what was pushed, whatever the values hold.
+        #[test]
+        fn pairs_unescape_what_push_escaped(values in proptest::collection::vec(".*", 0..5)) {
+            let mut l = Labels::default();
+            let names: Vec<String> = (0..values.len()).map(|i| format!("l{i}")).collect();
+            for (n, v) in names.iter().zip(&values) {
+                l.push(n, v);
+            }
+            let back: Vec<(String, String)> = l.pairs().map(|(n, v)| (n.to_owned(), v)).collect();
+            let want: Vec<(String, String)> = names.into_iter().zip(values).collect();
+            proptest::prop_assert_eq!(back, want);
+        }
     }
 
     #[test]

@@ -331,7 +331,7 @@ pub fn export_errors(registry: &prometheus_client::registry::Registry, exporter:
 
 /// Export to every push exporter.
 pub fn all() -> ExportSettings {
-    ExportSettings { prometheus: true, nats: true, mqtt: true, influx: true }
+    ExportSettings { prometheus: true, nats: true, mqtt: true, influx: true, otlp: true }
 }
 
 /// The sample time of batch `seq` (whole milliseconds, so every format round-trips it).
@@ -404,6 +404,7 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
         },
         export: all(),
         unavailable: vec![],
+        series: Vec::new(),
     }
 }
 
