@@ -57,8 +57,8 @@ pub struct ExporterArgs {
     /// enables the OTLP exporter.
     #[arg(long, env = "PODTRACE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
-    /// OTLP transport; by default `http/protobuf` when the endpoint's port is 4318 or its path
-    /// ends with `/v1/metrics`, `grpc` otherwise.
+    /// OTLP transport; by default `http/protobuf` when the endpoint's port is 4318 or it has a
+    /// path, `grpc` otherwise.
     #[arg(long, env = "PODTRACE_OTLP_PROTOCOL", value_enum)]
     pub otlp_protocol: Option<OtlpProtocol>,
     /// Headers sent with every OTLP export, `key=value,key2=value2` (values percent-decoded, as

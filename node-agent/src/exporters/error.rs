@@ -44,7 +44,9 @@ pub enum ExportError {
     },
     /// `--otlp-headers` is not a list of `key=value` headers (the message never shows a value:
     /// headers carry tokens).
-    #[error("--otlp-headers (PODTRACE_OTLP_HEADERS) is not valid: {reason} (expected key=value,key2=value2)")]
+    #[error(
+        "--otlp-headers (PODTRACE_OTLP_HEADERS) is not valid: {reason} (expected key=value,key2=value2)"
+    )]
     InvalidHeaders {
         /// What is wrong with it.
         reason: String,

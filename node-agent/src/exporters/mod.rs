@@ -147,17 +147,38 @@ impl Exporters {
         if let Some(config) = nats {
             let (queue, stats) = new_sink("nats");
             let tasks = vec![tokio::spawn(nats::run(config, queue.clone(), stats.clone()))];
-            sinks.push(Sink { queue, stats, wants: |e| e.nats, kernel: true, series: false, tasks });
+            sinks.push(Sink {
+                queue,
+                stats,
+                wants: |e| e.nats,
+                kernel: true,
+                series: false,
+                tasks,
+            });
         }
         if let Some(config) = mqtt {
             let (queue, stats) = new_sink("mqtt");
             let tasks = mqtt::spawn(config, queue.clone(), stats.clone());
-            sinks.push(Sink { queue, stats, wants: |e| e.mqtt, kernel: false, series: false, tasks });
+            sinks.push(Sink {
+                queue,
+                stats,
+                wants: |e| e.mqtt,
+                kernel: false,
+                series: false,
+                tasks,
+            });
         }
         if let Some(config) = influx {
             let (queue, stats) = new_sink("influx");
             let tasks = vec![tokio::spawn(influx::run(config, queue.clone(), stats.clone()))];
-            sinks.push(Sink { queue, stats, wants: |e| e.influx, kernel: true, series: false, tasks });
+            sinks.push(Sink {
+                queue,
+                stats,
+                wants: |e| e.influx,
+                kernel: true,
+                series: false,
+                tasks,
+            });
         }
         if let Some(config) = otlp {
             let (queue, stats) = new_sink("otlp");

@@ -20,8 +20,8 @@
 //! what was refused.
 
 use super::{
-    BACKOFF_MIN, ExportError, ExporterArgs, Item, args::OtlpProtocol, backoff::Backoff,
-    otlp_data, queue::Queue, stats::Stats,
+    BACKOFF_MIN, ExportError, ExporterArgs, Item, args::OtlpProtocol, backoff::Backoff, otlp_data,
+    queue::Queue, stats::Stats,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -122,10 +122,10 @@ impl Config {
     }
 }
 
-/// `http/protobuf` for OTLP/HTTP's port or path, `grpc` otherwise (OTLP/gRPC's 4317, or a port
-/// of one's own).
+/// `http/protobuf` for OTLP/HTTP's port 4318 or a URL with a path (a gRPC endpoint has none:
+/// Prometheus' `/api/v1/otlp`), `grpc` otherwise (OTLP/gRPC's 4317, or a port of one's own).
 fn default_protocol(url: &url::Url) -> OtlpProtocol {
-    if url.port() == Some(4318) || url.path().ends_with(HTTP_PATH) {
+    if url.port() == Some(4318) || url.path() != "/" {
         OtlpProtocol::HttpProtobuf
     } else {
         OtlpProtocol::Grpc
@@ -339,14 +339,17 @@ mod tests {
     #[test]
     fn the_protocol_follows_the_port_or_path_and_http_gets_its_path() {
         let c = config("http://collector:4317", None).unwrap();
-        assert_eq!((c.protocol(), c.url().as_str()), (OtlpProtocol::Grpc, "http://collector:4317/"));
+        assert_eq!(
+            (c.protocol(), c.url().as_str()),
+            (OtlpProtocol::Grpc, "http://collector:4317/")
+        );
         let c = config("http://collector:4318", None).unwrap();
         assert_eq!(c.protocol(), OtlpProtocol::HttpProtobuf);
         assert_eq!(c.url().as_str(), "http://collector:4318/v1/metrics");
         let c = config("http://prom:9090/api/v1/otlp/v1/metrics", None).unwrap();
         assert_eq!(c.protocol(), OtlpProtocol::HttpProtobuf);
         assert_eq!(c.url().path(), "/api/v1/otlp/v1/metrics");
-        let c = config("http://prom:9090/api/v1/otlp/", Some(OtlpProtocol::HttpProtobuf)).unwrap();
+        let c = config("http://prom:9090/api/v1/otlp/", None).unwrap();
         assert_eq!(c.url().path(), "/api/v1/otlp/v1/metrics");
     }
 

@@ -44,7 +44,9 @@ pub const SERVICE_NAME: &str = "podtrace-agent";
 const RESOURCE_LABELS: [&str; 3] = ["namespace", "pod", "container"];
 
 /// One request holding every item's resource.
-pub fn request(resources: impl IntoIterator<Item = ResourceMetrics>) -> ExportMetricsServiceRequest {
+pub fn request(
+    resources: impl IntoIterator<Item = ResourceMetrics>,
+) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest { resource_metrics: resources.into_iter().collect() }
 }
 
@@ -67,7 +69,8 @@ pub fn target(t: &TargetSample) -> ResourceMetrics {
 
 /// The resource metrics of the node's kernel counters, under the node's resource.
 pub fn kernel(k: &KernelSample, node: &str) -> ResourceMetrics {
-    let attributes = vec![attribute("service.name", SERVICE_NAME), attribute("k8s.node.name", node)];
+    let attributes =
+        vec![attribute("service.name", SERVICE_NAME), attribute("k8s.node.name", node)];
     let series = crate::collectors::kernel::samples(k);
     resource_metrics(attributes, &series, nanos(k.timestamp))
 }
@@ -304,7 +307,11 @@ mod tests {
             rm.scope_metrics[0].metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(
             names,
-            ["node_context_switches_total", "node_entropy_available_bits", "node_network_connections_total"]
+            [
+                "node_context_switches_total",
+                "node_entropy_available_bits",
+                "node_network_connections_total"
+            ]
         );
     }
 }
