@@ -88,7 +88,7 @@ fn main() {
             "OTLP protobuf (one request per 32 targets)",
             Box::new(|| {
                 // As the exporter sends them: a request per chunk of its queue.
-                items.chunks(32).map(|c| prost::Message::encoded_len(&otlp.encode(c))).sum()
+                items.chunks(32).map(|c| prost::Message::encode_to_vec(&otlp.encode(c)).len()).sum()
             }),
         ),
     ];

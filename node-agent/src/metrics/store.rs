@@ -89,25 +89,44 @@ impl Labels {
 
     /// The labels as (name, unescaped value) pairs, in order: the inverse of [`Labels::push`],
     /// for the OTLP exporter, which sends them as attributes. Labels are kept formatted because
-    /// `/metrics` encoding is the hot path; this runs only for a pushed interval.
-    pub fn pairs(&self) -> impl Iterator<Item = (&str, String)> {
+    /// `/metrics` encoding is the hot path; values without escapes (nearly all) are borrowed.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, std::borrow::Cow<'_, str>)> {
         let mut rest = self.0.as_str();
         std::iter::from_fn(move || {
             let (name, after) = rest.split_once("=\"")?;
-            let mut value = String::new();
-            let mut chars = after.char_indices();
-            let end = loop {
-                match chars.next()? {
-                    (_, '\\') => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        c => value.push(c),
-                    },
-                    (i, '"') => break i,
-                    (_, c) => value.push(c),
+            // The closing quote is the first one not escaped by a backslash.
+            let mut escaped = false;
+            let mut end = None;
+            for (i, c) in after.char_indices() {
+                match c {
+                    '\\' => escaped = !escaped,
+                    '"' if !escaped => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
                 }
-            };
+            }
+            let end = end?;
+            let raw = &after[..end];
             rest = after[end + 1..].strip_prefix(',').unwrap_or("");
-            Some((name, value))
+            if !raw.contains('\\') {
+                return Some((name, std::borrow::Cow::Borrowed(raw)));
+            }
+            let mut value = String::with_capacity(raw.len());
+            let mut chars = raw.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    value.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(escaped) => value.push(escaped),
+                    None => {}
+                }
+            }
+            Some((name, std::borrow::Cow::Owned(value)))
         })
     }
 }
@@ -484,7 +503,8 @@ mod tests {
             for (n, v) in names.iter().zip(&values) {
                 l.push(n, v);
             }
-            let back: Vec<(String, String)> = l.pairs().map(|(n, v)| (n.to_owned(), v)).collect();
+            let back: Vec<(String, String)> =
+                l.pairs().map(|(n, v)| (n.to_owned(), v.into_owned())).collect();
             let want: Vec<(String, String)> = names.into_iter().zip(values).collect();
             proptest::prop_assert_eq!(back, want);
         }
