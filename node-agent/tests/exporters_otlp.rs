@@ -5,6 +5,11 @@
 mod exporters_support;
 
 use exporters_support::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    metrics_service_server::{MetricsService, MetricsServiceServer},
+};
+use parking_lot::Mutex;
 use podtrace_agent::{
     exporters::{ExporterArgs, Exporters, args::OtlpProtocol},
     metrics::{Sample, TargetKey, catalog},
@@ -13,6 +18,7 @@ use podtrace_agent::{
 use serde_json::Value;
 use std::{
     collections::BTreeSet,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -122,6 +128,72 @@ mod exporters {
         let h = health(&exporters);
         assert!(h.connected, "{h:?}");
         assert_eq!((h.sent, h.dropped, h.queued), (15, 7, 0));
+    }
+
+    /// A gRPC receiver built on the official generated service: answers each export with the
+    /// next scripted code (OK once the script is done) and records every request's
+    /// `authorization` header and resource count.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        codes: Arc<Mutex<std::collections::VecDeque<tonic::Code>>>,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    /// A request's `authorization` header and number of resources.
+    type Seen = (Option<String>, usize);
+
+    #[tonic::async_trait]
+    impl MetricsService for Scripted {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            let auth = request.metadata().get("authorization").map(|v| v.to_str().unwrap().into());
+            self.seen.lock().push((auth, request.get_ref().resource_metrics.len()));
+            match self.codes.lock().pop_front() {
+                None | Some(tonic::Code::Ok) => Ok(tonic::Response::new(Default::default())),
+                Some(code) => Err(tonic::Status::new(code, "scripted")),
+            }
+        }
+    }
+
+    /// In addition to the real receivers: what a receiver answers decides what happens to an
+    /// export (INVALID_ARGUMENT: dropped and counted; UNAVAILABLE: retried until accepted), and
+    /// `--otlp-headers` reach it on every request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn otlp_grpc_drops_what_the_receiver_calls_malformed_retries_the_rest_and_sends_headers()
+    {
+        let receiver = Scripted::default();
+        // The start-up check, the first export, the second export twice.
+        receiver.codes.lock().extend([
+            tonic::Code::Ok,
+            tonic::Code::InvalidArgument,
+            tonic::Code::Unavailable,
+            tonic::Code::Ok,
+        ]);
+        let port = free_port();
+        let server = tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(receiver.clone()))
+            .serve(([127, 0, 0, 1], port).into());
+        let server = tokio::spawn(server);
+        let mut a = args();
+        a.otlp_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        a.otlp_headers = Some("Authorization=Bearer%20t0ken".into());
+        let (exporters, registry) = start(&a);
+        wait_for(&exporters, "connected", Duration::from_secs(30), |h| h.connected).await;
+        let base = SystemTime::now();
+        exporters.push(batch_with_series(1, base));
+        wait_for(&exporters, "dropped", Duration::from_secs(30), |h| h.dropped == 1).await;
+        exporters.push(batch_with_series(2, base));
+        wait_for(&exporters, "sent", Duration::from_secs(30), |h| h.sent == 1).await;
+        let h = health(&exporters);
+        assert_eq!((h.sent, h.dropped, h.queued), (1, 1, 0), "{h:?}");
+        assert_eq!(export_errors(&registry, "otlp"), 1.0, "the UNAVAILABLE answer");
+        let seen = receiver.seen.lock().clone();
+        let resources: Vec<usize> = seen.iter().map(|(_, n)| *n).collect();
+        assert_eq!(resources, [0, 1, 1, 1], "the empty start-up check, then one target each");
+        assert!(seen.iter().all(|(auth, _)| auth.as_deref() == Some("Bearer t0ken")), "{seen:?}");
+        server.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
