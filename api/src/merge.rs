@@ -57,6 +57,7 @@ fn merge_into(acc: &mut MonitoringProfileSpec, p: &MonitoringProfileSpec) {
     e.nats |= o.nats;
     e.mqtt |= o.mqtt;
     e.influx |= o.influx;
+    e.otlp |= o.otlp;
 
     acc.labels.process_name |= p.labels.process_name;
     acc.labels.pod_labels.extend(p.labels.pod_labels.iter().cloned());
@@ -199,9 +200,10 @@ mod tests {
         a.max_series_per_pod = 100;
         let mut b = Preset::Minimal.spec();
         b.export.influx = true;
+        b.export.otlp = true;
         b.labels.pod_labels = vec!["app".into(), "tier".into()];
         let m = merge_profiles([&a, &b]).unwrap();
-        assert!(m.export.nats && m.export.influx && !m.export.mqtt);
+        assert!(m.export.nats && m.export.influx && m.export.otlp && !m.export.mqtt);
         assert_eq!(m.labels.pod_labels, ["app", "team", "tier"]);
         assert_eq!(m.max_series_per_pod, 2000);
     }

@@ -131,8 +131,10 @@ impl Preset {
             resource_limits: ResourceLimits::default(),
             history: History { size: history },
             // The reference's export_to_mqtt decides every push exporter: an agent given a
-            // broker URL pushes the pods of every preset but minimal.
-            export: ExportSettings { prometheus: true, nats: mqtt, mqtt, influx: mqtt },
+            // broker URL (or an OTLP endpoint) pushes the pods of every preset but minimal.
+            // OTLP follows the same switch: like NATS, MQTT and Influx it only runs when the
+            // agent's operator gave it an endpoint, so the preset decides which pods go there.
+            export: ExportSettings { prometheus: true, nats: mqtt, mqtt, influx: mqtt, otlp: mqtt },
             labels: LabelSettings::default(),
             max_series_per_pod: 2000,
         }
@@ -166,7 +168,8 @@ mod tests {
                 "{name} collectors"
             );
             assert_eq!(spec.export.mqtt, mqtt, "{name} export_to_mqtt");
-            assert_eq!((spec.export.nats, spec.export.influx), (mqtt, mqtt), "{name} push");
+            let e = &spec.export;
+            assert_eq!((e.nats, e.influx, e.otlp), (mqtt, mqtt, mqtt), "{name} push");
             assert_eq!(spec.history.size, history, "{name} history_size");
         }
     }

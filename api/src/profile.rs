@@ -234,6 +234,11 @@ pub struct ExportSettings {
     /// Send Influx line protocol every interval (if the agent has an Influx endpoint).
     #[serde(default = "yes")]
     pub influx: bool,
+    /// Send the pods' series as OpenTelemetry metrics (OTLP over gRPC or HTTP) every interval
+    /// (if the agent has an OTLP endpoint): the names and values of /metrics, with the pod's
+    /// namespace, name and container as resource attributes.
+    #[serde(default = "yes")]
+    pub otlp: bool,
 }
 
 /// Labels put on the pods' series.
@@ -340,7 +345,7 @@ impl Default for History {
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        Self { prometheus: true, nats: true, mqtt: true, influx: true }
+        Self { prometheus: true, nats: true, mqtt: true, influx: true, otlp: true }
     }
 }
 

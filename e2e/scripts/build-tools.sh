@@ -5,9 +5,13 @@
 #   ~/.cache/podtrace/prometheus-operator/<version>/prometheus-operator
 #   ~/.cache/podtrace/prometheus-operator/<version>/prometheus-config-reloader
 #   ~/.cache/podtrace/prometheus/<version>/prometheus
+#   ~/.cache/podtrace/otelcol/<version>/otelcol
 # Prometheus is built because Debian's lacks Kubernetes service discovery (it is built without
 # it: "field kubernetes_sd_configs not found"), which the Prometheus Operator's configuration
 # needs. Its Go module is tagged v0.<major*100+minor>.<patch> (v0.316.0 is Prometheus 3.16.0).
+# otelcol is an OpenTelemetry Collector with only the OTLP receiver and the OTLP/HTTP exporter
+# (e2e/tools/otelcol: what the official builder, ocb, generates, cut down to those two), the real
+# OTLP/gRPC receiver of the agent's OTLP tests; <version> is its collector release.
 # Prints nothing else when all are cached. `build-tools.sh bin NAME` prints a path.
 #
 # Helm has no replace directives, so `go install` works. The Prometheus Operator's module
@@ -25,6 +29,9 @@ PROMETHEUS_VERSION="${PODTRACE_PROMETHEUS_VERSION:-3.16.0}"
 # every cloud SDK and double the build time.
 PROMETHEUS_TAGS=remove_all_sd,enable_kubernetes_sd
 PROMETHEUS="$CACHE/prometheus/v$PROMETHEUS_VERSION-kubernetes-sd/prometheus"
+OTELCOL_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools/otelcol" && pwd)"
+OTELCOL_VERSION="$(awk '$1 == "go.opentelemetry.io/collector/otelcol" { print $2 }' "$OTELCOL_SRC/go.mod")"
+OTELCOL="$CACHE/otelcol/$OTELCOL_VERSION/otelcol"
 
 if [[ "${1:-}" == bin ]]; then
   case "${2:-}" in
@@ -34,6 +41,7 @@ if [[ "${1:-}" == bin ]]; then
     version) echo "$PROMOP_VERSION" ;;
     prometheus) echo "$PROMETHEUS" ;;
     prometheus-version) echo "v$PROMETHEUS_VERSION" ;;
+    otelcol) echo "$OTELCOL" ;;
     *) exit 2 ;;
   esac
   exit 0
@@ -78,4 +86,10 @@ if [[ ! -x "$PROMETHEUS" ]]; then
     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
     "github.com/prometheus/prometheus/cmd/prometheus@$module_version"
   mv "$(dirname "$PROMETHEUS").tmp/prometheus" "$PROMETHEUS"; rmdir "$(dirname "$PROMETHEUS").tmp"
+fi
+if [[ ! -x "$OTELCOL" ]]; then
+  echo "tools: building otelcol $OTELCOL_VERSION (OTLP receiver, OTLP/HTTP exporter)"
+  mkdir -p "$(dirname "$OTELCOL")"
+  (cd "$OTELCOL_SRC" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$OTELCOL.tmp" .)
+  mv "$OTELCOL.tmp" "$OTELCOL"
 fi

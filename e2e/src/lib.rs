@@ -122,13 +122,7 @@ impl FreshControlPlane {
 /// The path of a tool built by `e2e/scripts/build-tools.sh` (`helm`, `prometheus-operator`),
 /// building it first if needed.
 pub fn tool(name: &str) -> Result<PathBuf> {
-    let script = repo_root().join("e2e/scripts/build-tools.sh");
-    let status = Command::new("bash").arg(&script).status()?;
-    if !status.success() {
-        bail!("e2e/scripts/build-tools.sh failed ({status})");
-    }
-    let out = Command::new("bash").arg(&script).args(["bin", name]).output()?;
-    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+    podtrace_test_support::tool(name).map_err(anyhow::Error::msg)
 }
 
 impl ControlPlane {

@@ -6,11 +6,13 @@
 //!                     "Metrics Structure"
 //!  AggregatedMetrics  over a bounded history of ProcessMetrics: "Aggregated Metrics Structure"
 //!  TargetSample       a container's ProcessMetrics + AggregatedMetrics, ResourceSample per
-//!                     resource type, EbpfSample (latencies, bytes), identity, exporters
+//!                     resource type, EbpfSample (latencies, bytes), identity, exporters,
+//!                     and (for OTLP) its /metrics series
 //!  KernelSample       the node's kernel counters
 //!  PushBatch          one collection: [TargetSample] + KernelSample when read ─► exporters
 //! ```
 
+use crate::metrics::Sample;
 use podtrace_api::profile::ExportSettings;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -77,6 +79,10 @@ pub struct TargetSample {
     /// listed, so neither is there): the messages leave those fields out and name them, never
     /// sending them as 0.
     pub unavailable: Vec<&'static str>,
+    /// This interval's series exactly as `/metrics` shows them (before the pod's series budget),
+    /// for the OTLP exporter; empty unless an exporter asks for them
+    /// ([`crate::engine::Pusher::wants_series`]), so that the others pay nothing for it.
+    pub series: Vec<Sample>,
 }
 
 impl TargetSample {

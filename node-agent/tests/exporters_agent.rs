@@ -9,6 +9,7 @@ use exporters_support::*;
 use futures::StreamExt;
 use serde_json::Value;
 use std::{
+    collections::BTreeSet,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -205,6 +206,188 @@ mod exporters {
         }
 
         drop(writer);
+    }
+
+    /// The agent's OTLP export arrives in Prometheus (its OTLP receiver) as the very series of
+    /// its `/metrics`: for a process stopped with SIGSTOP (so that nothing changes between the
+    /// scrape and the last export), every series of the pod has the same name, labels and value
+    /// in both (the pod's namespace, name and container as the resource attributes
+    /// `k8s.namespace.name`, `k8s.pod.name`, `k8s.container.name`, with `k8s.node.name`), and
+    /// the values agree with the cgroup's limit and the file the process appended to.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_agent_sends_its_pods_series_over_otlp_with_the_names_and_values_of_metrics() {
+        if !podtrace_test_support::require_root(
+            "the_agent_sends_its_pods_series_over_otlp_with_the_names_and_values_of_metrics",
+            "cgroups and eBPF",
+        ) {
+            return;
+        }
+        let prometheus = Broker::prometheus();
+        let group = format!("podtrace-otlp-{}", std::process::id());
+        let (dirs, _cgroups) = cgroup_dirs(&format!("/{group}/worker"), 64 << 20);
+        let tmp = TempDir::new("agent-otlp");
+        let out = tmp.0.join("written");
+        let fifo = tmp.0.join("tick");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        // Builtins only (a `sleep` child would add a process per tick): `read -t` on a FIFO
+        // nobody writes is the pause.
+        let script = format!(
+            "exec 3<>{}; while true; do echo podtrace >> {}; read -t 0.1 -u 3; done",
+            fifo.display(),
+            out.display()
+        );
+        let writer = Process(
+            podtrace_test_support::command_in_cgroups(&dirs, "bash")
+                .args(["-c", &script])
+                .spawn()
+                .unwrap(),
+        );
+        let config = tmp.0.join("agent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {{name: otlp-pusher, namespace: e2e}}\nspec:\n  selector:\n    matchLabels: {{podtrace.dev/cgroup: \"/{group}/*\"}}\n  profile: {{interval: 1s, probes: {{include: [fsBytes, fsLatency]}}}}\n"
+            ),
+        )
+        .unwrap();
+        let metrics = free_port();
+        let log = std::fs::File::create(tmp.0.join("agent.log")).unwrap();
+        let _agent = Process(
+            Command::new(env!("CARGO_BIN_EXE_podtrace-agent"))
+                .args(["standalone", "--config"])
+                .arg(&config)
+                .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+                .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
+                .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
+                .args(["--node-name", "otlp-node"])
+                .args([
+                    "--otlp-endpoint",
+                    &format!("http://127.0.0.1:{}/api/v1/otlp", prometheus.port),
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+
+        // Until the probes have seen writes (the first intervals may precede them).
+        let pod = "k8s_pod_name=\"otlp-pusher\"";
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let written = format!("podtrace_filesystem_bytes_total{{{pod},operation=\"write\"}} > 0");
+        while promql(prometheus.port, &written).await.as_array().is_none_or(|r| r.is_empty()) {
+            let log = std::fs::read_to_string(tmp.0.join("agent.log")).unwrap_or_default();
+            assert!(std::time::Instant::now() < deadline, "no OTLP write bytes: {log}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Stopped: from the next interval on, every series but the clocks stays as it is.
+        let pid = writer.0.id().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let exposition = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // The interval collected with (or after) the scrape is exported too.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+
+        let stored = promql(prometheus.port, &format!("{{{pod}}}")).await;
+        let mut received = std::collections::BTreeMap::new();
+        for series in stored.as_array().unwrap() {
+            let m = series["metric"].as_object().unwrap();
+            let name = m["__name__"].as_str().unwrap().to_owned();
+            if name == "target_info" {
+                continue;
+            }
+            for (label, value) in [
+                ("k8s_namespace_name", "e2e"),
+                ("k8s_container_name", "worker"),
+                ("k8s_node_name", "otlp-node"),
+                ("job", "podtrace-agent"),
+            ] {
+                assert_eq!(m[label], value, "{label} of {series}");
+            }
+            let labels: std::collections::BTreeMap<String, String> = m
+                .iter()
+                .filter(|(k, _)| {
+                    !k.starts_with("k8s_") && !["__name__", "job", "instance"].contains(&k.as_str())
+                })
+                .map(|(k, v)| (k.clone(), normalized(k, v.as_str().unwrap())))
+                .collect();
+            let value: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
+            received.insert((name, labels), value);
+        }
+        // Clocks and windows over time move on while the process is stopped.
+        let moving = ["podtrace_process_uptime_seconds", "podtrace_process_history_samples"];
+        let mut expected = std::collections::BTreeMap::new();
+        for line in exposition.lines().filter(|l| l.contains("pod=\"otlp-pusher\"")) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap();
+            if moving.contains(&name) || name.ends_with("_avg") {
+                continue;
+            }
+            let labels: std::collections::BTreeMap<String, String> = labels
+                .trim_end_matches('}')
+                .split("\",")
+                .map(|kv| kv.split_once("=\"").unwrap())
+                .filter(|(k, _)| !["namespace", "pod", "container"].contains(k))
+                .map(|(k, v)| (k.to_owned(), normalized(k, v.trim_end_matches('"'))))
+                .collect();
+            expected.insert((name.to_owned(), labels), value.parse::<f64>().unwrap());
+        }
+        assert!(expected.len() > 40, "the pod's series on /metrics: {exposition}");
+        for (series, value) in &expected {
+            assert_eq!(received.get(series), Some(value), "{series:?} in Prometheus");
+        }
+        let names = |m: &std::collections::BTreeMap<
+            (String, std::collections::BTreeMap<String, String>),
+            f64,
+        >| {
+            m.keys()
+                .map(|(n, _)| n.clone())
+                .filter(|n| !moving.contains(&n.as_str()) && !n.ends_with("_avg"))
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(names(&received), names(&expected), "the same families");
+        let families = names(&expected);
+        for family in [
+            "podtrace_fs_latency_seconds_histogram_bucket",
+            "podtrace_resource_limit_bytes",
+            "podtrace_process_threads",
+        ] {
+            assert!(families.contains(family), "{family}: {families:?}");
+        }
+
+        // Ground truth: the cgroup's limit, the file's size and the size of each append.
+        let size = std::fs::metadata(&out).unwrap().len();
+        let line = "podtrace\n".len();
+        let get = |name: &str, extra: &[(&str, &str)]| {
+            let found = received.iter().find(|((n, l), _)| {
+                n == name && extra.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            });
+            *found.unwrap_or_else(|| panic!("{name} {extra:?}")).1
+        };
+        assert_eq!(
+            get("podtrace_resource_limit_bytes", &[("resource_type", "memory")]),
+            (64u64 << 20) as f64
+        );
+        assert_eq!(get("podtrace_process_threads", &[]), 1.0);
+        // The probes count from when they attached, after the first appends: every append
+        // since then, each one write of one line.
+        let bytes = get("podtrace_filesystem_bytes_total", &[("operation", "write")]);
+        let writes = get("podtrace_fs_latency_seconds_histogram_count", &[("type", "write")]);
+        assert!(bytes > 0.0 && bytes <= size as f64, "{bytes} bytes of {size} written");
+        assert_eq!(bytes, writes * line as f64, "{writes} appends of {line} bytes");
+        drop(writer);
+    }
+
+    /// `le` bounds compared as numbers (Prometheus and /metrics may spell them differently).
+    fn normalized(label: &str, value: &str) -> String {
+        match (label, value.parse::<f64>()) {
+            ("le", Ok(v)) => format!("{v:e}"),
+            _ => value.to_owned(),
+        }
     }
 
     /// An InfluxQL query on database `podtrace` (or a statement without one).

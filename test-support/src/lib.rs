@@ -8,7 +8,27 @@
 //! It also holds what those tests do alike: starting a workload inside cgroups, and reading a
 //! metric from `/metrics` text.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// The path of a tool built by `e2e/scripts/build-tools.sh` (`helm`, `prometheus`, `otelcol`,
+/// …), building what is not cached first (`scripts/setup.sh` builds them all ahead).
+pub fn tool(name: &str) -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/scripts/build-tools.sh");
+    let status = Command::new("bash").arg(&script).status().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("e2e/scripts/build-tools.sh failed ({status})"));
+    }
+    let out = Command::new("bash").arg(&script).args(["bin", name]).output();
+    let out = out.map_err(|e| e.to_string())?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || path.is_empty() {
+        return Err(format!("e2e/scripts/build-tools.sh knows no tool {name:?}"));
+    }
+    Ok(PathBuf::from(path))
+}
 
 /// Whether this process runs with effective uid 0 (what the kernel checks for eBPF and
 /// cgroups). Read from `/proc/self/status` (`Uid: real effective saved fs`): no `unsafe` call.

@@ -8,7 +8,8 @@
 //! encodings each, so that frequency changes and other processes on the machine hit every
 //! encoder alike.
 
-use podtrace_agent::exporters::{ExporterArgs, Item, influx, mqtt, nats};
+use podtrace_agent::exporters::{ExporterArgs, Item, influx, mqtt, nats, otlp};
+use podtrace_agent::metrics::{Sample, TargetKey, catalog};
 use podtrace_agent::sample::{
     AggregatedMetrics, KernelSample, ProcessMetrics, PushBatch, TargetSample,
 };
@@ -46,6 +47,7 @@ fn main() {
     let nats = nats::Config::new("nats://127.0.0.1:4222", &args).unwrap();
     let mqtt = mqtt::Config::new("mqtt://127.0.0.1:1883", &args).unwrap();
     let influx = influx::Config::new("udp://127.0.0.1:8089", &args).unwrap();
+    let otlp = otlp::Config::new("http://127.0.0.1:4318", &args).unwrap();
 
     type Encoder<'a> = Box<dyn Fn() -> usize + 'a>;
     let encoders: Vec<(&str, Encoder)> = vec![
@@ -80,6 +82,13 @@ fn main() {
                     influx.encode(&mut out, i);
                 }
                 out.len()
+            }),
+        ),
+        (
+            "OTLP protobuf (one request per 32 targets)",
+            Box::new(|| {
+                // As the exporter sends them: a request per chunk of its queue.
+                items.chunks(32).map(|c| prost::Message::encode_to_vec(&otlp.encode(c)).len()).sum()
             }),
         ),
     ];
@@ -168,7 +177,12 @@ fn batch(n: usize) -> PushBatch {
                 ebpf: Default::default(),
                 export: podtrace_api::presets::Preset::Standard.spec().export,
                 unavailable: vec![],
+                series: Vec::new(),
             }
+        })
+        .map(|mut t| {
+            t.series = series_of(&t);
+            t
         })
         .collect();
     let kernel = KernelSample {
@@ -178,6 +192,36 @@ fn batch(n: usize) -> PushBatch {
         timestamp: now,
     };
     PushBatch { kernel: Some(kernel), targets }
+}
+
+/// The target's 19 values as the `/metrics` series the OTLP exporter sends (those of one
+/// process: the agent labels them with its pid and name).
+fn series_of(t: &TargetSample) -> Vec<Sample> {
+    let mut labels = TargetKey::new(&t.namespace, &t.pod, &t.container).labels();
+    labels.push("pid", "4242").push("process_name", "checkout-api");
+    let (m, a) = (m(t), a(t));
+    let values = [
+        (catalog::PROCESS_CPU, m.cpu_usage_percent),
+        (catalog::PROCESS_MEMORY, m.memory_usage_bytes as f64),
+        (catalog::PROCESS_MEMORY_PERCENT, m.memory_usage_percent.unwrap_or(0.0)),
+        (catalog::PROCESS_DISK_READ, m.disk_read_bytes as f64),
+        (catalog::PROCESS_DISK_WRITE, m.disk_write_bytes as f64),
+        (catalog::PROCESS_NET_RX, m.network_rx_bytes as f64),
+        (catalog::PROCESS_NET_TX, m.network_tx_bytes as f64),
+        (catalog::PROCESS_THREADS, m.thread_count as f64),
+        (catalog::PROCESS_FDS, m.file_descriptor_count as f64),
+        (catalog::PROCESS_UPTIME, m.uptime_seconds as f64),
+        (catalog::PROCESS_CPU_AVG, a.avg_cpu_usage),
+        (catalog::PROCESS_CPU_MAX, a.max_cpu_usage),
+        (catalog::PROCESS_MEMORY_AVG, a.avg_memory_usage),
+        (catalog::PROCESS_MEMORY_MAX, a.max_memory_usage as f64),
+        (catalog::PROCESS_HISTORY_SAMPLES, a.sample_count as f64),
+        (catalog::RESOURCE_USAGE, a.total_disk_read as f64),
+        (catalog::RESOURCE_LIMIT, a.total_disk_write as f64),
+        (catalog::RESOURCE_UTILIZATION, a.total_network_rx as f64),
+        (catalog::RESOURCE_ALERT, a.total_network_tx as f64),
+    ];
+    values.into_iter().map(|(f, v)| Sample::new(f, labels.clone(), v)).collect()
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -50,6 +50,8 @@ pub(super) struct TargetState {
     pub dropped: usize,
     /// What its last process collection was refused (left out of its series).
     pub gaps: BTreeSet<Gap>,
+    /// This interval's series for the push exporters (only with [`Tick::keep_series`]).
+    pub series: Vec<Sample>,
 }
 
 impl TargetState {
@@ -64,6 +66,7 @@ impl TargetState {
             history: VecDeque::new(),
             dropped: 0,
             gaps: BTreeSet::new(),
+            series: Vec::new(),
         }
     }
 
@@ -84,6 +87,8 @@ pub(super) struct Tick<'a> {
     pub proc_root: &'a Path,
     pub now: Instant,
     pub wall: SystemTime,
+    /// Whether a push exporter wants the series themselves (OTLP): each target keeps a copy.
+    pub keep_series: bool,
 }
 
 /// Per-source time spent over the due targets of one tick.
@@ -98,9 +103,17 @@ impl Tick<'_> {
     /// for the budget. A profile with `export.prometheus: false` keeps its pods off `/metrics`
     /// (their samples still go to the push exporters it enables): nothing is stored, and what
     /// an earlier profile stored is removed.
-    fn store_for(&self, t: &Target, source: Source, samples: Vec<Sample>) -> usize {
+    /// With [`Tick::keep_series`] the target keeps a copy for the push exporters, whatever
+    /// `export.prometheus` says.
+    fn store_for(&self, state: &mut TargetState, source: Source, samples: Vec<Sample>) -> usize {
+        if self.keep_series {
+            state.series.extend(samples.iter().cloned());
+        }
+        let t = &state.target;
         let samples = if t.profile.export.prometheus { samples } else { Vec::new() };
-        self.store.replace(source, &t.key, samples, Some(t.budget()))
+        let dropped = self.store.replace(source, &t.key, samples, Some(t.budget()));
+        state.dropped += dropped;
+        dropped
     }
 
     /// The node's kernel counters (`kernel`).
@@ -144,7 +157,7 @@ impl Tick<'_> {
                     .map(|(at, r)| (r, now.duration_since(*at).as_secs_f64()));
                 let summary = resource::summary(&reading, prev, &t.profile.resource_limits);
                 let samples = resource::samples_of(labels, &summary);
-                state.dropped += self.store_for(t, Source::Resource, samples);
+                self.store_for(state, Source::Resource, samples);
                 state.previous = Some((now, reading));
                 (reading.memory.and_then(|m| m.1), summary)
             }
@@ -188,7 +201,7 @@ impl Tick<'_> {
         let procs = state.processes.record(raws, self.now, self.wall, uptime, memory_base, history);
         state.gaps = procs.iter().flat_map(|p| p.denied.gaps()).collect();
         let samples = process::samples(labels, &procs, &t.profile, max_processes);
-        state.dropped += self.store_for(t, Source::Process, samples);
+        self.store_for(state, Source::Process, samples);
         Some(procs.into_iter().map(|p| p.sample).collect())
     }
 
@@ -218,7 +231,7 @@ impl Tick<'_> {
             }
             for (family, samples) in by_source {
                 if sources.enabled(family) {
-                    state.dropped += self.store_for(t, family, samples);
+                    self.store_for(state, family, samples);
                 }
             }
             summaries.insert(key.clone(), ebpf::summary(&snap, id, wanted));
@@ -261,5 +274,7 @@ pub(super) fn target_sample(
         ebpf: EbpfSample::default(),
         export: t.profile.export.clone(),
         unavailable: state.gaps.iter().filter(|g| g.source == "process").map(|g| g.data).collect(),
+        // Filled once the eBPF series are in (see `Engine::tick`).
+        series: Vec::new(),
     }
 }

@@ -47,6 +47,13 @@ pub use run::{RESCAN, run};
 pub trait Pusher: Send + Sync {
     /// Called after each tick that collected at least one target or the kernel.
     fn push(&self, batch: PushBatch);
+
+    /// Whether the batches should carry each target's series as `/metrics` shows them
+    /// ([`TargetSample::series`]); copying them costs, so only an exporter that sends them
+    /// (OTLP) asks.
+    fn wants_series(&self) -> bool {
+        false
+    }
 }
 
 /// What the engine achieved, for the NodeTrace status writer and health.
@@ -222,6 +229,7 @@ impl Engine {
             proc_root: &self.proc_root,
             now,
             wall: SystemTime::now(),
+            keep_series: self.push.as_ref().is_some_and(|p| p.to.wants_series()),
         };
         let mut kernel = None;
         if now >= self.kernel_next {
@@ -303,6 +311,11 @@ impl Engine {
                 if let Some(summary) = summaries.remove(key) {
                     sample.ebpf = summary;
                 }
+            }
+        }
+        for (key, sample) in &mut samples {
+            if let Some(state) = self.targets.get_mut(key) {
+                sample.series = std::mem::take(&mut state.series);
             }
         }
         // What no source measured (every one off, or all failed) is not sent.
@@ -444,13 +457,17 @@ mod tests {
     use podtrace_api::MonitoringProfileSpec;
     use prometheus_client::registry::Registry;
 
-    /// Keeps every batch the engine pushes.
+    /// Keeps every batch the engine pushes; asks for the series when its flag is set.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<PushBatch>>);
+    struct Recorder(Mutex<Vec<PushBatch>>, bool);
 
     impl Pusher for Recorder {
         fn push(&self, batch: PushBatch) {
             self.0.lock().push(batch);
+        }
+
+        fn wants_series(&self) -> bool {
+            self.1
         }
     }
 
@@ -522,6 +539,49 @@ mod tests {
         let batches = recorder.0.lock();
         let last = batches.last().unwrap();
         assert_eq!(last.targets.len(), 1, "the push exporters still get the pod");
+    }
+
+    /// An exporter that asks for the series (OTLP) gets the very lines `/metrics` shows for
+    /// the target, also with `export.prometheus: false`; the others get none.
+    #[test]
+    fn a_pusher_that_wants_the_series_gets_those_of_metrics() {
+        let mut registry = Registry::default();
+        let (mut engine, store) = engine_with_store(std::path::Path::new("/proc"), &mut registry);
+        let recorder = Arc::new(Recorder(Mutex::default(), true));
+        engine.set_pusher(recorder.clone(), "node-1".into());
+        engine.set_targets(vec![me("1s")], vec![]);
+        let start = Instant::now();
+        engine.tick(start);
+        let mut text = String::new();
+        store.encode(&mut text, |s| s != Source::Kernel).unwrap();
+        let on_metrics: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let pushed = recorder.0.lock().last().unwrap().targets[0].series.clone();
+        assert!(!pushed.is_empty());
+        let pushed: Vec<String> = pushed
+            .iter()
+            .map(|s| {
+                let name =
+                    format!("{}{}", crate::metrics::catalog::FAMILIES[s.family].name, s.suffix);
+                format!("{name}{{{}}}", s.labels.as_str())
+            })
+            .collect();
+        let mut names_on_metrics: Vec<&str> =
+            on_metrics.iter().map(|l| l.rsplit_once(' ').unwrap().0).collect();
+        let mut pushed_names: Vec<&str> = pushed.iter().map(String::as_str).collect();
+        names_on_metrics.sort();
+        pushed_names.sort();
+        assert_eq!(pushed_names, names_on_metrics);
+
+        let mut off = me("1s");
+        off.profile.export.prometheus = false;
+        engine.set_targets(vec![off], vec![]);
+        engine.tick(start + Duration::from_secs(1));
+        assert!(!recorder.0.lock().last().unwrap().targets[0].series.is_empty());
+
+        let plain = Arc::new(Recorder::default());
+        engine.set_pusher(plain.clone(), "node-1".into());
+        engine.tick(start + Duration::from_secs(2));
+        assert!(plain.0.lock().last().unwrap().targets[0].series.is_empty(), "no copy");
     }
 
     #[test]

@@ -52,6 +52,20 @@ pub struct ExporterArgs {
     #[arg(long, env = "PODTRACE_INFLUX_URL")]
     pub influx_url: Option<String>,
 
+    /// OTLP endpoint: `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP, `/v1/metrics`
+    /// appended unless the path ends with it, e.g. Prometheus' `http://prometheus:9090/api/v1/otlp`);
+    /// enables the OTLP exporter.
+    #[arg(long, env = "PODTRACE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport; by default `http/protobuf` when the endpoint's port is 4318 or it has a
+    /// path, `grpc` otherwise.
+    #[arg(long, env = "PODTRACE_OTLP_PROTOCOL", value_enum)]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// Headers sent with every OTLP export, `key=value,key2=value2` (values percent-decoded, as
+    /// in OTEL_EXPORTER_OTLP_HEADERS), e.g. an `authorization` for a gateway.
+    #[arg(long, env = "PODTRACE_OTLP_HEADERS")]
+    pub otlp_headers: Option<String>,
+
     /// Items each exporter keeps while its broker is away (oldest dropped first).
     #[arg(long, env = "PODTRACE_EXPORT_QUEUE_SIZE", default_value_t = 10_000)]
     pub export_queue_size: usize,
@@ -63,6 +77,16 @@ pub struct ExporterArgs {
         value_parser = podtrace_api::duration::parse
     )]
     pub export_backoff_max: Duration,
+}
+
+/// The OTLP transports (the names of OTEL_EXPORTER_OTLP_PROTOCOL).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (`MetricsService/Export`).
+    Grpc,
+    /// OTLP/HTTP with a protobuf body (`POST /v1/metrics`).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
 }
 
 impl ExporterArgs {
@@ -81,6 +105,9 @@ impl ExporterArgs {
             mqtt_domain: "podtrace".into(),
             mqtt_channel: "metrics".into(),
             influx_url: None,
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            otlp_headers: None,
             export_queue_size: 10_000,
             export_backoff_max: Duration::from_secs(30),
         }

@@ -42,14 +42,23 @@ pub enum ExportError {
         /// What went wrong.
         reason: String,
     },
+    /// `--otlp-headers` is not a list of `key=value` headers (the message never shows a value:
+    /// headers carry tokens).
+    #[error(
+        "--otlp-headers (PODTRACE_OTLP_HEADERS) is not valid: {reason} (expected key=value,key2=value2)"
+    )]
+    InvalidHeaders {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A flag that must be positive was zero.
     #[error("{flag} must be at least 1")]
     Zero {
         /// The flag.
         flag: &'static str,
     },
-    /// The HTTP client for Influx `/write` could not be built.
-    #[error("building the HTTP client for --influx-url: {0}")]
+    /// The HTTP client for Influx `/write` or OTLP/HTTP could not be built.
+    #[error("building the HTTP client of an exporter: {0}")]
     HttpClient(#[source] reqwest::Error),
     /// A message could not be serialized (a bug: the types always serialize).
     #[error("encoding a message as JSON: {0}")]

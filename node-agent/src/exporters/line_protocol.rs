@@ -304,6 +304,7 @@ mod tests {
             ebpf: Default::default(),
             export: podtrace_api::presets::Preset::Standard.spec().export,
             unavailable: vec![],
+            series: Vec::new(),
         }
     }
 

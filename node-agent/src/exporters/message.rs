@@ -254,6 +254,7 @@ pub(crate) fn test_target() -> TargetSample {
         ebpf: EbpfSample::default(),
         export: podtrace_api::presets::Preset::Standard.spec().export,
         unavailable: vec![],
+        series: Vec::new(),
     }
 }
 
@@ -303,6 +304,7 @@ mod tests {
             ebpf: EbpfSample::default(),
             export: podtrace_api::presets::Preset::Standard.spec().export,
             unavailable: vec![],
+            series: Vec::new(),
         };
         let ours = serde_json::to_value(MqttMessage::from(&target)).unwrap();
         let mut reference: serde_json::Value = serde_json::from_str(REFERENCE).unwrap();

@@ -1,9 +1,10 @@
-//! Push exporters: NATS, MQTT and Influx line protocol.
+//! Push exporters: NATS, MQTT, Influx line protocol and OpenTelemetry (OTLP).
 //!
 //! ```text
 //!                       ┌► Queue (bounded, drop-oldest) ─► nats task   ─► NATS server
 //! Exporters::push(batch)┼► Queue                         ─► mqtt task   ─► MQTT broker
-//!   (never waits)       └► Queue                         ─► influx task ─► tcp / udp / http /write
+//!   (never waits)       ├► Queue                         ─► influx task ─► tcp / udp / http /write
+//!                       └► Queue                         ─► otlp task   ─► OTLP gRPC / HTTP receiver
 //! ```
 //!
 //! The agent calls [`Exporters::push`] once per interval; it only appends to each enabled
@@ -17,8 +18,8 @@
 //! `health live` reports as Healthy (the pods are measured, some data does not reach its
 //! destination): Degraded is kept for an agent running on a stale configuration.
 //!
-//! A target's profile (`export.nats`, `export.mqtt`, `export.influx`) decides which of the
-//! running exporters receive it; an exporter runs when its URL flag is set.
+//! A target's profile (`export.nats`, `export.mqtt`, `export.influx`, `export.otlp`) decides
+//! which of the running exporters receive it; an exporter runs when its URL flag is set.
 
 pub mod args;
 pub mod backoff;
@@ -28,6 +29,8 @@ pub mod line_protocol;
 pub mod message;
 pub mod mqtt;
 pub mod nats;
+pub mod otlp;
+pub mod otlp_data;
 pub mod queue;
 pub mod stats;
 pub mod topic;
@@ -79,6 +82,8 @@ struct Sink {
     stats: Stats,
     wants: fn(&ExportSettings) -> bool,
     kernel: bool,
+    /// Sends the targets' `/metrics` series ([`TargetSample::series`]).
+    series: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -99,7 +104,7 @@ impl ExportersHealth {
 /// Health of one exporter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExporterHealth {
-    /// `nats`, `mqtt` or `influx`.
+    /// `nats`, `mqtt`, `influx` or `otlp`.
     pub exporter: &'static str,
     /// Connected to its broker (false: `podtrace.exporters` NOT_SERVING).
     pub connected: bool,
@@ -128,6 +133,7 @@ impl Exporters {
         let mqtt = args.mqtt_url.as_deref().map(|u| mqtt::Config::new(u, args)).transpose()?;
         let influx =
             args.influx_url.as_deref().map(|u| influx::Config::new(u, args)).transpose()?;
+        let otlp = args.otlp_endpoint.as_deref().map(|u| otlp::Config::new(u, args)).transpose()?;
 
         let families = Families::register(registry);
         let new_sink = |name: &'static str| {
@@ -141,17 +147,43 @@ impl Exporters {
         if let Some(config) = nats {
             let (queue, stats) = new_sink("nats");
             let tasks = vec![tokio::spawn(nats::run(config, queue.clone(), stats.clone()))];
-            sinks.push(Sink { queue, stats, wants: |e| e.nats, kernel: true, tasks });
+            sinks.push(Sink {
+                queue,
+                stats,
+                wants: |e| e.nats,
+                kernel: true,
+                series: false,
+                tasks,
+            });
         }
         if let Some(config) = mqtt {
             let (queue, stats) = new_sink("mqtt");
             let tasks = mqtt::spawn(config, queue.clone(), stats.clone());
-            sinks.push(Sink { queue, stats, wants: |e| e.mqtt, kernel: false, tasks });
+            sinks.push(Sink {
+                queue,
+                stats,
+                wants: |e| e.mqtt,
+                kernel: false,
+                series: false,
+                tasks,
+            });
         }
         if let Some(config) = influx {
             let (queue, stats) = new_sink("influx");
             let tasks = vec![tokio::spawn(influx::run(config, queue.clone(), stats.clone()))];
-            sinks.push(Sink { queue, stats, wants: |e| e.influx, kernel: true, tasks });
+            sinks.push(Sink {
+                queue,
+                stats,
+                wants: |e| e.influx,
+                kernel: true,
+                series: false,
+                tasks,
+            });
+        }
+        if let Some(config) = otlp {
+            let (queue, stats) = new_sink("otlp");
+            let tasks = vec![tokio::spawn(otlp::run(config, queue.clone(), stats.clone()))];
+            sinks.push(Sink { queue, stats, wants: |e| e.otlp, kernel: true, series: true, tasks });
         }
         Ok(Exporters { sinks, families })
     }
@@ -212,6 +244,10 @@ impl Exporters {
 impl crate::engine::Pusher for Exporters {
     fn push(&self, batch: PushBatch) {
         Exporters::push(self, batch);
+    }
+
+    fn wants_series(&self) -> bool {
+        self.sinks.iter().any(|s| s.series)
     }
 }
 

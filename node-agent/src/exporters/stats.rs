@@ -9,7 +9,8 @@
 //! podtrace_agent_export_queued{exporter}          items waiting
 //! ```
 //!
-//! An "item" is one message for NATS and MQTT and one target's (or the node's) lines for Influx.
+//! An "item" is one message for NATS and MQTT, one target's (or the node's) lines for Influx and
+//! one target's (or the node's) resource for OTLP.
 
 use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::{
@@ -23,7 +24,7 @@ use tokio::sync::watch;
 /// The `exporter` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExporterLabel {
-    /// `nats`, `mqtt` or `influx`.
+    /// `nats`, `mqtt`, `influx` or `otlp`.
     pub exporter: &'static str,
 }
 
@@ -106,7 +107,7 @@ pub struct Link {
 /// One exporter's counters, gauges and link state.
 #[derive(Clone, Debug)]
 pub struct Stats {
-    /// `nats`, `mqtt` or `influx`.
+    /// `nats`, `mqtt`, `influx` or `otlp`.
     pub exporter: &'static str,
     /// Items accepted by the broker.
     pub sent: Counter,

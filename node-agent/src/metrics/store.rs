@@ -86,6 +86,49 @@ impl Labels {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The labels as (name, unescaped value) pairs, in order: the inverse of [`Labels::push`],
+    /// for the OTLP exporter, which sends them as attributes. Labels are kept formatted because
+    /// `/metrics` encoding is the hot path; values without escapes (nearly all) are borrowed.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, std::borrow::Cow<'_, str>)> {
+        let mut rest = self.0.as_str();
+        std::iter::from_fn(move || {
+            let (name, after) = rest.split_once("=\"")?;
+            // The closing quote is the first one not escaped by a backslash.
+            let mut escaped = false;
+            let mut end = None;
+            for (i, c) in after.char_indices() {
+                match c {
+                    '\\' => escaped = !escaped,
+                    '"' if !escaped => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let end = end?;
+            let raw = &after[..end];
+            rest = after[end + 1..].strip_prefix(',').unwrap_or("");
+            if !raw.contains('\\') {
+                return Some((name, std::borrow::Cow::Borrowed(raw)));
+            }
+            let mut value = String::with_capacity(raw.len());
+            let mut chars = raw.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    value.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(escaped) => value.push(escaped),
+                    None => {}
+                }
+            }
+            Some((name, std::borrow::Cow::Owned(value)))
+        })
+    }
 }
 
 /// One value of one series.
@@ -449,6 +492,22 @@ mod tests {
         let mut l = Labels::default();
         l.push("a", "x\"y\\z\nw").push("b", "");
         assert_eq!(l.as_str(), r#"a="x\"y\\z\nw",b="""#);
+    }
+
+    proptest::proptest! {
+        /// `pairs` gives back exactly what was pushed, whatever the values hold.
+        #[test]
+        fn pairs_unescape_what_push_escaped(values in proptest::collection::vec(".*", 0..5)) {
+            let mut l = Labels::default();
+            let names: Vec<String> = (0..values.len()).map(|i| format!("l{i}")).collect();
+            for (n, v) in names.iter().zip(&values) {
+                l.push(n, v);
+            }
+            let back: Vec<(String, String)> =
+                l.pairs().map(|(n, v)| (n.to_owned(), v.into_owned())).collect();
+            let want: Vec<(String, String)> = names.into_iter().zip(values).collect();
+            proptest::prop_assert_eq!(back, want);
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Shared by the exporter tests: real brokers (Debian's nats-server, mosquitto, influxd) started
-//! on free loopback ports with a config in a temporary directory, killed when dropped (and by a
+//! Shared by the exporter tests: real brokers and receivers (Debian's nats-server, mosquitto,
+//! influxd; Prometheus with its OTLP receiver and an OpenTelemetry Collector, both built from
+//! their Go modules by e2e/scripts/build-tools.sh) started on free loopback ports with a config in a temporary directory, killed when dropped (and by a
 //! watchdog if the test process dies first), plus batches whose values identify them.
 
 #![allow(dead_code, reason = "each test binary uses a different part of this module")]
@@ -61,7 +62,17 @@ pub enum Kind {
     Nats,
     Mosquitto,
     Influx,
+    /// Prometheus with its OTLP receiver (`/api/v1/otlp/v1/metrics`).
+    Prometheus,
+    /// An OpenTelemetry Collector: OTLP/gRPC in (`port`), OTLP/HTTP out to a Prometheus.
+    Otelcol,
 }
+
+/// The resource attributes Prometheus makes labels of (`k8s_pod_name`…). Its translation keeps
+/// the metric names as they are (no unit or `_total` suffix added: ours carry them).
+const PROMETHEUS_OTLP: &str = "otlp:\n  promote_resource_attributes: [k8s.namespace.name, \
+    k8s.pod.name, k8s.pod.uid, k8s.container.name, k8s.node.name]\n  translation_strategy: \
+    UnderscoreEscapingWithoutSuffixes\n";
 
 /// A broker process with its config in a temporary directory.
 pub struct Broker {
@@ -185,6 +196,35 @@ impl Broker {
         Self::launch(Kind::Influx, port, udp_port, dir, config)
     }
 
+    /// Prometheus with its OTLP receiver on, storing in the temporary directory (kept across
+    /// restarts).
+    pub fn prometheus() -> Self {
+        let dir = TempDir::new("prometheus");
+        let config = dir.0.join("prometheus.yml");
+        std::fs::write(&config, PROMETHEUS_OTLP).unwrap();
+        Self::launch(Kind::Prometheus, free_port(), 0, dir, config)
+    }
+
+    /// An OpenTelemetry Collector receiving OTLP/gRPC on `port` and exporting to the OTLP
+    /// receiver of the Prometheus on `prometheus_port`.
+    pub fn otelcol(prometheus_port: u16) -> Self {
+        let dir = TempDir::new("otelcol");
+        let port = free_port();
+        let config = dir.0.join("otelcol.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"127.0.0.1:{port}\"}}\n\
+                 exporters:\n  otlp_http:\n    metrics_endpoint: \
+                 \"http://127.0.0.1:{prometheus_port}/api/v1/otlp/v1/metrics\"\n\
+                 service:\n  pipelines:\n    metrics: {{receivers: [otlp], exporters: [otlp_http]}}\n\
+                 \x20 telemetry:\n    metrics: {{level: none}}\n"
+            ),
+        )
+        .unwrap();
+        Self::launch(Kind::Otelcol, port, 0, dir, config)
+    }
+
     fn launch(kind: Kind, port: u16, udp_port: u16, dir: TempDir, config: PathBuf) -> Self {
         let mut broker = Broker { kind, port, udp_port, dir, child: None, config };
         broker.start();
@@ -211,6 +251,19 @@ impl Broker {
                 c.arg("run").arg("-config").arg(&self.config);
                 c
             }
+            Kind::Prometheus => {
+                let mut c = Command::new(built("prometheus"));
+                c.arg(format!("--config.file={}", self.config.display()))
+                    .arg("--web.enable-otlp-receiver")
+                    .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+                    .arg(format!("--storage.tsdb.path={}", self.dir.0.join("data").display()));
+                c
+            }
+            Kind::Otelcol => {
+                let mut c = Command::new(built("otelcol"));
+                c.arg(format!("--config={}", self.config.display()));
+                c
+            }
         };
         let child = cmd
             .stdin(Stdio::null())
@@ -232,13 +285,20 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        if self.kind == Kind::Influx {
+        let ready = match self.kind {
             // The HTTP port opens before the UDP service and meta store are ready.
-            let url = format!("http://127.0.0.1:{}/ping", self.port);
+            Kind::Influx => Some("ping"),
+            // The port opens before the TSDB is loaded (OTLP writes get 503 until then).
+            Kind::Prometheus => Some("-/ready"),
+            _ => None,
+        };
+        if let Some(path) = ready {
+            let url = format!("http://127.0.0.1:{}/{path}", self.port);
             while http_ping::blocking_ping(&url).is_err() {
                 assert!(
                     start.elapsed() < Duration::from_secs(20),
-                    "influxd not ready: {}",
+                    "{:?} not ready: {}",
+                    self.kind,
                     self.log()
                 );
                 std::thread::sleep(Duration::from_millis(50));
@@ -250,6 +310,14 @@ impl Broker {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown: Prometheus closes its WAL) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = child.wait();
         }
     }
@@ -296,12 +364,26 @@ mod http_ping {
         write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|_| ())?;
         let mut response = String::new();
         s.read_to_string(&mut response).map_err(|_| ())?;
-        if response.starts_with("HTTP/1.1 204") || response.starts_with("HTTP/1.0 204") {
+        if response.starts_with("HTTP/1.1 2") || response.starts_with("HTTP/1.0 2") {
             Ok(())
         } else {
             Err(())
         }
     }
+}
+
+/// The path of a tool of e2e/scripts/build-tools.sh, built first if needed.
+fn built(name: &str) -> PathBuf {
+    podtrace_test_support::tool(name).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A PromQL instant query on the Prometheus on `port`: its `data.result`.
+pub async fn promql(port: u16, query: &str) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{port}/api/v1/query");
+    let r = reqwest::Client::new().post(url).form(&[("query", query)]).send().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["status"], "success", "{query}: {v}");
+    v["data"]["result"].clone()
 }
 
 /// Every exporter off, fast backoff for tests.
@@ -331,7 +413,7 @@ pub fn export_errors(registry: &prometheus_client::registry::Registry, exporter:
 
 /// Export to every push exporter.
 pub fn all() -> ExportSettings {
-    ExportSettings { prometheus: true, nats: true, mqtt: true, influx: true }
+    ExportSettings { prometheus: true, nats: true, mqtt: true, influx: true, otlp: true }
 }
 
 /// The sample time of batch `seq` (whole milliseconds, so every format round-trips it).
@@ -404,6 +486,7 @@ pub fn target(seq: u64, i: usize) -> TargetSample {
         },
         export: all(),
         unavailable: vec![],
+        series: Vec::new(),
     }
 }
 

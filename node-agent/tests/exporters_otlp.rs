@@ -1,0 +1,220 @@
+//! The OTLP exporter against real receivers: Prometheus' OTLP receiver over OTLP/HTTP, and an
+//! OpenTelemetry Collector over OTLP/gRPC (forwarding to a Prometheus, where the test reads
+//! what arrived). Both are built from their Go modules by e2e/scripts/build-tools.sh.
+
+mod exporters_support;
+
+use exporters_support::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    metrics_service_server::{MetricsService, MetricsServiceServer},
+};
+use parking_lot::Mutex;
+use podtrace_agent::{
+    exporters::{ExporterArgs, Exporters, args::OtlpProtocol},
+    metrics::{Sample, TargetKey, catalog},
+    sample::PushBatch,
+};
+use serde_json::Value;
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+/// Under `exporters::` so that `cargo test -p podtrace-agent exporters` selects them.
+mod exporters {
+    use super::*;
+
+    /// Items the exporter keeps while its receiver is away.
+    const QUEUE: usize = 5;
+
+    /// Batch `seq`: one target whose only series, `podtrace_process_threads`, has the value
+    /// `seq`, and whose samples are 100 ms apart from `base` on.
+    fn batch_with_series(seq: u64, base: SystemTime) -> PushBatch {
+        let mut t = target(seq, 0);
+        t.timestamp = base + Duration::from_millis(100 * seq);
+        let mut labels = TargetKey::new(&t.namespace, &t.pod, &t.container).labels();
+        labels.push("pid", "7").push("process_name", "app");
+        t.series = vec![Sample::new(catalog::PROCESS_THREADS, labels, seq as f64)];
+        PushBatch { kernel: None, targets: vec![t] }
+    }
+
+    fn health(exporters: &Exporters) -> podtrace_agent::exporters::ExporterHealth {
+        exporters.health().exporters[0].clone()
+    }
+
+    /// Waits until the exporter's health satisfies `cond`; panics with it after `timeout`.
+    async fn wait_for(
+        exporters: &Exporters,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&podtrace_agent::exporters::ExporterHealth) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + timeout;
+        while !cond(&health(exporters)) {
+            assert!(std::time::Instant::now() < deadline, "{what}: {:?}", health(exporters));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The values of `podtrace_process_threads` of pod web-0 that `prometheus` stored, and
+    /// the labels of its series.
+    async fn stored(prometheus: u16) -> (BTreeSet<u64>, Value) {
+        let result =
+            promql(prometheus, "podtrace_process_threads{k8s_pod_name=\"web-0\"}[1h]").await;
+        let Some(series) = result.as_array().and_then(|r| r.first()) else {
+            return (BTreeSet::new(), Value::Null);
+        };
+        let values = series["values"].as_array().unwrap().iter();
+        let values = values.map(|v| v[1].as_str().unwrap().parse().unwrap()).collect();
+        (values, series["metric"].clone())
+    }
+
+    /// Ten batches arrive; the receiver (`restart`) goes away for twelve more, of which the
+    /// queue keeps the newest five; once it is back exactly those fifteen are in Prometheus,
+    /// and the seven others are counted as dropped.
+    async fn loses_nothing_that_fits_in_the_queue(
+        args: ExporterArgs,
+        restart: &mut Broker,
+        prometheus: u16,
+    ) {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let (exporters, registry) = start(&args);
+        wait_for(&exporters, "the receiver reachable", Duration::from_secs(30), |h| h.connected)
+            .await;
+        assert_eq!(export_errors(&registry, "otlp"), 0.0, "connecting is not an error");
+        let base = SystemTime::now() - Duration::from_secs(60);
+        // One at a time: ten at once would not fit in the queue.
+        for seq in 0..10 {
+            exporters.push(batch_with_series(seq, base));
+            wait_for(&exporters, "sent", Duration::from_secs(30), |h| h.sent == seq + 1).await;
+        }
+
+        restart.stop();
+        for seq in 10..22 {
+            exporters.push(batch_with_series(seq, base));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        wait_for(&exporters, "the exporter to notice", Duration::from_secs(30), |h| {
+            !h.connected && h.dropped == 7 && h.queued == QUEUE
+        })
+        .await;
+        let reason = health(&exporters).reason.unwrap_or_default();
+        assert!(reason.contains("OTLP endpoint"), "health says why: {reason}");
+
+        restart.start();
+        wait_for(&exporters, "the queue sent", Duration::from_secs(60), |h| h.sent == 15).await;
+        let want: BTreeSet<u64> = (0..10).chain(22 - QUEUE as u64..22).collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let (values, labels) = loop {
+            let (values, labels) = stored(prometheus).await;
+            if values.len() >= want.len() || std::time::Instant::now() > deadline {
+                break (values, labels);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(values, want, "the queue's newest {QUEUE} and everything before the stop");
+        for (label, value) in [
+            ("k8s_namespace_name", "shop"),
+            ("k8s_pod_name", "web-0"),
+            ("k8s_container_name", "app"),
+            ("k8s_node_name", "node-1"),
+            ("pid", "7"),
+            ("process_name", "app"),
+        ] {
+            assert_eq!(labels[label], value, "{label}: {labels}");
+        }
+        let h = health(&exporters);
+        assert!(h.connected, "{h:?}");
+        assert_eq!((h.sent, h.dropped, h.queued), (15, 7, 0));
+    }
+
+    /// A gRPC receiver built on the official generated service: answers each export with the
+    /// next scripted code (OK once the script is done) and records every request's
+    /// `authorization` header and resource count.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        codes: Arc<Mutex<std::collections::VecDeque<tonic::Code>>>,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    /// A request's `authorization` header and number of resources.
+    type Seen = (Option<String>, usize);
+
+    #[tonic::async_trait]
+    impl MetricsService for Scripted {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            let auth = request.metadata().get("authorization").map(|v| v.to_str().unwrap().into());
+            self.seen.lock().push((auth, request.get_ref().resource_metrics.len()));
+            match self.codes.lock().pop_front() {
+                None | Some(tonic::Code::Ok) => Ok(tonic::Response::new(Default::default())),
+                Some(code) => Err(tonic::Status::new(code, "scripted")),
+            }
+        }
+    }
+
+    /// In addition to the real receivers: what a receiver answers decides what happens to an
+    /// export (INVALID_ARGUMENT: dropped and counted; UNAVAILABLE: retried until accepted), and
+    /// `--otlp-headers` reach it on every request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn otlp_grpc_drops_what_the_receiver_calls_malformed_retries_the_rest_and_sends_headers()
+    {
+        let receiver = Scripted::default();
+        // The start-up check, the first export, the second export twice.
+        receiver.codes.lock().extend([
+            tonic::Code::Ok,
+            tonic::Code::InvalidArgument,
+            tonic::Code::Unavailable,
+            tonic::Code::Ok,
+        ]);
+        let port = free_port();
+        let server = tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(receiver.clone()))
+            .serve(([127, 0, 0, 1], port).into());
+        let server = tokio::spawn(server);
+        let mut a = args();
+        a.otlp_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        a.otlp_headers = Some("Authorization=Bearer%20t0ken".into());
+        let (exporters, registry) = start(&a);
+        wait_for(&exporters, "connected", Duration::from_secs(30), |h| h.connected).await;
+        let base = SystemTime::now();
+        exporters.push(batch_with_series(1, base));
+        wait_for(&exporters, "dropped", Duration::from_secs(30), |h| h.dropped == 1).await;
+        exporters.push(batch_with_series(2, base));
+        wait_for(&exporters, "sent", Duration::from_secs(30), |h| h.sent == 1).await;
+        let h = health(&exporters);
+        assert_eq!((h.sent, h.dropped, h.queued), (1, 1, 0), "{h:?}");
+        assert_eq!(export_errors(&registry, "otlp"), 1.0, "the UNAVAILABLE answer");
+        let seen = receiver.seen.lock().clone();
+        let resources: Vec<usize> = seen.iter().map(|(_, n)| *n).collect();
+        assert_eq!(resources, [0, 1, 1, 1], "the empty start-up check, then one target each");
+        assert!(seen.iter().all(|(auth, _)| auth.as_deref() == Some("Bearer t0ken")), "{seen:?}");
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn otlp_http_to_prometheus_loses_nothing_that_fits_in_the_queue_and_counts_the_rest() {
+        let mut prometheus = Broker::prometheus();
+        let mut a = args();
+        a.otlp_endpoint = Some(format!("http://127.0.0.1:{}/api/v1/otlp", prometheus.port));
+        a.otlp_protocol = Some(OtlpProtocol::HttpProtobuf);
+        a.export_queue_size = QUEUE;
+        let port = prometheus.port;
+        loses_nothing_that_fits_in_the_queue(a, &mut prometheus, port).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn otlp_grpc_to_a_collector_loses_nothing_that_fits_in_the_queue_and_counts_the_rest() {
+        let prometheus = Broker::prometheus();
+        let mut collector = Broker::otelcol(prometheus.port);
+        let mut a = args();
+        // No path and not 4318: gRPC by default.
+        a.otlp_endpoint = Some(format!("http://127.0.0.1:{}", collector.port));
+        a.export_queue_size = QUEUE;
+        loses_nothing_that_fits_in_the_queue(a, &mut collector, prometheus.port).await;
+    }
+}
