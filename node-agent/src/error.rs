@@ -45,6 +45,9 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// `top` could not write its table.
+    #[error("writing to standard output: {0}")]
+    Output(#[source] std::io::Error),
     /// The metrics or health server did not start (TLS files, a taken port).
     #[error(transparent)]
     Start(#[from] podtrace_runtime::servers::ServeError),
@@ -75,6 +78,7 @@ impl Error {
             Error::Kube(_) => "kubernetes",
             Error::Export(_) => "exporters",
             Error::Http { .. } => "http",
+            Error::Output(_) => "io",
             Error::Serve { .. } => "serve",
             Error::Start(podtrace_runtime::servers::ServeError::Tls(_)) => "tls",
             Error::Start(podtrace_runtime::servers::ServeError::Bind { .. }) => "serve",

@@ -44,17 +44,31 @@ pub async fn run(
         let prev = previous.as_ref().map(|(r, at)| (r, at.elapsed().as_secs_f64()));
         let table = render(&now, prev);
         if once {
-            print!("{table}");
+            show(&table)?;
             return Ok(());
         }
-        print!(
-            "\x1b[2J\x1b[H podtrace-agent top — {endpoint} — every {:?} — Ctrl-C to quit\n\n{table}",
-            every
+        let screen = format!(
+            "\x1b[2J\x1b[H podtrace-agent top — {endpoint} — every {every:?} — Ctrl-C to quit\n\n{table}"
         );
+        if !show(&screen)? {
+            return Ok(());
+        }
         previous = Some((now, Instant::now()));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
+    }
+}
+
+/// Writes `text` to stdout; `false` when its reader went away (`top --once | head`), which ends
+/// the view quietly where `print!` would panic.
+fn show(text: &str) -> crate::Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(crate::Error::Output(e)),
     }
 }

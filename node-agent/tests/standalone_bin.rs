@@ -182,6 +182,18 @@ fn metrics_over_tls_are_read_by_top_with_the_ca_and_refused_without_it() {
         let out = agent.top("https", &["--ca-file", &ca_file]);
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains(" me ")
     });
+    // A reader that goes away (`top --once | head -0`) ends it quietly, without a panic.
+    let mut closed = Command::new(AGENT)
+        .args(["top", "--once", "--ca-file", &ca_file, "--endpoint"])
+        .arg(format!("https://localhost:{}", agent.metrics))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(closed.stdout.take());
+    let out = closed.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
     // Without the CA the certificate is not trusted; plain HTTP gets no metrics.
     let untrusted = agent.top("https", &[]);
     assert!(!untrusted.status.success());
