@@ -312,6 +312,11 @@ impl Store {
             let by_target = &mut inner.by_family[f];
             let series = grouped.remove(&f).map(|(mut series, _, lines)| {
                 series.end_group(lines);
+                // Built by appending, the text's capacity is up to twice its length (a 130-byte
+                // line holds 232) and one group holds four: kept until the next collection,
+                // that was a sixth of the agent's memory per container.
+                series.lines.shrink_to_fit();
+                series.groups.shrink_to_fit();
                 series
             });
             match (series, by_target.get_mut(target)) {
