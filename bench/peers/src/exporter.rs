@@ -40,6 +40,15 @@ impl Scrape {
         self.body.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count()
     }
 
+    /// The sum of the values of the series of `name` (every label set).
+    pub fn sum(&self, name: &str) -> f64 {
+        self.body
+            .lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Series whose line contains `needle`.
     pub fn series_with(&self, needle: &str) -> usize {
         self.body.lines().filter(|l| !l.starts_with('#') && l.contains(needle)).count()
@@ -51,7 +60,8 @@ impl Exporter {
     /// stderr goes to a log file in the temporary directory.
     pub fn start(name: &'static str, mut command: Command, port: u16) -> Result<Exporter> {
         let meter = Meter::new(name)?;
-        let log = std::env::temp_dir().join(format!("peers-bench-{}-{name}.log", std::process::id()));
+        let log =
+            std::env::temp_dir().join(format!("peers-bench-{}-{name}.log", std::process::id()));
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -84,6 +94,12 @@ impl Exporter {
         Ok((kib("VmRSS:")?, kib("RssAnon:")?))
     }
 
+    /// Its open file descriptors.
+    pub fn open_files(&self) -> Result<usize> {
+        let dir = format!("/proc/{}/fd", self.child.id());
+        Ok(std::fs::read_dir(&dir).with_context(|| dir.clone())?.count())
+    }
+
     /// `GET /metrics` over HTTP/1.0 (so that neither server chunks the body), timed.
     pub fn scrape(&mut self) -> Result<Scrape> {
         self.check_alive()?;
@@ -96,7 +112,8 @@ impl Exporter {
         let time = start.elapsed();
         let text = String::from_utf8(raw).context("a /metrics response that is not UTF-8")?;
         let (head, body) = text.split_once("\r\n\r\n").context("a response without headers")?;
-        if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+        let status = head.split_whitespace().nth(1);
+        if !head.starts_with("HTTP/1.") || status != Some("200") {
             bail!("{}: /metrics answered {:?}", self.name, head.lines().next());
         }
         Ok(Scrape { time, bytes: body.len(), body: body.to_owned() })
@@ -117,7 +134,11 @@ impl Exporter {
                 _ => {}
             }
             if Instant::now() > deadline {
-                bail!("{} did not get ready ({what}) in {timeout:?}; its log: {}", self.name, self.log.display());
+                bail!(
+                    "{} did not get ready ({what}) in {timeout:?}; its log: {}",
+                    self.name,
+                    self.log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }

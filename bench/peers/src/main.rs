@@ -78,7 +78,10 @@ fn env_path(name: &str) -> Result<PathBuf> {
         format!("{name} is not set: run `make bench-peers`, which builds the peers and sets it")
     })?);
     if !path.exists() {
-        bail!("{name}: {} does not exist (bash bench/peers/build-peers.sh builds it)", path.display());
+        bail!(
+            "{name}: {} does not exist (bash bench/peers/build-peers.sh builds it)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -87,7 +90,10 @@ impl Settings {
     fn from_env() -> Result<Settings> {
         let agent = std::env::current_exe()?.with_file_name("podtrace-agent");
         if !agent.exists() {
-            bail!("{}: build the agent first (cargo build --release -p podtrace-agent)", agent.display());
+            bail!(
+                "{}: build the agent first (cargo build --release -p podtrace-agent)",
+                agent.display()
+            );
         }
         let parts = std::env::var("PT_PEERS_PARTS").unwrap_or_else(|_| "cadvisor,node".into());
         Ok(Settings {
@@ -182,6 +188,10 @@ struct Figures {
     series: usize,
     /// Series of the bench's cgroups.
     series_fleet: usize,
+    /// Open file descriptors after the scrapes.
+    open_files: usize,
+    /// The agent's `podtrace_agent_errors_total` at the end (data it could not read).
+    errors: f64,
 }
 
 /// Scrapes each exporter `n` times, alternating; the last body of each is kept for its counts.
@@ -203,59 +213,68 @@ fn load() -> String {
     l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// podtrace and cAdvisor on `n` cgroups doing `load`.
-fn versus_cadvisor(settings: &Settings, n: usize, work: Load) -> Result<(Figures, Figures)> {
+/// podtrace (unless `with_agent` is false) and cAdvisor on `n` cgroups doing `work`: their
+/// figures in that order.
+fn versus_cadvisor(
+    settings: &Settings,
+    n: usize,
+    work: Load,
+    with_agent: bool,
+) -> Result<Vec<Figures>> {
     let started = Instant::now();
     let fleet = Fleet::new(n, work)?;
     let dir = std::env::temp_dir().join(format!("peers-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("fleet.yaml");
     agent_config(&fleet, settings.interval, &config)?;
-    let mut ours = agent(settings, &config, false)?;
-    let mut theirs = cadvisor(settings, &fleet)?;
-    let attached = format!("podtrace_agent_targets{{state=\"attached\"}} {n}\n");
-    let timeout = Duration::from_secs(120 + n as u64 / 20);
-    ours.wait_until(timeout, &format!("{n} targets attached"), |s| s.body.contains(&attached))?;
     let id = format!("id=\"{}/", fleet.top);
-    theirs.wait_until(timeout, &format!("stats of {n} cgroups"), |s| {
-        s.body.lines().filter(|l| l.starts_with("container_memory_usage_bytes{") && l.contains(&id)).count() >= n
-    })?;
-    eprintln!("  {n} cgroups ({work:?}): both ready in {:.0?}", started.elapsed());
-    // Warm-up: two whole cycles of both after every cgroup is known.
+    // Each exporter, the start of the line of its memory usage series of one fleet cgroup, and
+    // what marks a series of the fleet.
+    let mut exporters: Vec<(Exporter, String, String)> = Vec::new();
+    if with_agent {
+        let prefix = "podtrace_resource_usage_bytes{resource_type=\"memory\",namespace=\"peers\"";
+        let marker = "namespace=\"peers\"";
+        exporters.push((agent(settings, &config, false)?, prefix.into(), marker.into()));
+    }
+    let prefix = format!("container_memory_usage_bytes{{{id}");
+    exporters.push((cadvisor(settings, &fleet)?, prefix, id.clone()));
+    let timeout = Duration::from_secs(120 + n as u64 / 20);
+    for (e, prefix, _) in exporters.iter_mut() {
+        // Every cgroup known is not enough: its files must have been read (an agent short of
+        // file descriptors attaches every cgroup and reads none).
+        e.wait_until(timeout, &format!("memory usage of {n} cgroups"), |s| {
+            s.body.lines().filter(|l| l.starts_with(prefix.as_str())).count() >= n
+        })?;
+    }
+    eprintln!("  {n} cgroups ({work:?}): ready in {:.0?}", started.elapsed());
+    // Warm-up: two whole cycles after every cgroup is known.
     std::thread::sleep(2 * settings.interval);
-    let (a0, c0) = (ours.cpu_ns()?, theirs.cpu_ns()?);
+    let before: Vec<u64> = exporters.iter().map(|e| e.0.cpu_ns()).collect::<Result<_>>()?;
     std::thread::sleep(settings.cycles * settings.interval);
-    let (a1, c1) = (ours.cpu_ns()?, theirs.cpu_ns()?);
-    let per = |d: u64| d as f64 / 1000.0 / settings.cycles as f64 / n as f64;
-    let (a_rss, a_anon) = ours.rss_bytes()?;
-    let (c_rss, c_anon) = theirs.rss_bytes()?;
-    let mut a = Figures {
-        cpu_us: per(a1 - a0),
-        rss: a_rss as f64 / MIB,
-        anon: a_anon as f64 / MIB,
-        ..Default::default()
-    };
-    let mut c = Figures {
-        cpu_us: per(c1 - c0),
-        rss: c_rss as f64 / MIB,
-        anon: c_anon as f64 / MIB,
-        ..Default::default()
-    };
-    let measured = scrapes(&mut [&mut ours, &mut theirs], settings.scrapes)?;
-    for (f, e, (time, s), fleet_marker) in [
-        (&mut a, &ours, &measured[0], "namespace=\"peers\"".to_owned()),
-        (&mut c, &theirs, &measured[1], id.clone()),
-    ] {
+    let mut figures = Vec::new();
+    for ((e, _, _), cpu0) in exporters.iter().zip(before) {
+        let (rss, anon) = e.rss_bytes()?;
+        figures.push(Figures {
+            cpu_us: (e.cpu_ns()? - cpu0) as f64 / 1000.0 / settings.cycles as f64 / n as f64,
+            rss: rss as f64 / MIB,
+            anon: anon as f64 / MIB,
+            ..Default::default()
+        });
+    }
+    let mut refs: Vec<&mut Exporter> = exporters.iter_mut().map(|e| &mut e.0).collect();
+    let measured = scrapes(&mut refs, settings.scrapes)?;
+    for ((f, (e, _, marker)), (time, s)) in figures.iter_mut().zip(&exporters).zip(&measured) {
         f.rss_scraped = e.rss_bytes()?.0 as f64 / MIB;
+        f.open_files = e.open_files()?;
+        f.errors = s.sum("podtrace_agent_errors_total") + 0.0;
         f.scrape = *time;
         f.bytes = s.bytes;
         f.series = s.series();
-        f.series_fleet = s.series_with(&fleet_marker);
+        f.series_fleet = s.series_with(marker);
     }
-    drop(ours);
-    drop(theirs);
+    drop(exporters);
     let _ = std::fs::remove_dir_all(dir);
-    Ok((a, c))
+    Ok(figures)
 }
 
 /// The agent with no target against node_exporter: CPU per interval with one scrape each.
@@ -300,10 +319,38 @@ fn versus_node_exporter(settings: &Settings) -> Result<(Figures, Figures)> {
             bytes: last[i].bytes,
             series: last[i].series(),
             series_fleet: last[i].series_with("node_"),
+            open_files: e.open_files()?,
+            errors: last[i].sum("podtrace_agent_errors_total") + 0.0,
         });
     }
     let _ = std::fs::remove_dir_all(dir);
     Ok((out.remove(0), out.remove(0)))
+}
+
+/// Raises this process's open-file limit (inherited by the exporters it starts) as far as it
+/// may: to `fs.nr_open` with CAP_SYS_RESOURCE, else the soft limit to the hard one. The agent
+/// keeps about ten files open per container (cgroup and `/proc` files re-read with `pread`), so
+/// 10,000 cgroups need ~100,000 descriptors; cAdvisor opens and closes its files. Returns the
+/// limit.
+fn raise_file_limit() -> Result<u64> {
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")?.trim().parse()?;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    #[allow(unsafe_code, reason = "getrlimit(2)/setrlimit(2) of this process")]
+    // SAFETY: plain syscalls with valid pointers to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        let all = libc::rlimit { rlim_cur: nr_open, rlim_max: nr_open };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &all) == 0 {
+            return Ok(nr_open);
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            bail!("raising RLIMIT_NOFILE: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -311,7 +358,13 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 fn verdict(r: f64, goal: f64) -> &'static str {
-    if r <= goal { "met" } else { "MISSED" }
+    if r.is_nan() {
+        "not measured"
+    } else if r <= goal {
+        "met"
+    } else {
+        "MISSED"
+    }
 }
 
 fn main() -> Result<()> {
@@ -325,10 +378,13 @@ fn main() -> Result<()> {
     }
     let settings = Settings::from_env()?;
     cgroups::remove_stale()?;
+    let files = raise_file_limit()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("podtrace / peers benchmark: every ratio is podtrace / peer, measured in the same run");
     println!(
-        "load average {} on {cpus} CPUs at the start; interval {}s for both, CPU over {} cycles; cAdvisor {} ({CADVISOR_METRICS}), node_exporter {} ({})\n",
+        "podtrace / peers benchmark: every ratio is podtrace / peer, measured in the same run"
+    );
+    println!(
+        "load average {} on {cpus} CPUs at the start; interval {}s for both, CPU over {} cycles; open files {files} for both; cAdvisor {} ({CADVISOR_METRICS}), node_exporter {} ({})\n",
         load(),
         settings.interval.as_secs(),
         settings.cycles,
@@ -338,46 +394,121 @@ fn main() -> Result<()> {
     );
     let mut goals: Vec<(String, f64, f64)> = Vec::new();
     let mut rss_by_size: Vec<(usize, f64, f64)> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     if settings.parts.iter().any(|p| p == "cadvisor") {
-        let mut runs: Vec<(usize, Load)> = settings.sizes.iter().map(|&n| (n, Load::Idle)).collect();
+        let mut runs: Vec<(usize, Load)> =
+            settings.sizes.iter().map(|&n| (n, Load::Idle)).collect();
         runs.extend(settings.busy.iter().map(|&n| (n, Load::Busy)));
-        println!("| cgroups | RSS MiB podtrace / cAdvisor | ratio | anonymous MiB | ratio | RSS scraped MiB | ratio | CPU µs per cgroup per cycle | ratio | /metrics bytes | ratio | scrape ms | ratio | series (of the cgroups) | ratio | load |");
+        println!(
+            "| cgroups | RSS MiB podtrace / cAdvisor | ratio | anonymous MiB | ratio | RSS scraped MiB | ratio | CPU µs per cgroup per cycle | ratio | /metrics bytes | ratio | scrape ms | ratio | series (of the cgroups) | ratio | load |"
+        );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        // Descriptors per cgroup the agent held at the last size measured (about 13: cgroup and
+        // /proc files kept open), to tell beforehand whether it can run a larger size here.
+        let mut files_per_cgroup = 14.0;
         for (n, work) in runs {
-            let (a, c) = versus_cadvisor(&settings, n, work)?;
             let label = match work {
                 Load::Idle => format!("{n}"),
                 Load::Busy => format!("{n} busy"),
             };
+            let needed = (files_per_cgroup * n as f64) as u64 + 200;
+            let with_agent = needed <= files;
+            let figures = versus_cadvisor(&settings, n, work, with_agent)?;
+            let c = figures.last().context("cAdvisor's figures")?.clone();
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let Some(a) = figures.first().filter(|_| with_agent).cloned() else {
+                println!(
+                    "| {label} | podtrace not run: it needs ~{needed} open files ({files_per_cgroup:.1} per cgroup), the limit here is {files}; cAdvisor: {:.1} | | {:.1} | | {:.1} | | {:.1} | | {} | | {:.1} | | {} ({}) | | {} |",
+                    c.rss,
+                    c.anon,
+                    c.rss_scraped,
+                    c.cpu_us,
+                    c.bytes,
+                    ms(c.scrape),
+                    c.series,
+                    c.series_fleet,
+                    load()
+                );
+                goals.push((
+                    format!("{label} cgroups: podtrace not measured (open-file limit {files})"),
+                    f64::NAN,
+                    0.5,
+                ));
+                continue;
+            };
+            files_per_cgroup = a.open_files as f64 / n as f64;
             println!(
                 "| {label} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} | {} / {} | {} | {:.1} / {:.1} | {} | {} ({}) / {} ({}) | {} | {} |",
-                a.rss, c.rss, ratio(a.rss, c.rss),
-                a.anon, c.anon, ratio(a.anon, c.anon),
-                a.rss_scraped, c.rss_scraped, ratio(a.rss_scraped, c.rss_scraped),
-                a.cpu_us, c.cpu_us, ratio(a.cpu_us, c.cpu_us),
-                a.bytes, c.bytes, ratio(a.bytes as f64, c.bytes as f64),
-                ms(a.scrape), ms(c.scrape), ratio(ms(a.scrape), ms(c.scrape)),
-                a.series, a.series_fleet, c.series, c.series_fleet, ratio(a.series as f64, c.series as f64),
+                a.rss,
+                c.rss,
+                ratio(a.rss, c.rss),
+                a.anon,
+                c.anon,
+                ratio(a.anon, c.anon),
+                a.rss_scraped,
+                c.rss_scraped,
+                ratio(a.rss_scraped, c.rss_scraped),
+                a.cpu_us,
+                c.cpu_us,
+                ratio(a.cpu_us, c.cpu_us),
+                a.bytes,
+                c.bytes,
+                ratio(a.bytes as f64, c.bytes as f64),
+                ms(a.scrape),
+                ms(c.scrape),
+                ratio(ms(a.scrape), ms(c.scrape)),
+                a.series,
+                a.series_fleet,
+                c.series,
+                c.series_fleet,
+                ratio(a.series as f64, c.series as f64),
                 load()
             );
+            notes.push(format!(
+                "{label} cgroups: podtrace held {} open files ({files_per_cgroup:.1} per cgroup) and counted {} collection errors; cAdvisor {} open files",
+                a.open_files, a.errors, c.open_files
+            ));
             goals.push((format!("RSS, {label} cgroups, ≤ 0.5× cAdvisor"), a.rss / c.rss, 0.5));
-            goals.push((format!("(anonymous RSS, {label} cgroups, ≤ 0.5× cAdvisor)"), a.anon / c.anon, 0.5));
-            goals.push((format!("CPU per cgroup, {label} cgroups, ≤ 0.5× cAdvisor"), a.cpu_us / c.cpu_us, 0.5));
-            goals.push((format!("scrape time, {label} cgroups, ≤ 0.5× cAdvisor"), ms(a.scrape) / ms(c.scrape), 0.5));
+            goals.push((
+                format!("(anonymous RSS, {label} cgroups, ≤ 0.5× cAdvisor)"),
+                a.anon / c.anon,
+                0.5,
+            ));
+            goals.push((
+                format!("CPU per cgroup, {label} cgroups, ≤ 0.5× cAdvisor"),
+                a.cpu_us / c.cpu_us,
+                0.5,
+            ));
+            goals.push((
+                format!("scrape time, {label} cgroups, ≤ 0.5× cAdvisor"),
+                ms(a.scrape) / ms(c.scrape),
+                0.5,
+            ));
             if work == Load::Idle {
                 rss_by_size.push((n, a.rss, a.anon));
             }
         }
+        for note in &notes {
+            println!("{note}");
+        }
     }
     if settings.parts.iter().any(|p| p == "node") {
         let (a, c) = versus_node_exporter(&settings)?;
-        println!("\n| node metrics | RSS MiB | anonymous MiB | CPU ms per interval (one scrape) | /metrics bytes | scrape ms | series (node_*) | load |");
+        println!(
+            "\n| node metrics | RSS MiB | anonymous MiB | CPU ms per interval (one scrape) | /metrics bytes | scrape ms | series (node_*) | load |"
+        );
         println!("|---|---|---|---|---|---|---|---|");
         for (name, f) in [("podtrace (no target)", &a), ("node_exporter", &c)] {
             println!(
                 "| {name} | {:.1} | {:.1} | {:.2} | {} | {:.2} | {} ({}) | {} |",
-                f.rss, f.anon, f.cpu_us / 1000.0, f.bytes, f.scrape.as_secs_f64() * 1000.0, f.series, f.series_fleet, load()
+                f.rss,
+                f.anon,
+                f.cpu_us / 1000.0,
+                f.bytes,
+                f.scrape.as_secs_f64() * 1000.0,
+                f.series,
+                f.series_fleet,
+                load()
             );
         }
         println!(
@@ -392,17 +523,29 @@ fn main() -> Result<()> {
         goals.push(("RSS ≤ 1.0× node_exporter".into(), a.rss / c.rss, 1.0));
         goals.push(("(anonymous RSS ≤ 1.0× node_exporter)".into(), a.anon / c.anon, 1.0));
         goals.push(("CPU per interval ≤ 1.0× node_exporter".into(), a.cpu_us / c.cpu_us, 1.0));
-        goals.push(("scrape time ≤ 1.0× node_exporter".into(), a.scrape.as_secs_f64() / c.scrape.as_secs_f64(), 1.0));
+        goals.push((
+            "scrape time ≤ 1.0× node_exporter".into(),
+            a.scrape.as_secs_f64() / c.scrape.as_secs_f64(),
+            1.0,
+        ));
     }
     if let Some(&(_, big, _)) = rss_by_size.iter().find(|(n, _, _)| *n == 10_000) {
-        goals.push(("agent RSS with 10,000 cgroups ≤ 128 MiB (ratio to 128)".into(), big / 128.0, 1.0));
+        goals.push((
+            "agent RSS with 10,000 cgroups ≤ 128 MiB (ratio to 128)".into(),
+            big / 128.0,
+            1.0,
+        ));
     }
     for w in rss_by_size.windows(2) {
         let (n0, r0, _) = w[0];
         let (n1, r1, _) = w[1];
         let kib = (r1 - r0) * 1024.0 / (n1 - n0) as f64;
         println!("agent marginal memory {n0} → {n1} cgroups: {kib:.1} KiB per cgroup");
-        goals.push((format!("agent marginal memory {n0} → {n1} ≤ 10 KiB per cgroup (ratio to 10)"), kib / 10.0, 1.0));
+        goals.push((
+            format!("agent marginal memory {n0} → {n1} ≤ 10 KiB per cgroup (ratio to 10)"),
+            kib / 10.0,
+            1.0,
+        ));
     }
     println!("\ngoals (ratio ≤ goal):");
     for (name, r, goal) in &goals {
