@@ -5,8 +5,9 @@
 //! with one process: `sleep`, or in the busy variant this binary's `busy-child` (a little CPU
 //! and memory churn every 100 ms). The bench writes each process's pid into the cgroups right
 //! after starting it, which is much faster than a shell per process at 10,000 cgroups.
-//! Everything is removed on drop, also when the bench panics; cgroups left by a bench that was
-//! killed (whose pid is gone) are removed when the next one starts.
+//! Everything is removed on drop, also when the bench fails or panics, and when it gets SIGINT,
+//! SIGTERM or SIGHUP; cgroups left by a bench that was killed outright (whose pid is gone) are
+//! removed when the next one starts.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -83,9 +84,10 @@ fn remove(dirs: &[PathBuf]) {
     }
 }
 
-/// Removes the cgroups of benches that are no longer running (killed before their cleanup),
-/// killing what is left in them first.
-pub fn remove_stale() -> Result<()> {
+/// Removes the cgroups of benches that are no longer running (killed before their cleanup), or
+/// with `mine` this bench's own (when it is interrupted), killing what is left in them first.
+pub fn remove_left(mine: bool) -> Result<()> {
+    let me = std::process::id().to_string();
     for root in roots()? {
         let Ok(entries) = std::fs::read_dir(&root) else { continue };
         for top in entries.flatten() {
@@ -93,7 +95,12 @@ pub fn remove_stale() -> Result<()> {
             let Some(pid) = name.strip_prefix(FLEET).or_else(|| name.strip_prefix(METER)) else {
                 continue;
             };
-            if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            let left = if mine {
+                pid == me
+            } else {
+                pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists()
+            };
+            if !left {
                 continue;
             }
             let mut dirs = vec![top.path()];
@@ -105,7 +112,7 @@ pub fn remove_stale() -> Result<()> {
             for d in &dirs {
                 let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
                 for p in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
-                    #[allow(unsafe_code, reason = "kill(2) of a process a killed bench left")]
+                    #[allow(unsafe_code, reason = "kill(2) of a process a bench left")]
                     // SAFETY: a plain syscall with a pid read from the bench's own cgroup.
                     unsafe {
                         libc::kill(p, libc::SIGKILL);
@@ -114,6 +121,35 @@ pub fn remove_stale() -> Result<()> {
             }
             remove(&dirs);
         }
+    }
+    Ok(())
+}
+
+/// Removes this bench's cgroups and what runs in them when it gets SIGINT, SIGTERM or SIGHUP,
+/// then exits: the signals are blocked in every thread (call this before starting any) and
+/// awaited by one of its own. The processes the bench starts get an empty signal mask back
+/// (the standard library resets it when spawning).
+pub fn clean_up_on_signals() -> Result<()> {
+    #[allow(unsafe_code, reason = "sigprocmask(2) and sigwait(3) have no safe wrapper here")]
+    // SAFETY: the set is initialised by sigemptyset before use and outlives the calls.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            bail!("blocking SIGINT/SIGTERM/SIGHUP: {}", std::io::Error::last_os_error());
+        }
+        std::thread::spawn(move || {
+            let mut signal = 0;
+            libc::sigwait(&set, &mut signal);
+            eprintln!("signal {signal}: removing the bench's cgroups and their processes");
+            if let Err(e) = remove_left(true) {
+                eprintln!("cleanup: {e:#}");
+            }
+            std::process::exit(128 + signal);
+        });
     }
     Ok(())
 }

@@ -377,7 +377,8 @@ fn main() -> Result<()> {
         bail!("bench-peers needs root: it creates cgroups and reads other processes' /proc");
     }
     let settings = Settings::from_env()?;
-    cgroups::remove_stale()?;
+    cgroups::clean_up_on_signals()?;
+    cgroups::remove_left(false)?;
     let files = raise_file_limit()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
