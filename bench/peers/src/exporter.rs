@@ -173,3 +173,22 @@ impl Drop for Exporter {
         let _ = self.child.wait();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_sums_and_markers_are_read_from_the_exposition() {
+        let body = "# HELP podtrace_agent_errors_total Errors.\n# TYPE podtrace_agent_errors_total counter\n\
+            podtrace_agent_errors_total{source=\"resource\",reason=\"io\"} 3\n\
+            podtrace_agent_errors_total{source=\"process\",reason=\"io\"} 4.5\n\
+            podtrace_agent_errors_total_other 100\n\
+            container_last_seen{id=\"/podtrace-peers-1/b00-c00000\"} 1.7e9\n\n";
+        let s = Scrape { time: Duration::ZERO, bytes: body.len(), body: body.into() };
+        assert_eq!(s.series(), 4);
+        assert_eq!(s.sum("podtrace_agent_errors_total"), 7.5);
+        assert_eq!(s.series_with("id=\"/podtrace-peers-1/"), 1);
+        assert_eq!(s.sum("node_context_switches_total"), 0.0);
+    }
+}
