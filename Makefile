@@ -73,7 +73,7 @@ demo-cluster: setup images ## A one-node cluster (kubelet, containerd) with podt
 demo-down: ## Stop the demo cluster
 	bash scripts/demo-cluster.sh down $(DEMO_DIR)
 
-.PHONY: bench bench-operator bench-operator-quick bench-agent bench-exporters
+.PHONY: bench bench-operator bench-operator-quick bench-agent bench-exporters bench-peers
 bench-operator: setup ## Operator: 100k pods/1,000 nodes/1,000 PodTraces against a real API server (writes and CPU per edit, agent latency, RSS, sync, churn)
 	$(CARGO) build --release -p podtrace-operator -p podtrace-bench-operator
 	target/release/operator-bench
@@ -86,7 +86,16 @@ bench-agent: ## Agent: RSS with 100/1000 cgroups, collector µs per cgroup, /met
 	$(CARGO) build --release -p podtrace-agent -p podtrace-bench-agent
 	target/release/agent-bench
 
+bench-peers: ## The agent against cAdvisor and node_exporter on 100/1,000/10,000 cgroups: RSS, CPU per cgroup, scrape ratios (root)
+	bash bench/peers/build-peers.sh
+	$(CARGO) build --release -p podtrace-agent -p podtrace-bench-peers
+	PT_PEERS_CADVISOR="$$(bash bench/peers/build-peers.sh bin cadvisor)" \
+	PT_PEERS_CADVISOR_VERSION="$$(bash bench/peers/build-peers.sh bin cadvisor-version)" \
+	PT_PEERS_NODE_EXPORTER="$$(bash bench/peers/build-peers.sh bin node-exporter)" \
+	PT_PEERS_NODE_EXPORTER_VERSION="$$(bash bench/peers/build-peers.sh bin node-exporter-version)" \
+	  target/release/peers-bench
+
 bench-exporters: ## Push exporters: CPU and bytes per 10k series as a ratio to /metrics encoding
 	$(CARGO) run --release -p podtrace-bench-exporters
 
-bench: bench-exporters bench-agent bench-ebpf bench-operator ## Every benchmark (prints ratios; not part of `make test`)
+bench: bench-exporters bench-agent bench-peers bench-ebpf bench-operator ## Every benchmark (prints ratios; not part of `make test`)

@@ -8,7 +8,7 @@
 
 use podtrace_api::{MonitoringProfileSpec, profile::CollectSettings};
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     path::Path,
     time::{Instant, SystemTime},
 };
@@ -17,7 +17,7 @@ use crate::{
     gaps::{self, FDS_DENIED, Gap, IO_DENIED, NETWORK_DENIED},
     metrics::{Labels, Sample, catalog::*},
     procfs::{self, KeptFile, USER_HZ},
-    sample::{AggregatedMetrics, ProcessMetrics, record},
+    sample::{AggregatedMetrics, History, ProcessMetrics, record},
 };
 
 /// What one collection found for one process.
@@ -69,7 +69,7 @@ struct ProcState {
     start_ticks: u64,
     last_ticks: u64,
     last_at: Instant,
-    history: VecDeque<ProcessMetrics>,
+    history: History,
 }
 
 /// The per-process state of one target: last CPU reading, the history and the open files.
@@ -253,7 +253,7 @@ impl ProcessCollector {
                 start_ticks: stat.start_ticks,
                 last_ticks: stat.cpu_ticks,
                 last_at: now,
-                history: VecDeque::new(),
+                history: History::default(),
             });
             if state.start_ticks != stat.start_ticks {
                 // The pid was reused by a new process: start over.
@@ -261,7 +261,7 @@ impl ProcessCollector {
                     start_ticks: stat.start_ticks,
                     last_ticks: stat.cpu_ticks,
                     last_at: now,
-                    history: VecDeque::new(),
+                    history: History::default(),
                 };
             }
             let dt = now.duration_since(state.last_at).as_secs_f64();

@@ -10,7 +10,7 @@
 //! ```
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     time::{Duration, Instant, SystemTime},
 };
@@ -28,8 +28,8 @@ use crate::{
         sources::Source,
     },
     sample::{
-        AggregatedMetrics, EbpfSample, KernelSample, ProcessMetrics, ResourceSample, TargetSample,
-        record,
+        AggregatedMetrics, EbpfSample, History, KernelSample, ProcessMetrics, ResourceSample,
+        TargetSample, record,
     },
     targets::Target,
 };
@@ -45,7 +45,7 @@ pub(super) struct TargetState {
     pub files: GroupFiles,
     processes: ProcessCollector,
     /// The container's summed samples, for the push messages' aggregates.
-    history: VecDeque<ProcessMetrics>,
+    history: History,
     /// Series dropped for the pod's budget at the last collection.
     pub dropped: usize,
     /// What its last process collection was refused (left out of its series).
@@ -63,7 +63,7 @@ impl TargetState {
             limits_at: None,
             files: GroupFiles::default(),
             processes: ProcessCollector::default(),
-            history: VecDeque::new(),
+            history: History::default(),
             dropped: 0,
             gaps: BTreeSet::new(),
             series: Vec::new(),
