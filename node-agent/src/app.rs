@@ -82,6 +82,19 @@ pub async fn run(
         ebpf,
     } = args;
     let stop = Stop::on_signal();
+    match crate::open_files::raise() {
+        Ok(files) => tracing::info!(
+            before = ?files.before,
+            now = ?files.now,
+            containers = ?files.containers(),
+            "open-file limit (the agent keeps ~13 files open per traced container)"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "raising the open-file limit to its hard limit failed: past ~75 traced containers \
+             reads may fail with 'Too many open files'"
+        ),
+    }
     let layout = CgroupLayout::detect()
         .map_err(|source| Error::Read { path: "/proc/self/mountinfo".into(), source })?
         .rebased(&cgroup_root);

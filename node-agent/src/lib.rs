@@ -26,6 +26,7 @@ pub mod glob;
 pub mod health;
 pub mod memlock;
 pub mod metrics;
+pub mod open_files;
 pub mod procfs;
 pub mod sample;
 pub mod serve;

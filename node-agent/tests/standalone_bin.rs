@@ -125,6 +125,44 @@ fn a_config_broken_at_start_is_reported_and_its_fix_is_picked_up_without_restart
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Started with the soft open-file limit of many container runtimes (1,024; here 256) the agent
+/// raises it to its hard limit, as it keeps ~13 files open per traced container.
+#[test]
+fn the_agent_raises_its_soft_open_file_limit_to_the_hard_one() {
+    let dir = tempdir("nofile");
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, trace_of_self()).unwrap();
+    let (metrics, health, admin) = (free_port(), free_port(), free_port());
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=256:", "--", AGENT, "standalone", "--ebpf=false", "--config"])
+        .arg(&config)
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+        .args(["--health-addr", &format!("127.0.0.1:{health}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux)");
+    let limits = || std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    // prlimit execs the agent in place: the same pid, whose limits are read from /proc.
+    wait_for("the agent's metrics port", || {
+        std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
+    });
+    let text = limits();
+    let line = text.lines().find(|l| l.starts_with("Max open files")).expect("Max open files");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+    assert_ne!(soft, "256", "{line}");
+    if hard == "unlimited" {
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap();
+        assert_eq!(soft, nr_open.trim(), "{line}");
+    } else {
+        assert_eq!(soft, hard, "{line}");
+    }
+}
+
 #[test]
 fn a_missing_config_file_stops_the_agent_with_its_path() {
     let out = Command::new(AGENT)
