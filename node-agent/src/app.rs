@@ -82,19 +82,22 @@ pub async fn run(
         ebpf,
     } = args;
     let stop = Stop::on_signal();
-    match crate::open_files::raise() {
-        Ok(files) => tracing::info!(
-            before = ?files.before,
-            now = ?files.now,
-            containers = ?files.containers(),
-            "open-file limit (the agent keeps ~13 files open per traced container)"
-        ),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "raising the open-file limit to its hard limit failed: past ~75 traced containers \
-             reads may fail with 'Too many open files'"
-        ),
-    }
+    let soft = match crate::open_files::raise() {
+        Ok(files) => {
+            tracing::info!(
+                before = ?files.before,
+                now = ?files.now,
+                containers = ?files.containers(),
+                "open-file limit (the agent keeps ~13 files open per traced container)"
+            );
+            files.now
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "raising the open-file limit to its hard limit failed");
+            crate::open_files::soft_limit()
+        }
+    };
+    crate::procfs::set_kept_budget(crate::open_files::kept_budget(soft));
     let layout = CgroupLayout::detect()
         .map_err(|source| Error::Read { path: "/proc/self/mountinfo".into(), source })?
         .rebased(&cgroup_root);

@@ -3,7 +3,8 @@
 //! cheap: see docs/benchmarks.md), so the soft limit of 1,024 that container runtimes commonly
 //! give runs out at about 75 containers, and every read past it fails. Any process may raise its
 //! soft limit up to its hard one without a capability, so the agent does that at start and logs
-//! how many containers the result is enough for.
+//! how many containers the result is enough for. Past that, files are opened for each read
+//! ([`crate::procfs::set_kept_budget`]): every container is still read, at a higher CPU cost.
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
@@ -45,6 +46,17 @@ pub fn raise() -> std::io::Result<OpenFiles> {
     Ok(OpenFiles { before: current, now: wanted })
 }
 
+/// The current soft limit (`None`: unlimited).
+pub fn soft_limit() -> Option<u64> {
+    getrlimit(Resource::Nofile).current
+}
+
+/// How many files the collectors may keep open under a soft limit of `soft` (the rest are
+/// opened per read: see [`crate::procfs::KeptFile`]).
+pub fn kept_budget(soft: Option<u64>) -> usize {
+    soft.map_or(usize::MAX, |n| usize::try_from(n.saturating_sub(BASE)).unwrap_or(usize::MAX))
+}
+
 fn nr_open() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/fs/nr_open").ok()?.trim().parse().ok()
 }
@@ -60,5 +72,8 @@ mod tests {
         assert_eq!(limit(Some(1_048_576)).containers(), Some(80_644));
         assert_eq!(limit(Some(100)).containers(), Some(0));
         assert_eq!(limit(None).containers(), None, "unlimited");
+        assert_eq!(kept_budget(Some(1024)), 824);
+        assert_eq!(kept_budget(Some(100)), 0);
+        assert_eq!(kept_budget(None), usize::MAX);
     }
 }

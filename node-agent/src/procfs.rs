@@ -2,6 +2,7 @@
 //! the small readers around them.
 
 use crate::cgroup::files::IoBytes;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// `USER_HZ`: the unit of the tick counts in `/proc/<pid>/stat`. It is 100 on every Linux
 /// architecture the agent runs on (x86_64, arm64); the kernel keeps it fixed for user space
@@ -124,11 +125,53 @@ pub fn read(path: impl AsRef<std::path::Path>) -> crate::Result<String> {
 /// container every interval, and the syscalls, not the parsing, were most of their cost. An fd
 /// of `/proc/<pid>/…` stays bound to that process, so a reused pid cannot be misread: reading
 /// it fails (ESRCH) once the process is gone. Closed and reopened after any error.
+///
+/// At most [`set_kept_budget`] files are kept open at once (the open-file limit, less a
+/// reserve): past it a file is opened for each read and closed, so a node with more containers
+/// than the limit allows is still read completely, at the cost of the syscalls saved above.
 #[derive(Debug)]
 pub struct KeptFile {
     path: std::path::PathBuf,
-    file: Option<std::fs::File>,
+    file: Option<Held>,
     one_record: bool,
+}
+
+/// Files kept open by every [`KeptFile`] of the process, and how many may be.
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+static BUDGET: AtomicUsize = AtomicUsize::new(usize::MAX);
+static BUDGET_REACHED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps at most `files` [`KeptFile`]s open at once (see [`crate::open_files`]).
+pub fn set_kept_budget(files: usize) {
+    BUDGET.store(files, Ordering::Relaxed);
+}
+
+/// A kept file, counted in [`KEPT`] while it is open.
+#[derive(Debug)]
+struct Held(std::fs::File);
+
+impl Held {
+    /// Keeps `file` when the budget allows, else gives it back to be closed after one read.
+    fn keep(file: std::fs::File) -> Result<Held, std::fs::File> {
+        if KEPT.fetch_add(1, Ordering::Relaxed) < BUDGET.load(Ordering::Relaxed) {
+            return Ok(Held(file));
+        }
+        KEPT.fetch_sub(1, Ordering::Relaxed);
+        if !BUDGET_REACHED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                kept = BUDGET.load(Ordering::Relaxed),
+                "open-file budget reached: further cgroup and /proc files are opened for each \
+                 read (complete, but more CPU); raise the agent's open-file limit"
+            );
+        }
+        Err(file)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        KEPT.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl KeptFile {
@@ -169,34 +212,56 @@ impl KeptFile {
         self.parse(parse).map_err(|source| crate::Error::Read { path: self.path.clone(), source })
     }
 
+    /// Runs `f` on the open file: the kept one, or one opened now (kept if the budget allows,
+    /// else closed after `f`). An error closes a kept file, to be reopened at the next call.
+    fn with_file<T>(
+        &mut self,
+        f: impl FnOnce(&std::fs::File) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let once;
+        let file = match &self.file {
+            Some(held) => &held.0,
+            None => match Held::keep(std::fs::File::open(&self.path)?) {
+                Ok(held) => &self.file.insert(held).0,
+                Err(file) => {
+                    once = file;
+                    &once
+                }
+            },
+        };
+        let out = f(file);
+        if out.is_err() {
+            self.file = None;
+        }
+        out
+    }
+
     fn read_into(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let file = match &self.file {
-            Some(f) => f,
-            None => self.file.insert(std::fs::File::open(&self.path)?),
-        };
+        let one_record = self.one_record;
         buf.clear();
-        loop {
-            let (len, cap) = (buf.len(), buf.capacity().max(4096));
-            buf.resize(cap, 0);
-            let n = match file.read_at(&mut buf[len..], len as u64) {
-                Ok(n) => n,
-                Err(e) => {
-                    buf.truncate(len);
-                    self.file = None;
-                    return Err(e);
+        self.with_file(|file| {
+            loop {
+                let (len, cap) = (buf.len(), buf.capacity().max(4096));
+                buf.resize(cap, 0);
+                let n = match file.read_at(&mut buf[len..], len as u64) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        buf.truncate(len);
+                        return Err(e);
+                    }
+                };
+                buf.truncate(len + n);
+                // Otherwise only a read of 0 is the end: a seq_file of many records returns at
+                // most a page of them per read (smaps gives 3,912 bytes to an 8 KiB buffer).
+                if n == 0 || (one_record && buf.len() < buf.capacity()) {
+                    return Ok(());
                 }
-            };
-            buf.truncate(len + n);
-            // Otherwise only a read of 0 is the end: a seq_file of many records returns at most
-            // a page of them per read (smaps gives 3,912 bytes to an 8 KiB buffer).
-            if n == 0 || (self.one_record && buf.len() < buf.capacity()) {
-                return Ok(());
+                if buf.len() == buf.capacity() {
+                    buf.reserve(cap);
+                }
             }
-            if buf.len() == buf.capacity() {
-                buf.reserve(cap);
-            }
-        }
+        })
     }
 }
 
@@ -204,19 +269,10 @@ impl KeptFile {
 /// syscall; Linux ≥ 6.2), or the directory's entries on kernels that report 0. `fd_dir` is the
 /// directory kept open (an `fstat` walks no path), reopened after an error.
 pub fn count_fds(fd_dir: &mut KeptFile) -> crate::Result<u64> {
-    let err = |source| crate::Error::Read { path: fd_dir.path.clone(), source };
-    let file = match &fd_dir.file {
-        Some(f) => f,
-        None => fd_dir.file.insert(std::fs::File::open(&fd_dir.path).map_err(err)?),
-    };
-    match file.metadata() {
-        Ok(m) if m.len() > 0 => Ok(m.len()),
-        Ok(_) => count_dir(&fd_dir.path),
-        Err(e) => {
-            fd_dir.file = None;
-            Err(err(e))
-        }
-    }
+    let size = fd_dir
+        .with_file(|file| Ok(file.metadata()?.len()))
+        .map_err(|source| crate::Error::Read { path: fd_dir.path.clone(), source })?;
+    if size > 0 { Ok(size) } else { count_dir(&fd_dir.path) }
 }
 
 /// The number of entries of a directory (`/proc/<pid>/fd`, `/proc/<pid>/task`).
@@ -230,6 +286,25 @@ pub fn count_dir(path: impl AsRef<std::path::Path>) -> crate::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past the budget a file is opened per read and still read right; within it, kept. (The
+    /// only test that sets the budget: others meanwhile read through unkept files, correctly.)
+    #[test]
+    fn past_the_kept_budget_files_are_read_and_closed_not_kept() {
+        let path = std::env::temp_dir().join(format!("podtrace-budget-{}", std::process::id()));
+        std::fs::write(&path, "1\n").unwrap();
+        let mut file = KeptFile::new(&path);
+        set_kept_budget(0);
+        assert_eq!(file.parse(str::to_owned).unwrap(), "1\n");
+        assert!(file.file.is_none(), "over the budget: closed after the read");
+        std::fs::write(&path, "22\n").unwrap();
+        assert_eq!(file.parse(str::to_owned).unwrap(), "22\n");
+        set_kept_budget(usize::MAX);
+        assert_eq!(file.parse(str::to_owned).unwrap(), "22\n");
+        assert!(file.file.is_some(), "within the budget: kept");
+        drop(file);
+        std::fs::remove_file(path).unwrap();
+    }
 
     #[test]
     fn pid_stat_handles_comm_with_spaces_and_parens() {

@@ -163,6 +163,70 @@ fn the_agent_raises_its_soft_open_file_limit_to_the_hard_one() {
     }
 }
 
+/// With more targets than its open-file limit lets it keep files open for (hard limit 256: 56
+/// kept files, ~5 per process), the agent opens the rest per read: every target is measured
+/// and no read fails.
+#[test]
+fn past_its_open_file_limit_the_agent_still_reads_every_target() {
+    const TARGETS: usize = 40;
+    let dir = tempdir("fewfiles");
+    let config = dir.join("agent.yaml");
+    let mut sleepers: Vec<Child> =
+        (0..TARGETS).map(|_| Command::new("sleep").arg("120").spawn().unwrap()).collect();
+    let docs: Vec<String> = sleepers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "apiVersion: podtrace.dev/v1alpha1\nkind: PodTrace\nmetadata: {{name: p{i}, namespace: t}}\nspec:\n  selector: {{matchLabels: {{podtrace.dev/pid: \"{}\"}}}}\n  profile: {{interval: 1s, probes: {{enabled: false}}}}\n",
+                c.id()
+            )
+        })
+        .collect();
+    std::fs::write(&config, docs.join("---\n")).unwrap();
+    let (metrics, health, admin) = (free_port(), free_port(), free_port());
+    let mut agent = Command::new("prlimit")
+        .args(["--nofile=256:256", "--", AGENT, "standalone", "--ebpf=false", "--config"])
+        .arg(&config)
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+        .args(["--health-addr", &format!("127.0.0.1:{health}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux)");
+    let measured = |body: &str| {
+        (0..TARGETS)
+            .filter(|i| {
+                body.contains(&format!("podtrace_process_threads{{namespace=\"t\",pod=\"p{i}\""))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut body = String::new();
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok() {
+            body = get(metrics, "/metrics");
+            if measured(&body) == TARGETS {
+                // Two more collections, so that files past the budget were read again.
+                std::thread::sleep(Duration::from_millis(2500));
+                body = get(metrics, "/metrics");
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    sleepers.iter_mut().for_each(|c| drop((c.kill(), c.wait())));
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(measured(&body), TARGETS, "every target measured");
+    let io_errors: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("podtrace_agent_errors_total") && l.contains("reason=\"io\""))
+        .collect();
+    assert!(io_errors.is_empty(), "{io_errors:?}");
+}
+
 #[test]
 fn a_missing_config_file_stops_the_agent_with_its_path() {
     let out = Command::new(AGENT)

@@ -213,14 +213,8 @@ fn load() -> String {
     l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// podtrace (unless `with_agent` is false) and cAdvisor on `n` cgroups doing `work`: their
-/// figures in that order.
-fn versus_cadvisor(
-    settings: &Settings,
-    n: usize,
-    work: Load,
-    with_agent: bool,
-) -> Result<Vec<Figures>> {
+/// podtrace and cAdvisor on `n` cgroups doing `work`: their figures in that order.
+fn versus_cadvisor(settings: &Settings, n: usize, work: Load) -> Result<Vec<Figures>> {
     let started = Instant::now();
     let fleet = Fleet::new(n, work)?;
     let dir = std::env::temp_dir().join(format!("peers-bench-{}", std::process::id()));
@@ -231,11 +225,9 @@ fn versus_cadvisor(
     // Each exporter, the start of the line of its memory usage series of one fleet cgroup, and
     // what marks a series of the fleet.
     let mut exporters: Vec<(Exporter, String, String)> = Vec::new();
-    if with_agent {
-        let prefix = "podtrace_resource_usage_bytes{resource_type=\"memory\",namespace=\"peers\"";
-        let marker = "namespace=\"peers\"";
-        exporters.push((agent(settings, &config, false)?, prefix.into(), marker.into()));
-    }
+    let prefix = "podtrace_resource_usage_bytes{resource_type=\"memory\",namespace=\"peers\"";
+    let marker = "namespace=\"peers\"";
+    exporters.push((agent(settings, &config, false)?, prefix.into(), marker.into()));
     let prefix = format!("container_memory_usage_bytes{{{id}");
     exporters.push((cadvisor(settings, &fleet)?, prefix, id.clone()));
     let timeout = Duration::from_secs(120 + n as u64 / 20);
@@ -404,40 +396,18 @@ fn main() -> Result<()> {
             "| cgroups | RSS MiB podtrace / cAdvisor | ratio | anonymous MiB | ratio | RSS scraped MiB | ratio | CPU µs per cgroup per cycle | ratio | /metrics bytes | ratio | scrape ms | ratio | series (of the cgroups) | ratio | load |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-        // Descriptors per cgroup the agent held at the last size measured (about 13: cgroup and
-        // /proc files kept open), to tell beforehand whether it can run a larger size here.
-        let mut files_per_cgroup = 14.0;
         for (n, work) in runs {
             let label = match work {
                 Load::Idle => format!("{n}"),
                 Load::Busy => format!("{n} busy"),
             };
-            let needed = (files_per_cgroup * n as f64) as u64 + 200;
-            let with_agent = needed <= files;
-            let figures = versus_cadvisor(&settings, n, work, with_agent)?;
-            let c = figures.last().context("cAdvisor's figures")?.clone();
+            let figures = versus_cadvisor(&settings, n, work)?;
+            let [a, c] = figures.as_slice() else { bail!("podtrace's and cAdvisor's figures") };
+            let (a, c) = (a.clone(), c.clone());
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            let Some(a) = figures.first().filter(|_| with_agent).cloned() else {
-                println!(
-                    "| {label} | podtrace not run: it needs ~{needed} open files ({files_per_cgroup:.1} per cgroup), the limit here is {files}; cAdvisor: {:.1} | | {:.1} | | {:.1} | | {:.1} | | {} | | {:.1} | | {} ({}) | | {} |",
-                    c.rss,
-                    c.anon,
-                    c.rss_scraped,
-                    c.cpu_us,
-                    c.bytes,
-                    ms(c.scrape),
-                    c.series,
-                    c.series_fleet,
-                    load()
-                );
-                goals.push((
-                    format!("{label} cgroups: podtrace not measured (open-file limit {files})"),
-                    f64::NAN,
-                    0.5,
-                ));
-                continue;
-            };
-            files_per_cgroup = a.open_files as f64 / n as f64;
+            // About 13 per cgroup (cgroup and /proc files kept open) up to the agent's budget
+            // under the open-file limit; past it the agent opens files for each read.
+            let files_per_cgroup = a.open_files as f64 / n as f64;
             println!(
                 "| {label} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} | {} / {} | {} | {:.1} / {:.1} | {} | {} ({}) / {} ({}) | {} | {} |",
                 a.rss,
