@@ -171,10 +171,13 @@ mod exporters {
             tonic::Code::Unavailable,
             tonic::Code::Ok,
         ]);
-        let port = free_port();
+        // Bound before the exporter starts: a start-up check refused by a server still binding
+        // would count one more export error.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
         let server = tonic::transport::Server::builder()
             .add_service(MetricsServiceServer::new(receiver.clone()))
-            .serve(([127, 0, 0, 1], port).into());
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
         let server = tokio::spawn(server);
         let mut a = args();
         a.otlp_endpoint = Some(format!("http://127.0.0.1:{port}"));

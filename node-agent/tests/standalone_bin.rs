@@ -125,6 +125,23 @@ fn a_config_broken_at_start_is_reported_and_its_fix_is_picked_up_without_restart
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The agent on `config` started under `prlimit --nofile=<nofile>` (soft:hard), which execs
+/// it in place (the child's pid is the agent's); and its metrics port.
+fn under_file_limit(nofile: &str, config: &Path) -> (Child, u16) {
+    let (metrics, health, admin) = (free_port(), free_port(), free_port());
+    let child = Command::new("prlimit")
+        .arg(format!("--nofile={nofile}"))
+        .args(["--", AGENT, "standalone", "--ebpf=false", "--config"])
+        .arg(config)
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+        .args(["--health-addr", &format!("127.0.0.1:{health}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux)");
+    (child, metrics)
+}
+
 /// Started with the soft open-file limit of many container runtimes (1,024; here 256) the agent
 /// raises it to its hard limit, as it keeps ~13 files open per traced container.
 #[test]
@@ -132,18 +149,8 @@ fn the_agent_raises_its_soft_open_file_limit_to_the_hard_one() {
     let dir = tempdir("nofile");
     let config = dir.join("agent.yaml");
     std::fs::write(&config, trace_of_self()).unwrap();
-    let (metrics, health, admin) = (free_port(), free_port(), free_port());
-    let mut child = Command::new("prlimit")
-        .args(["--nofile=256:", "--", AGENT, "standalone", "--ebpf=false", "--config"])
-        .arg(&config)
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-        .args(["--health-addr", &format!("127.0.0.1:{health}")])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prlimit (util-linux)");
+    let (mut child, metrics) = under_file_limit("256:", &config);
     let limits = || std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
-    // prlimit execs the agent in place: the same pid, whose limits are read from /proc.
     wait_for("the agent's metrics port", || {
         std::net::TcpStream::connect(("127.0.0.1", metrics)).is_ok()
     });
@@ -184,16 +191,7 @@ fn past_its_open_file_limit_the_agent_still_reads_every_target() {
         })
         .collect();
     std::fs::write(&config, docs.join("---\n")).unwrap();
-    let (metrics, health, admin) = (free_port(), free_port(), free_port());
-    let mut agent = Command::new("prlimit")
-        .args(["--nofile=256:256", "--", AGENT, "standalone", "--ebpf=false", "--config"])
-        .arg(&config)
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
-        .args(["--health-addr", &format!("127.0.0.1:{health}")])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prlimit (util-linux)");
+    let (mut agent, metrics) = under_file_limit("256:256", &config);
     let measured = |body: &str| {
         (0..TARGETS)
             .filter(|i| {

@@ -9,7 +9,11 @@
 //! | `http://…/write` | InfluxDB answers 2xx | 4xx other than auth: dropped and counted (the data is malformed and would be refused again); anything else: back to the queue |
 
 use super::{
-    BACKOFF_MIN, ExportError, ExporterArgs, Item, backoff::Backoff, line_protocol, queue::Queue,
+    BACKOFF_MIN, ExportError, ExporterArgs, Item,
+    backoff::Backoff,
+    delivery::{Failure, settle},
+    line_protocol,
+    queue::Queue,
     stats::Stats,
 };
 use std::{sync::Arc, time::Duration};
@@ -112,14 +116,6 @@ impl Config {
     }
 }
 
-/// Why a write failed.
-enum Failure {
-    /// Worth retrying: the endpoint is away or refuses us for now.
-    Retry(String),
-    /// The endpoint says the data is bad: retrying would fail again.
-    Rejected(String),
-}
-
 /// An open connection (or client) to the endpoint.
 enum Conn {
     Tcp(Option<TcpStream>),
@@ -157,24 +153,8 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
         for item in &chunk {
             config.encode(&mut payload, item);
         }
-        match write(&mut conn, &config, &payload).await {
-            Ok(()) => {
-                stats.sent.inc_by(chunk.len() as u64);
-                queue.settle(chunk.len());
-                stats.set_connected();
-                backoff.reset();
-            }
-            Err(Failure::Rejected(reason)) => {
-                tracing::error!(exporter = "influx", %reason, items = chunk.len(), "dropping rejected lines");
-                stats.rejected(chunk.len() as u64);
-                queue.settle(chunk.len());
-            }
-            Err(Failure::Retry(reason)) => {
-                queue.give_back(chunk);
-                stats.set_disconnected(reason);
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
+        let outcome = write(&mut conn, &config, &payload).await;
+        settle(outcome, "influx", chunk, &queue, &stats, &mut backoff).await;
     }
 }
 

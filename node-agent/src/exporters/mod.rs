@@ -23,6 +23,7 @@
 
 pub mod args;
 pub mod backoff;
+pub mod delivery;
 pub mod error;
 pub mod influx;
 pub mod line_protocol;

@@ -20,8 +20,13 @@
 //! what was refused.
 
 use super::{
-    BACKOFF_MIN, ExportError, ExporterArgs, Item, args::OtlpProtocol, backoff::Backoff, otlp_data,
-    queue::Queue, stats::Stats,
+    BACKOFF_MIN, ExportError, ExporterArgs, Item,
+    args::OtlpProtocol,
+    backoff::Backoff,
+    delivery::{Failure, settle},
+    otlp_data,
+    queue::Queue,
+    stats::Stats,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -159,14 +164,6 @@ fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ExportError> {
     Ok(out)
 }
 
-/// Why an export failed.
-enum Failure {
-    /// Worth retrying: the endpoint is away or refuses us for now.
-    Retry(String),
-    /// The endpoint says the data is bad: retrying would fail again.
-    Rejected(String),
-}
-
 /// The transport's client.
 enum Client {
     Grpc(MetricsServiceClient<Channel>),
@@ -297,32 +294,17 @@ pub async fn run(config: Config, queue: Arc<Queue<Item>>, stats: Stats) {
         queue.ready().await;
         let chunk = queue.take(CHUNK);
         let request = config.encode(&chunk);
-        match client.export(&config, request).await {
-            Ok(partial) => {
-                if let Some(p) = partial.filter(|p| p.rejected_data_points > 0) {
-                    tracing::warn!(
-                        exporter = "otlp",
-                        rejected_points = p.rejected_data_points,
-                        reason = %p.error_message,
-                        "the OTLP endpoint refused part of an export"
-                    );
-                }
-                stats.sent.inc_by(chunk.len() as u64);
-                queue.settle(chunk.len());
-                stats.set_connected();
-                backoff.reset();
+        let outcome = client.export(&config, request).await.map(|partial| {
+            if let Some(p) = partial.filter(|p| p.rejected_data_points > 0) {
+                tracing::warn!(
+                    exporter = "otlp",
+                    rejected_points = p.rejected_data_points,
+                    reason = %p.error_message,
+                    "the OTLP endpoint refused part of an export"
+                );
             }
-            Err(Failure::Rejected(reason)) => {
-                tracing::error!(exporter = "otlp", %reason, items = chunk.len(), "dropping a rejected export");
-                stats.rejected(chunk.len() as u64);
-                queue.settle(chunk.len());
-            }
-            Err(Failure::Retry(reason)) => {
-                queue.give_back(chunk);
-                stats.set_disconnected(reason);
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
+        });
+        settle(outcome, "otlp", chunk, &queue, &stats, &mut backoff).await;
     }
 }
 
