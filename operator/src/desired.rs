@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::index::{NamespaceIndex, PodIndex, ProjectedPod};
+use crate::index::{Labels, NamespaceIndex, PodIndex, ProjectedPod};
 use crate::reach::ClusterTracing;
 use crate::{expiry, fingerprint, selector};
 use k8s_openapi::jiff::Timestamp;
@@ -76,11 +76,14 @@ impl World<'_> {
     /// must be in a namespace the PodTrace reaches (`reach.rs`), bound to a node and not
     /// finished.
     pub fn selects(&self, pt: &PodTrace, pod: &ProjectedPod) -> bool {
-        self.cluster_tracing.reaches(pt, &pod.namespace, self.namespaces)
-            && pod.is_running()
-            && selector::matches(&pt.spec.selector, &pod.labels)
-            && (pt.spec.containers.is_empty()
-                || pod.containers.iter().any(|c| pt.spec.containers.iter().any(|n| **n == *c.name)))
+        self.selects_labels(pt, &pod.namespace, &pod.labels) && takes(pt, pod)
+    }
+
+    /// The part of [`selects`](Self::selects) that every pod of a label set in a namespace
+    /// shares: the namespace is reached and the selector matches.
+    fn selects_labels(&self, pt: &PodTrace, namespace: &str, labels: &Labels) -> bool {
+        self.cluster_tracing.reaches(pt, namespace, self.namespaces)
+            && selector::matches(&pt.spec.selector, labels)
     }
 
     /// The namespaces whose pods `pt` may select: its own, or those its namespaceSelector
@@ -97,14 +100,23 @@ impl World<'_> {
         }
     }
 
-    /// The pods `pt` selects (in effect or not).
+    /// The pods `pt` selects (in effect or not): the selector is evaluated once per label set.
     pub fn matched<'i>(&self, pt: &PodTrace, index: &'i PodIndex) -> Vec<&'i ProjectedPod> {
         self.namespaces_of(pt)
             .into_iter()
-            .flat_map(|ns| index.in_namespace(ns))
-            .filter(|p| self.selects(pt, p))
+            .flat_map(|ns| index.label_sets(ns).map(move |(labels, pods)| (ns, labels, pods)))
+            .filter(|(ns, labels, _)| self.selects_labels(pt, ns, labels))
+            .flat_map(|(_, _, pods)| pods.filter(|p| takes(pt, p)))
             .collect()
     }
+}
+
+/// The part of [`World::selects`] that is the pod's own: it runs (bound to a node, not
+/// finished) and has a container the PodTrace's container filter names (if it has one).
+fn takes(pt: &PodTrace, pod: &ProjectedPod) -> bool {
+    pod.is_running()
+        && (pt.spec.containers.is_empty()
+            || pod.containers.iter().any(|c| pt.spec.containers.iter().any(|n| **n == *c.name)))
 }
 
 /// The reference to a PodTrace used in NodeTrace specs.
@@ -119,6 +131,8 @@ pub fn reference(pt: &PodTrace) -> PodTraceRef {
 type ResolveKey = (usize, Option<Arc<str>>);
 /// The outcome of resolving a PodTrace's profile.
 type Resolved = Result<Arc<EffectiveProfile>, ProfileError>;
+/// A namespace and a label set of its pods.
+type LabelSetKey = (Arc<str>, Labels);
 
 /// The PodTraces in effect, by namespace (those with a namespaceSelector apart), with a
 /// per-batch cache of resolved profiles (resolution hashes the settings, and the same
@@ -129,6 +143,7 @@ pub struct TraceSet<'a, L> {
     world: World<'a>,
     lookup: L,
     resolved: RefCell<HashMap<ResolveKey, Resolved>>,
+    selecting: RefCell<HashMap<LabelSetKey, Arc<[&'a PodTrace]>>>,
 }
 
 impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
@@ -156,7 +171,14 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
                 .or_default()
                 .push(pt);
         }
-        Self { by_namespace, across_namespaces, world, lookup, resolved: RefCell::default() }
+        Self {
+            by_namespace,
+            across_namespaces,
+            world,
+            lookup,
+            resolved: RefCell::default(),
+            selecting: RefCell::default(),
+        }
     }
 
     /// The world the set was made in.
@@ -178,6 +200,25 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
             effective::resolve(&pt.spec, owner_kind.map(|k| &**k), &self.lookup).map(Arc::new);
         self.resolved.borrow_mut().insert(key, result.clone());
         result
+    }
+
+    /// The PodTraces in effect that reach `pod`'s namespace and whose selector matches its
+    /// labels, found once per namespace and label set in a batch: a node's pods are mostly
+    /// replicas sharing a few label sets, and each would otherwise be matched against every
+    /// PodTrace of its namespace.
+    fn selecting_labels(&self, pod: &ProjectedPod) -> Arc<[&'a PodTrace]> {
+        let key = (pod.namespace.clone(), pod.labels.clone());
+        if let Some(hit) = self.selecting.borrow().get(&key) {
+            return hit.clone();
+        }
+        let local = self.by_namespace.get(&*pod.namespace).into_iter().flatten();
+        let found: Arc<[&'a PodTrace]> = local
+            .chain(&self.across_namespaces)
+            .copied()
+            .filter(|pt| self.world.selects_labels(pt, &pod.namespace, &pod.labels))
+            .collect();
+        self.selecting.borrow_mut().insert(key, found.clone());
+        found
     }
 
     /// The PodTraceProfile `pt` should have: `None` while it is not in effect (paused, being
@@ -215,10 +256,10 @@ impl<'a, L: Fn(&str) -> Option<MonitoringProfileSpec>> TraceSet<'a, L> {
     /// The traced pod for `pod` and its merged settings, or `None` when no active PodTrace with
     /// a resolvable profile selects it. `settingsKey` is filled in by `merge::node_trace_spec`.
     pub fn traced_pod(&self, pod: &ProjectedPod) -> Option<(TracedPod, MonitoringProfileSpec)> {
-        let local = self.by_namespace.get(&*pod.namespace).into_iter().flatten();
-        let selecting: Vec<(&PodTrace, Arc<EffectiveProfile>)> = local
-            .chain(&self.across_namespaces)
-            .filter(|pt| self.world.selects(pt, pod))
+        let selecting: Vec<(&PodTrace, Arc<EffectiveProfile>)> = self
+            .selecting_labels(pod)
+            .iter()
+            .filter(|pt| takes(pt, pod))
             .filter_map(|pt| Some((*pt, self.resolve(pt, pod.owner_kind.as_ref()).ok()?)))
             .collect();
         if selecting.is_empty() {
@@ -333,6 +374,64 @@ mod tests {
         assert!(!World::local().selects(&filtered, &web));
         filtered.spec.containers = vec!["c".into()];
         assert!(World::local().selects(&filtered, &web));
+    }
+
+    #[test]
+    fn matching_by_label_set_selects_exactly_the_pods_a_per_pod_match_does() {
+        // Several pods per label set, pods that do not run, another namespace, a container
+        // filter, and a pod replaced with new labels (it must leave its old set).
+        let mut pods = Vec::new();
+        for (i, app) in ["web", "web", "web", "db", "db", "cache"].iter().enumerate() {
+            let name = format!("p{i}");
+            let node = if i == 2 { None } else { Some("n1") };
+            let containers: &[(&str, Option<&str>)] =
+                if i % 2 == 0 { &[("app", None)] } else { &[("side", None)] };
+            pods.push(pod("ns", &name, node, &[("app", app), ("tier", "a")], containers));
+            pods.push(pod("other", &name, Some("n2"), &[("app", app), ("tier", "a")], &[]));
+        }
+        pods.push(ProjectedPod {
+            finished: true,
+            ..pod("ns", "done", Some("n1"), &[("app", "web"), ("tier", "a")], &[])
+        });
+        let mut idx = index(pods);
+        idx.apply(pod("ns", "p1", Some("n1"), &[("app", "db"), ("tier", "a")], &[("side", None)]));
+        let world = World::local();
+        let mut filtered = podtrace("ns", "f", "db", None);
+        filtered.spec.containers = vec!["side".into()];
+        for pt in [podtrace("ns", "w", "web", None), podtrace("ns", "d", "db", None), filtered] {
+            let per_pod: BTreeSet<&str> = idx
+                .in_namespace("ns")
+                .filter(|p| world.selects(&pt, p))
+                .map(|p| &*p.name)
+                .collect();
+            let by_set: BTreeSet<&str> =
+                world.matched(&pt, &idx).into_iter().map(|p| &*p.name).collect();
+            assert_eq!(by_set, per_pod, "{:?}", pt.metadata.name);
+        }
+        let names = |pt: &PodTrace| -> Vec<String> {
+            world
+                .matched(pt, &idx)
+                .iter()
+                .map(|p| p.name.to_string())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        // p2 is not bound, p1 moved to db, "done" finished.
+        assert_eq!(names(&podtrace("ns", "w", "web", None)), ["p0"]);
+        assert_eq!(names(&podtrace("ns", "d", "db", None)), ["p1", "p3", "p4"]);
+        // The set of "web" keeps p0, p2 and "done"; removing them empties it.
+        assert_eq!(idx.label_sets("ns").count(), 3);
+        for uid in ["uid-ns-p0", "uid-ns-p2", "uid-ns-done"] {
+            idx.delete(uid);
+        }
+        assert_eq!(idx.label_sets("ns").count(), 2);
+        // The same answer through a TraceSet's cached lookup, for every pod of the node.
+        let pts = [podtrace("ns", "d", "db", None)];
+        let set = TraceSet::within(world, &pts, presets);
+        let traced: BTreeSet<String> =
+            idx.on_node("n1").filter_map(|p| set.traced_pod(p)).map(|(t, _)| t.name).collect();
+        assert_eq!(traced, ["p1", "p3", "p4"].map(String::from).into());
     }
 
     #[test]
