@@ -1,6 +1,8 @@
 //! CPU time of the processes an edit goes through, to show where its cost lands.
 
 use anyhow::{Context, Result};
+use std::sync::LazyLock;
+use std::time::Instant;
 
 use crate::operator::Operator;
 
@@ -15,7 +17,12 @@ pub struct Cpu {
     pub operator: f64,
     /// This process.
     pub bench: f64,
+    /// Wall-clock time (ms): since the first sample for a sample, elapsed for a difference.
+    pub wall: f64,
 }
+
+/// The instant wall-clock times are counted from.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 impl Cpu {
     /// The CPU time so far.
@@ -29,7 +36,33 @@ impl Cpu {
             etcd: of_pid_file("etcd")?,
             operator: cpu_ms(op.child.as_ref().context("stopped")?.id())?,
             bench: cpu_ms(std::process::id())?,
+            wall: EPOCH.elapsed().as_secs_f64() * 1000.0,
         })
+    }
+
+    /// What each process spends in `window` while nothing is asked of it (watch bookmarks,
+    /// lease renewals, the API server's own loops), measured in the same run so that it can
+    /// be taken out of an edit's figure with [`Cpu::beyond`].
+    pub async fn idle(
+        cp: &podtrace_e2e::ControlPlane,
+        op: &Operator,
+        window: std::time::Duration,
+    ) -> Result<Self> {
+        let before = Self::sample(cp, op)?;
+        tokio::time::sleep(window).await;
+        Ok(Self::sample(cp, op)?.since(&before))
+    }
+
+    /// This difference less what `idle` (a difference too) spends in as much wall-clock time.
+    pub fn beyond(&self, idle: &Self) -> Self {
+        let share = self.wall / idle.wall;
+        Self {
+            apiserver: self.apiserver - idle.apiserver * share,
+            etcd: self.etcd - idle.etcd * share,
+            operator: self.operator - idle.operator * share,
+            bench: self.bench - idle.bench * share,
+            wall: self.wall,
+        }
     }
 
     /// The CPU time spent since `before`.
@@ -39,6 +72,7 @@ impl Cpu {
             etcd: self.etcd - before.etcd,
             operator: self.operator - before.operator,
             bench: self.bench - before.bench,
+            wall: self.wall - before.wall,
         }
     }
 }

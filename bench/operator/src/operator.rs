@@ -82,20 +82,29 @@ impl Operator {
     /// (at most 60 s), so that memory is sampled in the steady state, not during the status
     /// writes that follow a start.
     pub(crate) async fn settle(&self) -> Result<()> {
+        self.quiet(Duration::from_secs(3)).await?;
+        // jemalloc's background thread returns freed pages after 1 s.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(())
+    }
+
+    /// Waits until the operator has written and reconciled nothing for `quiet` (at most 60 s).
+    pub(crate) async fn quiet(&self, quiet: Duration) -> Result<()> {
         let activity = async || -> Result<f64> {
             Ok(self.metric("podtrace_operator_nodetrace_writes_total").await?
                 + self.metric("podtrace_operator_status_writes_total").await?
                 + self.metric("podtrace_operator_reconciles_total").await?)
         };
-        let (start, mut last, mut quiet) = (Instant::now(), activity().await?, 0);
-        while quiet < 3 && start.elapsed() < Duration::from_secs(60) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        let poll = quiet / 6;
+        let (start, mut last, mut since) = (Instant::now(), activity().await?, Instant::now());
+        while since.elapsed() < quiet && start.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(poll).await;
             let now = activity().await?;
-            quiet = if now == last { quiet + 1 } else { 0 };
+            if now != last {
+                since = Instant::now();
+            }
             last = now;
         }
-        // jemalloc's background thread returns freed pages after 1 s.
-        tokio::time::sleep(Duration::from_secs(2)).await;
         Ok(())
     }
 
