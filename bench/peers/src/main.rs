@@ -33,6 +33,7 @@ mod exporter;
 use anyhow::{Context, Result, bail};
 use cgroups::{Fleet, Load};
 use exporter::{Exporter, Scrape, free_port};
+use rustix::process::{Resource, Rlimit, setrlimit};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -325,24 +326,15 @@ fn versus_node_exporter(settings: &Settings) -> Result<(Figures, Figures)> {
 /// 10,000 cgroups need ~100,000 descriptors; cAdvisor opens and closes its files. Returns the
 /// limit.
 fn raise_file_limit() -> Result<u64> {
+    // As root both limits can go up to the kernel's maximum, which the children inherit;
+    // otherwise what the agent itself does at start (soft limit to the hard one).
     let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")?.trim().parse()?;
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    #[allow(unsafe_code, reason = "getrlimit(2)/setrlimit(2) of this process")]
-    // SAFETY: plain syscalls with valid pointers to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            bail!("getrlimit: {}", std::io::Error::last_os_error());
-        }
-        let all = libc::rlimit { rlim_cur: nr_open, rlim_max: nr_open };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &all) == 0 {
-            return Ok(nr_open);
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            bail!("raising RLIMIT_NOFILE: {}", std::io::Error::last_os_error());
-        }
+    let all = Rlimit { current: Some(nr_open), maximum: Some(nr_open) };
+    if setrlimit(Resource::Nofile, all).is_ok() {
+        return Ok(nr_open);
     }
-    Ok(limit.rlim_cur)
+    let raised = podtrace_agent::open_files::raise().context("raising RLIMIT_NOFILE")?;
+    Ok(raised.now.unwrap_or(nr_open))
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -403,7 +395,6 @@ fn main() -> Result<()> {
             };
             let figures = versus_cadvisor(&settings, n, work)?;
             let [a, c] = figures.as_slice() else { bail!("podtrace's and cAdvisor's figures") };
-            let (a, c) = (a.clone(), c.clone());
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             // About 13 per cgroup (cgroup and /proc files kept open) up to the agent's budget
             // under the open-file limit; past it the agent opens files for each read.
