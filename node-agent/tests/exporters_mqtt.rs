@@ -207,16 +207,30 @@ mod exporters {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_mqtt_subscriber_does_not_slow_push_or_delivery_to_others() {
         let broker = Broker::mosquitto(None);
-        // Subscribes, then never reads again: the broker queues for it and its socket fills.
+        // Subscribes, then never reads again: the broker queues for it and its socket fills. A
+        // connection in the broker's first moments may be reset (1 run in CI): a new client
+        // then subscribes, as `subscriber` does.
         let mut options = MqttOptions::new("slow", "127.0.0.1", broker.port);
         options.set_keep_alive(Duration::from_secs(60));
-        let (slow, mut slow_loop) = AsyncClient::new(options, 10);
-        slow.subscribe("m/#", QoS::AtLeastOnce).await.unwrap();
-        loop {
-            if let Event::Incoming(Packet::SubAck(_)) = slow_loop.poll().await.unwrap() {
-                break;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let (slow, slow_loop) = 'subscribed: loop {
+            let (slow, mut slow_loop) = AsyncClient::new(options.clone(), 10);
+            slow.subscribe("m/#", QoS::AtLeastOnce).await.unwrap();
+            loop {
+                match tokio::time::timeout_at(deadline, slow_loop.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                        break 'subscribed (slow, slow_loop);
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        eprintln!("the slow subscriber's connection failed ({e}); again");
+                        break;
+                    }
+                    Err(_) => panic!("the slow subscriber was not subscribed within 20 s"),
+                }
             }
-        }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let mut rx = subscriber(broker.port, false, None).await;
         let (exporters, _registry) = start(&mqtt_args(broker.port));
         wait_until("MQTT connected", Duration::from_secs(10), || exporters.health().serving())
