@@ -199,6 +199,107 @@ mod exporters {
         server.abort();
     }
 
+    /// An authority and what it signs, as PEM files in a temporary directory.
+    struct Pki {
+        ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        dir: TempDir,
+    }
+
+    impl Pki {
+        fn new(dir: TempDir) -> Self {
+            use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+            std::fs::write(dir.0.join("ca.crt"), ca.pem()).unwrap();
+            Pki { ca, dir }
+        }
+
+        fn path(&self, name: &str) -> std::path::PathBuf {
+            self.dir.0.join(name)
+        }
+
+        /// Writes `name.crt` and `name.key`: a certificate for `san` signed by the authority.
+        fn issue(&self, name: &str, san: &str) {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec![san.to_owned()]).unwrap();
+            let cert = params.signed_by(&key, &self.ca).unwrap();
+            std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).unwrap();
+            std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+    }
+
+    /// An `https://` endpoint over both transports, a real Collector requiring a client
+    /// certificate (mutual TLS): the exporter trusts `--otlp-ca-file` and presents
+    /// `--otlp-client-cert-file`. A client certificate the Collector does not trust keeps the
+    /// exporter not connected, with the reason in health; once the files are renewed in place,
+    /// the exporter connects with them, without a restart, and the batches arrive in Prometheus.
+    /// Without `--otlp-ca-file` the system's authorities do not know the Collector's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn otlp_over_tls_with_a_client_certificate_renewed_in_place_reaches_a_collector() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let pki = Pki::new(TempDir::new("otlp-pki"));
+        pki.issue("server", "127.0.0.1");
+        let stranger = Pki::new(TempDir::new("otlp-stranger"));
+        stranger.issue("client", "agent");
+        for file in ["client.crt", "client.key"] {
+            std::fs::copy(stranger.path(file), pki.path(file)).unwrap();
+        }
+        let prometheus = Broker::prometheus();
+        let collector = Broker::otelcol_tls(
+            prometheus.port,
+            &pki.path("server.crt"),
+            &pki.path("server.key"),
+            &pki.path("ca.crt"),
+        );
+        let mut a = args();
+        a.otlp_endpoint = Some(format!("https://127.0.0.1:{}", collector.port));
+        a.otlp_ca_file = Some(pki.path("ca.crt"));
+        a.otlp_client_cert_file = Some(pki.path("client.crt"));
+        a.otlp_client_key_file = Some(pki.path("client.key"));
+
+        let (grpc, _) = start(&a);
+        wait_for(&grpc, "a refused handshake", Duration::from_secs(30), |h| {
+            !h.connected && h.reason.as_deref().is_some_and(|r| r.contains("OTLP endpoint"))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let h = health(&grpc);
+        assert!(!h.connected, "a client certificate of another authority is refused: {h:?}");
+        // Renewed in place, as cert-manager rewrites a mounted Secret.
+        pki.issue("client", "agent");
+        wait_for(&grpc, "connected with the renewed files", Duration::from_secs(30), |h| {
+            h.connected
+        })
+        .await;
+        let base = SystemTime::now() - Duration::from_secs(60);
+        grpc.push(batch_with_series(1, base));
+        wait_for(&grpc, "sent over gRPC", Duration::from_secs(30), |h| h.sent == 1).await;
+
+        a.otlp_endpoint = Some(format!("https://127.0.0.1:{}", collector.udp_port));
+        a.otlp_protocol = Some(OtlpProtocol::HttpProtobuf);
+        let (http, _) = start(&a);
+        wait_for(&http, "connected over HTTP", Duration::from_secs(30), |h| h.connected).await;
+        http.push(batch_with_series(2, base));
+        wait_for(&http, "sent over HTTP", Duration::from_secs(30), |h| h.sent == 1).await;
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let want: BTreeSet<u64> = [1, 2].into();
+        while stored(prometheus.port).await.0 != want {
+            let collector = collector.log();
+            assert!(std::time::Instant::now() < deadline, "in Prometheus: {collector}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        a.otlp_ca_file = None;
+        let (system, _) = start(&a);
+        wait_for(&system, "the system's authorities refuse it", Duration::from_secs(30), |h| {
+            h.reason.as_deref().is_some_and(|r| r.contains("certificate"))
+        })
+        .await;
+        assert!(!health(&system).connected);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn otlp_http_to_prometheus_loses_nothing_that_fits_in_the_queue_and_counts_the_rest() {
         let mut prometheus = Broker::prometheus();

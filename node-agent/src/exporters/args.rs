@@ -53,8 +53,8 @@ pub struct ExporterArgs {
     pub influx_url: Option<String>,
 
     /// OTLP endpoint: `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP, `/v1/metrics`
-    /// appended unless the path ends with it, e.g. Prometheus' `http://prometheus:9090/api/v1/otlp`);
-    /// enables the OTLP exporter.
+    /// appended unless the path ends with it, e.g. Prometheus' `http://prometheus:9090/api/v1/otlp`),
+    /// or `https://…` for TLS; enables the OTLP exporter.
     #[arg(long, env = "PODTRACE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// OTLP transport; by default `http/protobuf` when the endpoint's port is 4318 or it has a
@@ -65,6 +65,17 @@ pub struct ExporterArgs {
     /// in OTEL_EXPORTER_OTLP_HEADERS), e.g. an `authorization` for a gateway.
     #[arg(long, env = "PODTRACE_OTLP_HEADERS")]
     pub otlp_headers: Option<String>,
+    /// PEM file of the certificate authorities an `https://` OTLP endpoint is checked against,
+    /// instead of the system's (`/etc/ssl/certs`, or `SSL_CERT_FILE`). Read again when it changes.
+    #[arg(long, env = "PODTRACE_OTLP_CA_FILE")]
+    pub otlp_ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) the agent presents to an `https://` OTLP endpoint that asks for
+    /// one (mutual TLS), with --otlp-client-key-file. Read again when it changes (a renewal).
+    #[arg(long, env = "PODTRACE_OTLP_CLIENT_CERT_FILE", requires = "otlp_client_key_file")]
+    pub otlp_client_cert_file: Option<PathBuf>,
+    /// PEM private key of --otlp-client-cert-file.
+    #[arg(long, env = "PODTRACE_OTLP_CLIENT_KEY_FILE", requires = "otlp_client_cert_file")]
+    pub otlp_client_key_file: Option<PathBuf>,
 
     /// Items each exporter keeps while its broker is away (oldest dropped first).
     #[arg(long, env = "PODTRACE_EXPORT_QUEUE_SIZE", default_value_t = 10_000)]
@@ -108,6 +119,9 @@ impl ExporterArgs {
             otlp_endpoint: None,
             otlp_protocol: None,
             otlp_headers: None,
+            otlp_ca_file: None,
+            otlp_client_cert_file: None,
+            otlp_client_key_file: None,
             export_queue_size: 10_000,
             export_backoff_max: Duration::from_secs(30),
         }

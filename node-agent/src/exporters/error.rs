@@ -51,6 +51,17 @@ pub enum ExportError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A TLS file of the OTLP exporter could not be read or holds nothing usable, or was given
+    /// for an endpoint without TLS.
+    #[error("{flag} {path}: {reason}")]
+    TlsFile {
+        /// The flag (and its environment variable).
+        flag: &'static str,
+        /// The file it names.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A flag that must be positive was zero.
     #[error("{flag} must be at least 1")]
     Zero {

@@ -32,6 +32,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod otlp;
 pub mod otlp_data;
+pub mod otlp_tls;
 pub mod queue;
 pub mod stats;
 pub mod topic;

@@ -18,6 +18,10 @@
 //!
 //! A partial success (the receiver kept part of the points) counts the chunk as sent and logs
 //! what was refused.
+//!
+//! An `https://` endpoint is reached over TLS (rustls with *ring*, as everywhere in the agent),
+//! checked against the system's authorities or `--otlp-ca-file`, with an optional client
+//! certificate; see [`super::otlp_tls`] for when the files are read.
 
 use super::{
     BACKOFF_MIN, ExportError, ExporterArgs, Item,
@@ -25,6 +29,7 @@ use super::{
     backoff::Backoff,
     delivery::{Failure, settle},
     otlp_data,
+    otlp_tls::{TlsFiles, TlsMaterial, pem_pair},
     queue::Queue,
     stats::Stats,
 };
@@ -51,31 +56,27 @@ pub struct Config {
     /// Where requests go: the gRPC server's URL, or the full HTTP URL ending in `/v1/metrics`.
     url: url::Url,
     headers: Vec<(String, String)>,
+    /// The TLS files of an `https://` endpoint (none for `http://`).
+    tls: Option<TlsFiles>,
     node: String,
     backoff_max: Duration,
 }
 
 impl Config {
-    /// Validates `--otlp-endpoint`, `--otlp-protocol` and `--otlp-headers`.
+    /// Validates `--otlp-endpoint`, `--otlp-protocol`, `--otlp-headers` and the TLS files.
     pub fn new(endpoint: &str, args: &ExporterArgs) -> Result<Self, ExportError> {
         let invalid = |reason: String| ExportError::InvalidUrl {
             flag: "--otlp-endpoint (PODTRACE_OTLP_ENDPOINT)",
             url: endpoint.into(),
             reason,
-            expected: "http://collector:4317 (gRPC) or http://collector:4318 (HTTP)",
+            expected: "http://collector:4317 (gRPC), http://collector:4318 (HTTP), or https://…",
         };
         let mut url = url::Url::parse(endpoint).map_err(|e| invalid(e.to_string()))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(invalid(
-                    "https is not built in; send to a Collector on the node or in the cluster \
-                     over http"
-                        .into(),
-                ));
-            }
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
             other => return Err(invalid(format!("unsupported scheme {other:?}"))),
-        }
+        };
         if url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("no host".into()));
         }
@@ -97,10 +98,15 @@ impl Config {
             )));
         }
         let headers = args.otlp_headers.as_deref().map(parse_headers).transpose()?;
+        let tls = TlsFiles::new(args, https)?;
+        if https {
+            tls.read()?;
+        }
         Ok(Config {
             protocol,
             url,
             headers: headers.unwrap_or_default(),
+            tls: https.then_some(tls),
             node: args.node_name.clone(),
             backoff_max: args.export_backoff_max,
         })
@@ -164,29 +170,86 @@ fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ExportError> {
     Ok(out)
 }
 
-/// The transport's client.
-enum Client {
+/// The transport's client, with the TLS material it was built with.
+struct Client {
+    transport: Transport,
+    tls: Option<TlsMaterial>,
+}
+
+enum Transport {
     Grpc(MetricsServiceClient<Channel>),
     Http(reqwest::Client),
 }
 
 impl Client {
     fn new(config: &Config) -> Result<Self, String> {
-        match config.protocol {
+        let tls = config.tls.as_ref().map(TlsFiles::read).transpose().map_err(|e| e.to_string())?;
+        let transport = match config.protocol {
             OtlpProtocol::Grpc => {
-                let endpoint = Channel::from_shared(config.url.to_string())
+                let mut endpoint = Channel::from_shared(config.url.to_string())
                     .map_err(|e| format!("OTLP endpoint {}: {e}", config.url))?
                     .connect_timeout(IO_TIMEOUT)
                     .timeout(IO_TIMEOUT);
+                if let Some(m) = &tls {
+                    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+                    let mut t = match &m.ca {
+                        Some(pem) => {
+                            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                        }
+                        None => ClientTlsConfig::new().with_native_roots(),
+                    };
+                    if let Some((cert, key)) = &m.identity {
+                        t = t.identity(Identity::from_pem(cert, key));
+                    }
+                    endpoint = endpoint
+                        .tls_config(t)
+                        .map_err(|e| format!("OTLP endpoint {}: TLS: {e}", config.url))?;
+                }
                 // Lazy: the channel connects (and reconnects) when a request needs it.
-                Ok(Client::Grpc(MetricsServiceClient::new(endpoint.connect_lazy())))
+                Transport::Grpc(MetricsServiceClient::new(endpoint.connect_lazy()))
             }
-            OtlpProtocol::HttpProtobuf => reqwest::Client::builder()
-                .timeout(IO_TIMEOUT)
-                .connect_timeout(IO_TIMEOUT)
-                .build()
-                .map(Client::Http)
-                .map_err(|e| ExportError::HttpClient(e).to_string()),
+            OtlpProtocol::HttpProtobuf => {
+                let mut builder =
+                    reqwest::Client::builder().timeout(IO_TIMEOUT).connect_timeout(IO_TIMEOUT);
+                if let Some(m) = &tls {
+                    // Checked by `TlsFiles::read`: these parse.
+                    let parsed = |e: reqwest::Error| ExportError::HttpClient(e).to_string();
+                    let roots = match &m.ca {
+                        Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(parsed)?,
+                        None => system_roots(),
+                    };
+                    for cert in roots {
+                        builder = builder.add_root_certificate(cert);
+                    }
+                    if let Some((cert, key)) = &m.identity {
+                        let identity = reqwest::Identity::from_pem(&pem_pair(cert, key));
+                        builder = builder.identity(identity.map_err(parsed)?);
+                    }
+                }
+                Transport::Http(
+                    builder.build().map_err(|e| ExportError::HttpClient(e).to_string())?,
+                )
+            }
+        };
+        Ok(Client { transport, tls })
+    }
+
+    /// A new client when a TLS file changed since this one was built (a renewed client
+    /// certificate); the current one while the new files do not make a client (a renewal
+    /// half written), until they do.
+    fn renewed(&mut self, config: &Config) {
+        let (Some(files), Some(material)) = (&config.tls, &self.tls) else { return };
+        if !files.changed_since(material) {
+            return;
+        }
+        match Client::new(config) {
+            Ok(client) => {
+                tracing::info!(exporter = "otlp", "TLS files changed; using them from now on");
+                *self = client;
+            }
+            Err(reason) => {
+                tracing::warn!(exporter = "otlp", %reason, "TLS files changed but cannot be used; keeping the previous ones");
+            }
         }
     }
 
@@ -196,9 +259,10 @@ impl Client {
         config: &Config,
         request: ExportMetricsServiceRequest,
     ) -> Result<Option<ExportMetricsPartialSuccess>, Failure> {
+        self.renewed(config);
         let at = &config.url;
-        match self {
-            Client::Grpc(client) => {
+        match &mut self.transport {
+            Transport::Grpc(client) => {
                 let mut request = tonic::Request::new(request);
                 for (key, value) in &config.headers {
                     if let (Ok(k), Ok(v)) = (
@@ -213,7 +277,7 @@ impl Client {
                     Err(status) => Err(grpc_failure(&status, at)),
                 }
             }
-            Client::Http(client) => {
+            Transport::Http(client) => {
                 let mut post = client
                     .post(at.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
@@ -222,7 +286,8 @@ impl Client {
                     post = post.header(key, value);
                 }
                 let response = post.send().await.map_err(|e| {
-                    Failure::Retry(format!("OTLP endpoint {at} is not reachable: {e}"))
+                    let what = format!("OTLP endpoint {at} is not reachable: {e}");
+                    Failure::Retry(with_causes(what, std::error::Error::source(&e)))
                 })?;
                 let status = response.status();
                 let body = response.bytes().await.unwrap_or_default();
@@ -247,10 +312,36 @@ impl Client {
     }
 }
 
+/// `text: cause: cause…`: reqwest's and tonic's own messages ("error sending request",
+/// "transport error") leave out what failed, e.g. a certificate refused. A cause already said
+/// is not repeated.
+fn with_causes(mut text: String, first: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut next = first;
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// The system's authorities (what tonic's `with_native_roots` trusts), for reqwest, which is
+/// built with no roots of its own; those that do not parse are left out, as tonic does.
+fn system_roots() -> Vec<reqwest::Certificate> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!(exporter = "otlp", error = %e, "reading the system's certificate authorities");
+    }
+    found.certs.iter().filter_map(|c| reqwest::Certificate::from_der(c).ok()).collect()
+}
+
 /// OTLP/gRPC's retryable codes (and the ones a configuration change fixes) are retried.
 fn grpc_failure(status: &tonic::Status, at: &url::Url) -> Failure {
     use tonic::Code::*;
-    let reason = format!("OTLP endpoint {at}: {:?}: {}", status.code(), status.message());
+    let what = format!("OTLP endpoint {at}: {:?}: {}", status.code(), status.message());
+    let reason = with_causes(what, std::error::Error::source(status));
     match status.code() {
         Cancelled | DeadlineExceeded | ResourceExhausted | Aborted | OutOfRange | Unavailable
         | DataLoss | Unknown => Failure::Retry(reason),
@@ -339,7 +430,7 @@ mod tests {
     fn bad_endpoints_and_headers_are_refused_with_the_flag_named() {
         for (endpoint, protocol, says) in [
             ("collector:4317", None, "--otlp-endpoint (PODTRACE_OTLP_ENDPOINT)"),
-            ("https://collector:4317", None, "https is not built in"),
+            ("https://collector:4317/v2", Some(OtlpProtocol::Grpc), "a gRPC endpoint has no path"),
             ("grpc://collector:4317", None, "unsupported scheme"),
             ("http://collector:4317/v2", Some(OtlpProtocol::Grpc), "a gRPC endpoint has no path"),
             ("http://u:p@collector:4318", None, "credentials go in --otlp-headers"),

@@ -79,7 +79,7 @@ pub struct Broker {
     pub kind: Kind,
     /// The port clients use (HTTP for Influx).
     pub port: u16,
-    /// Influx's UDP line-protocol port.
+    /// Influx's UDP line-protocol port; the OTLP/HTTP port of a Collector with TLS.
     pub udp_port: u16,
     pub dir: TempDir,
     child: Option<Child>,
@@ -208,13 +208,35 @@ impl Broker {
     /// An OpenTelemetry Collector receiving OTLP/gRPC on `port` and exporting to the OTLP
     /// receiver of the Prometheus on `prometheus_port`.
     pub fn otelcol(prometheus_port: u16) -> Self {
-        let dir = TempDir::new("otelcol");
         let port = free_port();
+        let receivers = format!("grpc: {{endpoint: \"127.0.0.1:{port}\"}}");
+        Self::otelcol_with(prometheus_port, port, 0, &receivers)
+    }
+
+    /// A Collector whose OTLP receivers, gRPC on `port` and HTTP on `udp_port`, serve TLS with
+    /// `cert` and `key` and require a client certificate signed by `client_ca` (mutual TLS).
+    pub fn otelcol_tls(prometheus_port: u16, cert: &Path, key: &Path, client_ca: &Path) -> Self {
+        let (port, http_port) = (free_port(), free_port());
+        let tls = format!(
+            "tls: {{cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\"}}",
+            cert.display(),
+            key.display(),
+            client_ca.display()
+        );
+        let receivers = format!(
+            "grpc: {{endpoint: \"127.0.0.1:{port}\", {tls}}}\n      \
+             http: {{endpoint: \"127.0.0.1:{http_port}\", {tls}}}"
+        );
+        Self::otelcol_with(prometheus_port, port, http_port, &receivers)
+    }
+
+    fn otelcol_with(prometheus_port: u16, port: u16, http_port: u16, receivers: &str) -> Self {
+        let dir = TempDir::new("otelcol");
         let config = dir.0.join("otelcol.yaml");
         std::fs::write(
             &config,
             format!(
-                "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"127.0.0.1:{port}\"}}\n\
+                "receivers:\n  otlp:\n    protocols:\n      {receivers}\n\
                  exporters:\n  otlp_http:\n    metrics_endpoint: \
                  \"http://127.0.0.1:{prometheus_port}/api/v1/otlp/v1/metrics\"\n\
                  service:\n  pipelines:\n    metrics: {{receivers: [otlp], exporters: [otlp_http]}}\n\
@@ -222,7 +244,7 @@ impl Broker {
             ),
         )
         .unwrap();
-        Self::launch(Kind::Otelcol, port, 0, dir, config)
+        Self::launch(Kind::Otelcol, port, http_port, dir, config)
     }
 
     fn launch(kind: Kind, port: u16, udp_port: u16, dir: TempDir, config: PathBuf) -> Self {
