@@ -137,6 +137,8 @@ mod exporters {
     struct Scripted {
         codes: Arc<Mutex<std::collections::VecDeque<tonic::Code>>>,
         seen: Arc<Mutex<Vec<Seen>>>,
+        /// Each request's `grpc-encoding`.
+        encodings: Arc<Mutex<Vec<Option<String>>>>,
     }
 
     /// A request's `authorization` header and number of resources.
@@ -149,6 +151,8 @@ mod exporters {
             request: tonic::Request<ExportMetricsServiceRequest>,
         ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
             let auth = request.metadata().get("authorization").map(|v| v.to_str().unwrap().into());
+            let encoding = request.metadata().get("grpc-encoding");
+            self.encodings.lock().push(encoding.map(|v| v.to_str().unwrap().into()));
             self.seen.lock().push((auth, request.get_ref().resource_metrics.len()));
             match self.codes.lock().pop_front() {
                 None | Some(tonic::Code::Ok) => Ok(tonic::Response::new(Default::default())),
@@ -298,6 +302,95 @@ mod exporters {
         })
         .await;
         assert!(!health(&system).connected);
+    }
+
+    /// `--otlp-compression gzip`: the requests are gzip-compressed on both transports (seen by
+    /// receivers of our own that record the encoding and decode the body), and real receivers,
+    /// Prometheus over HTTP and a Collector over gRPC, read them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn otlp_gzip_compresses_requests_and_real_receivers_read_them() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server;
+        let base = SystemTime::now() - Duration::from_secs(60);
+        let mut a = args();
+        a.otlp_compression = podtrace_agent::exporters::args::OtlpCompression::Gzip;
+
+        // gRPC, to a receiver that only accepts gzip-compressed requests when told to.
+        let receiver = Scripted::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let service = metrics_service_server::MetricsServiceServer::new(receiver.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        a.otlp_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        let (grpc, _) = start(&a);
+        grpc.push(batch_with_series(1, base));
+        wait_for(&grpc, "sent over gRPC", Duration::from_secs(30), |h| h.sent == 1).await;
+        let encodings = receiver.encodings.lock().clone();
+        assert!(encodings.iter().all(|e| e.as_deref() == Some("gzip")), "{encodings:?}");
+        assert_eq!(receiver.seen.lock().last().map(|s| s.1), Some(1), "the target arrived");
+        server.abort();
+
+        // HTTP, to a receiver that records Content-Encoding and decodes the body.
+        /// A request's Content-Encoding and body.
+        type Posted = (Option<String>, Vec<u8>);
+        let bodies: Arc<Mutex<Vec<Posted>>> = Arc::default();
+        let recorded = bodies.clone();
+        let app = axum::Router::new().route(
+            "/v1/metrics",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let encoding = headers.get("content-encoding").map(|v| v.to_str().unwrap().into());
+                recorded.lock().push((encoding, body.to_vec()));
+                async { prost::Message::encode_to_vec(&ExportMetricsServiceResponse::default()) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        a.otlp_endpoint = Some(format!("http://127.0.0.1:{port}/v1/metrics"));
+        let (http, _) = start(&a);
+        http.push(batch_with_series(2, base));
+        wait_for(&http, "sent over HTTP", Duration::from_secs(30), |h| h.sent == 1).await;
+        let (encoding, body) = bodies.lock().last().cloned().unwrap();
+        assert_eq!(encoding.as_deref(), Some("gzip"));
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut decoded)
+            .expect("a gzip body");
+        let request: ExportMetricsServiceRequest = prost::Message::decode(&decoded[..]).unwrap();
+        assert_eq!(request.resource_metrics.len(), 1, "{request:?}");
+        assert!(body.len() < decoded.len(), "{} bytes for {}", body.len(), decoded.len());
+        server.abort();
+
+        // The real receivers.
+        let prometheus = Broker::prometheus();
+        let collector = Broker::otelcol(prometheus.port);
+        a.otlp_endpoint = Some(format!("http://127.0.0.1:{}/api/v1/otlp", prometheus.port));
+        let (to_prometheus, _) = start(&a);
+        to_prometheus.push(batch_with_series(3, base));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let arrived = |want: &[u64]| {
+            let want: BTreeSet<u64> = want.iter().copied().collect();
+            let (prometheus, collector) = (&prometheus, &collector);
+            async move {
+                while stored(prometheus.port).await.0 != want {
+                    let all = promql(prometheus.port, "podtrace_process_threads[1h]").await;
+                    let log = format!("{all}\n{}\n{}", prometheus.log(), collector.log());
+                    assert!(std::time::Instant::now() < deadline, "{want:?}: {log}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        arrived(&[3]).await;
+        // After 3 is stored: Prometheus refuses a sample older than the newest of its series.
+        a.otlp_endpoint = Some(format!("http://127.0.0.1:{}", collector.port));
+        let (to_collector, _) = start(&a);
+        to_collector.push(batch_with_series(4, base));
+        wait_for(&to_collector, "sent to the Collector", Duration::from_secs(30), |h| h.sent == 1)
+            .await;
+        arrived(&[3, 4]).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
