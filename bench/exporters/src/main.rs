@@ -92,7 +92,7 @@ fn main() {
             }),
         ),
         (
-            "OTLP protobuf, gzip level 1 (`--otlp-compression gzip`)",
+            "OTLP protobuf, gzip level 1 (`--otlp-compression gzip` over HTTP)",
             Box::new(|| {
                 let encoded =
                     items.chunks(32).map(|c| prost::Message::encode_to_vec(&otlp.encode(c)));
@@ -100,7 +100,7 @@ fn main() {
             }),
         ),
         (
-            "OTLP protobuf, gzip level 6 (zlib's default, for comparison)",
+            "OTLP protobuf, gzip level 6 (over gRPC: tonic's fixed level)",
             Box::new(|| {
                 let encoded =
                     items.chunks(32).map(|c| prost::Message::encode_to_vec(&otlp.encode(c)));
@@ -146,7 +146,7 @@ fn main() {
     }
 }
 
-/// gzip at zlib's default level, which the exporter does not use (it takes level 1).
+/// gzip at level 6, as tonic compresses gRPC requests (the HTTP exporter takes level 1).
 fn gzip_default(body: &[u8]) -> Vec<u8> {
     use std::io::Write as _;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

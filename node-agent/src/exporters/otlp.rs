@@ -326,8 +326,9 @@ impl Client {
     }
 }
 
-/// The gzip of an OTLP/HTTP body. Level 1: the series' repeated names and labels compress
-/// nearly as well as at the default level, for a fraction of the CPU (docs/benchmarks.md).
+/// The gzip of an OTLP/HTTP body. Level 1: 16× smaller already, for 40 % of the CPU of zlib's
+/// default level 6, which makes it 25× smaller (docs/benchmarks.md). gRPC's gzip is tonic's,
+/// whose level is fixed at 6.
 pub fn gzip(body: &[u8]) -> Vec<u8> {
     use std::io::Write as _;
     let mut encoder = flate2::write::GzEncoder::new(
