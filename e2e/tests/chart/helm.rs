@@ -215,3 +215,53 @@ fn every_environment_variable_the_chart_sets_is_read_by_the_binary() {
         }
     }
 }
+
+/// Every file the chart points a binary at (`…_FILE` variables, with every option on) lies in a
+/// volume mounted into that container, and, for a Secret volume, is one of the keys it projects:
+/// a path and a mount that drifted apart would only show on a real node, as a missing file.
+#[test]
+fn every_file_the_chart_names_in_an_environment_variable_is_mounted() {
+    use serde::Deserialize;
+    use serde_json::Value;
+    let everything =
+        ci_values().into_iter().find(|f| f.ends_with("everything-on-values.yaml")).unwrap();
+    let rendered = helm(&["template", "podtrace", &chart(), "-f", &everything], None);
+    let mut checked = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&rendered) {
+        let v = Value::deserialize(doc).unwrap();
+        let pod = &v["spec"]["template"]["spec"];
+        let Some(containers) = pod["containers"].as_array() else { continue };
+        let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+        for c in containers {
+            let mounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
+            let files = c["env"].as_array().into_iter().flatten().filter(|e| {
+                e["name"].as_str().unwrap().ends_with("_FILE") && e["value"].is_string()
+            });
+            for e in files {
+                let (name, path) = (e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+                let mount = mounts
+                    .iter()
+                    .find(|m| path.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())));
+                let Some(mount) = mount else {
+                    panic!("{} {name}={path}: no volume is mounted there", v["kind"])
+                };
+                let file = &path[mount["mountPath"].as_str().unwrap().len() + 1..];
+                let volume = volumes.iter().find(|vol| vol["name"] == mount["name"]).unwrap();
+                if let Some(items) = volume["secret"]["items"].as_array() {
+                    assert!(
+                        items.iter().any(|i| i["path"] == file),
+                        "{} {name}={path}: Secret volume {} projects only {items:?}",
+                        v["kind"],
+                        mount["name"]
+                    );
+                }
+                checked.push(name.to_owned());
+            }
+        }
+    }
+    for name in
+        ["PODTRACE_OTLP_CA_FILE", "PODTRACE_OTLP_CLIENT_KEY_FILE", "PODTRACE_MQTT_CREDENTIALS_FILE"]
+    {
+        assert!(checked.iter().any(|c| c == name), "{name} not rendered: {checked:?}");
+    }
+}
