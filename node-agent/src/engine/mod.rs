@@ -34,7 +34,8 @@ use crate::{
     collectors::{ebpf::EbpfSource, process::NetDevCache, resource},
     gaps::{self, Gap},
     metrics::{
-        Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, sources::Source,
+        Sample, Sources, Store, TargetKey, agent::AgentMetrics, agent::StateLabels, budget,
+        sources::Source,
     },
     procfs,
     sample::{PushBatch, TargetSample},
@@ -108,6 +109,9 @@ pub struct Engine {
     max_processes: usize,
     net: NetDevCache,
     dropped_seen: u64,
+    /// Series the budget kept from push exporters only (pods off `/metrics`, whose budget the
+    /// store never applies), in the total of `podtrace_agent_series_dropped_total`.
+    push_dropped: u64,
     push: Option<Push>,
     ebpf: Option<EbpfSource>,
     /// Gaps found at start (the PID namespace), reported for the agent's whole life.
@@ -140,6 +144,7 @@ impl Engine {
             max_processes: usize::from(DEFAULT_MAX_PROCESSES),
             net: NetDevCache::default(),
             dropped_seen: 0,
+            push_dropped: 0,
             push: None,
             ebpf: None,
             start_gaps: BTreeSet::new(),
@@ -318,6 +323,9 @@ impl Engine {
                 sample.series = std::mem::take(&mut state.series);
             }
         }
+        if tick.keep_series {
+            self.push_dropped += self.within_budget(&mut samples);
+        }
         // What no source measured (every one off, or all failed) is not sent.
         let samples: Vec<TargetSample> =
             samples.into_iter().map(|(_, s)| s).filter(|s| !s.is_empty()).collect();
@@ -333,10 +341,40 @@ impl Engine {
         next_target.map_or(self.kernel_next, |t| t.min(self.kernel_next))
     }
 
+    /// Keeps the series the push exporters get of each pod within its `maxSeriesPerPod`, as
+    /// `/metrics` (see [`budget`]); `samples` are in target order, so a pod's containers are
+    /// next to each other. Returns the lines dropped from pods the store does not hold (off
+    /// `/metrics`), whose containers are then reported over budget; the store counted the
+    /// others' already.
+    fn within_budget(&mut self, samples: &mut [(TargetKey, TargetSample)]) -> u64 {
+        let mut uncounted = 0;
+        let same_pod = |a: &(TargetKey, _), b: &(TargetKey, _)| {
+            a.0.namespace == b.0.namespace && a.0.pod == b.0.pod
+        };
+        for pod in samples.chunk_by_mut(same_pod) {
+            let states = pod.iter().filter_map(|(key, _)| self.targets.get(key));
+            let Some(budget) = states.map(|s| s.target.budget()).min() else { continue };
+            let mut series: Vec<&mut Vec<Sample>> =
+                pod.iter_mut().map(|(_, s)| &mut s.series).collect();
+            let dropped = budget::trim(&mut series, budget);
+            let off_metrics = |s: &TargetState| !s.target.profile.export.prometheus;
+            if dropped > 0 && pod.iter().any(|(k, _)| self.targets.get(k).is_some_and(off_metrics))
+            {
+                uncounted += dropped as u64;
+                for (key, _) in pod.iter() {
+                    if let Some(state) = self.targets.get_mut(key) {
+                        state.dropped += dropped;
+                    }
+                }
+            }
+        }
+        uncounted
+    }
+
     /// Publishes the engine's status (waking its readers only when it changed) and the series
     /// gauges.
     fn publish_status(&mut self, resolved: bool) {
-        let dropped = self.store.dropped();
+        let dropped = self.store.dropped() + self.push_dropped;
         self.metrics.series_dropped.inc_by(dropped - self.dropped_seen);
         self.dropped_seen = dropped;
         let series = self.store.series();
@@ -582,6 +620,58 @@ mod tests {
         engine.set_pusher(plain.clone(), "node-1".into());
         engine.tick(start + Duration::from_secs(2));
         assert!(plain.0.lock().last().unwrap().targets[0].series.is_empty(), "no copy");
+    }
+
+    /// maxSeriesPerPod bounds what a pusher of series (OTLP) gets as it bounds `/metrics`: the
+    /// same lines for a pod on `/metrics`; for a pod kept off it (which the store never
+    /// bounds) at most the budget, counted as dropped and reported over budget.
+    #[test]
+    fn a_pods_budget_bounds_the_pushed_series_as_it_bounds_metrics() {
+        let mut registry = Registry::default();
+        let (mut engine, store) = engine_with_store(std::path::Path::new("/proc"), &mut registry);
+        let recorder = Arc::new(Recorder(Mutex::default(), true));
+        engine.set_pusher(recorder.clone(), "node-1".into());
+        let status = engine.subscribe();
+        let mut unbounded = me("1s");
+        unbounded.profile.max_series_per_pod = 100_000;
+        engine.set_targets(vec![unbounded], vec![]);
+        let start = Instant::now();
+        engine.tick(start);
+        let all = recorder.0.lock().last().unwrap().targets[0].series.len();
+        assert!(all > 12, "this process yields {all} series");
+        let line = |s: &Sample| {
+            let name = crate::metrics::catalog::FAMILIES[s.family].name;
+            format!("{name}{}{{{}}}", s.suffix, s.labels.as_str())
+        };
+
+        let mut bounded = me("1s");
+        bounded.profile.max_series_per_pod = 10;
+        engine.set_targets(vec![bounded.clone()], vec![]);
+        engine.tick(start + Duration::from_secs(1));
+        let mut text = String::new();
+        store.encode(&mut text, |s| s != Source::Kernel).unwrap();
+        let mut on_metrics: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+            .collect();
+        let mut pushed: Vec<String> =
+            recorder.0.lock().last().unwrap().targets[0].series.iter().map(line).collect();
+        on_metrics.sort();
+        pushed.sort();
+        assert_eq!(pushed, on_metrics, "the lines /metrics keeps");
+        assert!(pushed.len() <= 10, "{pushed:?}");
+        let dropped_by_store = status.borrow().dropped;
+        assert!(dropped_by_store > 0);
+
+        bounded.profile.export.prometheus = false;
+        engine.set_targets(vec![bounded], vec![]);
+        engine.tick(start + Duration::from_secs(2));
+        let pushed = recorder.0.lock().last().unwrap().targets[0].series.len();
+        assert!((1..=10).contains(&pushed), "{pushed} of {all} series pushed off /metrics");
+        let s = status.borrow().clone();
+        assert!(s.dropped > dropped_by_store, "the lines not pushed are counted");
+        assert_eq!(s.over_budget, [TargetKey::new("ns", "me", "test")]);
     }
 
     #[test]

@@ -20,7 +20,8 @@ use std::{
     },
 };
 
-use super::catalog::{FAMILIES, FamilyId, Kind, Scope, of_source};
+use super::budget::group_labels;
+use super::catalog::{FAMILIES, FamilyId, Kind, of_source};
 use super::sources::Source;
 
 /// What a series belongs to: a container of a pod (or, for node metrics, the node: all empty).
@@ -191,16 +192,6 @@ impl Series {
     }
 }
 
-/// The labels that tell one histogram series from another: a `_bucket` line's labels without
-/// its `le` (always the last label), the others' as they are.
-fn group_labels<'a>(suffix: &str, labels: &'a str) -> &'a str {
-    match (suffix, labels.rfind("le=\"")) {
-        ("_bucket", Some(0)) => "",
-        ("_bucket", Some(i)) if labels[..i].ends_with(',') => &labels[..i - 1],
-        _ => labels,
-    }
-}
-
 /// The series of every family by target.
 pub struct Store {
     inner: RwLock<Inner>,
@@ -275,9 +266,7 @@ impl Inner {
             return 0;
         }
         let mut excess = total - budget;
-        let mut order: Vec<FamilyId> =
-            (0..FAMILIES.len()).filter(|f| FAMILIES[*f].scope != Scope::Node).collect();
-        order.sort_by_key(|f| (FAMILIES[*f].keep, std::cmp::Reverse(*f)));
+        let order = super::budget::drop_order();
         let first = TargetKey::new(&target.namespace, &target.pod, "");
         let mut removed: Vec<(TargetKey, Source, usize)> = Vec::new();
         for f in order {
@@ -668,6 +657,48 @@ mod tests {
         assert!(text.contains("process_name=\"a\",le=\"+Inf\"} 1"), "{text}");
         assert!(!text.contains("process_name=\"b\""), "{text}");
         assert!(!text.contains("podtrace_rtt_latest_seconds{"), "{text}");
+    }
+
+    /// What the push exporters get over the budget ([`super::super::budget::trim`]) is what
+    /// `/metrics` keeps: for every budget, the same lines of a target whose source mixes
+    /// histograms, gauges and counters of several ranks.
+    #[test]
+    fn trimmed_push_series_are_the_lines_the_store_keeps_at_every_budget() {
+        let t = TargetKey::new("ns", "p", "c");
+        let mut samples = Vec::new();
+        for (kind, process) in [("read", "a"), ("write", "a"), ("write", "b")] {
+            let mut l = t.labels();
+            l.push("type", kind).push("process_name", process);
+            samples.extend(histogram(FS, &l));
+            samples.push(Sample::new(FS_LATEST, l.clone(), 0.1));
+            samples.push(Sample::new(FS_COUNT, l, 2.0));
+        }
+        for operation in ["read", "write"] {
+            let mut l = t.labels();
+            l.push("type", "FS").push("process_name", "a").push("operation", operation);
+            samples.push(Sample::new(FILESYSTEM_BYTES, l, 512.0));
+        }
+        let line =
+            |s: &Sample| format!("{}{}{{{}}}", FAMILIES[s.family].name, s.suffix, s.labels.0);
+        let total = samples.len();
+        for budget in 1..=total + 1 {
+            let store = Store::default();
+            let dropped = store.replace(Source::Fs, &t, samples.clone(), Some(budget));
+            let mut text = String::new();
+            store.encode(&mut text, |_| true).unwrap();
+            let mut kept: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+                .collect();
+            let mut pushed = samples.clone();
+            assert_eq!(super::super::budget::trim(&mut [&mut pushed], budget), dropped, "{budget}");
+            let mut pushed: Vec<String> = pushed.iter().map(line).collect();
+            kept.sort();
+            pushed.sort();
+            assert_eq!(pushed, kept, "budget {budget} of {total}");
+            assert!(pushed.len() <= budget, "{budget}");
+        }
     }
 
     #[test]
