@@ -11,14 +11,17 @@ use super::{
     Sample,
     catalog::{FAMILIES, FamilyId, Kind, Scope},
 };
-use std::ops::Range;
+use std::{ops::Range, sync::LazyLock};
 
-/// The pod families in the order the budget drops them.
-pub fn drop_order() -> Vec<FamilyId> {
-    let mut order: Vec<FamilyId> =
-        (0..FAMILIES.len()).filter(|f| FAMILIES[*f].scope != Scope::Node).collect();
-    order.sort_by_key(|f| (FAMILIES[*f].keep, std::cmp::Reverse(*f)));
-    order
+/// The pod families in the order the budget drops them (computed once: the catalog is static).
+pub fn drop_order() -> &'static [FamilyId] {
+    static ORDER: LazyLock<Vec<FamilyId>> = LazyLock::new(|| {
+        let mut order: Vec<FamilyId> =
+            (0..FAMILIES.len()).filter(|f| FAMILIES[*f].scope != Scope::Node).collect();
+        order.sort_by_key(|f| (FAMILIES[*f].keep, std::cmp::Reverse(*f)));
+        order
+    });
+    &ORDER
 }
 
 /// The labels that tell one histogram series from another: a `_bucket` line's labels without
@@ -36,8 +39,11 @@ pub fn group_labels<'a>(suffix: &str, labels: &'a str) -> &'a str {
 pub fn trim(pod: &mut [&mut Vec<Sample>], budget: usize) -> usize {
     let total: usize = pod.iter().map(|s| s.len()).sum();
     let mut excess = total.saturating_sub(budget);
+    if excess == 0 {
+        return 0;
+    }
     let mut dropped = 0;
-    for family in drop_order() {
+    for &family in drop_order() {
         for series in pod.iter_mut() {
             if excess == 0 {
                 return dropped;
@@ -60,7 +66,9 @@ pub fn trim(pod: &mut [&mut Vec<Sample>], budget: usize) -> usize {
 /// histogram label set, or one line.
 fn groups_of(series: &[Sample], family: FamilyId) -> Vec<Range<usize>> {
     let histogram = FAMILIES[family].kind == Kind::Histogram;
-    let key = |s: &Sample| group_labels(s.suffix, s.labels.as_str()).to_owned();
+    fn key(s: &Sample) -> &str {
+        group_labels(s.suffix, s.labels.as_str())
+    }
     let mut groups = Vec::new();
     let mut i = 0;
     while i < series.len() {

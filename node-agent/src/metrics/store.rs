@@ -266,10 +266,9 @@ impl Inner {
             return 0;
         }
         let mut excess = total - budget;
-        let order = super::budget::drop_order();
         let first = TargetKey::new(&target.namespace, &target.pod, "");
         let mut removed: Vec<(TargetKey, Source, usize)> = Vec::new();
-        for f in order {
+        for &f in super::budget::drop_order() {
             if excess == 0 {
                 break;
             }
