@@ -541,6 +541,35 @@ mod tests {
         }
     }
 
+    /// The series names (with labels) of the store's `/metrics` text, sorted.
+    fn lines_on_metrics(store: &Store) -> Vec<String> {
+        let mut text = String::new();
+        store.encode(&mut text, |s| s != Source::Kernel).unwrap();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// The series names (with labels) of the first target of the last batch `recorder` got,
+    /// sorted.
+    fn lines_pushed(recorder: &Recorder) -> Vec<String> {
+        let batches = recorder.0.lock();
+        let series = &batches.last().unwrap().targets[0].series;
+        let mut lines: Vec<String> = series
+            .iter()
+            .map(|s| {
+                let name = crate::metrics::catalog::FAMILIES[s.family].name;
+                format!("{name}{}{{{}}}", s.suffix, s.labels.as_str())
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
     #[test]
     fn kernel_counters_are_pushed_once_per_node_interval_however_often_targets_are_due() {
         let mut registry = Registry::default();
@@ -590,25 +619,9 @@ mod tests {
         engine.set_targets(vec![me("1s")], vec![]);
         let start = Instant::now();
         engine.tick(start);
-        let mut text = String::new();
-        store.encode(&mut text, |s| s != Source::Kernel).unwrap();
-        let on_metrics: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        let pushed = recorder.0.lock().last().unwrap().targets[0].series.clone();
+        let pushed = lines_pushed(&recorder);
         assert!(!pushed.is_empty());
-        let pushed: Vec<String> = pushed
-            .iter()
-            .map(|s| {
-                let name =
-                    format!("{}{}", crate::metrics::catalog::FAMILIES[s.family].name, s.suffix);
-                format!("{name}{{{}}}", s.labels.as_str())
-            })
-            .collect();
-        let mut names_on_metrics: Vec<&str> =
-            on_metrics.iter().map(|l| l.rsplit_once(' ').unwrap().0).collect();
-        let mut pushed_names: Vec<&str> = pushed.iter().map(String::as_str).collect();
-        names_on_metrics.sort();
-        pushed_names.sort();
-        assert_eq!(pushed_names, names_on_metrics);
+        assert_eq!(pushed, lines_on_metrics(&store));
 
         let mut off = me("1s");
         off.profile.export.prometheus = false;
@@ -639,27 +652,13 @@ mod tests {
         engine.tick(start);
         let all = recorder.0.lock().last().unwrap().targets[0].series.len();
         assert!(all > 12, "this process yields {all} series");
-        let line = |s: &Sample| {
-            let name = crate::metrics::catalog::FAMILIES[s.family].name;
-            format!("{name}{}{{{}}}", s.suffix, s.labels.as_str())
-        };
 
         let mut bounded = me("1s");
         bounded.profile.max_series_per_pod = 10;
         engine.set_targets(vec![bounded.clone()], vec![]);
         engine.tick(start + Duration::from_secs(1));
-        let mut text = String::new();
-        store.encode(&mut text, |s| s != Source::Kernel).unwrap();
-        let mut on_metrics: Vec<String> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
-            .collect();
-        let mut pushed: Vec<String> =
-            recorder.0.lock().last().unwrap().targets[0].series.iter().map(line).collect();
-        on_metrics.sort();
-        pushed.sort();
-        assert_eq!(pushed, on_metrics, "the lines /metrics keeps");
+        let pushed = lines_pushed(&recorder);
+        assert_eq!(pushed, lines_on_metrics(&store), "the lines /metrics keeps");
         assert!(pushed.len() <= 10, "{pushed:?}");
         let dropped_by_store = status.borrow().dropped;
         assert!(dropped_by_store > 0);
