@@ -71,6 +71,19 @@ mod exporters {
         (values, series["metric"].clone())
     }
 
+    /// Waits up to 30 s until `prometheus` holds exactly the values `want` of web-0's series
+    /// (sent by way of `collector`, whose log the failure shows).
+    async fn arrived(prometheus: &Broker, collector: &Broker, want: &[u64]) {
+        let want: BTreeSet<u64> = want.iter().copied().collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while stored(prometheus.port).await.0 != want {
+            let all = promql(prometheus.port, "podtrace_process_threads[1h]").await;
+            let log = format!("{all}\n{}\n{}", prometheus.log(), collector.log());
+            assert!(std::time::Instant::now() < deadline, "{want:?}: {log}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Ten batches arrive; the receiver (`restart`) goes away for twelve more, of which the
     /// queue keeps the newest five; once it is back exactly those fifteen are in Prometheus,
     /// and the seven others are counted as dropped.
@@ -288,13 +301,7 @@ mod exporters {
         http.push(batch_with_series(2, base));
         wait_for(&http, "sent over HTTP", Duration::from_secs(30), |h| h.sent == 1).await;
 
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let want: BTreeSet<u64> = [1, 2].into();
-        while stored(prometheus.port).await.0 != want {
-            let collector = collector.log();
-            assert!(std::time::Instant::now() < deadline, "in Prometheus: {collector}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        arrived(&prometheus, &collector, &[1, 2]).await;
 
         a.otlp_ca_file = None;
         let (system, _) = start(&a);
@@ -371,27 +378,14 @@ mod exporters {
         a.otlp_endpoint = Some(format!("http://127.0.0.1:{}/api/v1/otlp", prometheus.port));
         let (to_prometheus, _) = start(&a);
         to_prometheus.push(batch_with_series(3, base));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let arrived = |want: &[u64]| {
-            let want: BTreeSet<u64> = want.iter().copied().collect();
-            let (prometheus, collector) = (&prometheus, &collector);
-            async move {
-                while stored(prometheus.port).await.0 != want {
-                    let all = promql(prometheus.port, "podtrace_process_threads[1h]").await;
-                    let log = format!("{all}\n{}\n{}", prometheus.log(), collector.log());
-                    assert!(std::time::Instant::now() < deadline, "{want:?}: {log}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
-        arrived(&[3]).await;
+        arrived(&prometheus, &collector, &[3]).await;
         // After 3 is stored: Prometheus refuses a sample older than the newest of its series.
         a.otlp_endpoint = Some(format!("http://127.0.0.1:{}", collector.port));
         let (to_collector, _) = start(&a);
         to_collector.push(batch_with_series(4, base));
         wait_for(&to_collector, "sent to the Collector", Duration::from_secs(30), |h| h.sent == 1)
             .await;
-        arrived(&[3, 4]).await;
+        arrived(&prometheus, &collector, &[3, 4]).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
